@@ -1,0 +1,159 @@
+"""`analyze`: per-simulation analysis over all segments joined (mdtraj + pandas).
+
+RMSD to the starting structure, radius of gyration, per-residue RMSF and, for
+proteins, DSSP secondary-structure fractions; plus the mean temperature (and density
+in explicit solvent) from the energies tables. One CSV per quantity, a JSON of
+summary numbers and one PNG figure per simulation.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .engine import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+
+class TrajectoryError(Exception):
+    pass
+
+
+def load_segments(trajectories: list[Path], topology: Path, frame_interval_ps: float):
+    """Join segment trajectories and check that time is continuous: every frame one
+    frame interval after the previous one, no gap and no duplicate."""
+    import mdtraj
+
+    traj = mdtraj.load([str(p) for p in trajectories], top=str(topology))
+    steps = np.diff(traj.time)
+    if len(steps) and not np.allclose(steps, frame_interval_ps, atol=1e-3 * max(frame_interval_ps, 1.0)):
+        bad = int(np.argmax(~np.isclose(steps, frame_interval_ps, atol=1e-3 * max(frame_interval_ps, 1.0))))
+        raise TrajectoryError(
+            f"time is not continuous between frames {bad} and {bad + 1} "
+            f"({traj.time[bad]:g} ps -> {traj.time[bad + 1]:g} ps, expected +{frame_interval_ps:g} ps)"
+        )
+    return traj
+
+
+def _selection(topology, expression: str, fallback: str) -> np.ndarray:
+    atoms = topology.select(expression)
+    return atoms if len(atoms) >= 3 else topology.select(fallback)
+
+
+def analyze(trajectories: list[Path], energies: list[Path], topology: Path, frame_interval_ps: float,
+            out: dict[str, Path], title: str) -> dict:
+    """Compute everything and write the files named in ``out`` (keys: rmsd, rg, rmsf,
+    dssp, json, png)."""
+    import mdtraj
+
+    traj = load_segments(trajectories, topology, frame_interval_ps)
+    reference = mdtraj.load(str(topology))
+    top = traj.topology
+    if traj.unitcell_vectors is not None and np.any(traj.unitcell_lengths):
+        traj = _make_whole(traj)
+    fit_atoms = _selection(top, "backbone", "not element H")
+    heavy = _selection(top, "not element H and not water", "all")
+    traj.superpose(reference, atom_indices=fit_atoms)
+    time_ps = traj.time
+    rmsd = mdtraj.rmsd(traj, reference, atom_indices=fit_atoms)
+    rg = mdtraj.compute_rg(traj.atom_slice(heavy))
+    ca = top.select("name CA")
+    rmsf_atoms = ca if len(ca) else heavy
+    rmsf = mdtraj.rmsf(traj, None, atom_indices=rmsf_atoms, precentered=False)
+    rmsf_table = pd.DataFrame({
+        "residue_index": [top.atom(i).residue.index for i in rmsf_atoms],
+        "residue": [str(top.atom(i).residue) for i in rmsf_atoms],
+        "atom": [top.atom(i).name for i in rmsf_atoms],
+        "rmsf_nm": rmsf,
+    })
+    pd.DataFrame({"time_ps": time_ps, "rmsd_nm": rmsd}).to_csv(out["rmsd"], index=False)
+    pd.DataFrame({"time_ps": time_ps, "rg_nm": rg}).to_csv(out["rg"], index=False)
+    rmsf_table.to_csv(out["rmsf"], index=False)
+    dssp = secondary_structure(traj)
+    dssp.to_csv(out["dssp"], index=False)
+    thermo = pd.concat([pd.read_csv(p) for p in energies], ignore_index=True)
+    half = len(time_ps) // 2
+    summary = {
+        "simulation": title,
+        "frames": int(traj.n_frames),
+        "simulated_ns": round(float(time_ps[-1] - time_ps[0] + frame_interval_ps) / 1000.0, 6),
+        "rmsd_mean_nm": _round(rmsd.mean()),
+        "rmsd_final_nm": _round(rmsd[-1]),
+        "rmsd_second_half_mean_nm": _round(rmsd[half:].mean()),
+        "rg_mean_nm": _round(rg.mean()),
+        "rmsf_mean_nm": _round(rmsf.mean()),
+        "temperature_mean_K": _round(thermo["temperature_K"].mean(), 2),
+        "temperature_std_K": _round(thermo["temperature_K"].std(), 2),
+        "density_mean_g_per_mL": _round(thermo["density_g_per_mL"].mean()) if thermo["density_g_per_mL"].notna().any() else None,
+        "potential_energy_mean_kJ_mol": _round(thermo["potential_energy_kJ_mol"].mean(), 2),
+    }
+    if len(dssp):
+        for column in ("helix", "strand", "coil"):
+            summary[f"{column}_fraction"] = _round(dssp[column].mean())
+    atomic_write_json(out["json"], summary)
+    plot(time_ps, rmsd, rg, rmsf_table, dssp, thermo, title, out["png"])
+    log.info("analyzed %s: %d frames, RMSD %.3f nm, Rg %.3f nm", title, traj.n_frames, rmsd.mean(), rg.mean())
+    return summary
+
+
+def _make_whole(traj):
+    """Make molecules whole across periodic boundaries before any geometry."""
+    try:
+        return traj.image_molecules(inplace=False)
+    except Exception as error:  # noqa: BLE001 - mdtraj needs bonds; keep raw frames
+        log.warning("could not image molecules (%s); using raw coordinates", error)
+        return traj
+
+
+def secondary_structure(traj) -> pd.DataFrame:
+    """Per-frame fractions of helix (H), strand (E) and coil (C) over protein residues."""
+    import mdtraj
+
+    protein = traj.topology.select("protein")
+    if len(protein) == 0:
+        return pd.DataFrame(columns=["time_ps", "helix", "strand", "coil"])
+    codes = mdtraj.compute_dssp(traj.atom_slice(protein), simplified=True)
+    valid = codes != "NA"
+    counts = np.maximum(valid.sum(axis=1), 1)
+    return pd.DataFrame({
+        "time_ps": traj.time,
+        "helix": (codes == "H").sum(axis=1) / counts,
+        "strand": (codes == "E").sum(axis=1) / counts,
+        "coil": (codes == "C").sum(axis=1) / counts,
+    })
+
+
+def _round(value, digits: int = 4):
+    return None if value is None or not np.isfinite(value) else round(float(value), digits)
+
+
+def plot(time_ps, rmsd, rg, rmsf_table, dssp, thermo, title, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    time_ns = np.asarray(time_ps) / 1000.0
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7), constrained_layout=True)
+    axes[0, 0].plot(time_ns, rmsd, lw=1)
+    axes[0, 0].set(xlabel="time (ns)", ylabel="RMSD to start (nm)", title="RMSD")
+    axes[0, 1].plot(time_ns, rg, lw=1, color="tab:green")
+    axes[0, 1].set(xlabel="time (ns)", ylabel="radius of gyration (nm)", title="Radius of gyration")
+    axes[1, 0].plot(np.arange(len(rmsf_table)), rmsf_table["rmsf_nm"], marker=".", lw=1, color="tab:orange")
+    axes[1, 0].set(xlabel="residue", ylabel="RMSF (nm)", title="Per-residue RMSF")
+    if len(dssp):
+        for column, color in (("helix", "tab:red"), ("strand", "tab:blue"), ("coil", "tab:gray")):
+            axes[1, 1].plot(time_ns, dssp[column], lw=1, label=column, color=color)
+        axes[1, 1].set(xlabel="time (ns)", ylabel="fraction of residues", title="Secondary structure (DSSP)",
+                       ylim=(-0.02, 1.02))
+        axes[1, 1].legend(loc="upper right", fontsize=8)
+    else:
+        axes[1, 1].plot(thermo["time_ps"] / 1000.0, thermo["temperature_K"], lw=1, color="tab:purple")
+        axes[1, 1].set(xlabel="time (ns)", ylabel="temperature (K)", title="Temperature")
+    fig.suptitle(title)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

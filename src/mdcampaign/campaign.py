@@ -1,0 +1,377 @@
+"""The campaign definition: config.yaml plus the systems table, validated and expanded
+into simulations (one per system and replica)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Iterator
+
+from . import layout
+from .errors import CampaignError
+from .forcefields import forcefield_files
+from .validation import coerce_cell, load_schema, suggest, validate
+
+STRUCTURE_SUFFIXES = (".pdb", ".ent", ".cif", ".mmcif", ".pdbx", ".gro")
+BAROSTAT_INTERVAL_STEPS = 25
+# Above this timestep, hydrogen mass repartitioning is required for stable dynamics.
+MAX_TIMESTEP_WITHOUT_HMR_FS = 2.5
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """Simulation protocol of one system. Field names are the schema's keys."""
+
+    forcefield: str
+    solvent: str
+    water_model: str
+    implicit_model: str
+    box_shape: str
+    padding_nm: float
+    ionic_strength_molar: float
+    ph: float
+    temperature_K: float
+    pressure_bar: float
+    friction_per_ps: float
+    timestep_fs: float
+    hmr: bool
+    nonbonded_cutoff_nm: float
+    minimization_max_iterations: int
+    equilibration_ps: float
+    segment_ns: float
+    target_ns: float
+    frame_interval_ps: float
+    checkpoint_interval_ps: float
+    trajectory_atoms: str
+    seed: int
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    @property
+    def explicit(self) -> bool:
+        return self.solvent == "explicit"
+
+    @property
+    def timestep_ps(self) -> float:
+        return self.timestep_fs / 1000.0
+
+    def steps(self, picoseconds: float) -> int:
+        return round(picoseconds / self.timestep_ps)
+
+    @property
+    def segment_steps(self) -> int:
+        return self.steps(self.segment_ns * 1000.0)
+
+    @property
+    def frame_steps(self) -> int:
+        return self.steps(self.frame_interval_ps)
+
+    @property
+    def checkpoint_steps(self) -> int:
+        return self.steps(self.checkpoint_interval_ps)
+
+    @property
+    def equilibration_steps(self) -> int:
+        return self.steps(self.equilibration_ps)
+
+    @property
+    def n_segments(self) -> int:
+        # A tiny tolerance so that 0.3 / 0.1 counts as 3 segments, not 4.
+        return max(1, math.ceil(self.target_ns / self.segment_ns - 1e-9))
+
+    @property
+    def forcefield_files(self) -> list[str]:
+        return forcefield_files(self.forcefield, self.solvent, self.water_model, self.implicit_model)
+
+    def problems(self) -> Iterator[str]:
+        """Inconsistencies between keys that the schema cannot express."""
+        try:
+            self.forcefield_files
+        except ValueError as error:
+            yield str(error)
+        if self.segment_ns > self.target_ns + 1e-12:
+            yield f"segment_ns ({self.segment_ns}) must not exceed target_ns ({self.target_ns})"
+        if self.timestep_fs > MAX_TIMESTEP_WITHOUT_HMR_FS and not self.hmr:
+            yield (
+                f"timestep_fs {self.timestep_fs} needs hmr: true (without hydrogen mass "
+                f"repartitioning use at most {MAX_TIMESTEP_WITHOUT_HMR_FS} fs)"
+            )
+        for key, picoseconds in (
+            ("frame_interval_ps", self.frame_interval_ps),
+            ("checkpoint_interval_ps", self.checkpoint_interval_ps),
+            ("segment_ns", self.segment_ns * 1000.0),
+            ("equilibration_ps", self.equilibration_ps),
+        ):
+            if not _is_multiple(picoseconds, self.timestep_ps):
+                yield f"{key} must be a whole number of timesteps ({self.timestep_fs} fs)"
+                return
+        if self.frame_steps > self.segment_steps or self.segment_steps % self.frame_steps:
+            yield (
+                f"segment_ns ({self.segment_ns}) must be a whole number of frame intervals "
+                f"(frame_interval_ps {self.frame_interval_ps})"
+            )
+        if self.checkpoint_steps % self.frame_steps:
+            yield (
+                f"checkpoint_interval_ps ({self.checkpoint_interval_ps}) must be a whole number "
+                f"of frame intervals (frame_interval_ps {self.frame_interval_ps})"
+            )
+        if self.explicit and self.frame_steps % BAROSTAT_INTERVAL_STEPS:
+            yield (
+                f"frame_interval_ps ({self.frame_interval_ps}) must be a multiple of "
+                f"{BAROSTAT_INTERVAL_STEPS} timesteps ({BAROSTAT_INTERVAL_STEPS * self.timestep_ps:g} ps), "
+                "the barostat interval, so that restarts reproduce the pressure coupling"
+            )
+
+
+def _is_multiple(value: float, unit: float) -> bool:
+    ratio = value / unit
+    return abs(ratio - round(ratio)) < 1e-6 and round(ratio) > 0
+
+
+@dataclass(frozen=True)
+class System:
+    id: str
+    structure: Path
+    replicas: int
+    protocol: Protocol
+    line: int  # line of the systems table that defines it
+
+
+@dataclass(frozen=True)
+class Simulation:
+    system: str
+    replica: int
+    seed: int
+    protocol: Protocol
+
+    @property
+    def name(self) -> str:
+        return layout.sim_name(self.system, self.replica)
+
+    @property
+    def n_segments(self) -> int:
+        return self.protocol.n_segments
+
+    @property
+    def wildcards(self) -> dict:
+        return {"system": self.system, "replica": self.replica}
+
+
+@dataclass
+class Campaign:
+    name: str
+    config_file: str
+    systems_file: str
+    store: str
+    scratch: str
+    platform: str
+    defaults: Protocol
+    systems: dict[str, System]
+    simulations: list[Simulation] = field(default_factory=list)
+    _by_key: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        self._by_key = {(s.system, s.replica): s for s in self.simulations}
+
+    def simulation(self, system: str, replica) -> Simulation:
+        return self._by_key[(system, int(replica))]
+
+
+def replica_seed(system: str, replica: int, salt: int) -> int:
+    """Deterministic per-replica seed: stable across runs, machines and Python versions."""
+    digest = hashlib.sha256(f"{system}/r{replica}/{salt}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF or 1
+
+
+def load_campaign(config: dict, config_file: str = "config/config.yaml", base_dir: Path | str = ".",
+                  schema_dir: str | None = None) -> Campaign:
+    """Validate the config (filling defaults in place) and the systems table it names.
+
+    Raises CampaignError with a one-line message on the first problem found.
+    """
+    base_dir = Path(base_dir)
+    validate(config, load_schema("config.schema.yaml", schema_dir), config_file)
+    protocol_schema = load_schema("config.schema.yaml", schema_dir)["properties"]["protocol"]
+    defaults = _protocol(config["protocol"], config_file + ": protocol")
+    systems_file = config["systems"]
+    rows = read_systems_table(base_dir / systems_file, systems_file)
+    row_schema = load_schema("systems.schema.yaml", schema_dir)
+    systems: dict[str, System] = {}
+    for line, row in rows:
+        systems_entry = _system(row, line, systems_file, row_schema, protocol_schema, config["protocol"], base_dir)
+        if systems_entry.id in systems:
+            raise CampaignError(
+                f"{systems_file}, line {line}: duplicate system id '{systems_entry.id}' "
+                f"(first defined on line {systems[systems_entry.id].line}); ids must be unique"
+            )
+        systems[systems_entry.id] = systems_entry
+    if not systems:
+        raise CampaignError(f"{systems_file}: no systems defined (add one row per system below the header)")
+    simulations = [
+        Simulation(s.id, replica, replica_seed(s.id, replica, s.protocol.seed), s.protocol)
+        for s in systems.values()
+        for replica in range(1, s.replicas + 1)
+    ]
+    return Campaign(
+        name=config["campaign"],
+        config_file=config_file,
+        systems_file=systems_file,
+        store=config["store"],
+        scratch=config["scratch"],
+        platform=config["platform"],
+        defaults=defaults,
+        systems=systems,
+        simulations=simulations,
+    )
+
+
+def _protocol(values: dict, where: str) -> Protocol:
+    protocol = Protocol(**{key: values[key] for key in Protocol.keys()})
+    for problem in protocol.problems():
+        raise CampaignError(f"{where}: {problem}")
+    return protocol
+
+
+def read_systems_table(path: Path, label: str) -> list[tuple[int, dict]]:
+    """Rows of the TSV systems table as (line number, {column: text}).
+
+    Blank lines and lines starting with '#' are skipped; line numbers are those an
+    editor shows.
+    """
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise CampaignError(f"{label}: systems table not found (set 'systems' in the config to its path)") from None
+    except IsADirectoryError:
+        raise CampaignError(f"{label}: is a directory, expected a tab-separated table") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise CampaignError(f"{label}: not a text file (expected a UTF-8 tab-separated table)") from None
+    numbered = [
+        (number, line)
+        for number, line in enumerate(text.splitlines(), start=1)
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    if not numbered:
+        raise CampaignError(f"{label}: empty table (expected a header line with columns id, structure, replicas)")
+    header_line, header_text = numbered[0]
+    header = next(csv.reader(io.StringIO(header_text), delimiter="\t"))
+    header = [column.strip() for column in header]
+    if "id" not in header or "structure" not in header:
+        hint = ""
+        if len(header) == 1 and ("," in header_text or ";" in header_text or " " in header_text.strip()):
+            hint = " (columns must be separated by tabs, not commas or spaces)"
+        missing = [c for c in ("id", "structure") if c not in header]
+        raise CampaignError(
+            f"{label}, line {header_line}: header lacks column(s) {', '.join(repr(c) for c in missing)}{hint}; "
+            f"found {', '.join(repr(c) for c in header)}"
+        )
+    duplicated = sorted({c for c in header if header.count(c) > 1})
+    if duplicated:
+        raise CampaignError(f"{label}, line {header_line}: column '{duplicated[0]}' appears twice in the header")
+    rows = []
+    for number, line in numbered[1:]:
+        cells = next(csv.reader(io.StringIO(line), delimiter="\t"))
+        if len(cells) > len(header):
+            raise CampaignError(
+                f"{label}, line {number}: {len(cells)} fields but the header has {len(header)} columns "
+                "(columns must be separated by single tabs)"
+            )
+        row = {column: cell.strip() for column, cell in zip(header, cells) if cell.strip() not in ("", "NA")}
+        rows.append((number, row))
+    return rows
+
+
+def _system(row: dict, line: int, label: str, row_schema: dict, protocol_schema: dict,
+            defaults: dict, base_dir: Path) -> System:
+    system_id = row.get("id", "")
+    where = f"{label}, line {line}" + (f" (id '{system_id}')" if system_id else "")
+    protocol_keys = protocol_schema["properties"]
+    own_keys = row_schema["properties"]
+    values = {}
+    for column, text in row.items():
+        if column in own_keys:
+            values[column] = coerce_cell(text, own_keys[column])
+        elif column in protocol_keys:
+            values[column] = coerce_cell(text, protocol_keys[column])
+        else:
+            allowed = list(own_keys) + list(protocol_keys)
+            raise CampaignError(
+                f"{where}: unknown column '{column}'{suggest(column, allowed)}; allowed columns: "
+                f"{', '.join(own_keys)} and the protocol keys ({', '.join(protocol_keys)})"
+            )
+    own = {key: value for key, value in values.items() if key in own_keys}
+    validate(own, row_schema, where)
+    overrides = {key: value for key, value in values.items() if key in protocol_keys}
+    overrides_schema = {"type": "object", "properties": {k: _without_default(v) for k, v in protocol_keys.items()}}
+    try:
+        validate(overrides, overrides_schema, where, fill_defaults=False)
+    except CampaignError as error:
+        raise CampaignError(str(error).replace(f"{where}: ", f"{where}, column ", 1)) from None
+    if ".." in own["id"].split("."):
+        raise CampaignError(f"{where}, column id: must not contain '..' (got {own['id']!r})")
+    protocol = _protocol({**defaults, **overrides}, where)
+    structure = _structure_path(own["structure"], where, base_dir)
+    return System(own["id"], structure, own["replicas"], protocol, line)
+
+
+def _without_default(subschema: dict) -> dict:
+    return {key: value for key, value in subschema.items() if key != "default"}
+
+
+def _structure_path(text: str, where: str, base_dir: Path) -> Path:
+    path = Path(text)
+    resolved = path if path.is_absolute() else base_dir / path
+    if path.suffix.lower() not in STRUCTURE_SUFFIXES:
+        raise CampaignError(
+            f"{where}, column structure: unsupported file type '{path.suffix or path.name}' "
+            f"(allowed: {', '.join(STRUCTURE_SUFFIXES)})"
+        )
+    if not resolved.is_file():
+        state = "is a directory" if resolved.is_dir() else "does not exist"
+        raise CampaignError(f"{where}, column structure: file '{text}' {state}")
+    problem = sniff_structure(resolved)
+    if problem:
+        raise CampaignError(f"{where}, column structure: '{text}' {problem}")
+    return path
+
+
+def sniff_structure(path: Path) -> str | None:
+    """A cheap check that a structure file is what its name says; None if it looks fine.
+
+    Parsing waits for `setup`; this only rejects files that cannot possibly work (empty,
+    binary, no atom records) before anything runs.
+    """
+    data = path.read_bytes()
+    if not data.strip():
+        return "is empty"
+    if b"\x00" in data[:65536]:
+        return "is a binary file, not a text structure file"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = data.decode("latin-1")
+    suffix = path.suffix.lower()
+    if suffix in (".pdb", ".ent"):
+        atoms = sum(1 for line in text.splitlines() if line.startswith(("ATOM  ", "HETATM")))
+        if atoms == 0:
+            return "has no ATOM or HETATM records (is it really a PDB file?)"
+    elif suffix in (".cif", ".mmcif", ".pdbx"):
+        if "_atom_site." not in text:
+            return "has no _atom_site loop (is it really an mmCIF file?)"
+    elif suffix == ".gro":
+        lines = text.splitlines()
+        try:
+            count = int(lines[1].strip())
+        except (IndexError, ValueError):
+            return "does not start with a title line and an atom count (is it really a GRO file?)"
+        if count <= 0 or len(lines) < count + 3:
+            return f"declares {count} atoms but is too short (truncated GRO file?)"
+    return None

@@ -1,0 +1,17 @@
+"""Errors that carry a message meant for the user, not a traceback."""
+
+
+class CampaignError(Exception):
+    """A mistake in the campaign definition or its inputs.
+
+    The message is a single line that names the file, the row or key, and what is
+    allowed; entry points print it and exit non-zero instead of showing a traceback.
+    """
+
+
+class SegmentError(Exception):
+    """A segment could not be simulated (for example, the system exploded)."""
+
+
+class TransferError(Exception):
+    """Copying data between scratch and the store failed."""

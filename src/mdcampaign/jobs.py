@@ -1,0 +1,219 @@
+"""What each rule's script does with the `snakemake` object it is given.
+
+The scripts in ``scripts/`` call exactly one function here; the functions translate
+Snakemake's inputs, outputs and params into calls to the modules that do the work,
+set up logging to the rule's log file, and turn expected failures into one clear
+line (in the log and on stderr) and an exit status instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+
+from . import layout
+from .campaign import Protocol
+from .errors import CampaignError, SegmentError, TransferError
+
+log = logging.getLogger("mdcampaign")
+
+EXIT_FAILED = 1
+# The segment stopped early with its progress saved (time budget or a stop signal):
+# running the same command again continues it. EX_TEMPFAIL from sysexits.h.
+EXIT_PAUSED = 75
+
+
+@contextmanager
+def job_logging(smk, what: str):
+    """Log to the rule's log file; expected failures end the job with one line."""
+    log_file = Path(smk.log[0])
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(log_file, mode="a")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.WARNING)
+    console.setFormatter(logging.Formatter(f"[{what}] %(levelname)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler, console]
+    root.setLevel(logging.INFO)
+    log.info("%s started (pid %d, host %s)", what, os.getpid(), os.uname().nodename)
+    try:
+        yield
+    except (CampaignError, SegmentError, TransferError) as error:
+        log.error("FAILED: %s", error)
+        sys.exit(EXIT_FAILED)
+    except Exception:  # noqa: BLE001 - unexpected: keep the traceback, in the log
+        handler.stream.write(traceback.format_exc())
+        log.error("FAILED with an unexpected error; the traceback is in %s", log_file)
+        sys.exit(EXIT_FAILED)
+    finally:
+        handler.flush()
+
+
+def protocol_of(smk) -> Protocol:
+    return Protocol(**smk.params.protocol)
+
+
+def _label(smk) -> str:
+    w = smk.wildcards
+    name = layout.sim_name(w.system, w.replica) if "replica" in w.keys() else w.system
+    return f"{smk.rule} {name}" + (f" segment {w.segment}" if "segment" in w.keys() else "")
+
+
+def setup(smk) -> None:
+    from .engine import atomic_write_json
+    from .prepare import prepare
+
+    with job_logging(smk, _label(smk)):
+        out_dir = Path(smk.output.system).parent
+        info = prepare(Path(smk.input.structure), protocol_of(smk), out_dir, smk.params.platform, smk.threads,
+                       smk.params.seed)
+        info["system"] = smk.wildcards.system
+        info["protocol"] = smk.params.protocol
+        atomic_write_json(smk.output.info, info)
+
+
+def stage(smk) -> None:
+    from .transfer import read_manifest, stage_segment, store_segment_dir, store_sim_dir
+
+    with job_logging(smk, _label(smk)):
+        w = smk.wildcards
+        segment = int(w.segment)
+        staged = {name: Path(smk.output[name.replace(".", "_")]) for name in layout.STAGED_FILES}
+        info = {
+            "simulation": layout.sim_name(w.system, w.replica),
+            "segment": segment,
+            "seed": smk.params.seed,
+            "protocol": smk.params.protocol,
+        }
+        if segment == 0:
+            sources = {
+                "system.xml": Path(smk.input.system),
+                "start_state.xml": Path(smk.input.state),
+                "topology.pdb": Path(smk.input.topology),
+                "trajectory_topology.pdb": Path(smk.input.trajectory_topology),
+            }
+            checksums = {}
+        else:
+            previous = read_manifest(smk.params.previous_record)
+            store = previous["store"]
+            sim_dir = store_sim_dir(store, w.system, w.replica)
+            segment_dir = store_segment_dir(store, w.system, w.replica, previous_segment(segment))
+            sources = {name: sim_dir / name for name in layout.PINNED_FILES}
+            sources["start_state.xml"] = segment_dir / "final_state.xml"
+            checksums = dict(previous["pinned"])
+            checksums["start_state.xml"] = previous["files"]["final_state.xml"]["sha256"]
+            info["pinned"] = previous["pinned"]
+        stage_segment(sources, checksums, staged, info)
+
+
+def previous_segment(segment: int) -> str:
+    return layout.segment_name(segment - 1)
+
+
+def _deadline(smk) -> float | None:
+    """When this job must have stopped: the Slurm job's end time if known, else the
+    rule's runtime (minutes) counted from now; None when there is no limit."""
+    end = os.environ.get("SLURM_JOB_END_TIME")
+    if end and end.isdigit():
+        return float(end)
+    runtime = getattr(smk.resources, "runtime", None)
+    if os.environ.get("SLURM_JOB_ID") and isinstance(runtime, (int, float)) and runtime > 0:
+        return time.time() + 60.0 * runtime
+    return None
+
+
+def simulate(smk) -> None:
+    from .segment import SegmentJob, publish, run_segment
+
+    with job_logging(smk, _label(smk)):
+        w = smk.wildcards
+        outputs = {name: Path(smk.output[name.split(".")[0]]) for name in layout.SEGMENT_FILES}
+        work_dir = Path(smk.params.work_dir)
+        job = SegmentJob(
+            name=layout.sim_name(w.system, w.replica),
+            segment=int(w.segment),
+            protocol=protocol_of(smk),
+            seed=smk.params.seed,
+            system_xml=Path(smk.input.system),
+            start_state_xml=Path(smk.input.start_state),
+            topology_pdb=Path(smk.input.topology),
+            work_dir=work_dir,
+            platform=smk.params.platform,
+            threads=smk.threads,
+            deadline=_deadline(smk),
+        )
+        outcome = run_segment(job)
+        if not outcome.complete:
+            log.warning(
+                "PAUSED: %s segment %s stopped at step %s (%s). Progress is saved in %s; run the same "
+                "command again to continue.", job.name, w.segment, outcome.info["step"], outcome.info["reason"],
+                work_dir,
+            )
+            sys.exit(EXIT_PAUSED)
+        publish(work_dir, outputs)
+
+
+def fetch(smk) -> None:
+    from .engine import atomic_write_text
+    from .transfer import fetch_segment
+
+    with job_logging(smk, _label(smk)):
+        w = smk.wildcards
+        segment_files = {name: Path(smk.input[name.split(".")[0]]) for name in layout.SEGMENT_FILES}
+        stage_record = json.loads(Path(smk.input.stage).read_text())
+        pinned = {}
+        if int(w.segment) == 0:
+            pinned = {name: Path(smk.input[f"pinned_{name.split('.')[0]}"]) for name in layout.PINNED_FILES}
+        manifest = fetch_segment(
+            segment_files, pinned, stage_record, Path(smk.params.store),
+            layout.fill(layout.STORE_SIM, system=w.system, replica=w.replica), w.segment, Path(smk.params.record),
+        )
+        atomic_write_text(smk.output.marker, json.dumps({"fetched_at": manifest["fetched_at"]}) + "\n")
+
+
+def analyze(smk) -> None:
+    from .analysis import analyze as run_analysis
+    from .engine import atomic_write_json
+    from .transfer import read_manifest, store_segment_dir, store_sim_dir
+
+    with job_logging(smk, _label(smk)):
+        w = smk.wildcards
+        manifests = [read_manifest(path) for path in smk.params.records]
+        store = manifests[0]["store"]
+        segment_dirs = [store_segment_dir(store, w.system, w.replica, layout.segment_name(m["segment"]))
+                        for m in manifests]
+        out = {key: Path(smk.output[key]) for key in ("rmsd", "rg", "rmsf", "dssp", "json", "png")}
+        summary = run_analysis(
+            [d / "trajectory.xtc" for d in segment_dirs],
+            [d / "energies.csv" for d in segment_dirs],
+            store_sim_dir(store, w.system, w.replica) / "trajectory_topology.pdb",
+            smk.params.frame_interval_ps,
+            out,
+            layout.sim_name(w.system, w.replica),
+        )
+        speeds = [m["info"]["ns_per_day"] for m in manifests if m["info"].get("ns_per_day")]
+        summary.update({
+            "segments": len(manifests),
+            "segment_simulated_ns": round(sum(m["info"]["simulated_ns"] for m in manifests), 6),
+            "ns_per_day_mean": round(sum(speeds) / len(speeds), 3) if speeds else None,
+            "platforms": sorted({m["info"]["platform"] for m in manifests}),
+        })
+        atomic_write_json(out["json"], summary)
+
+
+def summary(smk) -> None:
+    from .summary import read_json, summary_row, write_summary
+
+    with job_logging(smk, "summary"):
+        rows = [
+            summary_row(sim, read_json(path))
+            for sim, path in zip(smk.params.simulations, smk.input.analyses)
+        ]
+        write_summary(rows, Path(smk.output.table), Path(smk.output.figure), smk.params.campaign)

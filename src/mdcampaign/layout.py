@@ -1,0 +1,77 @@
+"""Where every file of a campaign lives: one place for the path patterns that the
+Snakemake rules, the job scripts and the status tools share.
+
+Patterns use Snakemake wildcards: ``{system}``, ``{replica}`` (an integer) and
+``{segment}`` (zero-padded, see :func:`segment_name`).
+
+Three areas:
+
+- ``results/`` (in the campaign directory): setup outputs, the records of fetched
+  segments, analyses and the summary. Always local, so that planning never needs
+  another host.
+- the *store* (``store`` in config, ``results`` by default): the durable copy of
+  every segment's data.
+- the *scratch* area (``scratch`` in config): where segments are staged and run.
+"""
+
+from __future__ import annotations
+
+RESULTS = "results"
+LOGS = "logs"
+
+SIM = "{system}/r{replica}"
+
+# results/
+SETUP_DIR = f"{RESULTS}/systems/{{system}}"
+SETUP_FILES = ("system.xml", "state.xml", "topology.pdb", "trajectory_topology.pdb", "setup.json")
+SIM_RECORDS = f"{RESULTS}/sims/{SIM}"
+SEGMENT_RECORD = f"{SIM_RECORDS}/segments/{{segment}}/manifest.json"
+SEGMENT_MARKER = f"{SIM_RECORDS}/segments/{{segment}}.fetched"
+ANALYSIS_DIR = f"{SIM_RECORDS}/analysis"
+ANALYSIS_FILES = ("rmsd.csv", "rg.csv", "rmsf.csv", "dssp.csv", "analysis.json", "analysis.png")
+SUMMARY_TABLE = f"{RESULTS}/summary.tsv"
+SUMMARY_FIGURE = f"{RESULTS}/summary.png"
+
+# relative to the store
+STORE_SIM = f"sims/{SIM}"
+STORE_SEGMENT = f"{STORE_SIM}/segments/{{segment}}"
+# The files every segment produces; the same names in scratch and in the store.
+SEGMENT_FILES = ("trajectory.xtc", "energies.csv", "final_state.xml", "segment.json")
+# Files pinned once per simulation (copied with segment 0) so that a simulation keeps
+# using the system it started with even if `setup` is re-run later.
+PINNED_FILES = ("system.xml", "topology.pdb", "trajectory_topology.pdb")
+
+# relative to scratch
+SCRATCH_SEGMENT = f"{SIM}/{{segment}}"
+STAGED_FILES = ("system.xml", "start_state.xml", "topology.pdb", "trajectory_topology.pdb", "stage.json")
+
+SEGMENT_DIGITS = 4
+SEGMENT_PATTERN = r"\d\d\d\d+"  # no braces: Snakemake would read {4,} as a wildcard
+REPLICA_PATTERN = r"[1-9]\d*"
+
+
+def segment_name(index: int) -> str:
+    return f"{index:0{SEGMENT_DIGITS}d}"
+
+
+def sim_name(system: str, replica: int) -> str:
+    """The name users see for a simulation; it is also its path below ``sims/``."""
+    return f"{system}/r{replica}"
+
+
+def fill(pattern: str, **wildcards) -> str:
+    """Fill some or all wildcards of a pattern (unfilled ones stay as wildcards)."""
+
+    class Keep(dict):
+        def __missing__(self, key):
+            return "{" + key + "}"
+
+    return pattern.format_map(Keep(**wildcards))
+
+
+def log_path(rule: str, with_segment: bool = True, per_sim: bool = True) -> str:
+    if not per_sim:
+        return f"{LOGS}/{rule}/{{system}}.log"
+    if with_segment:
+        return f"{LOGS}/{rule}/{SIM}/{{segment}}.log"
+    return f"{LOGS}/{rule}/{SIM}.log"

@@ -1,0 +1,473 @@
+"""The segment runner: production MD for one segment of one simulation, restartable
+at any moment.
+
+Everything happens in a work directory that Snakemake does not know about, so that
+neither a failed job nor ``--rerun-incomplete`` can delete a partial segment:
+
+- ``trajectory.xtc``: one frame every frame interval, numbered with the absolute step
+  and time of the simulation (segment k starts at step k * segment_steps);
+- ``energies.csv``: one row per frame (same steps as the trajectory);
+- ``checkpoint.chk`` (and the previous one, ``checkpoint.prev.chk``): a header line
+  that records the step, the frame and row counts it covers, the platform and a
+  checksum, followed by OpenMM's binary checkpoint. It is written only after the
+  frames and rows it covers are flushed to disk, atomically (temp file + rename);
+- ``final_state.xml`` and ``segment.json`` when the segment is complete.
+
+On restart the newest usable checkpoint is loaded, the trajectory and table are cut
+back to what it covers, and the segment continues: no gap, no duplicate frame. The
+runner also stops cleanly, with a checkpoint, when its time budget runs out or when
+it receives SIGTERM, SIGINT or SIGUSR1.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform as host_platform
+import shutil
+import signal
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import openmm
+from openmm import app, unit
+
+from . import engine, xtc
+from .campaign import BAROSTAT_INTERVAL_STEPS, Protocol
+from .errors import SegmentError
+from .prepare import thermo_values, trajectory_atom_indices
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_MAGIC = b"MDCAMPAIGN-CHECKPOINT 1\n"
+ENERGY_COLUMNS = (
+    "step", "time_ps", "potential_energy_kJ_mol", "kinetic_energy_kJ_mol", "total_energy_kJ_mol",
+    "temperature_K", "volume_nm3", "density_g_per_mL",
+)
+OUTPUT_FILES = ("trajectory.xtc", "energies.csv", "final_state.xml", "segment.json")
+# Keep each uninterrupted stretch of integration short enough that a stop request
+# (signal or time budget) is honoured within this many seconds.
+MAX_CHUNK_SECONDS = 10.0
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
+
+@dataclass
+class SegmentJob:
+    """Everything one segment needs. Paths are files staged for this segment."""
+
+    name: str  # simulation name, for messages
+    segment: int
+    protocol: Protocol
+    seed: int  # the simulation's seed
+    system_xml: Path
+    start_state_xml: Path
+    topology_pdb: Path
+    work_dir: Path
+    platform: str = "auto"
+    threads: int | None = None
+    deadline: float | None = None  # epoch seconds by which the runner must have stopped
+    stop_margin_seconds: float = 30.0
+
+    @property
+    def first_step(self) -> int:
+        return self.segment * self.protocol.segment_steps
+
+    @property
+    def last_step(self) -> int:
+        return self.first_step + self.protocol.segment_steps
+
+    @property
+    def segment_seed(self) -> int:
+        return (self.seed * 1_000_003 + self.segment * 7919) % 2_147_483_647 or 1
+
+
+@dataclass
+class Outcome:
+    complete: bool
+    info: dict = field(default_factory=dict)
+
+
+class StopRequest:
+    """Records stop signals instead of dying, so the loop can checkpoint first."""
+
+    def __init__(self):
+        self.signal_name: str | None = None
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in STOP_SIGNALS:
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        self.signal_name = signal.Signals(signum).name
+        log.warning("received %s: will checkpoint and stop", self.signal_name)
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def run_segment(job: SegmentJob) -> Outcome:
+    """Run (or resume, or recognise as done) one segment in ``job.work_dir``."""
+    work = Path(job.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    start_sha = engine.sha256_file(job.start_state_xml)
+    done = _completed_info(work, start_sha)
+    if done is not None:
+        log.info("%s segment %d is already complete in %s", job.name, job.segment, work)
+        return Outcome(True, done)
+
+    protocol = job.protocol
+    system = engine.read_xml(job.system_xml)
+    topology = app.PDBFile(str(job.topology_pdb)).topology
+    subset = trajectory_atom_indices(topology, protocol.trajectory_atoms)
+    platform_name = engine.choose_platform(job.platform)
+    integrator = engine.langevin(protocol.temperature_K, protocol.friction_per_ps, protocol.timestep_fs,
+                                 job.segment_seed)
+    context = engine.make_context(system, integrator, platform_name, job.threads)
+    log.info("%s segment %d: steps %d-%d, platform %s%s", job.name, job.segment, job.first_step, job.last_step,
+             platform_name, f" ({job.threads} threads)" if platform_name == "CPU" and job.threads else "")
+
+    paths = _WorkFiles(work)
+    resumed = _resume(context, paths, job, start_sha, platform_name)
+    if resumed is None:
+        step, frames, rows = _fresh_start(context, paths, job)
+        history = []
+    else:
+        step, frames, rows, history = resumed
+
+    recorder = _Recorder(context, system, topology, subset, paths, job, frames, rows)
+    run = _RunLog(history, platform_name, job.threads, step, protocol)
+    with StopRequest() as stop:
+        step = _integrate(context, recorder, job, step, stop, lambda at: recorder.checkpoint(
+            at, platform_name, start_sha, run.history(at)))
+    if step < job.last_step:
+        recorder.checkpoint(step, platform_name, start_sha, run.history(step))
+        recorder.close()
+        log.warning("%s segment %d paused at step %d of %d (%s); progress is saved, run again to continue",
+                    job.name, job.segment, step, job.last_step, recorder.stop_reason)
+        return Outcome(False, {"step": step, "reason": recorder.stop_reason})
+    return Outcome(True, _finish(context, recorder, job, start_sha, run.history(step)))
+
+
+class _RunLog:
+    """Per-run bookkeeping (host, platform, steps, speed) carried in checkpoints, so
+    that a segment completed over several runs reports all of them."""
+
+    def __init__(self, earlier: list, platform_name: str, threads, from_step: int, protocol: Protocol):
+        self.earlier = earlier
+        self.protocol = protocol
+        self.platform = platform_name
+        self.threads = threads
+        self.from_step = from_step
+        self.started = time.time()
+
+    def history(self, step: int) -> list:
+        elapsed = time.time() - self.started
+        return self.earlier + [{
+            "host": host_platform.node(),
+            "platform": self.platform,
+            "threads": self.threads,
+            "from_step": self.from_step,
+            "to_step": step,
+            "wall_seconds": round(elapsed, 2),
+            "ns_per_day": _ns_per_day(step - self.from_step, self.protocol, elapsed),
+            "started_at": _iso(self.started),
+        }]
+
+
+class _WorkFiles:
+    def __init__(self, work: Path):
+        self.work = work
+        self.trajectory = work / "trajectory.xtc"
+        self.energies = work / "energies.csv"
+        self.checkpoint = work / "checkpoint.chk"
+        self.previous = work / "checkpoint.prev.chk"
+        self.final_state = work / "final_state.xml"
+        self.info = work / "segment.json"
+
+
+def _completed_info(work: Path, start_sha: str) -> dict | None:
+    try:
+        info = json.loads((work / "segment.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    if info.get("start_state_sha256") != start_sha:
+        return None
+    if not all((work / name).exists() for name in OUTPUT_FILES):
+        return None
+    return info
+
+
+def _fresh_start(context: openmm.Context, paths: _WorkFiles, job: SegmentJob):
+    for path in (paths.trajectory, paths.energies, paths.checkpoint, paths.previous, paths.final_state, paths.info):
+        path.unlink(missing_ok=True)
+    state = engine.read_xml(job.start_state_xml)
+    if job.protocol.explicit:
+        context.setPeriodicBoxVectors(*state.getPeriodicBoxVectors())
+    context.setPositions(state.getPositions())
+    if job.segment == 0:
+        # Replicas share the equilibrated structure and differ by their velocities.
+        context.setVelocitiesToTemperature(job.protocol.temperature_K * unit.kelvin, job.segment_seed)
+    else:
+        context.setVelocities(state.getVelocities())
+    context.setStepCount(job.first_step)
+    context.setTime(job.first_step * job.protocol.timestep_ps)
+    with open(paths.energies, "w") as handle:
+        handle.write(",".join(ENERGY_COLUMNS) + "\n")
+    return job.first_step, 0, 0
+
+
+def read_checkpoint(path: Path) -> tuple[dict, bytes] | None:
+    """Header and payload of a checkpoint file, or None if it is missing or damaged."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    if not data.startswith(CHECKPOINT_MAGIC):
+        return None
+    end = data.find(b"\n", len(CHECKPOINT_MAGIC))
+    try:
+        header = json.loads(data[len(CHECKPOINT_MAGIC):end])
+    except (ValueError, UnicodeDecodeError):
+        return None
+    payload = data[end + 1:]
+    if engine.sha256_bytes(payload) != header.get("sha256"):
+        return None
+    return header, payload
+
+
+def _resume(context, paths: _WorkFiles, job: SegmentJob, start_sha: str, platform_name: str):
+    for candidate in (paths.checkpoint, paths.previous):
+        if not candidate.exists():
+            continue
+        checkpoint = read_checkpoint(candidate)
+        if checkpoint is None:
+            log.warning("%s is damaged (bad header or checksum); trying an older one", candidate.name)
+            continue
+        header, payload = checkpoint
+        if header.get("start_state_sha256") != start_sha or header.get("segment") != job.segment:
+            log.warning("%s belongs to a different start state; starting the segment afresh", candidate.name)
+            return None
+        if header.get("platform") != platform_name:
+            log.warning("%s was written on platform %s and cannot be loaded on %s", candidate.name,
+                        header.get("platform"), platform_name)
+            continue
+        frames_on_disk = xtc.count_frames(paths.trajectory)
+        rows_on_disk = xtc.count_rows(paths.energies)
+        if frames_on_disk < header["frames"] or rows_on_disk < header["rows"]:
+            log.warning("%s covers %d frames / %d rows but only %d / %d are on disk; trying an older one",
+                        candidate.name, header["frames"], header["rows"], frames_on_disk, rows_on_disk)
+            continue
+        try:
+            context.loadCheckpoint(payload)
+        except Exception as error:  # noqa: BLE001 - OpenMMException for foreign/corrupt data
+            log.warning("%s could not be loaded (%s); trying an older one", candidate.name, error)
+            continue
+        if context.getStepCount() != header["step"]:
+            log.warning("%s step mismatch; trying an older one", candidate.name)
+            continue
+        if paths.trajectory.exists():
+            xtc.truncate_frames(paths.trajectory, header["frames"])
+        xtc.truncate_rows(paths.energies, header["rows"])
+        discarded = frames_on_disk - header["frames"]
+        log.info("resumed from %s at step %d (%d frames kept, %d frames written after it discarded)",
+                 candidate.name, header["step"], header["frames"], discarded)
+        history = header.get("history", [])
+        if history:
+            history[-1] = {**history[-1], "discarded_frames_on_restart": discarded}
+        return header["step"], header["frames"], header["rows"], history
+    return None
+
+
+class _Recorder:
+    """Writes frames, energy rows and checkpoints, in that order of durability."""
+
+    def __init__(self, context, system, topology, subset, paths: _WorkFiles, job: SegmentJob, frames, rows):
+        self.context = context
+        self.paths = paths
+        self.job = job
+        self.frames = frames
+        self.rows = rows
+        self.subset = subset
+        self.periodic = job.protocol.explicit
+        self.dof = engine.degrees_of_freedom(system)
+        self.mass_g = engine.total_mass_grams(system)
+        self.stop_reason = ""
+        n_atoms = len(subset) if subset is not None else topology.getNumAtoms()
+        self._xtc = app.XTCFile(
+            str(paths.trajectory),
+            _placeholder_topology(n_atoms, topology.getPeriodicBoxVectors()),
+            job.protocol.timestep_ps,
+            firstStep=job.first_step + job.protocol.frame_steps,
+            interval=job.protocol.frame_steps,
+            append=paths.trajectory.exists() and paths.trajectory.stat().st_size > 0,
+        )
+        self._energies = open(paths.energies, "a")
+
+    def frame(self, step: int) -> None:
+        state = self.context.getState(getPositions=True, getEnergy=True, enforcePeriodicBox=self.periodic)
+        values = thermo_values(state, self.dof, self.mass_g, self.periodic)
+        if not math.isfinite(values["potential_energy_kJ_mol"]) or not math.isfinite(values["kinetic_energy_kJ_mol"]):
+            raise SegmentError(self._explosion(step, "the energy is NaN or infinite"))
+        positions = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+        if self.subset is not None:
+            positions = positions[self.subset]
+        try:
+            self._xtc.writeModel(positions, periodicBoxVectors=state.getPeriodicBoxVectors())
+        except ValueError as error:  # NaN / infinite / out-of-range coordinates
+            raise SegmentError(self._explosion(step, str(error).split(".")[0].lower())) from None
+        self.frames += 1
+        row = [str(step), f"{step * self.job.protocol.timestep_ps:.6f}"] + [
+            "" if values[c] is None else f"{values[c]:.8g}" for c in ENERGY_COLUMNS[2:]
+        ]
+        self._energies.write(",".join(row) + "\n")
+        self._energies.flush()
+        self.rows += 1
+
+    def _explosion(self, step, what):
+        return (
+            f"{self.job.name} segment {self.job.segment}: the simulation became unstable at step {step} "
+            f"(t = {step * self.job.protocol.timestep_ps:g} ps): {what}. Check the structure and the "
+            f"protocol (timestep_fs {self.job.protocol.timestep_fs}, hmr {self.job.protocol.hmr})"
+        )
+
+    def checkpoint(self, step: int, platform_name: str, start_sha: str, history: list) -> None:
+        # Frames and rows first, so that a checkpoint never covers data that is not on disk.
+        self._energies.flush()
+        os.fsync(self._energies.fileno())
+        if self.paths.trajectory.exists():
+            engine.fsync_file(self.paths.trajectory)
+        payload = self.context.createCheckpoint()
+        header = {
+            "segment": self.job.segment,
+            "step": step,
+            "frames": self.frames,
+            "rows": self.rows,
+            "platform": platform_name,
+            "start_state_sha256": start_sha,
+            "sha256": engine.sha256_bytes(payload),
+            "written_at": _iso(time.time()),
+            "history": history,
+        }
+        if self.paths.checkpoint.exists():
+            os.replace(self.paths.checkpoint, self.paths.previous)
+        engine.atomic_write_bytes(self.paths.checkpoint, CHECKPOINT_MAGIC + json.dumps(header).encode() + b"\n" + payload)
+
+    def close(self):
+        self._energies.close()
+
+
+def _placeholder_topology(n_atoms: int, box_vectors) -> app.Topology:
+    """XTCFile only needs the atom count and whether the system is periodic."""
+    topology = app.Topology()
+    residue = topology.addResidue("X", topology.addChain())
+    for _ in range(n_atoms):
+        topology.addAtom("X", None, residue)
+    topology.setPeriodicBoxVectors(box_vectors)
+    return topology
+
+
+def _integrate(context, recorder: _Recorder, job: SegmentJob, step: int, stop: StopRequest, checkpoint) -> int:
+    """Integrate to the end of the segment or until asked to stop; returns the step
+    reached. Frames are written at frame boundaries, checkpoints at checkpoint ones."""
+    protocol = job.protocol
+    integrator = context.getIntegrator()
+    granule = BAROSTAT_INTERVAL_STEPS if protocol.explicit else 1
+    chunk_limit = protocol.frame_steps
+    slowest_chunk = 0.0
+    checkpoint_seconds = 0.0
+    while step < job.last_step:
+        if stop.signal_name:
+            recorder.stop_reason = f"signal {stop.signal_name}"
+            break
+        if job.deadline is not None:
+            remaining = job.deadline - time.time()
+            if remaining < 2 * slowest_chunk + checkpoint_seconds + job.stop_margin_seconds:
+                recorder.stop_reason = f"time budget: {max(0, remaining):.0f} s left"
+                break
+        to_frame = protocol.frame_steps - (step - job.first_step) % protocol.frame_steps
+        steps = min(to_frame, chunk_limit)
+        began = time.time()
+        try:
+            integrator.step(steps)
+        except openmm.OpenMMException as error:
+            raise SegmentError(recorder._explosion(step + steps, str(error).split("\n")[0])) from None
+        step += steps
+        took = time.time() - began
+        slowest_chunk = max(slowest_chunk, took)
+        if took > MAX_CHUNK_SECONDS and steps > granule:
+            # Shorten chunks so that signals and the budget are checked often enough.
+            chunk_limit = max(granule, int(steps * MAX_CHUNK_SECONDS / took) // granule * granule)
+        if (step - job.first_step) % protocol.frame_steps == 0:
+            recorder.frame(step)
+            if (step - job.first_step) % protocol.checkpoint_steps == 0 and step < job.last_step:
+                began = time.time()
+                checkpoint(step)
+                checkpoint_seconds = max(checkpoint_seconds, time.time() - began)
+    return step
+
+
+def _finish(context, recorder: _Recorder, job: SegmentJob, start_sha: str, history: list) -> dict:
+    recorder.checkpoint(job.last_step, context.getPlatform().getName(), start_sha, history)
+    recorder.close()
+    state = context.getState(getPositions=True, getVelocities=True, enforcePeriodicBox=False)
+    engine.write_xml(recorder.paths.final_state, state)
+    protocol = job.protocol
+    total_wall = sum(run["wall_seconds"] for run in history)
+    info = {
+        "simulation": job.name,
+        "segment": job.segment,
+        "first_step": job.first_step,
+        "last_step": job.last_step,
+        "timestep_fs": protocol.timestep_fs,
+        "time_start_ps": round(job.first_step * protocol.timestep_ps, 6),
+        "time_end_ps": round(job.last_step * protocol.timestep_ps, 6),
+        "simulated_ns": protocol.segment_ns,
+        "frames": recorder.frames,
+        "frame_interval_ps": protocol.frame_interval_ps,
+        "seed": job.segment_seed,
+        "platform": history[-1]["platform"],
+        "ns_per_day": _ns_per_day(protocol.segment_steps, protocol, total_wall),
+        "runs": history,
+        "start_state_sha256": start_sha,
+        "openmm_version": openmm.__version__,
+        "finished_at": _iso(time.time()),
+    }
+    engine.atomic_write_json(recorder.paths.info, info)
+    log.info("%s segment %d complete: %d frames, %.1f ns/day on %s", job.name, job.segment, recorder.frames,
+             info["ns_per_day"] or 0, info["platform"])
+    return info
+
+
+def publish(work_dir: Path, outputs: dict[str, Path]) -> None:
+    """Expose the finished files under the paths Snakemake expects, then drop the work
+    directory. Hard links keep the data if the job is interrupted in between."""
+    work_dir = Path(work_dir)
+    for name, target in outputs.items():
+        target = Path(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.unlink(missing_ok=True)
+        try:
+            os.link(work_dir / name, target)
+        except OSError:
+            shutil.copy2(work_dir / name, target)
+    shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def _ns_per_day(steps: int, protocol: Protocol, seconds: float) -> float | None:
+    if steps <= 0 or seconds <= 0:
+        return None
+    return round(steps * protocol.timestep_ps / 1000.0 / seconds * 86400.0, 3)
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,153 @@
+"""JSON-schema validation with defaults, and one-line messages for users.
+
+The schemas live in ``workflow/schemas/``. Defaults are filled in the way
+``snakemake.utils.validate`` fills them (a ``properties`` validator that sets each
+missing key's ``default``), but errors are reported as a single line that names the
+file, the key or row, what is allowed and what was given, instead of jsonschema's
+multi-line report.
+"""
+
+from __future__ import annotations
+
+import difflib
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+from jsonschema import Draft202012Validator, validators
+
+from .errors import CampaignError
+
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
+
+
+@lru_cache(maxsize=None)
+def load_schema(name: str, schema_dir: str | None = None) -> dict:
+    path = Path(schema_dir) if schema_dir else SCHEMA_DIR
+    with open(path / name) as handle:
+        return yaml.safe_load(handle)
+
+
+def _with_defaults(validator_class):
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for key, subschema in properties.items():
+                if "default" in subschema:
+                    instance.setdefault(key, _copy(subschema["default"]))
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return validators.extend(validator_class, {"properties": set_defaults})
+
+
+def _copy(value):
+    return dict(value) if isinstance(value, dict) else value
+
+
+_DefaultingValidator = _with_defaults(Draft202012Validator)
+
+
+def validate(data: dict, schema: dict, where: str, fill_defaults: bool = True) -> dict:
+    """Validate ``data`` in place (filling defaults) or raise a one-line CampaignError.
+
+    ``where`` names the source for the message, e.g. ``config/config.yaml`` or
+    ``config/systems.tsv, line 3 (id 'villin')``.
+    """
+    validator_class = _DefaultingValidator if fill_defaults else Draft202012Validator
+    validator = validator_class(schema)
+    errors = sorted(validator.iter_errors(data), key=_error_rank)
+    if errors:
+        raise CampaignError(f"{where}: {describe_error(errors[0])}")
+    return data
+
+
+def _error_rank(error: jsonschema.ValidationError):
+    # Report unknown/missing keys before type problems, and shallow paths first,
+    # so that the single line shown is the most useful one.
+    order = {"additionalProperties": 0, "required": 1}
+    return (order.get(error.validator, 2), len(error.absolute_path))
+
+
+def key_path(error: jsonschema.ValidationError) -> str:
+    return ".".join(str(part) for part in error.absolute_path)
+
+
+def describe_error(error: jsonschema.ValidationError) -> str:
+    """Render a jsonschema error as 'key: what is allowed (got X)'."""
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    location = key_path(error)
+    prefix = f"{location}: " if location else ""
+    got = f"(got {error.instance!r})"
+    kind = error.validator
+    if kind == "additionalProperties":
+        allowed = sorted(schema.get("properties", {}))
+        extras = sorted(set(error.instance) - set(allowed))
+        unknown = extras[0] if extras else "?"
+        return f"{prefix}unknown key '{unknown}'{suggest(unknown, allowed)}; allowed keys: {', '.join(allowed)}"
+    if kind == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else error.message
+        return f"{prefix}missing required key '{missing}'"
+    if kind == "enum":
+        allowed = ", ".join(str(v) for v in error.validator_value)
+        return f"{prefix}must be one of: {allowed} {got}{suggest(str(error.instance), [str(v) for v in error.validator_value])}"
+    if kind == "type":
+        return f"{prefix}must be {_article(error.validator_value)} {got}"
+    if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        symbol = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}[kind]
+        return f"{prefix}must be {symbol} {error.validator_value} {got}"
+    if kind == "pattern":
+        return (
+            f"{prefix}must contain only letters, digits, '_', '.' and '-', and start with a "
+            f"letter or digit {got}"
+        )
+    if kind in ("maxLength", "minLength"):
+        word = "at most" if kind == "maxLength" else "at least"
+        return f"{prefix}must be {word} {error.validator_value} characters long {got}"
+    return f"{prefix}{error.message}"
+
+
+def _article(type_name) -> str:
+    if isinstance(type_name, list):
+        return " or ".join(_article(t) for t in type_name)
+    return {
+        "integer": "an integer",
+        "number": "a number",
+        "boolean": "true or false",
+        "string": "a text value",
+        "object": "a mapping of keys to values",
+        "array": "a list",
+    }.get(type_name, str(type_name))
+
+
+def suggest(word: str, candidates) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def coerce_cell(text: str, subschema: dict) -> Any:
+    """Convert a table cell to the type its schema asks for; leave it as text if it
+    does not parse, so that validation reports the original value."""
+    kinds = subschema.get("type")
+    if kinds is None and "enum" in subschema:
+        return text
+    kinds = kinds if isinstance(kinds, list) else [kinds]
+    for kind in kinds:
+        try:
+            if kind == "integer":
+                value = float(text)
+                if value.is_integer() and "." not in text and "e" not in text.lower():
+                    return int(value)
+            elif kind == "number":
+                return float(text)
+            elif kind == "boolean":
+                lowered = text.strip().lower()
+                if lowered in ("true", "yes", "1"):
+                    return True
+                if lowered in ("false", "no", "0"):
+                    return False
+        except ValueError:
+            continue
+    return text

@@ -1,0 +1,21 @@
+rule setup:
+    """Prepare a system from its structure: repair, solvate, minimize, equilibrate."""
+    input:
+        structure=lambda wc: CAMPAIGN.systems[wc.system].structure,
+    output:
+        system=f"{layout.SETUP_DIR}/system.xml",
+        state=f"{layout.SETUP_DIR}/state.xml",
+        topology=f"{layout.SETUP_DIR}/topology.pdb",
+        trajectory_topology=f"{layout.SETUP_DIR}/trajectory_topology.pdb",
+        info=f"{layout.SETUP_DIR}/setup.json",
+    params:
+        protocol=protocol_of,
+        platform=CAMPAIGN.platform,
+        seed=lambda wc: CAMPAIGN.systems[wc.system].protocol.seed + 1,
+    log:
+        layout.log_path("setup", per_sim=False),
+    benchmark:
+        "logs/benchmarks/setup/{system}.tsv"
+    threads: 1
+    script:
+        "../../scripts/setup.py"

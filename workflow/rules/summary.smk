@@ -1,0 +1,21 @@
+rule summary:
+    """The campaign table (one row per simulation) and the campaign figure."""
+    input:
+        analyses=[
+            layout.fill(f"{layout.ANALYSIS_DIR}/analysis.json", **sim.wildcards)
+            for sim in SIMULATIONS
+        ],
+    output:
+        table=report(
+            layout.SUMMARY_TABLE, caption="../report/summary.rst", category="Campaign"
+        ),
+        figure=report(
+            layout.SUMMARY_FIGURE, caption="../report/figure.rst", category="Campaign"
+        ),
+    params:
+        simulations=[simulation_identity(sim) for sim in SIMULATIONS],
+        campaign=CAMPAIGN.name,
+    log:
+        "logs/summary.log",
+    script:
+        "../../scripts/summary.py"

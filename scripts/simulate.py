@@ -1,5 +1,12 @@
 """Thin entry point of the `simulate` rule; the work is done in mdcampaign.jobs."""
 
-from mdcampaign import jobs
+import sys
+from pathlib import Path
+
+try:
+    from mdcampaign import jobs
+except ModuleNotFoundError:  # a rule's conda environment, without the package installed
+    sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))  # noqa: F821
+    from mdcampaign import jobs
 
 jobs.simulate(snakemake)  # noqa: F821 - provided by Snakemake

@@ -15,12 +15,13 @@ import numpy as np
 import pandas as pd
 
 from .engine import atomic_write_json
+from .errors import DataError
 
 log = logging.getLogger(__name__)
 
 
-class TrajectoryError(Exception):
-    pass
+class TrajectoryError(DataError):
+    """Joined segments do not form one continuous trajectory."""
 
 
 def load_segments(trajectories: list[Path], topology: Path, frame_interval_ps: float):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -189,6 +190,26 @@ def replica_seed(system: str, replica: int, salt: int) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF or 1
 
 
+def read_config_file(path: Path | str) -> dict:
+    """Parse a config YAML file; a syntax error becomes one line with its position."""
+    import yaml
+
+    path = Path(path)
+    try:
+        config = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise CampaignError(f"{path}: config file not found (run from the campaign directory or give its path)") from None
+    except UnicodeDecodeError:
+        raise CampaignError(f"{path}: not a text file (expected YAML)") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark else ""
+        raise CampaignError(f"{path}{where}: not valid YAML ({getattr(error, 'problem', None) or error})") from None
+    if not isinstance(config, dict):
+        raise CampaignError(f"{path}: expected a mapping of keys to values at the top level")
+    return config
+
+
 def load_campaign(config: dict, config_file: str = "config/config.yaml", base_dir: Path | str = ".",
                   schema_dir: str | None = None) -> Campaign:
     """Validate the config (filling defaults in place) and the systems table it names.
@@ -229,6 +250,38 @@ def load_campaign(config: dict, config_file: str = "config/config.yaml", base_di
         systems=systems,
         simulations=simulations,
     )
+
+
+# Keys that may change after a simulation started: extending it is the point of
+# target_ns, and checkpoint frequency does not change the trajectory.
+MUTABLE_KEYS = ("target_ns", "checkpoint_interval_ps")
+
+
+def check_started(campaign: Campaign, base_dir: Path | str = ".") -> None:
+    """Refuse protocol changes for simulations that already have segments.
+
+    A simulation continues from the system and state it started with; changing, say,
+    its temperature or timestep half-way would silently mix two protocols in one
+    trajectory. Reads the manifest of segment 0 of every started simulation.
+    """
+    for simulation in campaign.simulations:
+        record = Path(base_dir) / layout.fill(layout.SEGMENT_RECORD, **simulation.wildcards,
+                                              segment=layout.segment_name(0))
+        try:
+            recorded = json.loads(record.read_text()).get("protocol") or {}
+        except (FileNotFoundError, ValueError):
+            continue
+        current = simulation.protocol.__dict__
+        for key, value in recorded.items():
+            if key in MUTABLE_KEYS or key not in current or current[key] == value:
+                continue
+            system = campaign.systems[simulation.system]
+            raise CampaignError(
+                f"{campaign.systems_file}, line {system.line} (id '{system.id}'): {key} is {current[key]!r} "
+                f"but {simulation.name} was started with {value!r}; only {' and '.join(MUTABLE_KEYS)} may "
+                "change once a simulation has started. Use a new system id for the new protocol, or move "
+                f"{layout.RESULTS}/sims/{system.id} away to start these simulations over"
+            )
 
 
 def _protocol(values: dict, where: str) -> Protocol:
@@ -308,14 +361,11 @@ def _system(row: dict, line: int, label: str, row_schema: dict, protocol_schema:
                 f"{', '.join(own_keys)} and the protocol keys ({', '.join(protocol_keys)})"
             )
     own = {key: value for key, value in values.items() if key in own_keys}
-    validate(own, row_schema, where)
+    validate(own, row_schema, where, key_word="column")
     overrides = {key: value for key, value in values.items() if key in protocol_keys}
     overrides_schema = {"type": "object", "properties": {k: _without_default(v) for k, v in protocol_keys.items()}}
-    try:
-        validate(overrides, overrides_schema, where, fill_defaults=False)
-    except CampaignError as error:
-        raise CampaignError(str(error).replace(f"{where}: ", f"{where}, column ", 1)) from None
-    if ".." in own["id"].split("."):
+    validate(overrides, overrides_schema, where, fill_defaults=False, key_word="column")
+    if ".." in own["id"]:
         raise CampaignError(f"{where}, column id: must not contain '..' (got {own['id']!r})")
     protocol = _protocol({**defaults, **overrides}, where)
     structure = _structure_path(own["structure"], where, base_dir)

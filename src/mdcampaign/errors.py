@@ -15,3 +15,7 @@ class SegmentError(Exception):
 
 class TransferError(Exception):
     """Copying data between scratch and the store failed."""
+
+
+class DataError(Exception):
+    """Stored results are inconsistent (a gap in time, a checksum mismatch)."""

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import layout
 from .campaign import Protocol
-from .errors import CampaignError, SegmentError, TransferError
+from .errors import CampaignError, DataError, SegmentError, TransferError
 
 log = logging.getLogger("mdcampaign")
 
@@ -45,7 +45,7 @@ def job_logging(smk, what: str):
     log.info("%s started (pid %d, host %s)", what, os.getpid(), os.uname().nodename)
     try:
         yield
-    except (CampaignError, SegmentError, TransferError) as error:
+    except (CampaignError, DataError, SegmentError, TransferError) as error:
         log.error("FAILED: %s", error)
         sys.exit(EXIT_FAILED)
     except Exception:  # noqa: BLE001 - unexpected: keep the traceback, in the log

@@ -80,6 +80,8 @@ def prepare(structure: Path, protocol: Protocol, out_dir: Path, platform: str = 
             neutralize=True,
         )
     topology, positions = modeller.topology, modeller.positions
+    if protocol.explicit:
+        check_box(topology, protocol, structure)
     system = create_system(forcefield, topology, protocol)
     info["atoms"] = topology.getNumAtoms()
     info["solute_atoms"] = len(solute_atom_indices(topology))
@@ -200,6 +202,18 @@ def check_templates(forcefield: app.ForceField, topology: app.Topology, structur
             f"structure '{structure}': residue(s) {shown} have no template in forcefield "
             f"'{protocol.forcefield}'; remove them from the structure (ligands, modified residues) "
             "or parameterize them first (small molecules: openmmforcefields' GAFF/SMIRNOFF generators)"
+        )
+
+
+def check_box(topology: app.Topology, protocol: Protocol, structure: Path) -> None:
+    """PME needs every box width to exceed twice the cutoff; say so before OpenMM does."""
+    a, b, c = topology.getPeriodicBoxVectors().value_in_unit(unit.nanometer)
+    width = min(a[0], b[1], c[2])
+    if width < 2 * protocol.nonbonded_cutoff_nm:
+        raise CampaignError(
+            f"structure '{structure}': the solvated box is {width:.2f} nm wide, less than twice "
+            f"nonbonded_cutoff_nm ({protocol.nonbonded_cutoff_nm}); increase padding_nm "
+            f"(now {protocol.padding_nm}) or lower nonbonded_cutoff_nm"
         )
 
 

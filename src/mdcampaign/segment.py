@@ -471,3 +471,42 @@ def _ns_per_day(steps: int, protocol: Protocol, seconds: float) -> float | None:
 
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="seconds")
+
+
+def main(argv=None) -> int:
+    """Run one segment outside Snakemake (for debugging and benchmarks):
+
+    python -m mdcampaign.segment --system system.xml --state state.xml \\
+        --topology topology.pdb --work work/ --protocol protocol.json [--segment K]
+    Exit status: 0 complete, 75 paused (progress saved), 1 failed.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m mdcampaign.segment", description=main.__doc__)
+    parser.add_argument("--system", required=True, type=Path)
+    parser.add_argument("--state", required=True, type=Path, help="start state (setup state.xml or a final_state.xml)")
+    parser.add_argument("--topology", required=True, type=Path)
+    parser.add_argument("--work", required=True, type=Path)
+    parser.add_argument("--protocol", required=True, type=Path, help="JSON file with every protocol key")
+    parser.add_argument("--segment", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--platform", default="auto")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--budget-seconds", type=float, default=None, help="stop cleanly after this long")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    protocol = Protocol(**json.loads(args.protocol.read_text()))
+    job = SegmentJob("segment", args.segment, protocol, args.seed, args.system, args.state, args.topology, args.work,
+                     platform=args.platform, threads=args.threads,
+                     deadline=time.time() + args.budget_seconds if args.budget_seconds else None,
+                     stop_margin_seconds=0.0 if args.budget_seconds else 30.0)
+    try:
+        outcome = run_segment(job)
+    except SegmentError as error:
+        log.error("%s", error)
+        return 1
+    return 0 if outcome.complete else 75
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -50,17 +50,22 @@ def _copy(value):
 _DefaultingValidator = _with_defaults(Draft202012Validator)
 
 
-def validate(data: dict, schema: dict, where: str, fill_defaults: bool = True) -> dict:
+def validate(data: dict, schema: dict, where: str, fill_defaults: bool = True, key_word: str = "") -> dict:
     """Validate ``data`` in place (filling defaults) or raise a one-line CampaignError.
 
     ``where`` names the source for the message, e.g. ``config/config.yaml`` or
-    ``config/systems.tsv, line 3 (id 'villin')``.
+    ``config/systems.tsv, line 3 (id 'villin')``; ``key_word`` names what a key is
+    called there (``column`` for table rows), giving "..., column replicas: ...".
     """
     validator_class = _DefaultingValidator if fill_defaults else Draft202012Validator
     validator = validator_class(schema)
     errors = sorted(validator.iter_errors(data), key=_error_rank)
     if errors:
-        raise CampaignError(f"{where}: {describe_error(errors[0])}")
+        error = errors[0]
+        location = key_path(error)
+        if location and key_word:
+            raise CampaignError(f"{where}, {key_word} {location}: {describe_error(error, with_location=False)}")
+        raise CampaignError(f"{where}: {describe_error(error)}")
     return data
 
 
@@ -75,11 +80,11 @@ def key_path(error: jsonschema.ValidationError) -> str:
     return ".".join(str(part) for part in error.absolute_path)
 
 
-def describe_error(error: jsonschema.ValidationError) -> str:
+def describe_error(error: jsonschema.ValidationError, with_location: bool = True) -> str:
     """Render a jsonschema error as 'key: what is allowed (got X)'."""
     schema = error.schema if isinstance(error.schema, dict) else {}
     location = key_path(error)
-    prefix = f"{location}: " if location else ""
+    prefix = f"{location}: " if location and with_location else ""
     got = f"(got {error.instance!r})"
     kind = error.validator
     if kind == "additionalProperties":

@@ -14,13 +14,15 @@ rule analyze:
             category="Simulations",
             subcategory="{system}",
         ),
-    params:
-        records=record_paths,
-        n_segments=lambda wc: simulation_of(wc).n_segments,
-        frame_interval_ps=lambda wc: simulation_of(wc).protocol.frame_interval_ps,
     log:
         layout.log_path("analyze", with_segment=False),
     benchmark:
         "logs/benchmarks/analyze/{system}/r{replica}.tsv"
+    conda:
+        "../envs/mdcampaign.yaml"
+    params:
+        records=record_paths,
+        n_segments=lambda wc: simulation_of(wc).n_segments,
+        frame_interval_ps=lambda wc: simulation_of(wc).protocol.frame_interval_ps,
     script:
         "../../scripts/analyze.py"

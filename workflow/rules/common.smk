@@ -8,7 +8,7 @@ min_version("9.0")
 
 try:
     from mdcampaign import layout
-    from mdcampaign.campaign import load_campaign
+    from mdcampaign.campaign import check_started, load_campaign, read_config_file
     from mdcampaign.errors import CampaignError
     from mdcampaign.summary import simulation_identity
 except ModuleNotFoundError as missing:
@@ -18,13 +18,24 @@ except ModuleNotFoundError as missing:
     )
 
 
+# Snakemake's own message for a YAML syntax error names neither file nor line.
+for config_path in workflow.overwrite_configfiles or ["config/config.yaml"]:
+    try:
+        read_config_file(config_path)
+    except CampaignError as error:
+        sys.exit(f"mdcampaign: {error}")
+
+
 configfile: "config/config.yaml"
 
 
 CONFIG_FILE = str(workflow.configfiles[-1]) if workflow.configfiles else "config"
-SCHEMA_DIR = Path(workflow.current_basedir.get_path_or_uri(secret_free=True)).parent / "schemas"
+SCHEMA_DIR = (
+    Path(workflow.current_basedir.get_path_or_uri(secret_free=True)).parent / "schemas"
+)
 try:
     CAMPAIGN = load_campaign(config, CONFIG_FILE, schema_dir=str(SCHEMA_DIR))
+    check_started(CAMPAIGN)
 except CampaignError as error:
     sys.exit(f"mdcampaign: {error}")
 
@@ -88,3 +99,48 @@ def record_paths(wildcards):
         )
         for k in range(simulation.n_segments)
     ]
+
+
+def stage_inputs(wildcards):
+    """Segment 0 starts from the system's setup; segment k from segment k-1."""
+    segment = int(wildcards.segment)
+    if segment == 0:
+        return {
+            "system": layout.fill(f"{layout.SETUP_DIR}/system.xml", **wildcards),
+            "state": layout.fill(f"{layout.SETUP_DIR}/state.xml", **wildcards),
+            "topology": layout.fill(f"{layout.SETUP_DIR}/topology.pdb", **wildcards),
+            "trajectory_topology": layout.fill(
+                f"{layout.SETUP_DIR}/trajectory_topology.pdb", **wildcards
+            ),
+        }
+    return {
+        "previous": segment_record(wildcards.system, wildcards.replica, segment - 1)
+    }
+
+
+def previous_record(wildcards):
+    """The manifest of the segment this one continues ('' for segment 0)."""
+    segment = int(wildcards.segment)
+    if segment == 0:
+        return ""
+    return layout.fill(
+        layout.SEGMENT_RECORD,
+        system=wildcards.system,
+        replica=wildcards.replica,
+        segment=layout.segment_name(segment - 1),
+    )
+
+
+def fetch_inputs(wildcards):
+    inputs = {
+        "trajectory": scratch_path("output", "trajectory.xtc"),
+        "energies": scratch_path("output", "energies.csv"),
+        "final_state": scratch_path("output", "final_state.xml"),
+        "segment": scratch_path("output", "segment.json"),
+        "stage": scratch_path("input", "stage.json"),
+    }
+    if int(wildcards.segment) == 0:
+        # The system a simulation starts with is kept with it in the store.
+        for name in layout.PINNED_FILES:
+            inputs[f"pinned_{name.split('.')[0]}"] = scratch_path("input", name)
+    return inputs

@@ -8,14 +8,16 @@ rule setup:
         topology=f"{layout.SETUP_DIR}/topology.pdb",
         trajectory_topology=f"{layout.SETUP_DIR}/trajectory_topology.pdb",
         info=f"{layout.SETUP_DIR}/setup.json",
-    params:
-        protocol=protocol_of,
-        platform=CAMPAIGN.platform,
-        seed=lambda wc: CAMPAIGN.systems[wc.system].protocol.seed + 1,
     log:
         layout.log_path("setup", per_sim=False),
     benchmark:
         "logs/benchmarks/setup/{system}.tsv"
+    conda:
+        "../envs/mdcampaign.yaml"
     threads: 1
+    params:
+        protocol=protocol_of,
+        platform=CAMPAIGN.platform,
+        seed=lambda wc: CAMPAIGN.systems[wc.system].protocol.seed + 1,
     script:
         "../../scripts/setup.py"

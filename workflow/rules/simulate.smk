@@ -9,15 +9,17 @@ rule simulate:
         energies=temp(scratch_path("output", "energies.csv")),
         final_state=temp(scratch_path("output", "final_state.xml")),
         segment=temp(scratch_path("output", "segment.json")),
+    log:
+        layout.log_path("simulate"),
+    benchmark:
+        "logs/benchmarks/simulate/{system}/r{replica}/{segment}.tsv"
+    conda:
+        "../envs/mdcampaign.yaml"
+    threads: 1
     params:
         protocol=protocol_of,
         seed=lambda wc: simulation_of(wc).seed,
         platform=CAMPAIGN.platform,
         work_dir=lambda wc: layout.fill(scratch_path("work", ""), **wc).rstrip("/"),
-    log:
-        layout.log_path("simulate"),
-    benchmark:
-        "logs/benchmarks/simulate/{system}/r{replica}/{segment}.tsv"
-    threads: 1
     script:
         "../../scripts/simulate.py"

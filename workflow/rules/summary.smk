@@ -12,10 +12,12 @@ rule summary:
         figure=report(
             layout.SUMMARY_FIGURE, caption="../report/figure.rst", category="Campaign"
         ),
+    log:
+        "logs/summary.log",
+    conda:
+        "../envs/mdcampaign.yaml"
     params:
         simulations=[simulation_identity(sim) for sim in SIMULATIONS],
         campaign=CAMPAIGN.name,
-    log:
-        "logs/summary.log",
     script:
         "../../scripts/summary.py"

@@ -1,0 +1,113 @@
+"""Shared fixtures: tiny real campaigns (real structures, real OpenMM) in temporary
+directories, and a helper to run the workflow on them with a real `snakemake`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEFILE = REPO / "workflow" / "Snakefile"
+STRUCTURES = REPO / "config" / "structures"
+
+# Small enough that a segment takes about a second on 2 CPU cores.
+TINY_PROTOCOL = {
+    "forcefield": "amber99sbildn",
+    "solvent": "implicit",
+    "padding_nm": 1.0,
+    "nonbonded_cutoff_nm": 0.9,
+    "timestep_fs": 4.0,
+    "hmr": True,
+    "minimization_max_iterations": 50,
+    "equilibration_ps": 1.0,
+    "segment_ns": 0.002,
+    "target_ns": 0.004,
+    "frame_interval_ps": 0.1,
+    "checkpoint_interval_ps": 0.5,
+}
+
+TINY_SYSTEMS = [
+    {"id": "ala", "structure": str(STRUCTURES / "alanine-dipeptide.pdb"), "replicas": 2},
+    {"id": "ala-water", "structure": str(STRUCTURES / "alanine-dipeptide.pdb"), "replicas": 1,
+     "solvent": "explicit", "forcefield": "amber14"},
+]
+
+
+def write_campaign(directory: Path, systems=None, protocol=None, **config) -> Path:
+    """Write config/config.yaml and config/systems.tsv for a campaign in `directory`."""
+    systems = systems if systems is not None else TINY_SYSTEMS
+    (directory / "config").mkdir(parents=True, exist_ok=True)
+    settings = {"campaign": "test", "systems": "config/systems.tsv", "platform": "CPU",
+                "protocol": {**TINY_PROTOCOL, **(protocol or {})}, **config}
+    (directory / "config" / "config.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
+    write_systems(directory, systems)
+    return directory
+
+
+def write_systems(directory: Path, systems: list[dict]) -> None:
+    columns = list(dict.fromkeys(key for row in systems for key in row))
+    lines = ["\t".join(columns)] + ["\t".join(str(row.get(c, "")) for c in columns) for row in systems]
+    (directory / "config" / "systems.tsv").write_text("\n".join(lines) + "\n")
+
+
+def snakemake(directory: Path, *args: str, profile: str = "local", timeout: float = 900, check: bool = True,
+              env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the real workflow in `directory` with one of the repository's profiles."""
+    command = ["snakemake", "-s", str(SNAKEFILE), "--profile", str(REPO / "profiles" / profile), *args]
+    result = subprocess.run(command, cwd=directory, capture_output=True, text=True, timeout=timeout,
+                            env={**os.environ, **(env or {})})
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
+        )
+    return result
+
+
+def executed_jobs(output: str) -> dict[str, int]:
+    """Count jobs per rule in the 'Job stats' table Snakemake prints."""
+    counts = {}
+    lines = output.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("Job stats:"):
+            for row in lines[i + 3:]:
+                parts = row.split()
+                if len(parts) != 2 or not parts[1].isdigit() or parts[0] == "total":
+                    break
+                counts[parts[0]] = int(parts[1])
+            break
+    return counts
+
+
+@pytest.fixture
+def tiny_campaign(tmp_path):
+    return write_campaign(tmp_path / "campaign")
+
+
+@pytest.fixture(scope="session")
+def prepared_ala(tmp_path_factory):
+    """Alanine dipeptide in implicit solvent, set up once per test session."""
+    from mdcampaign.campaign import Protocol
+    from mdcampaign.prepare import prepare
+
+    schema_defaults = _schema_defaults()
+    protocol = Protocol(**{**schema_defaults, **TINY_PROTOCOL})
+    out = tmp_path_factory.mktemp("prepared-ala")
+    prepare(STRUCTURES / "alanine-dipeptide.pdb", protocol, out, platform="CPU", threads=1)
+    return out, protocol
+
+
+def _schema_defaults() -> dict:
+    from mdcampaign.validation import load_schema
+
+    properties = load_schema("config.schema.yaml")["properties"]["protocol"]["properties"]
+    return {key: spec["default"] for key, spec in properties.items()}
+
+
+@pytest.fixture(scope="session")
+def python() -> str:
+    return sys.executable

@@ -1,0 +1,148 @@
+"""Campaign definition: validation with one-line errors, defaults, expansion, seeds."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from conftest import STRUCTURES, write_campaign, write_systems
+from mdcampaign.campaign import Protocol, load_campaign, replica_seed
+from mdcampaign.errors import CampaignError
+
+
+def load(directory):
+    config = yaml.safe_load((directory / "config" / "config.yaml").read_text())
+    return load_campaign(config, "config/config.yaml", base_dir=directory)
+
+
+def error_of(directory) -> str:
+    with pytest.raises(CampaignError) as caught:
+        load(directory)
+    message = str(caught.value)
+    assert "\n" not in message, "errors must be one line"
+    return message
+
+
+def test_expands_systems_into_replicas_with_defaults(tmp_path):
+    campaign = load(write_campaign(tmp_path))
+    names = [s.name for s in campaign.simulations]
+    assert names == ["ala/r1", "ala/r2", "ala-water/r1"]
+    water = campaign.systems["ala-water"].protocol
+    assert water.solvent == "explicit" and water.forcefield == "amber14"
+    # defaults from the schema fill keys the config leaves out
+    assert water.temperature_K == 300.0 and water.pressure_bar == 1.0
+    assert campaign.store == "results" and campaign.scratch == "scratch"
+    assert all(s.n_segments == 2 for s in campaign.simulations)
+
+
+def test_seeds_are_deterministic_distinct_and_recorded(tmp_path):
+    first = load(write_campaign(tmp_path / "a"))
+    second = load(write_campaign(tmp_path / "b"))
+    seeds = [s.seed for s in first.simulations]
+    assert seeds == [s.seed for s in second.simulations]
+    assert len(set(seeds)) == len(seeds)
+    assert first.simulations[0].seed == replica_seed("ala", 1, 0)
+
+
+def test_row_overrides_only_that_system(tmp_path):
+    systems = [
+        {"id": "hot", "structure": STRUCTURES / "alanine-dipeptide.pdb", "replicas": 1, "temperature_K": 350},
+        {"id": "cold", "structure": STRUCTURES / "alanine-dipeptide.pdb", "replicas": 1},
+    ]
+    campaign = load(write_campaign(tmp_path, systems=systems))
+    assert campaign.systems["hot"].protocol.temperature_K == 350
+    assert campaign.systems["cold"].protocol.temperature_K == 300.0
+
+
+def test_segments_round_up_to_cover_the_target(tmp_path):
+    campaign = load(write_campaign(tmp_path, protocol={"target_ns": 0.005, "segment_ns": 0.002}))
+    assert campaign.simulations[0].n_segments == 3
+
+
+def test_comment_and_blank_lines_are_skipped_and_lines_counted(tmp_path):
+    directory = write_campaign(tmp_path)
+    table = directory / "config" / "systems.tsv"
+    rows = table.read_text().splitlines()
+    table.write_text("# my systems\n" + rows[0] + "\n\n" + rows[1] + "\n" + rows[1] + "\n")
+    assert "line 5" in error_of(directory) and "duplicate system id 'ala'" in error_of(directory)
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"protocol": {"temperature_K": -5}}, "config/config.yaml: protocol.temperature_K: must be > 0 (got -5)"),
+        ({"protocol": {"forcefield": "amber99"}}, "protocol.forcefield: must be one of: amber14, amber99sbildn, charmm36"),
+        ({"protocol": {"temprature_K": 300}}, "unknown key 'temprature_K' (did you mean 'temperature_K'?)"),
+        ({"platform": "GPU"}, "platform: must be one of: auto, CUDA, OpenCL, CPU, Reference (got 'GPU')"),
+        ({"protocol": {"segment_ns": 0.01, "target_ns": 0.004}}, "segment_ns (0.01) must not exceed target_ns (0.004)"),
+        ({"protocol": {"hmr": False}}, "timestep_fs 4.0 needs hmr: true"),
+        ({"protocol": {"frame_interval_ps": 0.3}}, "segment_ns (0.002) must be a whole number of frame intervals"),
+    ],
+)
+def test_config_errors_name_the_key_and_what_is_allowed(tmp_path, change, expected):
+    directory = write_campaign(tmp_path)
+    path = directory / "config" / "config.yaml"
+    config = yaml.safe_load(path.read_text())
+    for key, value in change.items():
+        if isinstance(value, dict):
+            config[key].update(value)
+        else:
+            config[key] = value
+    path.write_text(yaml.safe_dump(config))
+    assert expected in error_of(directory)
+
+
+@pytest.mark.parametrize(
+    "row, expected",
+    [
+        ({"id": "a/b"}, "line 2 (id 'a/b'), column id: must contain only letters"),
+        ({"id": "a..b"}, "column id: must not contain '..'"),
+        ({"id": "has space"}, "column id: must contain only letters"),
+        ({"replicas": "0"}, "column replicas: must be >= 1 (got 0)"),
+        ({"replicas": "two"}, "column replicas: must be an integer (got 'two')"),
+        ({"temperature_K": "hot"}, "column temperature_K: must be a number (got 'hot')"),
+        ({"structure": "missing.pdb"}, "column structure: file 'missing.pdb' does not exist"),
+        ({"structure": "x.mol2"}, "unsupported file type '.mol2'"),
+        ({"colour": "red"}, "unknown column 'colour'"),
+    ],
+)
+def test_table_errors_name_file_line_and_column(tmp_path, row, expected):
+    directory = write_campaign(tmp_path)
+    base = {"id": "ala", "structure": str(STRUCTURES / "alanine-dipeptide.pdb"), "replicas": 1}
+    write_systems(directory, [{**base, **row}])
+    message = error_of(directory)
+    assert message.startswith("config/systems.tsv, line 2")
+    assert expected in message
+
+
+def test_comma_separated_table_is_explained(tmp_path):
+    directory = write_campaign(tmp_path)
+    (directory / "config" / "systems.tsv").write_text("id,structure,replicas\nala,x.pdb,1\n")
+    assert "separated by tabs" in error_of(directory)
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [(b"", "is empty"), (b"\x00\x01\x02binary", "is a binary file"), (b"HELLO\nWORLD\n", "no ATOM or HETATM")],
+)
+def test_unusable_structure_files_fail_before_anything_runs(tmp_path, content, expected):
+    directory = write_campaign(tmp_path)
+    bad = directory / "bad.pdb"
+    bad.write_bytes(content)
+    write_systems(directory, [{"id": "bad", "structure": "bad.pdb", "replicas": 1}])
+    assert expected in error_of(directory)
+
+
+def test_protocol_steps_follow_from_lengths():
+    protocol = Protocol(**{**{k: v for k, v in load_defaults().items()}, "timestep_fs": 2.0, "segment_ns": 1.0,
+                           "frame_interval_ps": 10.0, "checkpoint_interval_ps": 100.0, "target_ns": 10.0})
+    assert protocol.segment_steps == 500_000
+    assert protocol.frame_steps == 5_000
+    assert protocol.checkpoint_steps == 50_000
+    assert protocol.n_segments == 10
+
+
+def load_defaults():
+    from conftest import _schema_defaults
+
+    return _schema_defaults()

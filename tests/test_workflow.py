@@ -1,0 +1,116 @@
+"""The whole workflow, end to end with the local profile: real Snakemake, real
+OpenMM, real files. Then extend a target, add a replica, and kill things."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import mdtraj
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import REPO, SNAKEFILE, executed_jobs, snakemake, write_systems
+
+pytestmark = pytest.mark.slow
+
+
+def segment_dirs(campaign: Path, sim: str) -> list[Path]:
+    return sorted(p for p in (campaign / "results" / "sims" / sim / "segments").iterdir() if p.is_dir())
+
+
+def assert_complete(campaign: Path, sims: dict[str, float]):
+    """Every simulation at its target, trajectories loadable and continuous."""
+    summary = pd.read_csv(campaign / "results" / "summary.tsv", sep="\t")
+    assert sorted(summary["simulation"]) == sorted(sims)
+    for sim, target_ns in sims.items():
+        row = summary.set_index("simulation").loc[sim]
+        assert row["simulated_ns"] == pytest.approx(target_ns)
+        dirs = segment_dirs(campaign, sim)
+        traj = mdtraj.load([str(d / "trajectory.xtc") for d in dirs],
+                           top=str(campaign / "results" / "sims" / sim / "trajectory_topology.pdb"))
+        interval = np.diff(traj.time)
+        assert np.allclose(interval, interval[0], atol=1e-3), f"{sim}: gap or duplicate frame"
+        assert traj.time[-1] == pytest.approx(target_ns * 1000, abs=1e-3)
+        assert row["frames"] == traj.n_frames
+        for d in dirs:
+            manifest = json.loads((d / "manifest.json").read_text())
+            assert set(manifest["files"]) == {"trajectory.xtc", "energies.csv", "final_state.xml", "segment.json"}
+
+
+def test_campaign_end_to_end_then_extend_and_add(tiny_campaign):
+    result = snakemake(tiny_campaign)
+    assert_complete(tiny_campaign, {"ala/r1": 0.004, "ala/r2": 0.004, "ala-water/r1": 0.004})
+    assert (tiny_campaign / "results" / "summary.png").stat().st_size > 10_000
+    assert not any((tiny_campaign / "scratch").rglob("*.xtc")), "scratch is cleaned up after fetch"
+
+    again = snakemake(tiny_campaign, "-n")
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+    # Continue: raise the target of one system; only its new segments run.
+    before = {p: p.stat().st_mtime_ns for p in (tiny_campaign / "results" / "sims").rglob("trajectory.xtc")}
+    systems = [
+        {"id": "ala", "structure": REPO / "config/structures/alanine-dipeptide.pdb", "replicas": 2, "target_ns": 0.008},
+        {"id": "ala-water", "structure": REPO / "config/structures/alanine-dipeptide.pdb", "replicas": 1,
+         "solvent": "explicit", "forcefield": "amber14"},
+    ]
+    write_systems(tiny_campaign, systems)
+    plan = executed_jobs(snakemake(tiny_campaign, "-n").stdout)
+    assert plan == {"stage": 4, "simulate": 4, "fetch": 4, "analyze": 2, "summary": 1, "all": 1}
+    snakemake(tiny_campaign)
+    assert {p: p.stat().st_mtime_ns for p in before} == before, "finished segments were rewritten"
+    assert_complete(tiny_campaign, {"ala/r1": 0.008, "ala/r2": 0.008, "ala-water/r1": 0.004})
+
+    # Add a replica: only the new simulation runs (its system is already set up).
+    systems[1]["replicas"] = 2
+    write_systems(tiny_campaign, systems)
+    plan = executed_jobs(snakemake(tiny_campaign, "-n").stdout)
+    assert plan == {"stage": 2, "simulate": 2, "fetch": 2, "analyze": 1, "summary": 1, "all": 1}
+    snakemake(tiny_campaign)
+    assert_complete(tiny_campaign, {"ala/r1": 0.008, "ala/r2": 0.008, "ala-water/r1": 0.004, "ala-water/r2": 0.004})
+
+
+def wait_for(predicate, timeout=300.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_killing_a_simulation_mid_segment_then_rerunning_completes_exactly(tmp_path):
+    from conftest import write_campaign
+
+    campaign = write_campaign(
+        tmp_path / "campaign",
+        systems=[{"id": "ala", "structure": REPO / "config/structures/alanine-dipeptide.pdb", "replicas": 1}],
+        protocol={"segment_ns": 0.02, "target_ns": 0.04, "checkpoint_interval_ps": 1.0},
+    )
+    process = subprocess.Popen(
+        ["snakemake", "-s", str(SNAKEFILE), "--profile", str(REPO / "profiles" / "local")],
+        cwd=campaign, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    checkpoints = lambda: list((campaign / "scratch").rglob("work/checkpoint.chk"))  # noqa: E731
+    assert wait_for(lambda: checkpoints() or process.poll() is not None)
+    runner = subprocess.run(["pgrep", "-f", "scripts/simulate.py|tmp.*simulate"], capture_output=True, text=True)
+    pids = [int(p) for p in runner.stdout.split()]
+    assert pids, "no running simulate job found"
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode != 0
+    assert "Error in rule simulate" in output
+    assert "logs/simulate/ala/r1/0000.log" in output
+
+    rerun = snakemake(campaign)
+    log = (campaign / "logs" / "simulate" / "ala" / "r1" / "0000.log").read_text()
+    assert "resumed from checkpoint" in log
+    assert_complete(campaign, {"ala/r1": 0.04})
+    assert "Nothing to be done" in snakemake(campaign, "-n").stderr + snakemake(campaign, "-n").stdout
+    assert rerun.returncode == 0

@@ -111,3 +111,49 @@ def _schema_defaults() -> dict:
 @pytest.fixture(scope="session")
 def python() -> str:
     return sys.executable
+
+
+def make_profile(directory: Path, base: str, config: dict | None = None, **settings) -> Path:
+    """A copy of one of the repository's profiles with some keys changed (a CLI
+    --config would replace the profile's whole `config` mapping)."""
+    profile = yaml.safe_load((REPO / "profiles" / base / "config.yaml").read_text())
+    profile.setdefault("config", {}).update(config or {})
+    profile.update(settings)
+    target = directory / f"profile-{base}"
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "config.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
+    return target
+
+
+def run_with_profile(directory: Path, profile: Path, *args: str, timeout: float = 900, check: bool = True):
+    command = ["snakemake", "-s", str(SNAKEFILE), "--profile", str(profile), *args]
+    result = subprocess.run(command, cwd=directory, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
+    return result
+
+
+def assert_complete(campaign: Path, sims: dict[str, float]):
+    """Every simulation at its target length, with loadable, continuous trajectories
+    and a manifest per segment."""
+    import json
+
+    import mdtraj
+    import numpy as np
+    import pandas as pd
+
+    summary = pd.read_csv(campaign / "results" / "summary.tsv", sep="\t")
+    assert sorted(summary["simulation"]) == sorted(sims)
+    for sim, target_ns in sims.items():
+        row = summary.set_index("simulation").loc[sim]
+        assert row["simulated_ns"] == pytest.approx(target_ns)
+        dirs = sorted(p for p in (campaign / "results" / "sims" / sim / "segments").iterdir() if p.is_dir())
+        traj = mdtraj.load([str(d / "trajectory.xtc") for d in dirs],
+                           top=str(campaign / "results" / "sims" / sim / "trajectory_topology.pdb"))
+        interval = np.diff(traj.time)
+        assert np.allclose(interval, interval[0], atol=1e-3), f"{sim}: gap or duplicate frame"
+        assert traj.time[-1] == pytest.approx(target_ns * 1000, abs=1e-3)
+        assert row["frames"] == traj.n_frames
+        for d in dirs:
+            manifest = json.loads((d / "manifest.json").read_text())
+            assert set(manifest["files"]) == {"trajectory.xtc", "energies.csv", "final_state.xml", "segment.json"}

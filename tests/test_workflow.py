@@ -3,44 +3,17 @@ OpenMM, real files. Then extend a target, add a replica, and kill things."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import time
 from pathlib import Path
 
-import mdtraj
-import numpy as np
-import pandas as pd
 import pytest
 
-from conftest import REPO, SNAKEFILE, executed_jobs, snakemake, write_systems
+from conftest import REPO, SNAKEFILE, assert_complete, executed_jobs, snakemake, write_systems
 
 pytestmark = pytest.mark.slow
-
-
-def segment_dirs(campaign: Path, sim: str) -> list[Path]:
-    return sorted(p for p in (campaign / "results" / "sims" / sim / "segments").iterdir() if p.is_dir())
-
-
-def assert_complete(campaign: Path, sims: dict[str, float]):
-    """Every simulation at its target, trajectories loadable and continuous."""
-    summary = pd.read_csv(campaign / "results" / "summary.tsv", sep="\t")
-    assert sorted(summary["simulation"]) == sorted(sims)
-    for sim, target_ns in sims.items():
-        row = summary.set_index("simulation").loc[sim]
-        assert row["simulated_ns"] == pytest.approx(target_ns)
-        dirs = segment_dirs(campaign, sim)
-        traj = mdtraj.load([str(d / "trajectory.xtc") for d in dirs],
-                           top=str(campaign / "results" / "sims" / sim / "trajectory_topology.pdb"))
-        interval = np.diff(traj.time)
-        assert np.allclose(interval, interval[0], atol=1e-3), f"{sim}: gap or duplicate frame"
-        assert traj.time[-1] == pytest.approx(target_ns * 1000, abs=1e-3)
-        assert row["frames"] == traj.n_frames
-        for d in dirs:
-            manifest = json.loads((d / "manifest.json").read_text())
-            assert set(manifest["files"]) == {"trajectory.xtc", "energies.csv", "final_state.xml", "segment.json"}
 
 
 def test_campaign_end_to_end_then_extend_and_add(tiny_campaign):

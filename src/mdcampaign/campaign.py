@@ -174,6 +174,9 @@ class Campaign:
     platform: str
     defaults: Protocol
     systems: dict[str, System]
+    expected_ns_per_day: dict = field(default_factory=dict)
+    max_runtime_minutes: int = 2880
+    local_rules: tuple = ()
     simulations: list[Simulation] = field(default_factory=list)
     _by_key: dict = field(default_factory=dict, repr=False)
 
@@ -188,6 +191,20 @@ def replica_seed(system: str, replica: int, salt: int) -> int:
     """Deterministic per-replica seed: stable across runs, machines and Python versions."""
     digest = hashlib.sha256(f"{system}/r{replica}/{salt}".encode()).digest()
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF or 1
+
+
+ACCOUNT_PLACEHOLDER = "FILL-IN-YOUR-ALLOCATION"
+
+
+def account_problem(config: dict) -> str | None:
+    """A message if a cluster profile's Slurm account is still the placeholder."""
+    if str(config.get("slurm_account", "")).startswith(ACCOUNT_PLACEHOLDER):
+        return (
+            f"the profile's Slurm account is still the placeholder '{ACCOUNT_PLACEHOLDER}': put your "
+            "allocation (e.g. TG-MCB123456; `sacctmgr show assoc user=$USER` or TACC's `/usr/local/etc/taccinfo` "
+            "lists yours) on the `slurm_account: &account` line of the profile's config.yaml"
+        )
+    return None
 
 
 def read_config_file(path: Path | str) -> dict:
@@ -248,6 +265,10 @@ def load_campaign(config: dict, config_file: str = "config/config.yaml", base_di
         platform=config["platform"],
         defaults=defaults,
         systems=systems,
+        expected_ns_per_day={"explicit": config["expected_ns_per_day_explicit"],
+                             "implicit": config["expected_ns_per_day_implicit"]},
+        max_runtime_minutes=config["max_runtime_minutes"],
+        local_rules=tuple(config["local_rules"]),
         simulations=simulations,
     )
 

@@ -14,6 +14,8 @@ from pathlib import Path
 import openmm
 from openmm import unit
 
+from .errors import SegmentError
+
 log = logging.getLogger(__name__)
 
 _UMASK = os.umask(0)
@@ -50,7 +52,7 @@ def choose_platform(preference: str = "auto") -> str:
     """The platform to use: the one named, or CUDA, then OpenCL, then CPU."""
     if preference and preference != "auto":
         if not platform_works(preference):
-            raise RuntimeError(
+            raise SegmentError(
                 f"OpenMM platform '{preference}' was requested but is not usable here "
                 f"(usable: {', '.join(available_platforms()) or 'none'}); set platform: auto "
                 "or install the matching OpenMM plugin (e.g. pip install 'openmm[cuda12]')"

@@ -72,7 +72,7 @@ def setup(smk) -> None:
 
     with job_logging(smk, _label(smk)):
         out_dir = Path(smk.output.system).parent
-        info = prepare(Path(smk.input.structure), protocol_of(smk), out_dir, smk.params.platform, smk.threads,
+        info = prepare(Path(smk.input.structure), protocol_of(smk), out_dir, smk.config["platform"], smk.threads,
                        smk.params.seed)
         info["system"] = smk.wildcards.system
         info["protocol"] = smk.params.protocol
@@ -118,15 +118,32 @@ def previous_segment(segment: int) -> str:
 
 
 def _deadline(smk) -> float | None:
-    """When this job must have stopped: the Slurm job's end time if known, else the
-    rule's runtime (minutes) counted from now; None when there is no limit."""
-    end = os.environ.get("SLURM_JOB_END_TIME")
+    """When this job must have stopped: the Slurm job's end time when running under
+    Slurm, else None (no limit). Asked once per job."""
+    job_id = os.environ.get("SLURM_JOB_ID")
+    if not job_id:
+        return None
+    end = os.environ.get("SLURM_JOB_END_TIME")  # set by Slurm >= 23.02
     if end and end.isdigit():
         return float(end)
+    end = slurm_end_time(job_id)
+    if end is not None:
+        return end
     runtime = getattr(smk.resources, "runtime", None)
-    if os.environ.get("SLURM_JOB_ID") and isinstance(runtime, (int, float)) and runtime > 0:
-        return time.time() + 60.0 * runtime
-    return None
+    return time.time() + 60.0 * runtime if isinstance(runtime, (int, float)) and runtime > 0 else None
+
+
+def slurm_end_time(job_id: str) -> float | None:
+    """End time of a running Slurm job (one squeue call), or None if unknown."""
+    import subprocess
+    from datetime import datetime
+
+    try:
+        result = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%e"], capture_output=True, text=True,
+                                timeout=30)
+        return datetime.strptime(result.stdout.strip(), "%Y-%m-%dT%H:%M:%S").timestamp()
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
 
 
 def simulate(smk) -> None:
@@ -145,7 +162,7 @@ def simulate(smk) -> None:
             start_state_xml=Path(smk.input.start_state),
             topology_pdb=Path(smk.input.topology),
             work_dir=work_dir,
-            platform=smk.params.platform,
+            platform=smk.config["platform"],
             threads=smk.threads,
             deadline=_deadline(smk),
         )

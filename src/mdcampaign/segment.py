@@ -70,7 +70,7 @@ class SegmentJob:
     platform: str = "auto"
     threads: int | None = None
     deadline: float | None = None  # epoch seconds by which the runner must have stopped
-    stop_margin_seconds: float = 30.0
+    stop_margin_seconds: float | None = None  # default: 5% of the time left at start, 5-60 s
 
     @property
     def first_step(self) -> int:
@@ -150,7 +150,7 @@ def run_segment(job: SegmentJob) -> Outcome:
         step = _integrate(context, recorder, job, step, stop, lambda at: recorder.checkpoint(
             at, platform_name, start_sha, run.history(at)))
     if step < job.last_step:
-        recorder.checkpoint(step, platform_name, start_sha, run.history(step))
+        recorder.checkpoint(step, platform_name, start_sha, run.history(step, recorder.stop_reason))
         recorder.close()
         log.warning("%s segment %d paused at step %d of %d (%s); progress is saved, run again to continue",
                     job.name, job.segment, step, job.last_step, recorder.stop_reason)
@@ -170,10 +170,12 @@ class _RunLog:
         self.from_step = from_step
         self.started = time.time()
 
-    def history(self, step: int) -> list:
+    def history(self, step: int, stop_reason: str | None = None) -> list:
         elapsed = time.time() - self.started
         return self.earlier + [{
+            "stop_reason": stop_reason,
             "host": host_platform.node(),
+            "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
             "platform": self.platform,
             "threads": self.threads,
             "from_step": self.from_step,
@@ -385,13 +387,16 @@ def _integrate(context, recorder: _Recorder, job: SegmentJob, step: int, stop: S
     chunk_limit = protocol.frame_steps
     slowest_chunk = 0.0
     checkpoint_seconds = 0.0
+    margin = job.stop_margin_seconds
+    if margin is None and job.deadline is not None:
+        margin = min(60.0, max(5.0, 0.05 * (job.deadline - time.time())))
     while step < job.last_step:
         if stop.signal_name:
             recorder.stop_reason = f"signal {stop.signal_name}"
             break
         if job.deadline is not None:
             remaining = job.deadline - time.time()
-            if remaining < 2 * slowest_chunk + checkpoint_seconds + job.stop_margin_seconds:
+            if remaining < 2 * slowest_chunk + checkpoint_seconds + margin:
                 recorder.stop_reason = f"time budget: {max(0, remaining):.0f} s left"
                 break
         to_frame = protocol.frame_steps - (step - job.first_step) % protocol.frame_steps
@@ -499,7 +504,7 @@ def main(argv=None) -> int:
     job = SegmentJob("segment", args.segment, protocol, args.seed, args.system, args.state, args.topology, args.work,
                      platform=args.platform, threads=args.threads,
                      deadline=time.time() + args.budget_seconds if args.budget_seconds else None,
-                     stop_margin_seconds=0.0 if args.budget_seconds else 30.0)
+                     stop_margin_seconds=0.0 if args.budget_seconds else None)
     try:
         outcome = run_segment(job)
     except SegmentError as error:

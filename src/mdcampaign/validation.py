@@ -9,6 +9,7 @@ multi-line report.
 
 from __future__ import annotations
 
+import copy
 import difflib
 from functools import lru_cache
 from pathlib import Path
@@ -44,7 +45,7 @@ def _with_defaults(validator_class):
 
 
 def _copy(value):
-    return dict(value) if isinstance(value, dict) else value
+    return copy.deepcopy(value)
 
 
 _DefaultingValidator = _with_defaults(Draft202012Validator)

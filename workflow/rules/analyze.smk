@@ -18,6 +18,7 @@ rule analyze:
         layout.log_path("analyze", with_segment=False),
     benchmark:
         "logs/benchmarks/analyze/{system}/r{replica}.tsv"
+    localrule: runs_locally("analyze")
     conda:
         "../envs/mdcampaign.yaml"
     params:

@@ -8,8 +8,14 @@ min_version("9.0")
 
 try:
     from mdcampaign import layout
-    from mdcampaign.campaign import check_started, load_campaign, read_config_file
+    from mdcampaign.campaign import (
+        account_problem,
+        check_started,
+        load_campaign,
+        read_config_file,
+    )
     from mdcampaign.errors import CampaignError
+    from mdcampaign.resources import measured_ns_per_day, segment_runtime_minutes
     from mdcampaign.summary import simulation_identity
 except ModuleNotFoundError as missing:
     sys.exit(
@@ -39,6 +45,14 @@ try:
 except CampaignError as error:
     sys.exit(f"mdcampaign: {error}")
 
+
+onstart:
+    # Checked when the run starts (not for dry-runs): a profile whose allocation was
+    # never filled in would otherwise fail at the first sbatch.
+    if problem := account_problem(config):
+        sys.exit(f"mdcampaign: {problem}")
+
+
 SCRATCH = CAMPAIGN.scratch
 STORE = CAMPAIGN.store
 SIMULATIONS = CAMPAIGN.simulations
@@ -48,6 +62,26 @@ wildcard_constraints:
     system=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     replica=layout.REPLICA_PATTERN,
     segment=layout.SEGMENT_PATTERN,
+
+
+def runs_locally(rule_name):
+    """Whether a rule runs where Snakemake runs (`local_rules` in config, set by profiles)."""
+    return rule_name in CAMPAIGN.local_rules
+
+
+def simulate_runtime(wildcards, attempt):
+    """Time limit (minutes) of a simulate job: segment length over the expected speed,
+    with room to spare, growing with each retry."""
+    simulation = simulation_of(wildcards)
+    system = CAMPAIGN.systems[simulation.system]
+    speed = measured_ns_per_day(
+        simulation.system, simulation.replica, int(wildcards.segment), system.replicas
+    )
+    if speed is None:
+        speed = CAMPAIGN.expected_ns_per_day[simulation.protocol.solvent]
+    return segment_runtime_minutes(
+        simulation.protocol.segment_ns, speed, attempt, CAMPAIGN.max_runtime_minutes
+    )
 
 
 def scratch_path(area, name):

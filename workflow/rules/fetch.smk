@@ -6,6 +6,7 @@ rule fetch:
         marker=layout.SEGMENT_MARKER,
     log:
         layout.log_path("fetch"),
+    localrule: runs_locally("fetch")
     conda:
         "../envs/mdcampaign.yaml"
     params:

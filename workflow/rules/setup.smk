@@ -12,12 +12,12 @@ rule setup:
         layout.log_path("setup", per_sim=False),
     benchmark:
         "logs/benchmarks/setup/{system}.tsv"
+    localrule: runs_locally("setup")
     conda:
         "../envs/mdcampaign.yaml"
     threads: 1
     params:
         protocol=protocol_of,
-        platform=CAMPAIGN.platform,
         seed=lambda wc: CAMPAIGN.systems[wc.system].protocol.seed + 1,
     script:
         "../../scripts/setup.py"

@@ -13,13 +13,15 @@ rule simulate:
         layout.log_path("simulate"),
     benchmark:
         "logs/benchmarks/simulate/{system}/r{replica}/{segment}.tsv"
+    localrule: runs_locally("simulate")
     conda:
         "../envs/mdcampaign.yaml"
     threads: 1
+    resources:
+        runtime=simulate_runtime,
     params:
         protocol=protocol_of,
         seed=lambda wc: simulation_of(wc).seed,
-        platform=CAMPAIGN.platform,
         work_dir=lambda wc: layout.fill(scratch_path("work", ""), **wc).rstrip("/"),
     script:
         "../../scripts/simulate.py"

@@ -10,6 +10,7 @@ rule stage:
         stage_json=temp(scratch_path("input", "stage.json")),
     log:
         layout.log_path("stage"),
+    localrule: runs_locally("stage")
     conda:
         "../envs/mdcampaign.yaml"
     params:

@@ -14,6 +14,7 @@ rule summary:
         ),
     log:
         "logs/summary.log",
+    localrule: runs_locally("summary")
     conda:
         "../envs/mdcampaign.yaml"
     params:

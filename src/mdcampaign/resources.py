@@ -1,0 +1,47 @@
+"""How long a `simulate` job should ask for: from the segment length and the speed
+expected on this machine (measured on earlier segments of the same system when there
+are any, otherwise the profile's estimate), with room to spare."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from . import layout
+
+# Ask for this much more than the expected time (speed varies between nodes and runs).
+SAFETY_FACTOR = 1.5
+# Job start-up: Snakemake inside the job, imports, context creation.
+STARTUP_MINUTES = 5
+
+
+def measured_ns_per_day(system: str, replica: int, segment: int, replicas: int, base_dir: Path | str = ".") -> float | None:
+    """Speed of the closest finished segment of the same system, or None.
+
+    Looks at this simulation's previous segment, then at segment 0 of the other
+    replicas: a few `stat`s and at most one small JSON read per job.
+    """
+    candidates = []
+    if segment > 0:
+        candidates.append((replica, segment - 1))
+    candidates += [(other, 0) for other in range(1, replicas + 1) if other != replica]
+    for other, index in candidates:
+        record = Path(base_dir) / layout.fill(layout.SEGMENT_RECORD, system=system, replica=other,
+                                              segment=layout.segment_name(index))
+        try:
+            speed = json.loads(record.read_text())["info"]["ns_per_day"]
+        except (FileNotFoundError, KeyError, TypeError, ValueError):
+            continue
+        if speed:
+            return float(speed)
+    return None
+
+
+def segment_runtime_minutes(segment_ns: float, ns_per_day: float, attempt: int = 1,
+                            max_minutes: int | None = None) -> int:
+    """Minutes to request for one segment. Each retry asks for proportionally more;
+    never more than the partition allows (the runner stops cleanly before the limit
+    and a later job continues the segment)."""
+    minutes = math.ceil(SAFETY_FACTOR * segment_ns / ns_per_day * 24 * 60 * attempt) + STARTUP_MINUTES
+    return min(minutes, max_minutes) if max_minutes else minutes

@@ -1,0 +1,122 @@
+"""The workflow on a real Slurm cluster (scripts/ci/slurm-up): jobs really go through
+sbatch to the partitions the profile names, a segment longer than its time limit
+completes over several jobs, and a failing job tells the user what failed and where.
+
+Skipped, with the reason, when no cluster answers (e.g. on a laptop)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, assert_complete, make_profile, run_with_profile, snakemake, write_campaign
+
+CI_DIR = Path(os.environ.get("MDCAMPAIGN_CI_DIR", "/tmp/mdcampaign-ci"))
+JOBCOMP = CI_DIR / "slurm" / "jobcomp.log"
+
+
+def cluster_problem() -> str | None:
+    if not shutil.which("sinfo"):
+        return "Slurm client tools are not installed"
+    try:
+        result = subprocess.run(["sinfo", "-h", "-o", "%P %a"], capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        return "sinfo timed out (no slurmctld answering)"
+    if result.returncode != 0:
+        return f"no Slurm cluster answers: {result.stderr.strip()[:200]} (start one with scripts/ci/slurm-up)"
+    partitions = {line.split()[0].rstrip("*") for line in result.stdout.splitlines() if line.strip()}
+    if not {"normal", "long"} <= partitions or not JOBCOMP.parent.exists():
+        return "the running Slurm cluster is not the test cluster of scripts/ci/slurm-up"
+    return None
+
+
+pytestmark = [
+    pytest.mark.slurm,
+    pytest.mark.slow,
+    pytest.mark.skipif(cluster_problem() is not None, reason=str(cluster_problem())),
+]
+
+
+def slurm_jobs(campaign: Path) -> dict[str, list[str]]:
+    """Slurm job ids per rule, from the plugin's per-job log files."""
+    jobs: dict[str, list[str]] = {}
+    for log in (campaign / ".snakemake" / "slurm_logs").glob("rule_*/**/*.log"):
+        rule = log.relative_to(campaign / ".snakemake" / "slurm_logs").parts[0].removeprefix("rule_")
+        jobs.setdefault(rule, []).append(log.stem)
+    return jobs
+
+
+def slurm_record(job_id: str) -> dict[str, str]:
+    """Slurm's own record of a finished job (the job-completion log)."""
+    for line in JOBCOMP.read_text().splitlines():
+        fields = dict(item.split("=", 1) for item in line.split() if "=" in item)
+        if fields.get("JobId") == job_id:
+            return fields
+    raise AssertionError(f"job {job_id} is not in Slurm's job-completion log")
+
+
+def test_campaign_runs_through_slurm_on_the_profiles_partitions(tiny_campaign):
+    run_with_profile(tiny_campaign, REPO / "profiles" / "ci-slurm")
+    assert_complete(tiny_campaign, {"ala/r1": 0.004, "ala/r2": 0.004, "ala-water/r1": 0.004})
+    jobs = slurm_jobs(tiny_campaign)
+    assert set(jobs) == {"setup", "simulate", "analyze"}, "stage, fetch and summary run on the login node"
+    assert len(jobs["simulate"]) == 6 and len(jobs["setup"]) == 2 and len(jobs["analyze"]) == 3
+    for rule, partition in (("simulate", "long"), ("setup", "normal"), ("analyze", "normal")):
+        for job_id in jobs[rule]:
+            record = slurm_record(job_id)
+            assert record["JobState"] == "COMPLETED" and record["Partition"] == partition, record
+    # the segment runner saw that it ran inside those Slurm jobs
+    manifest = json.loads((tiny_campaign / "results/sims/ala/r1/segments/0000/manifest.json").read_text())
+    assert manifest["info"]["runs"][0]["slurm_job_id"] in jobs["simulate"]
+    local = run_with_profile(tiny_campaign, REPO / "profiles" / "ci-slurm", "-n")
+    assert "Nothing to be done" in local.stdout + local.stderr
+
+
+def test_segment_longer_than_its_time_limit_completes_over_several_jobs(tmp_path):
+    campaign = write_campaign(
+        tmp_path / "campaign",
+        systems=[{"id": "ala", "structure": REPO / "config/structures/alanine-dipeptide.pdb", "replicas": 1}],
+        protocol={"segment_ns": 2.0, "target_ns": 2.0, "frame_interval_ps": 10.0, "checkpoint_interval_ps": 50.0},
+    )
+    # every simulate job gets one minute; the segment needs about 90 s of MD on one core
+    profile = make_profile(tmp_path, "ci-slurm", config={"max_runtime_minutes": 1})
+    result = run_with_profile(campaign, profile, check=False, timeout=1200)
+    if result.returncode != 0:  # out of retries: the same command again finishes it
+        result = run_with_profile(campaign, profile, timeout=1200)
+    assert_complete(campaign, {"ala/r1": 2.0})
+    info = json.loads((campaign / "results/sims/ala/r1/segments/0000/segment.json").read_text())
+    job_ids = [run["slurm_job_id"] for run in info["runs"]]
+    assert len(set(job_ids)) >= 2, f"expected the segment to span several Slurm jobs, got {job_ids}"
+    first = slurm_record(job_ids[0])
+    assert first["TimeLimit"] == "1"
+    # the first job either stopped itself before the limit (exit 75) or was killed by it
+    assert first["JobState"] in ("FAILED", "TIMEOUT"), first
+    assert info["runs"][0]["stop_reason"].startswith(("time budget", "signal SIGTERM")), info["runs"][0]
+    # what the first job said is kept in its Slurm log (Snakemake replaces the rule log on retry)
+    first_log = next((campaign / ".snakemake" / "slurm_logs").glob(f"rule_simulate/**/{job_ids[0]}.log"))
+    assert "PAUSED: ala/r1 segment 0000 stopped at step" in first_log.read_text()
+    assert "resumed from checkpoint" in (campaign / "logs/simulate/ala/r1/0000.log").read_text()
+
+
+def test_a_failing_job_shows_simulation_rule_slurm_state_and_log(tmp_path):
+    campaign = write_campaign(
+        tmp_path / "campaign",
+        systems=[{"id": "ala", "structure": REPO / "config/structures/alanine-dipeptide.pdb", "replicas": 1}],
+    )
+    snakemake(campaign, "results/systems/ala/setup.json")  # set up locally, on the CPU
+    # a GPU profile used on a cluster without GPUs: simulate must fail, clearly
+    profile = make_profile(tmp_path, "ci-slurm", config={"platform": "CUDA"})
+    result = run_with_profile(campaign, profile, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Error in rule simulate" in output
+    assert re.search(r"wildcards: system=ala, replica=1, segment=0000", output)
+    assert re.search(r"SLURM status is: '?FAILED'?", output), output[-3000:]
+    assert "logs/simulate/ala/r1/0000.log" in output
+    assert "OpenMM platform 'CUDA' was requested but is not usable here" in output

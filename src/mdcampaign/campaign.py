@@ -8,13 +8,14 @@ import hashlib
 import io
 import json
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Iterator
 
 from . import layout
 from .errors import CampaignError
 from .forcefields import forcefield_files
+from .sites import ASSIGNMENT_FILE, Site, Work, assign, read_assignment
 from .validation import coerce_cell, load_schema, suggest, validate
 
 STRUCTURE_SUFFIXES = (".pdb", ".ent", ".cif", ".mmcif", ".pdbx", ".gro")
@@ -142,6 +143,21 @@ class System:
     replicas: int
     protocol: Protocol
     line: int  # line of the systems table that defines it
+    site: str | None = None  # the systems table's `site` column
+    heavy_atoms: int = 0  # counted in the structure file (water excluded)
+
+    @property
+    def estimated_atoms(self) -> float:
+        """Atoms after setup, estimated from the structure alone (so that every site
+        computes the same number): hydrogens roughly double the heavy atoms; in
+        explicit solvent, add water filling a cube around a globule of the solute's
+        volume (0.017 nm3 per heavy atom) with the protocol's padding."""
+        solute = 2.0 * self.heavy_atoms
+        if not self.protocol.explicit:
+            return solute
+        diameter = (6.0 * 0.017 * self.heavy_atoms / math.pi) ** (1.0 / 3.0)
+        side = diameter + 2.0 * self.protocol.padding_nm
+        return solute + 100.0 * side ** 3  # water: about 100 atoms per nm3
 
 
 @dataclass(frozen=True)
@@ -150,6 +166,7 @@ class Simulation:
     replica: int
     seed: int
     protocol: Protocol
+    site: str | None = None
 
     @property
     def name(self) -> str:
@@ -177,6 +194,8 @@ class Campaign:
     expected_ns_per_day: dict = field(default_factory=dict)
     max_runtime_minutes: int = 2880
     local_rules: tuple = ()
+    sites: dict = field(default_factory=dict)  # name -> sites.Site
+    site: str | None = None  # the site this run is
     simulations: list[Simulation] = field(default_factory=list)
     _by_key: dict = field(default_factory=dict, repr=False)
 
@@ -185,6 +204,18 @@ class Campaign:
 
     def simulation(self, system: str, replica) -> Simulation:
         return self._by_key[(system, int(replica))]
+
+    @property
+    def share(self) -> list[Simulation]:
+        """The simulations this run is responsible for: all of them, or this site's."""
+        if self.site is None:
+            return self.simulations
+        return [s for s in self.simulations if s.site == self.site]
+
+    @property
+    def scratch_here(self) -> str:
+        site = self.sites.get(self.site) if self.site else None
+        return site.scratch if site and site.scratch else self.scratch
 
 
 def replica_seed(system: str, replica: int, salt: int) -> int:
@@ -256,6 +287,14 @@ def load_campaign(config: dict, config_file: str = "config/config.yaml", base_di
         for s in systems.values()
         for replica in range(1, s.replicas + 1)
     ]
+    sites = {name: Site(name, spec["ns_per_day"], spec["capacity"], spec.get("scratch"), spec.get("profile"))
+             for name, spec in config["sites"].items()}
+    site = config.get("site")
+    _check_sites(sites, site, systems, config_file, systems_file)
+    if sites:
+        plan = read_assignment(base_dir / ASSIGNMENT_FILE, sites)
+        placed = site_assignment(simulations, systems, sites, plan)
+        simulations = [replace(s, site=placed[layout.sim_name(s.system, s.replica)]) for s in simulations]
     return Campaign(
         name=config["campaign"],
         config_file=config_file,
@@ -269,8 +308,55 @@ def load_campaign(config: dict, config_file: str = "config/config.yaml", base_di
                              "implicit": config["expected_ns_per_day_implicit"]},
         max_runtime_minutes=config["max_runtime_minutes"],
         local_rules=tuple(config["local_rules"]),
+        sites=sites,
+        site=site,
         simulations=simulations,
     )
+
+
+def _check_sites(sites: dict, site: str | None, systems: dict, config_file: str, systems_file: str) -> None:
+    if site is not None and site not in sites:
+        known = f"one of: {', '.join(sites)}" if sites else "defined under `sites:` in the config (there are none)"
+        raise CampaignError(f"{config_file}: site '{site}' (this run's site, from the profile or --config) must be {known}")
+    if sites and site is None:
+        raise CampaignError(
+            f"{config_file}: this campaign has sites ({', '.join(sites)}): say which one this run is, with "
+            f"`site: NAME` under `config:` in this machine's profile or --config site=NAME"
+        )
+    for system in systems.values():
+        if system.site is not None and system.site not in sites:
+            raise CampaignError(
+                f"{systems_file}, line {system.line} (id '{system.id}'), column site: '{system.site}' is not one of "
+                f"the sites in {config_file} ({', '.join(sites) or 'none defined'})"
+            )
+
+
+def planning_work(simulations: list[Simulation], systems: dict[str, System], done_ns: dict | None = None) -> list[Work]:
+    """Remaining work per simulation, with sizes relative to the campaign's median system."""
+    sizes = sorted(system.estimated_atoms for system in systems.values()) or [1.0]
+    typical = sizes[len(sizes) // 2] or 1.0
+    done_ns = done_ns or {}
+    works = []
+    for simulation in simulations:
+        name = layout.sim_name(simulation.system, simulation.replica)
+        total = simulation.n_segments * simulation.protocol.segment_ns
+        works.append(Work(name, simulation.system, max(0.0, total - done_ns.get(name, 0.0)),
+                          max(systems[simulation.system].estimated_atoms, 1.0) / typical))
+    return works
+
+
+def site_assignment(simulations: list[Simulation], systems: dict[str, System], sites: dict,
+                    plan: dict[str, str]) -> dict[str, str]:
+    """Site of every simulation: frozen plan, then the table's site column, then
+    automatic assignment in table order (see mdcampaign.sites)."""
+    fixed = {}
+    for simulation in simulations:
+        name = layout.sim_name(simulation.system, simulation.replica)
+        if name in plan:
+            fixed[name] = plan[name]
+        elif systems[simulation.system].site:
+            fixed[name] = systems[simulation.system].site
+    return assign(planning_work(simulations, systems), list(sites.values()), fixed)
 
 
 # Keys that may change after a simulation started: extending it is the point of
@@ -289,9 +375,17 @@ def check_started(campaign: Campaign, base_dir: Path | str = ".") -> None:
         record = Path(base_dir) / layout.fill(layout.SEGMENT_RECORD, **simulation.wildcards,
                                               segment=layout.segment_name(0))
         try:
-            recorded = json.loads(record.read_text()).get("protocol") or {}
+            manifest = json.loads(record.read_text())
         except (FileNotFoundError, ValueError):
             continue
+        recorded = manifest.get("protocol") or {}
+        started_at = manifest.get("site")
+        if campaign.sites and started_at and simulation.site != started_at:
+            raise CampaignError(
+                f"{simulation.name} was started on site '{started_at}' ({record}) but is now assigned to site "
+                f"'{simulation.site}'; a started simulation stays where it is: put it back with the systems "
+                f"table's site column or {ASSIGNMENT_FILE} (`mdcampaign plan --write` keeps started ones in place)"
+            )
         current = simulation.protocol.__dict__
         for key, value in recorded.items():
             if key in MUTABLE_KEYS or key not in current or current[key] == value:
@@ -389,15 +483,15 @@ def _system(row: dict, line: int, label: str, row_schema: dict, protocol_schema:
     if ".." in own["id"]:
         raise CampaignError(f"{where}, column id: must not contain '..' (got {own['id']!r})")
     protocol = _protocol({**defaults, **overrides}, where)
-    structure = _structure_path(own["structure"], where, base_dir)
-    return System(own["id"], structure, own["replicas"], protocol, line)
+    structure, heavy_atoms = _structure_path(own["structure"], where, base_dir)
+    return System(own["id"], structure, own["replicas"], protocol, line, own.get("site"), heavy_atoms)
 
 
 def _without_default(subschema: dict) -> dict:
     return {key: value for key, value in subschema.items() if key != "default"}
 
 
-def _structure_path(text: str, where: str, base_dir: Path) -> Path:
+def _structure_path(text: str, where: str, base_dir: Path) -> tuple[Path, int]:
     path = Path(text)
     resolved = path if path.is_absolute() else base_dir / path
     if path.suffix.lower() not in STRUCTURE_SUFFIXES:
@@ -408,41 +502,50 @@ def _structure_path(text: str, where: str, base_dir: Path) -> Path:
     if not resolved.is_file():
         state = "is a directory" if resolved.is_dir() else "does not exist"
         raise CampaignError(f"{where}, column structure: file '{text}' {state}")
-    problem = sniff_structure(resolved)
+    problem, heavy_atoms = inspect_structure(resolved)
     if problem:
         raise CampaignError(f"{where}, column structure: '{text}' {problem}")
-    return path
+    return path, heavy_atoms
 
 
-def sniff_structure(path: Path) -> str | None:
-    """A cheap check that a structure file is what its name says; None if it looks fine.
+WATER_RESIDUES = ("HOH", "WAT", "SOL", "TIP3")
+
+
+def inspect_structure(path: Path) -> tuple[str | None, int]:
+    """A cheap check that a structure file is what its name says, and its number of
+    non-water heavy atoms. Returns (problem or None, heavy atoms).
 
     Parsing waits for `setup`; this only rejects files that cannot possibly work (empty,
     binary, no atom records) before anything runs.
     """
     data = path.read_bytes()
     if not data.strip():
-        return "is empty"
+        return "is empty", 0
     if b"\x00" in data[:65536]:
-        return "is a binary file, not a text structure file"
+        return "is a binary file, not a text structure file", 0
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         text = data.decode("latin-1")
     suffix = path.suffix.lower()
+    lines = text.splitlines()
     if suffix in (".pdb", ".ent"):
-        atoms = sum(1 for line in text.splitlines() if line.startswith(("ATOM  ", "HETATM")))
-        if atoms == 0:
-            return "has no ATOM or HETATM records (is it really a PDB file?)"
+        atoms = [line for line in lines if line.startswith(("ATOM  ", "HETATM"))]
+        if not atoms:
+            return "has no ATOM or HETATM records (is it really a PDB file?)", 0
+        heavy = sum(1 for line in atoms if line[17:20].strip() not in WATER_RESIDUES and line[76:78].strip() != "H")
     elif suffix in (".cif", ".mmcif", ".pdbx"):
         if "_atom_site." not in text:
-            return "has no _atom_site loop (is it really an mmCIF file?)"
-    elif suffix == ".gro":
-        lines = text.splitlines()
+            return "has no _atom_site loop (is it really an mmCIF file?)", 0
+        atoms = [line.split() for line in lines if line.startswith(("ATOM ", "HETATM "))]
+        heavy = sum(1 for fields in atoms if len(fields) > 5 and fields[2] != "H" and fields[5] not in WATER_RESIDUES)
+    else:  # .gro
         try:
             count = int(lines[1].strip())
         except (IndexError, ValueError):
-            return "does not start with a title line and an atom count (is it really a GRO file?)"
+            return "does not start with a title line and an atom count (is it really a GRO file?)", 0
         if count <= 0 or len(lines) < count + 3:
-            return f"declares {count} atoms but is too short (truncated GRO file?)"
-    return None
+            return f"declares {count} atoms but is too short (truncated GRO file?)", 0
+        heavy = sum(1 for line in lines[2:count + 2] if line[5:10].strip() not in WATER_RESIDUES
+                    and not line[10:15].strip().startswith("H"))
+    return None, heavy

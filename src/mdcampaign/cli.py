@@ -3,26 +3,136 @@
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
 import sys
+import tempfile
 from pathlib import Path
 
-from .campaign import check_started, load_campaign, read_config_file
-from .errors import CampaignError
+from . import layout
+from .campaign import check_started, load_campaign, planning_work, read_config_file
+from .errors import CampaignError, TransferError
+from .sites import ASSIGNMENT_FILE, assign, projected_days, write_assignment
 
 
-def _load(args):
-    config_path = Path(args.config)
-    campaign = load_campaign(read_config_file(config_path), str(config_path), base_dir=Path(args.directory))
-    check_started(campaign, Path(args.directory))
-    return campaign
+def _load(args, check: bool = True):
+    directory = Path(args.directory)
+    config = read_config_file(directory / args.config)
+    if getattr(args, "site", None):
+        config["site"] = args.site
+    elif config.get("sites") and not config.get("site"):
+        config["site"] = next(iter(config["sites"]))  # any: plans cover every site
+    campaign = load_campaign(config, args.config, base_dir=directory)
+    if check:
+        check_started(campaign, directory)
+    return campaign, config
+
+
+def _store(config):
+    from .store import TransferSettings, open_store
+
+    return open_store(config["store"], TransferSettings(**config.get("transfer", {})))
 
 
 def cmd_validate(args) -> int:
-    campaign = _load(args)
+    campaign, _ = _load(args)
     segments = sum(s.n_segments for s in campaign.simulations)
     total_ns = sum(s.n_segments * s.protocol.segment_ns for s in campaign.simulations)
     print(f"{args.config}: campaign '{campaign.name}' is valid: {len(campaign.systems)} systems, "
           f"{len(campaign.simulations)} simulations, {segments} segments, {total_ns:g} ns in total")
+    return 0
+
+
+def read_manifests(root: Path) -> list[dict]:
+    """Every segment manifest below ``root`` (a store's or the local results' sims/)."""
+    manifests = []
+    for path in sorted(Path(root).glob("*/r*/segments/*/manifest.json")):
+        try:
+            manifests.append(json.loads(path.read_text()))
+        except ValueError:
+            continue
+    return manifests
+
+
+def progress(manifests: list[dict]) -> tuple[dict[str, str], dict[str, float], dict[tuple[str, str], float]]:
+    """From segment manifests: where each started simulation runs, how many ns each
+    has done, and the median speed measured per (site, system)."""
+    started, done, samples = {}, {}, {}
+    for manifest in manifests:
+        name = manifest["simulation"]
+        system = name.rsplit("/", 1)[0]
+        done[name] = done.get(name, 0.0) + manifest["info"]["simulated_ns"]
+        site = manifest.get("site")
+        if manifest["segment"] == 0 and site:
+            started[name] = site
+        if site and manifest["info"].get("ns_per_day"):
+            samples.setdefault((site, system), []).append(manifest["info"]["ns_per_day"])
+    return started, done, {key: statistics.median(values) for key, values in samples.items()}
+
+
+def cmd_plan(args) -> int:
+    campaign, config = _load(args, check=False)
+    if not campaign.sites:
+        print("This campaign defines no sites: every simulation runs wherever you run it.")
+        return 0
+    with tempfile.TemporaryDirectory(prefix="mdcampaign-plan-") as cache:
+        manifests = read_manifests(Path(args.directory) / layout.RESULTS / "sims")
+        try:
+            manifests += read_manifests(_store(config).collect("sims", "manifest.json", Path(cache)))
+        except TransferError as error:
+            print(f"note: could not read the store ({error}); using this site's records only", file=sys.stderr)
+    started, done, speeds = progress(manifests)
+    works = planning_work(campaign.simulations, campaign.systems, done)
+    sites = list(campaign.sites.values())
+    assignment = {s.name: s.site for s in campaign.simulations}
+    if args.write:
+        fixed = dict(started)
+        for simulation in campaign.simulations:
+            if campaign.systems[simulation.system].site and simulation.name not in fixed:
+                fixed[simulation.name] = campaign.systems[simulation.system].site
+        assignment = assign(works, sites, fixed, speeds, largest_first=True)
+        write_assignment(Path(args.directory) / ASSIGNMENT_FILE, assignment)
+    finish = projected_days(assignment, works, sites, speeds)
+    print(f"Plan of campaign '{campaign.name}' ({len(works)} simulations; measured speeds for "
+          f"{len(speeds)} site/system pairs):")
+    for site in sites:
+        mine = [w for w in works if assignment[w.name] == site.name]
+        print(f"\n  {site.name}: {len(mine)} simulations, {sum(w.ns for w in mine):g} ns left, "
+              f"capacity {site.capacity}, projected finish in {finish[site.name]:.1f} days"
+              + (f" (profile {site.profile})" if site.profile else ""))
+        if args.verbose:
+            for work in mine:
+                flag = " (started)" if work.name in started else ""
+                print(f"    {work.name}: {work.ns:g} ns{flag}")
+    if args.write:
+        print(f"\nWrote {ASSIGNMENT_FILE}: copy it to every site (it is part of the campaign's config).")
+    return 0
+
+
+def cmd_summary(args) -> int:
+    """The campaign-wide table: every site's analyses, as found in the store."""
+    from .summary import simulation_identity, summary_row, write_summary
+
+    campaign, config = _load(args, check=False)
+    store = _store(config)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="mdcampaign-summary-") as cache:
+        root = store.collect("sims", "analysis.json", Path(cache))
+        for simulation in campaign.simulations:
+            path = root / simulation.system / f"r{simulation.replica}" / "analysis" / "analysis.json"
+            analysis = json.loads(path.read_text()) if path.exists() else {}
+            row = summary_row(simulation_identity(simulation), analysis)
+            row["status"] = "analyzed" if analysis else "pending"
+            row["site"] = simulation.site or ""
+            rows.append(row)
+    out = Path(args.directory) / layout.RESULTS
+    out.mkdir(parents=True, exist_ok=True)
+    table, figure = out / "campaign_summary.tsv", out / "campaign_summary.png"
+    write_summary(rows, table, figure, campaign.name)
+    store.put_directory({"campaign_summary.tsv": table, "campaign_summary.png": figure}, "summary")
+    pending = sum(1 for row in rows if row["status"] == "pending")
+    print(f"{table}: {len(rows)} simulations, {len(rows) - pending} analyzed, {pending} pending; "
+          f"also in {store.describe('summary')}")
     return 0
 
 
@@ -32,12 +142,16 @@ def main(argv=None) -> int:
     parser.add_argument("--config", "-c", default="config/config.yaml", help="config file, relative to the campaign directory")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("validate", help="check config/ and the systems table; print what the campaign contains")
+    plan = commands.add_parser("plan", help="which site runs which simulation, and when each site will finish")
+    plan.add_argument("--write", action="store_true",
+                      help=f"re-balance simulations that have not started and write {ASSIGNMENT_FILE}")
+    plan.add_argument("--verbose", "-v", action="store_true", help="list every simulation")
+    commands.add_parser("summary", help="campaign-wide table of every site's analyses, read from the store")
     args = parser.parse_args(argv)
-    if not Path(args.config).is_absolute():
-        args.config = str(Path(args.directory) / args.config) if args.directory != "." else args.config
+    commands_by_name = {"validate": cmd_validate, "plan": cmd_plan, "summary": cmd_summary}
     try:
-        return {"validate": cmd_validate}[args.command](args)
-    except CampaignError as error:
+        return commands_by_name[args.command](args)
+    except (CampaignError, TransferError) as error:
         print(f"mdcampaign: {error}", file=sys.stderr)
         return 2
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -79,8 +80,14 @@ def setup(smk) -> None:
         atomic_write_json(smk.output.info, info)
 
 
+def store_of(smk):
+    from .store import TransferSettings, open_store
+
+    return open_store(smk.config["store"], TransferSettings(**smk.config["transfer"]))
+
+
 def stage(smk) -> None:
-    from .transfer import read_manifest, stage_segment, store_segment_dir, store_sim_dir
+    from .transfer import read_manifest, stage_segment
 
     with job_logging(smk, _label(smk)):
         w = smk.wildcards
@@ -91,26 +98,24 @@ def stage(smk) -> None:
             "segment": segment,
             "seed": smk.params.seed,
             "protocol": smk.params.protocol,
+            "site": smk.config.get("site"),
         }
+        local_sources, store_sources = {}, {}
         if segment == 0:
-            sources = {
+            local_sources = {
                 "system.xml": Path(smk.input.system),
                 "start_state.xml": Path(smk.input.state),
                 "topology.pdb": Path(smk.input.topology),
                 "trajectory_topology.pdb": Path(smk.input.trajectory_topology),
             }
-            checksums = {}
         else:
             previous = read_manifest(smk.params.previous_record)
-            store = previous["store"]
-            sim_dir = store_sim_dir(store, w.system, w.replica)
-            segment_dir = store_segment_dir(store, w.system, w.replica, previous_segment(segment))
-            sources = {name: sim_dir / name for name in layout.PINNED_FILES}
-            sources["start_state.xml"] = segment_dir / "final_state.xml"
-            checksums = dict(previous["pinned"])
-            checksums["start_state.xml"] = previous["files"]["final_state.xml"]["sha256"]
+            sim_dir = layout.fill(layout.STORE_SIM, system=w.system, replica=w.replica)
+            store_sources = {name: (f"{sim_dir}/{name}", previous["pinned"][name]) for name in layout.PINNED_FILES}
+            store_sources["start_state.xml"] = (f"{previous['path']}/final_state.xml",
+                                                previous["files"]["final_state.xml"]["sha256"])
             info["pinned"] = previous["pinned"]
-        stage_segment(sources, checksums, staged, info)
+        stage_segment(store_of(smk), local_sources, store_sources, staged, info)
 
 
 def previous_segment(segment: int) -> str:
@@ -189,7 +194,7 @@ def fetch(smk) -> None:
         if int(w.segment) == 0:
             pinned = {name: Path(smk.input[f"pinned_{name.split('.')[0]}"]) for name in layout.PINNED_FILES}
         manifest = fetch_segment(
-            segment_files, pinned, stage_record, Path(smk.params.store),
+            store_of(smk), segment_files, pinned, stage_record,
             layout.fill(layout.STORE_SIM, system=w.system, replica=w.replica), w.segment, Path(smk.params.record),
         )
         atomic_write_text(smk.output.marker, json.dumps({"fetched_at": manifest["fetched_at"]}) + "\n")
@@ -198,19 +203,25 @@ def fetch(smk) -> None:
 def analyze(smk) -> None:
     from .analysis import analyze as run_analysis
     from .engine import atomic_write_json
-    from .transfer import read_manifest, store_segment_dir, store_sim_dir
+    from .transfer import read_manifest
 
     with job_logging(smk, _label(smk)):
         w = smk.wildcards
         manifests = [read_manifest(path) for path in smk.params.records]
-        store = manifests[0]["store"]
-        segment_dirs = [store_segment_dir(store, w.system, w.replica, layout.segment_name(m["segment"]))
-                        for m in manifests]
+        sim_dir = layout.fill(layout.STORE_SIM, system=w.system, replica=w.replica)
+        expected = {"trajectory_topology.pdb": manifests[0]["pinned"]["trajectory_topology.pdb"]}
+        for m in manifests:
+            segment = layout.segment_name(m["segment"])
+            for name in ("trajectory.xtc", "energies.csv"):
+                expected[f"segments/{segment}/{name}"] = m["files"][name]["sha256"]
+        store = store_of(smk)
+        local = store.local_copy(sim_dir, Path(smk.params.cache), expected)
         out = {key: Path(smk.output[key]) for key in ("rmsd", "rg", "rmsf", "dssp", "json", "png")}
+        segments = [local / "segments" / layout.segment_name(m["segment"]) for m in manifests]
         summary = run_analysis(
-            [d / "trajectory.xtc" for d in segment_dirs],
-            [d / "energies.csv" for d in segment_dirs],
-            store_sim_dir(store, w.system, w.replica) / "trajectory_topology.pdb",
+            [d / "trajectory.xtc" for d in segments],
+            [d / "energies.csv" for d in segments],
+            local / "trajectory_topology.pdb",
             smk.params.frame_interval_ps,
             out,
             layout.sim_name(w.system, w.replica),
@@ -221,8 +232,14 @@ def analyze(smk) -> None:
             "segment_simulated_ns": round(sum(m["info"]["simulated_ns"] for m in manifests), 6),
             "ns_per_day_mean": round(sum(speeds) / len(speeds), 3) if speeds else None,
             "platforms": sorted({m["info"]["platform"] for m in manifests}),
+            "site": manifests[-1].get("site"),
         })
         atomic_write_json(out["json"], summary)
+        # The store keeps every site's analyses, for the campaign-wide summary.
+        analysis_dir = f"{sim_dir}/analysis"
+        if store.describe(analysis_dir) != str(out["json"].parent):
+            store.put_directory(out, analysis_dir)
+        shutil.rmtree(smk.params.cache, ignore_errors=True)
 
 
 def summary(smk) -> None:

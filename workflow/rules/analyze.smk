@@ -25,5 +25,6 @@ rule analyze:
         records=record_paths,
         n_segments=lambda wc: simulation_of(wc).n_segments,
         frame_interval_ps=lambda wc: simulation_of(wc).protocol.frame_interval_ps,
+        cache=f"{SCRATCH}/{layout.SIM}/analysis-cache",
     script:
         "../../scripts/analyze.py"

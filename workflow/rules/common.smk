@@ -53,9 +53,10 @@ onstart:
         sys.exit(f"mdcampaign: {problem}")
 
 
-SCRATCH = CAMPAIGN.scratch
+SCRATCH = CAMPAIGN.scratch_here
 STORE = CAMPAIGN.store
-SIMULATIONS = CAMPAIGN.simulations
+# This run's share of the campaign: every simulation, or those of this site.
+SIMULATIONS = CAMPAIGN.share
 
 
 wildcard_constraints:

@@ -1,0 +1,120 @@
+"""Which site (machine) runs which simulation.
+
+Every simulation belongs to exactly one site. In order of precedence:
+
+1. the frozen plan ``config/assignment.tsv`` (written by ``mdcampaign plan --write``),
+2. the systems table's ``site`` column,
+3. automatic assignment: simulations taken in the order of the systems table, each
+   given to the site where it would finish earliest, counting the work already
+   given to that site. Expected work is atoms x ns / the site's speed, divided over
+   the simulations the site runs at once (its capacity). Appending systems to the
+   table never moves simulations that were already assigned.
+
+``mdcampaign plan --write`` re-balances the simulations that have not started,
+largest first (longest-processing-time rule), using the speeds segments measured on
+each site where there are any, and freezes the result so that every site reads the
+same plan. Simulations that have started stay where they are.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import CampaignError
+
+ASSIGNMENT_FILE = "config/assignment.tsv"
+
+
+@dataclass(frozen=True)
+class Site:
+    name: str
+    ns_per_day: float  # one simulation of a typical system of this campaign
+    capacity: int  # simulations running at once
+    scratch: str | None = None
+    profile: str | None = None
+
+
+@dataclass(frozen=True)
+class Work:
+    """One simulation's remaining work, for planning."""
+
+    name: str
+    system: str
+    ns: float  # still to simulate
+    size: float  # relative cost per ns (atoms relative to the campaign's typical system)
+
+
+def days(work: Work, site: Site, speeds: dict[tuple[str, str], float]) -> float:
+    """Days one simulation needs on a site: measured speed of its system there if
+    known, else the site's configured speed scaled by the system's size."""
+    measured = speeds.get((site.name, work.system))
+    speed = measured if measured else site.ns_per_day / work.size
+    return work.ns / speed
+
+
+def assign(works: list[Work], sites: list[Site], fixed: dict[str, str] | None = None,
+           speeds: dict[tuple[str, str], float] | None = None, largest_first: bool = False) -> dict[str, str]:
+    """Map each simulation to a site so that all sites finish at about the same time.
+
+    ``fixed``: simulations whose site is already decided (they count towards that
+    site's load). Deterministic: ties go to the site listed first.
+    """
+    fixed = dict(fixed or {})
+    speeds = speeds or {}
+    by_name = {site.name: site for site in sites}
+    load = {site.name: 0.0 for site in sites}  # days of work, before dividing by capacity
+    for work in works:
+        if work.name in fixed:
+            load[fixed[work.name]] += days(work, by_name[fixed[work.name]], speeds)
+    free = [w for w in works if w.name not in fixed]
+    if largest_first:
+        free.sort(key=lambda w: (-w.ns * w.size, w.name))
+    result = dict(fixed)
+    for work in free:
+        best = min(sites, key=lambda site: ((load[site.name] + days(work, site, speeds)) / site.capacity,
+                                            sites.index(site)))
+        load[best.name] += days(work, best, speeds)
+        result[work.name] = best.name
+    return result
+
+
+def projected_days(assignment: dict[str, str], works: list[Work], sites: list[Site],
+                   speeds: dict[tuple[str, str], float] | None = None) -> dict[str, float]:
+    """Days until each site finishes its share (its work spread over its capacity)."""
+    speeds = speeds or {}
+    by_name = {site.name: site for site in sites}
+    total = {site.name: 0.0 for site in sites}
+    for work in works:
+        site = by_name[assignment[work.name]]
+        total[site.name] += days(work, site, speeds)
+    return {name: total[name] / by_name[name].capacity for name in total}
+
+
+def read_assignment(path: Path, sites: dict) -> dict[str, str]:
+    """The frozen plan: simulation -> site."""
+    if not path.exists():
+        return {}
+    plan = {}
+    with open(path, newline="") as handle:
+        lines = [line for line in handle if not line.startswith("#")]
+        for number, row in enumerate(csv.DictReader(lines, delimiter="\t"), start=3):
+            simulation, site = (row.get("simulation") or "").strip(), (row.get("site") or "").strip()
+            if not simulation or not site:
+                raise CampaignError(f"{path}, line {number}: needs columns 'simulation' and 'site'")
+            if site not in sites:
+                raise CampaignError(
+                    f"{path}, line {number}: site '{site}' is not one of the sites in the config "
+                    f"({', '.join(sites)})"
+                )
+            plan[simulation] = site
+    return plan
+
+
+def write_assignment(path: Path, assignment: dict[str, str]) -> None:
+    with open(path, "w", newline="") as handle:
+        handle.write("# Written by `mdcampaign plan --write`; copy it to every site.\n")
+        handle.write("simulation\tsite\n")
+        for simulation in sorted(assignment):
+            handle.write(f"{simulation}\t{assignment[simulation]}\n")

@@ -68,8 +68,11 @@ def snakemake(directory: Path, *args: str, profile: str = "local", timeout: floa
     return result
 
 
-def executed_jobs(output: str) -> dict[str, int]:
-    """Count jobs per rule in the 'Job stats' table Snakemake prints."""
+def executed_jobs(output) -> dict[str, int]:
+    """Count jobs per rule in the 'Job stats' table Snakemake prints (give the text
+    or the finished process)."""
+    if isinstance(output, subprocess.CompletedProcess):
+        output = output.stdout + output.stderr
     counts = {}
     lines = output.splitlines()
     for i, line in enumerate(lines):
@@ -133,9 +136,9 @@ def run_with_profile(directory: Path, profile: Path, *args: str, timeout: float 
     return result
 
 
-def assert_complete(campaign: Path, sims: dict[str, float]):
+def assert_complete(campaign: Path, sims: dict[str, float], store: Path | None = None):
     """Every simulation at its target length, with loadable, continuous trajectories
-    and a manifest per segment."""
+    and a manifest per segment (segment data in `store`, by default results/)."""
     import json
 
     import mdtraj
@@ -147,9 +150,9 @@ def assert_complete(campaign: Path, sims: dict[str, float]):
     for sim, target_ns in sims.items():
         row = summary.set_index("simulation").loc[sim]
         assert row["simulated_ns"] == pytest.approx(target_ns)
-        dirs = sorted(p for p in (campaign / "results" / "sims" / sim / "segments").iterdir() if p.is_dir())
-        traj = mdtraj.load([str(d / "trajectory.xtc") for d in dirs],
-                           top=str(campaign / "results" / "sims" / sim / "trajectory_topology.pdb"))
+        sim_dir = (store or campaign / "results") / "sims" / sim
+        dirs = sorted(p for p in (sim_dir / "segments").iterdir() if p.is_dir() and not p.name.startswith("."))
+        traj = mdtraj.load([str(d / "trajectory.xtc") for d in dirs], top=str(sim_dir / "trajectory_topology.pdb"))
         interval = np.diff(traj.time)
         assert np.allclose(interval, interval[0], atol=1e-3), f"{sim}: gap or duplicate frame"
         assert traj.time[-1] == pytest.approx(target_ns * 1000, abs=1e-3)
@@ -157,3 +160,22 @@ def assert_complete(campaign: Path, sims: dict[str, float]):
         for d in dirs:
             manifest = json.loads((d / "manifest.json").read_text())
             assert set(manifest["files"]) == {"trajectory.xtc", "energies.csv", "final_state.xml", "segment.json"}
+
+
+# -- the closing report: how many fault trials and bad-input cases ended correctly ------
+_REPORT: dict[str, list[tuple[str, bool]]] = {}
+
+
+def report(suite: str, case: str, correct: bool) -> None:
+    """Record one trial or case for the report printed at the end of the test run."""
+    _REPORT.setdefault(suite, []).append((case, correct))
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _REPORT:
+        return
+    terminalreporter.section("mdcampaign fault-injection and bad-input report")
+    for suite, outcomes in sorted(_REPORT.items()):
+        correct = sum(1 for _, ok in outcomes if ok)
+        terminalreporter.write_line(f"{suite}: {len(outcomes)} trials/cases, {correct} ended with correct data "
+                                    f"or the expected one-line error, {len(outcomes) - correct} did not")

@@ -104,14 +104,14 @@ class Protocol:
                 f"timestep_fs {self.timestep_fs} needs hmr: true (without hydrogen mass "
                 f"repartitioning use at most {MAX_TIMESTEP_WITHOUT_HMR_FS} fs)"
             )
-        for key, picoseconds in (
-            ("frame_interval_ps", self.frame_interval_ps),
-            ("checkpoint_interval_ps", self.checkpoint_interval_ps),
-            ("segment_ns", self.segment_ns * 1000.0),
-            ("equilibration_ps", self.equilibration_ps),
+        for key, value, picoseconds in (
+            ("frame_interval_ps", self.frame_interval_ps, self.frame_interval_ps),
+            ("checkpoint_interval_ps", self.checkpoint_interval_ps, self.checkpoint_interval_ps),
+            ("segment_ns", self.segment_ns, self.segment_ns * 1000.0),
+            ("equilibration_ps", self.equilibration_ps, self.equilibration_ps),
         ):
-            if not _is_multiple(picoseconds, self.timestep_ps):
-                yield f"{key} must be a whole number of timesteps ({self.timestep_fs} fs)"
+            if picoseconds and not _is_multiple(picoseconds, self.timestep_ps):
+                yield f"{key} ({value}) must be a whole number of timesteps ({self.timestep_fs} fs)"
                 return
         if self.frame_steps > self.segment_steps or self.segment_steps % self.frame_steps:
             yield (

@@ -8,6 +8,7 @@ line (in the log and on stderr) and an exit status instead of a traceback.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -49,7 +50,11 @@ def job_logging(smk, what: str):
     except (CampaignError, DataError, SegmentError, TransferError) as error:
         log.error("FAILED: %s", error)
         sys.exit(EXIT_FAILED)
-    except Exception:  # noqa: BLE001 - unexpected: keep the traceback, in the log
+    except Exception as error:  # noqa: BLE001 - unexpected: keep the traceback, in the log
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            log.error("FAILED: disk full: %s writing %s; free some space there, then run the same command again "
+                      "(finished work is kept, this job resumes)", error.strerror, error.filename or "a file")
+            sys.exit(EXIT_FAILED)
         handler.stream.write(traceback.format_exc())
         log.error("FAILED with an unexpected error; the traceback is in %s", log_file)
         sys.exit(EXIT_FAILED)

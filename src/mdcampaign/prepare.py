@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import os
 import platform as host_platform
 import tempfile
@@ -23,7 +24,7 @@ from openmm import app, unit
 
 from . import engine
 from .campaign import BAROSTAT_INTERVAL_STEPS, Protocol
-from .errors import CampaignError
+from .errors import CampaignError, SegmentError
 from .forcefields import MODELLER_WATER
 
 log = logging.getLogger(__name__)
@@ -297,11 +298,24 @@ def equilibrate(system, topology, positions, protocol: Protocol, platform_name: 
         done = 0
         while done < steps:
             chunk = min(report_steps, steps - done)
-            context.getIntegrator().step(chunk)
+            try:
+                context.getIntegrator().step(chunk)
+            except openmm.OpenMMException as error:
+                raise _unstable(first_step + done + chunk, phase, str(error).split("\n")[0]) from None
             done += chunk
             state = context.getState(getEnergy=True)
-            rows.append(_thermo_row(state, first_step + done, protocol, dof, mass_g, phase))
+            row = _thermo_row(state, first_step + done, protocol, dof, mass_g, phase)
+            if not math.isfinite(row["potential_energy_kJ_mol"]) or not math.isfinite(row["kinetic_energy_kJ_mol"]):
+                raise _unstable(first_step + done, phase, "the energy is NaN or infinite")
+            rows.append(row)
         return first_step + done
+
+    def _unstable(step, phase, what):
+        return SegmentError(
+            f"setup: the system became unstable during {phase} equilibration at t = {step * protocol.timestep_ps:g} ps "
+            f"({what}); check the structure for clashes and the protocol (timestep_fs {protocol.timestep_fs}, "
+            f"temperature_K {protocol.temperature_K}, minimization_max_iterations {protocol.minimization_max_iterations})"
+        )
 
     restrained = _restrained_copy(system, topology, positions)
     context = engine.make_context(restrained, engine.langevin(protocol.temperature_K, protocol.friction_per_ps,

@@ -182,8 +182,12 @@ def copy_verified(source: Path, target: Path, sha256: str | None = None) -> None
     expected = sha256 or engine.sha256_file(source)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.partial")
-    shutil.copyfile(source, tmp)
-    engine.fsync_file(tmp)
+    try:
+        shutil.copyfile(source, tmp)
+        engine.fsync_file(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     if engine.sha256_file(tmp) != expected:
         tmp.unlink(missing_ok=True)
         raise TransferError(f"{source} does not match its recorded checksum (corrupted, or changed since it was written)")
@@ -221,7 +225,8 @@ class SshStore(Store):
                 "-o", "ServerAliveInterval=15", "-o", f"ServerAliveCountMax={max(2, self.settings.timeout_seconds // 15)}"]
 
     def _rsync_base(self) -> list[str]:
-        return ["rsync", "-a", "-L", "--partial-dir=.rsync-partial", f"--timeout={self.settings.timeout_seconds}",
+        # -s: remote paths reach rsync on the other side without a shell reading them
+        return ["rsync", "-a", "-s", "-L", "--partial-dir=.rsync-partial", f"--timeout={self.settings.timeout_seconds}",
                 "-e", shlex.join(self._ssh_command)]
 
     # -- running commands -------------------------------------------------------------

@@ -1,0 +1,107 @@
+"""The bad-input corpus (tests/data/bad_inputs.yaml): every malformed campaign or
+input fails before any simulation starts, with one line that names the file, the
+line or key, and what is allowed; no traceback, nothing written to the store."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, STRUCTURES, report, snakemake, write_campaign
+from mdcampaign.campaign import load_campaign, read_config_file
+from mdcampaign.errors import CampaignError, SegmentError
+
+CASES = yaml.safe_load((Path(__file__).parent / "data" / "bad_inputs.yaml").read_text())
+# Representative cases also run through the real `snakemake -n`, as users meet them.
+THROUGH_SNAKEMAKE = {"negative temperature", "config YAML syntax error", "duplicate system ids", "id with a slash",
+                     "comma-separated table", "binary PDB file", "site column naming an unknown site"}
+
+
+def build(case: dict, directory: Path) -> Path:
+    directory = write_campaign(directory)
+    config_path = directory / "config" / "config.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    for key, value in case.get("config", {}).items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key].update(value)
+        else:
+            config[key] = value
+    for key in case.get("config_drop", []):
+        config.pop(key)
+    config_path.write_text(yaml.safe_dump(config))
+    if "config_text" in case:
+        config_path.write_text(case["config_text"])
+    if "systems_text" in case:
+        (directory / "config" / "systems.tsv").write_text(case["systems_text"].format(structures=STRUCTURES))
+    if case.get("systems_missing"):
+        (directory / "config" / "systems.tsv").unlink()
+    for name, text in case.get("files", {}).items():
+        (directory / name).write_text(text)
+    for name, data in case.get("files_base64", {}).items():
+        (directory / name).write_bytes(base64.b64decode(data))
+    for name in case.get("directories", []):
+        (directory / name).mkdir()
+    return directory
+
+
+def validation_error(directory: Path) -> str:
+    config = read_config_file(directory / "config" / "config.yaml")
+    load_campaign(config, "config/config.yaml", base_dir=directory)
+    raise AssertionError("the campaign was accepted")
+
+
+def setup_error(directory: Path) -> str:
+    from mdcampaign.prepare import prepare
+
+    config = read_config_file(directory / "config" / "config.yaml")
+    campaign = load_campaign(config, "config/config.yaml", base_dir=directory)
+    system = next(iter(campaign.systems.values()))
+    prepare(directory / system.structure, system.protocol, directory / "results" / "systems" / system.id,
+            platform="CPU", threads=1)
+    raise AssertionError("setup accepted the structure")
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case["name"] for case in CASES])
+def test_bad_input_fails_early_with_one_clear_line(case, tmp_path):
+    directory = build(case, tmp_path / "campaign")
+    stage = case.get("stage", "validation")
+    if stage == "cli":
+        result = subprocess.run(["snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "-n", "--profile",
+                                 case["profile"]], cwd=directory, capture_output=True, text=True)
+        message = (result.stdout + result.stderr).strip()
+        assert result.returncode != 0 and "Traceback" not in message
+    else:
+        with pytest.raises((CampaignError, SegmentError)) as caught:
+            setup_error(directory) if stage == "setup" else validation_error(directory)
+        message = str(caught.value)
+        assert "\n" not in message, f"not one line: {message!r}"
+    assert case["expect"] in message, message
+    assert not (directory / "results" / "sims").exists(), "nothing may be written to the store"
+    report("bad-input corpus", case["name"], True)
+
+
+@pytest.mark.parametrize("name", sorted(THROUGH_SNAKEMAKE))
+def test_users_see_exactly_that_line_from_snakemake(name, tmp_path):
+    case = next(c for c in CASES if c["name"] == name)
+    directory = build(case, tmp_path / "campaign")
+    result = snakemake(directory, "-n", check=False)
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    assert lines[-1].startswith("mdcampaign: ") and case["expect"] in lines[-1], lines[-3:]
+
+
+def test_an_unsupported_ligand_stops_in_setup_and_nothing_is_simulated(tmp_path):
+    case = next(c for c in CASES if c["name"] == "unsupported ligand")
+    directory = build(case, tmp_path / "campaign")
+    result = snakemake(directory, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Error in rule setup" in output and "logs/setup/lig.log" in output
+    assert "FAILED: structure 'ligand.pdb': residue(s) LIG 1 (chain B) have no template" in output
+    assert "rule simulate" not in output
+    assert not (directory / "results" / "sims").exists()

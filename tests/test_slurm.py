@@ -10,7 +10,9 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -120,3 +122,44 @@ def test_a_failing_job_shows_simulation_rule_slurm_state_and_log(tmp_path):
     assert re.search(r"SLURM status is: '?FAILED'?", output), output[-3000:]
     assert "logs/simulate/ala/r1/0000.log" in output
     assert "OpenMM platform 'CUDA' was requested but is not usable here" in output
+
+
+def test_status_shows_slurm_jobs_of_a_running_campaign(tmp_path):
+    campaign = write_campaign(
+        tmp_path / "campaign",
+        systems=[{"id": "ala", "structure": REPO / "config/structures/alanine-dipeptide.pdb", "replicas": 2}],
+        protocol={"segment_ns": 1.0, "target_ns": 1.0, "frame_interval_ps": 10.0, "checkpoint_interval_ps": 50.0},
+    )
+    process = subprocess.Popen(["snakemake", "-s", str(REPO / "workflow/Snakefile"), "--profile",
+                                str(REPO / "profiles/ci-slurm")], cwd=campaign, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        seen = None
+        deadline = time.time() + 300
+        while time.time() < deadline and process.poll() is None and seen is None:
+            result = subprocess.run(["mdcampaign", "status", "--json"], cwd=campaign, capture_output=True, text=True)
+            report = json.loads(result.stdout)
+            seen = next((s for s in report["simulations"] if s["slurm"] and s["slurm"]["rule"] == "simulate"), None)
+            time.sleep(1)
+        assert seen is not None, "no simulate job was seen in Slurm's queue"
+        assert seen["slurm"]["state"] in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING")
+        assert seen["slurm"]["job_id"].isdigit()
+        text = subprocess.run(["mdcampaign", "status"], cwd=campaign, capture_output=True, text=True).stdout
+        assert "slurm job" in text
+    finally:
+        os.killpg(process.pid, signal.SIGINT)  # Snakemake cancels its Slurm jobs
+        process.wait(timeout=120)
+
+
+def test_doctor_names_a_partition_that_does_not_exist_and_the_fix(tmp_path):
+    campaign = write_campaign(tmp_path / "campaign")
+    profile = make_profile(tmp_path, "ci-slurm", **{"set-resources": {"simulate": {"slurm_partition": "gpu-a100"}}})
+    result = subprocess.run(["mdcampaign", "doctor", "--profile", str(profile)], cwd=campaign, capture_output=True,
+                            text=True)
+    assert result.returncode == 1
+    assert "FAIL  partition 'gpu-a100'" in result.stdout
+    assert "to one of: long, normal" in result.stdout
+    assert "PASS  partition 'normal' exists" in result.stdout
+    ok = subprocess.run(["mdcampaign", "doctor", "--profile", str(REPO / "profiles" / "ci-slurm")], cwd=campaign,
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout

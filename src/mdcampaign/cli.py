@@ -136,6 +136,31 @@ def cmd_summary(args) -> int:
     return 0
 
 
+def cmd_status(args) -> int:
+    from .status import collect, render
+
+    campaign, _ = _load(args, check=False)
+    status = collect(campaign, Path(args.directory), use_slurm=not args.no_slurm)
+    if args.json:
+        print(json.dumps(status.to_json(), indent=2))
+    else:
+        colour = sys.stdout.isatty() and not args.no_colour and "NO_COLOR" not in __import__("os").environ
+        print(render(status, colour))
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    from .doctor import FAIL, run_checks
+
+    checks = run_checks(Path(args.directory), args.config, args.profile)
+    colour = sys.stdout.isatty() and "NO_COLOR" not in __import__("os").environ
+    for check in checks:
+        print(check.line(colour))
+    failed = sum(1 for check in checks if check.status == FAIL)
+    print(f"\n{len(checks)} checks, {failed} failed" + ("" if failed else ": this machine is ready"))
+    return 1 if failed else 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="mdcampaign", description="Inspect an mdcampaign campaign.")
     parser.add_argument("--directory", "-d", default=".", help="campaign directory (default: .)")
@@ -147,8 +172,16 @@ def main(argv=None) -> int:
                       help=f"re-balance simulations that have not started and write {ASSIGNMENT_FILE}")
     plan.add_argument("--verbose", "-v", action="store_true", help="list every simulation")
     commands.add_parser("summary", help="campaign-wide table of every site's analyses, read from the store")
+    status = commands.add_parser("status", help="one row per simulation: state, progress, speed, ETA, failures")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--no-slurm", action="store_true", help="do not ask squeue about running jobs")
+    status.add_argument("--no-colour", "--no-color", action="store_true", help="plain text even on a terminal")
+    status.add_argument("--site", help="show the campaign as this site sees it (default: the config's)")
+    doctor = commands.add_parser("doctor", help="check this machine against a profile and the campaign")
+    doctor.add_argument("--profile", help="profile name (in profiles/) or path, e.g. profiles/stampede")
     args = parser.parse_args(argv)
-    commands_by_name = {"validate": cmd_validate, "plan": cmd_plan, "summary": cmd_summary}
+    commands_by_name = {"validate": cmd_validate, "plan": cmd_plan, "summary": cmd_summary, "status": cmd_status,
+                        "doctor": cmd_doctor}
     try:
         return commands_by_name[args.command](args)
     except (CampaignError, TransferError) as error:

@@ -146,9 +146,17 @@ def run_segment(job: SegmentJob) -> Outcome:
 
     recorder = _Recorder(context, system, topology, subset, paths, job, frames, rows)
     run = _RunLog(history, platform_name, job.threads, step, protocol)
-    with StopRequest() as stop:
-        step = _integrate(context, recorder, job, step, stop, lambda at: recorder.checkpoint(
-            at, platform_name, start_sha, run.history(at)))
+    # Who is working on this segment right now (read by `mdcampaign status`); left
+    # behind only if the process is killed, which is how status tells it stopped.
+    engine.atomic_write_json(paths.runner, {"pid": os.getpid(), "host": host_platform.node(),
+                                            "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+                                            "started_at": _iso(time.time())})
+    try:
+        with StopRequest() as stop:
+            step = _integrate(context, recorder, job, step, stop, lambda at: recorder.checkpoint(
+                at, platform_name, start_sha, run.history(at)))
+    finally:
+        paths.runner.unlink(missing_ok=True)
     if step < job.last_step:
         recorder.checkpoint(step, platform_name, start_sha, run.history(step, recorder.stop_reason))
         recorder.close()
@@ -195,6 +203,7 @@ class _WorkFiles:
         self.previous = work / "checkpoint.prev.chk"
         self.final_state = work / "final_state.xml"
         self.info = work / "segment.json"
+        self.runner = work / "runner.json"
 
 
 def _completed_info(work: Path, start_sha: str) -> dict | None:

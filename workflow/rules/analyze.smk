@@ -13,6 +13,7 @@ rule analyze:
             caption="../report/analysis.rst",
             category="Simulations",
             subcategory="{system}",
+            labels={"simulation": "{system}/r{replica}", "figure": "analysis"},
         ),
     log:
         layout.log_path("analyze", with_segment=False),

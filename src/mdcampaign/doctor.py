@@ -1,0 +1,261 @@
+"""`mdcampaign doctor`: is this machine set up right for this campaign and profile?
+
+Each check prints PASS, WARN or FAIL with what to do. Nothing is changed, nothing is
+submitted; the store is only asked whether it can be written.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
+REQUIREMENTS = {  # package: (minimum major.minor, below this major)
+    "snakemake": ((9, 0), 10),
+    "openmm": ((8, 1), 9),
+    "mdtraj": ((1, 10), 2),
+    "pandas": ((2, 0), 4),
+    "pdbfixer": ((1, 9), None),
+}
+
+
+@dataclass
+class Check:
+    status: str
+    what: str
+    fix: str = ""
+
+    def line(self, colour: bool = False) -> str:
+        codes = {PASS: "32", WARN: "33", FAIL: "31;1"}
+        label = f"\033[{codes[self.status]}m{self.status}\033[0m" if colour else self.status
+        return f"{label}  {self.what}" + (f"\n      fix: {self.fix}" if self.fix else "")
+
+
+def find_profile(name: str, directory: Path) -> Path | None:
+    """A profile given as a path, or by name under profiles/ (campaign or repository)."""
+    candidates = [Path(name), directory / name, directory / "profiles" / name,
+                  Path(__file__).resolve().parents[2] / "profiles" / name]
+    for candidate in candidates:
+        if (candidate / "config.yaml").is_file():
+            return candidate / "config.yaml"
+    return None
+
+
+def read_profile(path: Path) -> dict:
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def profile_config(profile: dict) -> dict:
+    """The `config:` entries of a profile, as Snakemake would apply them."""
+    entries = profile.get("config") or {}
+    if isinstance(entries, list):
+        entries = dict(entry.split("=", 1) for entry in entries)
+    parsed = {}
+    for key, value in entries.items():
+        parsed[key] = yaml.safe_load(value) if isinstance(value, str) else value
+    return parsed
+
+
+def _version(package: str) -> tuple[int, ...] | None:
+    try:
+        text = importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    return tuple(int(part) for part in text.split(".")[:2] if part.isdigit())
+
+
+def check_software(profile: dict) -> list[Check]:
+    checks = []
+    if sys.version_info >= (3, 11):
+        checks.append(Check(PASS, f"Python {sys.version.split()[0]}"))
+    else:
+        checks.append(Check(FAIL, f"Python {sys.version.split()[0]} is too old", "use Python 3.11 or newer"))
+    wanted = dict(REQUIREMENTS)
+    if profile.get("executor") == "slurm":
+        wanted["snakemake-executor-plugin-slurm"] = ((1, 0), 3)
+    for package, (minimum, below) in wanted.items():
+        version = _version(package)
+        if version is None:
+            checks.append(Check(FAIL, f"{package} is not installed", 'pip install -e ".[test]" in the repository'))
+        elif version < minimum or (below is not None and version[0] >= below):
+            allowed = f">= {'.'.join(map(str, minimum))}" + (f", < {below}" if below else "")
+            checks.append(Check(FAIL, f"{package} {'.'.join(map(str, version))} (need {allowed})",
+                                f"pip install '{package}{allowed.replace(' ', '')}'"))
+        else:
+            checks.append(Check(PASS, f"{package} {'.'.join(map(str, version))}"))
+    return checks
+
+
+def check_platforms(config: dict, profile: dict) -> list[Check]:
+    from .engine import available_platforms
+
+    usable = available_platforms()
+    wanted = config.get("platform", "auto")
+    wants_gpu = any("gpu" in (resources or {}) for resources in (profile.get("set-resources") or {}).values())
+    wants_gpu |= "gpu" in (profile.get("resources") or {})
+    checks = [Check(PASS, f"OpenMM platforms usable here: {', '.join(usable)}")]
+    if wanted not in ("auto",) and wanted not in usable:
+        checks.append(Check(FAIL, f"the profile asks for platform {wanted}, which is not usable here",
+                            "install the GPU build (pip install 'openmm[cuda12]') and check nvidia-smi, "
+                            "or run on a GPU node, or use a CPU profile"))
+    elif wants_gpu and "CUDA" not in usable and "OpenCL" not in usable:
+        checks.append(Check(FAIL, "the profile requests GPUs but OpenMM sees no CUDA or OpenCL device here",
+                            "pip install 'openmm[cuda12]' and check nvidia-smi (on clusters, run doctor on a GPU node)"))
+    return checks
+
+
+def _partitions_of(profile: dict) -> set[str]:
+    names = set()
+    for resources in [profile.get("default-resources") or {}, *(profile.get("set-resources") or {}).values()]:
+        if isinstance(resources, dict) and resources.get("slurm_partition"):
+            names.add(str(resources["slurm_partition"]))
+    return names
+
+
+def check_slurm(profile: dict, config: dict, profile_path: Path) -> list[Check]:
+    if profile.get("executor") != "slurm":
+        return []
+    checks = []
+    missing = [tool for tool in ("sbatch", "sinfo", "squeue") if not shutil.which(tool)]
+    if missing:
+        return [Check(FAIL, f"Slurm commands not found: {', '.join(missing)}",
+                      "run on the cluster's login node (or load its Slurm module)")]
+    result = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        return [Check(FAIL, f"sinfo cannot reach the Slurm controller: {result.stderr.strip()[:200]}",
+                      "check that Slurm is up and this host is a submit host")]
+    available = {line.strip().rstrip("*") for line in result.stdout.splitlines() if line.strip()}
+    checks.append(Check(PASS, f"Slurm reachable; partitions: {', '.join(sorted(available))}"))
+    for partition in sorted(_partitions_of(profile)):
+        if partition in available:
+            checks.append(Check(PASS, f"partition '{partition}' exists"))
+        else:
+            checks.append(Check(FAIL, f"partition '{partition}' named in {profile_path} does not exist here",
+                                f"set slurm_partition in {profile_path} to one of: {', '.join(sorted(available))}"))
+    from .campaign import account_problem
+
+    problem = account_problem(config)
+    if problem:
+        checks.append(Check(FAIL, "Slurm account not filled in", problem))
+    elif config.get("slurm_account") and shutil.which("sacctmgr"):
+        accounts = subprocess.run(["sacctmgr", "-n", "-P", "show", "assoc", "format=account",
+                                   f"user={_user()}"], capture_output=True, text=True, timeout=60)
+        if accounts.returncode == 0 and accounts.stdout.strip():
+            mine = {line.strip() for line in accounts.stdout.splitlines() if line.strip()}
+            account = str(config["slurm_account"])
+            checks.append(Check(PASS, f"Slurm account '{account}' is yours") if account.lower() in
+                          {a.lower() for a in mine} else
+                          Check(FAIL, f"Slurm account '{account}' is not among yours ({', '.join(sorted(mine))})",
+                                f"put one of them on the slurm_account line of {profile_path}"))
+        else:
+            checks.append(Check(WARN, "could not list your Slurm accounts (sacctmgr unavailable)",
+                                "check the account with your site's tools"))
+    return checks
+
+
+def _user() -> str:
+    import getpass
+
+    return getpass.getuser()
+
+
+def check_store(config: dict) -> list[Check]:
+    from .store import is_remote
+
+    store = config["store"]
+    if is_remote(store):
+        host, path = store.split(":", 1)
+        script = f"mkdir -p {_quote(path)} && test -w {_quote(path)} && df -Pk {_quote(path)} | tail -1"
+        result = subprocess.run(["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=15", host, script],
+                                capture_output=True, text=True, timeout=120)
+        if result.returncode != 0:
+            return [Check(FAIL, f"store {store} is not reachable or not writable: "
+                                f"{' '.join(result.stderr.split())[:200] or 'exit ' + str(result.returncode)}",
+                          f"check `ssh {host}` works without a password prompt and that {path} is writable there")]
+        free_kb = int(result.stdout.split()[3]) if len(result.stdout.split()) > 3 else 0
+        return [Check(PASS, f"store {store} reachable and writable ({free_kb / 1e6:.1f} GB free)")]
+    path = Path(store)
+    existing = next((p for p in [path, *path.resolve().parents] if p.exists()), Path("/"))
+    import os
+
+    if os.access(existing, os.W_OK):
+        return [Check(PASS, f"store {store} is writable ({shutil.disk_usage(existing).free / 1e9:.1f} GB free)")]
+    return [Check(FAIL, f"store {store} is not writable", f"fix the permissions of {existing} or change `store`")]
+
+
+def _quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
+def expected_bytes(campaign) -> tuple[float, float]:
+    """(bytes the store will hold at the end, bytes scratch needs per running segment)."""
+    store_total = 0.0
+    per_segment = 0.0
+    for simulation in campaign.simulations:
+        system = campaign.systems[simulation.system]
+        atoms = system.estimated_atoms
+        saved = atoms if system.protocol.trajectory_atoms == "all" else 2.0 * system.heavy_atoms
+        frames = simulation.protocol.segment_steps // simulation.protocol.frame_steps
+        # XTC: about 4 bytes per atom per frame; state XML: about 200 bytes per atom;
+        # system XML about 500; two checkpoints about 100 each
+        segment_bytes = frames * saved * 4 + atoms * 200
+        store_total += simulation.n_segments * segment_bytes + atoms * 500
+        per_segment = max(per_segment, segment_bytes + atoms * (500 + 200 + 2 * 100))
+    return store_total, per_segment
+
+
+def check_space(campaign, directory: Path, profile: dict) -> list[Check]:
+    store_total, per_segment = expected_bytes(campaign)
+    scratch = Path(campaign.scratch_here)
+    scratch = scratch if scratch.is_absolute() else directory / scratch
+    existing = next((p for p in [scratch, *scratch.parents] if p.exists()), Path("/"))
+    free = shutil.disk_usage(existing).free
+    limit = profile.get("jobs") or profile.get("cores")
+    parallel = limit if isinstance(limit, int) else 4  # "all" or unset: a few at a time
+    need = per_segment * min(parallel, len(campaign.share) or 1)
+    checks = []
+    if free >= need:
+        checks.append(Check(PASS, f"scratch {scratch}: {free / 1e9:.1f} GB free, running segments need about "
+                                  f"{need / 1e9:.2f} GB"))
+    else:
+        checks.append(Check(FAIL, f"scratch {scratch}: {free / 1e9:.2f} GB free, running segments need about "
+                                  f"{need / 1e9:.2f} GB", "free space there or point `scratch` elsewhere"))
+    checks.append(Check(PASS, f"the finished campaign will hold about {store_total / 1e9:.2f} GB in the store"))
+    return checks
+
+
+def run_checks(directory: Path, config_file: str, profile_name: str | None) -> list[Check]:
+    from .campaign import load_campaign, read_config_file
+    from .errors import CampaignError
+
+    checks: list[Check] = []
+    profile, profile_path = {}, None
+    if profile_name:
+        profile_path = find_profile(profile_name, directory)
+        if profile_path is None:
+            return [Check(FAIL, f"profile '{profile_name}' not found",
+                          "give a path (profiles/NAME) or one of the names in profiles/")]
+        profile = read_profile(profile_path)
+        checks.append(Check(PASS, f"profile {profile_path.parent} ({profile.get('executor', 'local')} executor)"))
+    checks += check_software(profile)
+    try:
+        config = read_config_file(directory / config_file)
+        config.update(profile_config(profile))
+        campaign = load_campaign(config, config_file, base_dir=directory)
+        checks.append(Check(PASS, f"{config_file} is valid: {len(campaign.simulations)} simulations"))
+    except CampaignError as error:
+        checks.append(Check(FAIL, f"the campaign definition is invalid: {error}", "fix the file and line named"))
+        return checks
+    checks += check_platforms(config, profile)
+    checks += check_slurm(profile, config, profile_path) if profile_path else []
+    checks += check_store(config)
+    checks += check_space(campaign, directory, profile)
+    return checks

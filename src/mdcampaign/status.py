@@ -1,0 +1,347 @@
+"""`mdcampaign status`: what is done, what runs where, what failed and why.
+
+Reads files only, in one pass per simulation (no database, no running Snakemake
+needed): the local segment records, the scratch area, the job logs, Snakemake's
+markers of incomplete jobs, and one `squeue` call for the whole campaign where Slurm
+is present.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import platform
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import layout
+from .campaign import Campaign, Simulation
+
+# Simulation states, in the order a simulation goes through them.
+WAITING, SET_UP, STAGED, RUNNING, PAUSED, FAILED, FETCHED, ANALYZED, DONE, OTHER_SITE = (
+    "waiting", "set up", "staged", "running", "paused", "failed", "fetched", "analyzed", "done", "other site")
+LOG_TAIL_LINES = 5
+# A segment that wrote a frame this recently is taken to be running.
+ACTIVE_SECONDS = 600
+
+
+@dataclass
+class SimulationStatus:
+    simulation: str
+    site: str | None
+    state: str
+    segment: int | None  # the segment being worked on (1-based in the text), if any
+    segments: int
+    simulated_ns: float
+    target_ns: float
+    ns_per_day: float | None
+    eta_days: float | None
+    slurm: dict | None = None  # job id and state of a queued/running Slurm job
+    failure: dict | None = None  # rule, reason, log, last lines
+
+
+@dataclass
+class CampaignStatus:
+    campaign: str
+    site: str | None
+    simulations: list[SimulationStatus] = field(default_factory=list)
+
+    @property
+    def totals(self) -> dict:
+        sims = [s for s in self.simulations if s.state != OTHER_SITE]
+        counts: dict[str, int] = {}
+        for s in sims:
+            counts[s.state] = counts.get(s.state, 0) + 1
+        running = max(1, sum(1 for s in sims if s.state == RUNNING))
+        remaining = sum(s.eta_days or 0.0 for s in sims)
+        return {
+            "simulations": len(sims),
+            "states": counts,
+            "simulated_ns": round(sum(s.simulated_ns for s in sims), 6),
+            "target_ns": round(sum(s.target_ns for s in sims), 6),
+            # work left spread over what runs at once now (at least one at a time)
+            "eta_days": round(remaining / running, 3) if remaining else 0.0,
+        }
+
+    def to_json(self) -> dict:
+        return {"campaign": self.campaign, "site": self.site, "totals": self.totals,
+                "simulations": [asdict(s) for s in self.simulations]}
+
+
+def slurm_jobs() -> dict[str, dict]:
+    """Queued/running Slurm jobs of this user, by the plugin's job comment
+    (rule_<rule>_wildcards_<values>): one squeue call, read-only."""
+    if not shutil.which("squeue"):
+        return {}
+    try:
+        result = subprocess.run(["squeue", "--me", "-h", "-o", "%i|%T|%k|%M|%l"], capture_output=True, text=True,
+                                timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    jobs = {}
+    for line in result.stdout.splitlines():
+        parts = line.split("|")
+        if len(parts) == 5:
+            jobs[parts[2]] = {"job_id": parts[0], "state": parts[1], "elapsed": parts[3], "limit": parts[4]}
+    return jobs
+
+
+def _slurm_comment(rule: str, simulation: Simulation, segment: str | None = None) -> str:
+    values = [simulation.system, str(simulation.replica)] + ([segment] if segment is not None else [])
+    return f"rule_{rule}_wildcards_{'_'.join(values)}"
+
+
+REASONS = (
+    ("became unstable", "NaN energies (the simulation exploded)"),
+    ("time budget", "time limit (paused; continues on the next run)"),
+    ("PAUSED", "time limit (paused; continues on the next run)"),
+    ("No space left", "disk full"),
+    ("disk full", "disk full"),
+    ("MemoryError", "out of memory"),
+    ("Out Of Memory", "out of memory"),
+    ("is missing", "missing input"),
+    ("not found", "missing input"),
+    ("no template", "unsupported residue in the structure"),
+    ("Permission denied", "permission denied"),
+    ("permission denied", "permission denied"),
+    ("host key", "SSH host key problem"),
+    ("not usable here", "requested OpenMM platform not available"),
+)
+
+
+def failure_of(log: Path) -> dict | None:
+    """If a job log ends in failure, the reason in words and the last lines."""
+    try:
+        with open(log, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - 8192))
+            tail = handle.read().decode(errors="replace").splitlines()
+    except FileNotFoundError:
+        return None
+    failed = [line for line in tail if " FAILED" in line or "ERROR" in line or " PAUSED:" in line]
+    if not failed:
+        return None
+    last = failed[-1]
+    reason = next((words for needle, words in REASONS if needle in last), "non-zero exit")
+    return {"reason": reason, "log": str(log), "message": last.split("FAILED:", 1)[-1].strip(),
+            "last_lines": tail[-LOG_TAIL_LINES:]}
+
+
+def _runner(work: Path) -> dict | None:
+    """The runner working on a segment: alive True/False on this host, None elsewhere."""
+    try:
+        runner = json.loads((work / "runner.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    if runner.get("host") != platform.node():
+        runner["alive"] = None
+        return runner
+    try:
+        os.kill(int(runner["pid"]), 0)
+        runner["alive"] = _same_process(int(runner["pid"]), work)
+    except (ProcessLookupError, ValueError):
+        runner["alive"] = False
+    except PermissionError:
+        runner["alive"] = True
+    return runner
+
+
+def _same_process(pid: int, work: Path) -> bool:
+    """Guard against a recycled pid: the process must be a Python running a segment."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return True  # no /proc: trust the pid
+    return "python" in command or "snakemake" in command
+
+
+def _recently_written(work: Path) -> bool:
+    try:
+        return time.time() - (work / "energies.csv").stat().st_mtime < ACTIVE_SECONDS
+    except FileNotFoundError:
+        return False
+
+
+def collect(campaign: Campaign, directory: Path | str = ".", use_slurm: bool = True) -> CampaignStatus:
+    directory = Path(directory)
+    queue = slurm_jobs() if use_slurm else {}
+    scratch = Path(campaign.scratch_here)
+    if not scratch.is_absolute():
+        scratch = directory / scratch
+    status = CampaignStatus(campaign.name, campaign.site)
+    setups = {}
+    for simulation in campaign.simulations:
+        if simulation.system not in setups:
+            setup_dir = directory / layout.fill(layout.SETUP_DIR, system=simulation.system)
+            setups[simulation.system] = (setup_dir / "setup.json").exists()
+        status.simulations.append(
+            _one(simulation, campaign, directory, scratch, setups[simulation.system], queue))
+    return status
+
+
+def _one(simulation: Simulation, campaign: Campaign, directory: Path, scratch: Path, set_up: bool,
+         queue: dict) -> SimulationStatus:
+    wildcards = simulation.wildcards
+    protocol = simulation.protocol
+    segments_total = simulation.n_segments
+    target_ns = segments_total * protocol.segment_ns
+    records = directory / layout.fill(layout.SIM_RECORDS, **wildcards) / "segments"
+    fetched = sorted(entry.name for entry in os.scandir(records)
+                     if entry.is_dir() and entry.name.isdigit()) if records.is_dir() else []
+    fetched = [name for name in fetched if (records / name / "manifest.json").exists()]
+    n_done = len(fetched)
+    speed = None
+    if fetched:
+        try:
+            speed = json.loads((records / fetched[-1] / "manifest.json").read_text())["info"].get("ns_per_day")
+        except (ValueError, KeyError):
+            speed = None
+    simulated = n_done * protocol.segment_ns
+    expected_speed = speed or campaign.expected_ns_per_day[protocol.solvent]
+    remaining = max(0.0, target_ns - simulated)
+    eta = remaining / expected_speed if remaining else 0.0
+    result = SimulationStatus(simulation.name, simulation.site, WAITING, None, segments_total, round(simulated, 6),
+                              round(target_ns, 6), speed, round(eta, 4))
+    if campaign.site is not None and simulation.site != campaign.site:
+        result.state = OTHER_SITE
+        result.eta_days = None
+        return result
+    analysis = directory / layout.fill(layout.ANALYSIS_DIR, **wildcards) / "analysis.json"
+    if n_done >= segments_total:
+        result.state = FETCHED
+        if analysis.exists():
+            try:
+                analyzed = json.loads(analysis.read_text()).get("segments", 0) >= segments_total
+            except ValueError:
+                analyzed = False
+            result.state = DONE if analyzed else FETCHED
+        return result
+    current = layout.segment_name(n_done)
+    result.segment = n_done
+    result.state = SET_UP if set_up else WAITING
+    segment_dir = scratch / layout.fill(layout.SCRATCH_SEGMENT, **wildcards, segment=current)
+    if (segment_dir / "input" / "stage.json").exists():
+        result.state = STAGED
+    work = segment_dir / "work"
+    progress_ns = 0.0
+    if (work / "checkpoint.chk").exists():
+        from .segment import read_checkpoint
+
+        header = read_checkpoint(work / "checkpoint.chk")
+        if header:
+            progress_ns = (header[0]["step"] - n_done * protocol.segment_steps) * protocol.timestep_ps / 1000.0
+            result.state = PAUSED
+    if (segment_dir / "output" / "segment.json").exists():
+        result.state = FETCHED  # simulated, waiting for fetch
+        progress_ns = protocol.segment_ns
+    result.simulated_ns = round(simulated + progress_ns, 6)
+    runner = _runner(work)
+    if runner is not None:
+        if runner["alive"]:
+            result.state = RUNNING
+        elif runner["alive"] is False:
+            result.state = PAUSED
+            result.failure = {
+                "rule": "simulate", "reason": "interrupted (run again to resume)",
+                "log": str(directory / layout.fill(layout.log_path("simulate"), **wildcards, segment=current)),
+                "message": f"the runner (pid {runner['pid']} on {runner['host']}) stopped without finishing; "
+                           "the segment resumes from its last checkpoint",
+                "last_lines": [],
+            }
+        else:  # on another host: trust Slurm, below, or recent progress
+            result.state = RUNNING if _recently_written(work) else PAUSED
+    for rule in ("setup", "stage", "simulate", "fetch"):
+        job = queue.get(_slurm_comment(rule, simulation, None if rule == "setup" else current))
+        if rule == "setup":
+            job = queue.get(f"rule_setup_wildcards_{simulation.system}")
+        if job:
+            result.slurm = {"rule": rule, **job}
+            result.state = RUNNING if job["state"] == "RUNNING" else result.state
+    logs = [directory / layout.fill(layout.log_path("simulate"), **wildcards, segment=current),
+            directory / layout.fill(layout.log_path("stage"), **wildcards, segment=current),
+            directory / layout.fill(layout.log_path("fetch"), **wildcards, segment=current),
+            directory / layout.fill(layout.log_path("setup", per_sim=False), system=simulation.system)]
+    if result.state not in (RUNNING,) and result.failure is None:
+        for log in logs:
+            failure = failure_of(log)
+            if failure:
+                failure["rule"] = log.relative_to(directory).parts[1]
+                result.failure = failure
+                result.state = PAUSED if failure["reason"].startswith("time limit") else FAILED
+                break
+    if result.state in (WAITING, SET_UP, STAGED) and analysis.exists():
+        result.state = ANALYZED
+    result.eta_days = round(max(0.0, target_ns - result.simulated_ns) / expected_speed, 4)
+    return result
+
+
+# -- rendering ----------------------------------------------------------------------------------
+
+COLOURS = {DONE: "32", ANALYZED: "32", FETCHED: "36", RUNNING: "34;1", PAUSED: "33", FAILED: "31;1",
+           STAGED: "36", SET_UP: "37", WAITING: "37", OTHER_SITE: "90"}
+
+
+def _duration(days: float | None) -> str:
+    if not days:
+        return "-"
+    hours = days * 24
+    if hours < 1:
+        return f"{hours * 60:.0f} min"
+    if hours < 48:
+        return f"{hours:.1f} h"
+    return f"{days:.1f} d"
+
+
+def _bar(fraction: float, width: int = 12) -> str:
+    filled = int(round(max(0.0, min(1.0, fraction)) * width))
+    return "█" * filled + "░" * (width - filled)
+
+
+def render(status: CampaignStatus, colour: bool) -> str:
+    def paint(text: str, code: str) -> str:
+        return f"\033[{code}m{text}\033[0m" if colour else text
+
+    rows = []
+    for s in status.simulations:
+        state = s.state
+        if s.state in (RUNNING, PAUSED, STAGED) and s.segment is not None:
+            state = f"{s.state} segment {s.segment + 1} of {s.segments}"
+        progress = f"{s.simulated_ns:g} / {s.target_ns:g} ns"
+        if colour:
+            progress = f"{_bar(s.simulated_ns / s.target_ns if s.target_ns else 1)} {progress}"
+        speed = f"{s.ns_per_day:g}" if s.ns_per_day else "-"
+        slurm = f"{s.slurm['job_id']} {s.slurm['state']}" if s.slurm else ""
+        rows.append((s.simulation, s.site or "", state, progress, speed, _duration(s.eta_days), slurm, s.state))
+    headers = ("simulation", "site", "state", "simulated / target", "ns/day", "ETA", "slurm job")
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    if not any(r[1] for r in rows):
+        widths[1] = 0
+    lines = []
+
+    def line(cells, state=None):
+        text = "  ".join(cell.ljust(width) for cell, width in zip(cells, widths) if width).rstrip()
+        return paint(text, COLOURS.get(state, "0")) if state and colour else text
+
+    lines.append(line(headers, None))
+    for row in rows:
+        lines.append(line(row[:7], row[7]))
+    for s in status.simulations:
+        if s.failure:
+            lines.append("")
+            lines.append(paint(f"{s.simulation}: {s.failure['rule']} {s.state}: {s.failure['reason']}",
+                               COLOURS[s.state]))
+            lines.append(f"  {s.failure['message']}")
+            lines.append(f"  log: {s.failure['log']}")
+            lines.extend(f"  | {text}" for text in s.failure["last_lines"])
+    totals = status.totals
+    states = ", ".join(f"{count} {state}" for state, count in sorted(totals["states"].items()))
+    fraction = totals["simulated_ns"] / totals["target_ns"] if totals["target_ns"] else 1.0
+    lines.append("")
+    lines.append(f"{totals['simulations']} simulations ({states}); {totals['simulated_ns']:g} of "
+                 f"{totals['target_ns']:g} ns ({100 * fraction:.0f}%)"
+                 + (f" {_bar(fraction, 20)}" if colour else "") + f"; ETA {_duration(totals['eta_days'])}")
+    return "\n".join(lines)

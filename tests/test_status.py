@@ -1,0 +1,103 @@
+"""`mdcampaign status`, `doctor` and the HTML report on real campaigns."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, SNAKEFILE, snakemake, write_campaign
+from test_faults import long_campaign, start_snakemake
+from test_segment import wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def status(directory: Path, *args: str) -> dict:
+    result = subprocess.run(["mdcampaign", "status", "--json", "--no-slurm", *args], cwd=directory,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    campaign = write_campaign(tmp_path_factory.mktemp("finished") / "campaign")
+    snakemake(campaign)
+    return campaign
+
+
+def test_status_of_a_finished_campaign(finished):
+    report = status(finished)
+    assert [s["state"] for s in report["simulations"]] == ["done", "done", "done"]
+    assert report["totals"]["simulated_ns"] == pytest.approx(report["totals"]["target_ns"])
+    assert all(s["ns_per_day"] > 0 for s in report["simulations"])
+    text = subprocess.run(["mdcampaign", "status", "--no-slurm"], cwd=finished, capture_output=True, text=True).stdout
+    assert "ala-water/r1" in text and "\033[" not in text, "plain text when piped"
+    assert "3 simulations (3 done)" in text
+
+
+def test_status_of_an_interrupted_campaign(tmp_path):
+    campaign = long_campaign(tmp_path / "campaign")
+    process = start_snakemake(campaign)
+    # wait until segment 0 of r1 is in the store and segment 1 has a checkpoint
+    assert wait_for(lambda: (campaign / "results/sims/ala/r1/segments/0000/manifest.json").exists()
+                    and any((campaign / "scratch/ala/r1/0001/work").glob("checkpoint.chk"))
+                    or process.poll() is not None, timeout=300)
+    running = status(campaign)
+    by_name = {s["simulation"]: s for s in running["simulations"]}
+    assert by_name["ala/r1"]["state"] == "running" and by_name["ala/r1"]["segment"] == 1
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    time.sleep(0.5)
+    report = status(campaign)
+    r1 = {s["simulation"]: s for s in report["simulations"]}["ala/r1"]
+    assert r1["state"] == "paused" and r1["segment"] == 1 and r1["segments"] == 2
+    assert 0.02 < r1["simulated_ns"] < 0.04, "one segment done, the next one part-way"
+    assert "interrupted" in r1["failure"]["reason"]
+    text = subprocess.run(["mdcampaign", "status", "--no-slurm"], cwd=campaign, capture_output=True, text=True).stdout
+    assert "paused segment 2 of 2" in text
+
+
+def test_status_of_a_failing_simulation_shows_reason_and_log(tmp_path):
+    structure = REPO / "config/structures/alanine-dipeptide.pdb"
+    clash = tmp_path / "clash.pdb"
+    clash.write_text("\n".join(
+        line[:30] + "%8.3f%8.3f%8.3f" % (2.03, 2.09, 0.0) + line[54:]
+        if line.startswith("HETATM") and line[12:16].strip() == "C" and line[17:20] == "NME" else line
+        for line in structure.read_text().splitlines()) + "\n")
+    campaign = write_campaign(tmp_path / "campaign", systems=[
+        {"id": "hot", "structure": clash, "replicas": 1, "equilibration_ps": 0, "minimization_max_iterations": 1}])
+    snakemake(campaign, check=False)
+    report = status(campaign)
+    hot = report["simulations"][0]
+    assert hot["state"] == "failed"
+    assert hot["failure"]["rule"] == "simulate"
+    assert hot["failure"]["reason"] == "NaN energies (the simulation exploded)"
+    assert hot["failure"]["log"].endswith("logs/simulate/hot/r1/0000.log")
+    assert any("became unstable" in line for line in hot["failure"]["last_lines"])
+    text = subprocess.run(["mdcampaign", "status", "--no-slurm"], cwd=campaign, capture_output=True, text=True).stdout
+    assert "hot/r1: simulate failed: NaN energies" in text and "log: " in text
+
+
+def test_doctor_passes_for_the_local_profile(finished):
+    result = subprocess.run(["mdcampaign", "doctor", "--profile", str(REPO / "profiles" / "local")], cwd=finished,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+    assert "FAIL" not in result.stdout and "this machine is ready" in result.stdout
+
+
+def test_the_html_report_shows_every_simulation(finished):
+    report = finished / "report.html"
+    result = subprocess.run(["snakemake", "-s", str(SNAKEFILE), "--report", str(report)], cwd=finished,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    html = report.read_text()
+    for simulation in ("ala/r1", "ala/r2", "ala-water/r1"):
+        assert simulation in html
+    assert "summary.tsv" in html and "summary.png" in html

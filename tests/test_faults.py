@@ -144,7 +144,7 @@ def test_snakemake_interrupted_mid_campaign_then_rerun_completes(tmp_path, how):
     campaign = long_campaign(tmp_path / "campaign")
     process = start_snakemake(campaign)
     assert wait_for(lambda: running_checkpoint(campaign) or process.poll() is not None, timeout=300)
-    fetched_before = set(campaign.glob("results/sims/*/r*/segments/*/manifest.json"))
+    fetched_before = {p: p.stat().st_mtime_ns for p in campaign.glob("results/sims/*/r*/segments/*/manifest.json")}
     os.killpg(process.pid, getattr(signal, how))  # the whole process group, like Ctrl-C or a node crash
     process.communicate(timeout=120)
     rerun = snakemake(campaign, check=False)
@@ -156,7 +156,9 @@ def test_snakemake_interrupted_mid_campaign_then_rerun_completes(tmp_path, how):
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     jobs = executed_jobs(rerun)
     assert "setup" not in jobs, "setup finished before the interruption"
-    assert jobs.get("fetch", 0) == 4 - len(fetched_before), "only what was interrupted or not yet run runs again"
+    assert {p: p.stat().st_mtime_ns for p in fetched_before} == fetched_before, "fetched segments are not redone"
+    resumed = [log for log in (campaign / "logs" / "simulate").rglob("*.log") if "resumed from" in log.read_text()]
+    assert resumed, "the interrupted segment resumed from its checkpoint"
     assert_complete(campaign, {"ala/r1": 0.04, "ala/r2": 0.04})
     report("snakemake interrupted mid-campaign", how, True)
 
@@ -196,7 +198,7 @@ def test_an_exploding_system_fails_clearly_and_the_rest_goes_on(tmp_path):
     assert "Error in rule simulate" in output and "system=hot" in output
     assert "hot/r1 segment 0: the simulation became unstable" in output
     assert "Traceback" not in output
-    assert (campaign / "results/sims/ala/r1/analysis/analysis.json").exists(), "the rest of the campaign went on"
+    assert (campaign / "results/sims/ala/r1/analysis/0002/analysis.json").exists(), "the rest of the campaign went on"
     report("exploding simulation", "fails clearly, others complete", True)
 
 

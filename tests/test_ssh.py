@@ -177,7 +177,7 @@ def test_campaign_with_its_store_on_the_ssh_host(tmp_path, remote_root, ssh_path
             assert manifest["store"] == f"{HOST}:{remote_root}"
             stored = remote_sums(f"{remote_root}/{manifest['path']}")
             assert {n: f["sha256"] for n, f in manifest["files"].items()}.items() <= stored.items()
-        assert "analysis.json" in remote(f"ls {remote_root}/sims/{sim}/analysis").split()
+        assert "analysis.json" in remote(f"ls {remote_root}/sims/{sim}/analysis/0002").split()
     summary = (campaign / "results" / "summary.tsv").read_text()
     assert all(sim in summary for sim in sims)
     # planning needs no SSH: with an ssh that cannot connect, the plan is still complete

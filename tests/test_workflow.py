@@ -33,17 +33,22 @@ def test_campaign_end_to_end_then_extend_and_add(tiny_campaign):
          "solvent": "explicit", "forcefield": "amber14"},
     ]
     write_systems(tiny_campaign, systems)
+    # planning holds the next segment of each affected simulation; the continue
+    # decision adds the one after when it is fetched
     plan = executed_jobs(snakemake(tiny_campaign, "-n").stdout)
-    assert plan == {"stage": 4, "simulate": 4, "fetch": 4, "analyze": 2, "summary": 1, "all": 1}
+    assert plan == {"stage": 2, "simulate": 2, "fetch": 2, "analyze": 2, "summary": 1,
+                    "all": 1}
     snakemake(tiny_campaign)
     assert {p: p.stat().st_mtime_ns for p in before} == before, "finished segments were rewritten"
+    assert len(list((tiny_campaign / "logs" / "simulate").rglob("*.log"))) == 6 + 4, "only the new segments ran"
     assert_complete(tiny_campaign, {"ala/r1": 0.008, "ala/r2": 0.008, "ala-water/r1": 0.004})
 
     # Add a replica: only the new simulation runs (its system is already set up).
     systems[1]["replicas"] = 2
     write_systems(tiny_campaign, systems)
     plan = executed_jobs(snakemake(tiny_campaign, "-n").stdout)
-    assert plan == {"stage": 2, "simulate": 2, "fetch": 2, "analyze": 1, "summary": 1, "all": 1}
+    assert plan == {"stage": 1, "simulate": 1, "fetch": 1, "analyze": 1, "summary": 1,
+                    "all": 1}
     snakemake(tiny_campaign)
     assert_complete(tiny_campaign, {"ala/r1": 0.008, "ala/r2": 0.008, "ala-water/r1": 0.004, "ala-water/r2": 0.004})
 

@@ -119,10 +119,13 @@ def cmd_summary(args) -> int:
     with tempfile.TemporaryDirectory(prefix="mdcampaign-summary-") as cache:
         root = store.collect("sims", "analysis.json", Path(cache))
         for simulation in campaign.simulations:
-            path = root / simulation.system / f"r{simulation.replica}" / "analysis" / "analysis.json"
-            analysis = json.loads(path.read_text()) if path.exists() else {}
+            folder = root / simulation.system / f"r{simulation.replica}" / "analysis"
+            current = folder / layout.segment_name(simulation.n_segments) / "analysis.json"
+            earlier = sorted(folder.glob("[0-9]*/analysis.json"))
+            path = current if current.exists() else (earlier[-1] if earlier else None)
+            analysis = json.loads(path.read_text()) if path else {}
             row = summary_row(simulation_identity(simulation), analysis)
-            row["status"] = "analyzed" if analysis else "pending"
+            row["status"] = "analyzed" if path == current else ("partly analyzed" if path else "pending")
             row["site"] = simulation.site or ""
             rows.append(row)
     out = Path(args.directory) / layout.RESULTS

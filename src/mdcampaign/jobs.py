@@ -88,7 +88,7 @@ def setup(smk) -> None:
 def store_of(smk):
     from .store import TransferSettings, open_store
 
-    return open_store(smk.config["store"], TransferSettings(**smk.config["transfer"]))
+    return open_store(smk.config["store"], TransferSettings(**smk.config.get("transfer", {})))
 
 
 def stage(smk) -> None:
@@ -97,7 +97,7 @@ def stage(smk) -> None:
     with job_logging(smk, _label(smk)):
         w = smk.wildcards
         segment = int(w.segment)
-        staged = {name: Path(smk.output[name.replace(".", "_")]) for name in layout.STAGED_FILES}
+        staged = {name: Path(smk.output.staged) / name for name in layout.STAGED_FILES}
         info = {
             "simulation": layout.sim_name(w.system, w.replica),
             "segment": segment,
@@ -161,16 +161,17 @@ def simulate(smk) -> None:
 
     with job_logging(smk, _label(smk)):
         w = smk.wildcards
-        outputs = {name: Path(smk.output[name.split(".")[0]]) for name in layout.SEGMENT_FILES}
+        staged = Path(smk.input.staged)
+        outputs = {name: Path(smk.output.segment) / name for name in layout.SEGMENT_FILES}
         work_dir = Path(smk.params.work_dir)
         job = SegmentJob(
             name=layout.sim_name(w.system, w.replica),
             segment=int(w.segment),
             protocol=protocol_of(smk),
             seed=smk.params.seed,
-            system_xml=Path(smk.input.system),
-            start_state_xml=Path(smk.input.start_state),
-            topology_pdb=Path(smk.input.topology),
+            system_xml=staged / "system.xml",
+            start_state_xml=staged / "start_state.xml",
+            topology_pdb=staged / "topology.pdb",
             work_dir=work_dir,
             platform=smk.config["platform"],
             threads=smk.threads,
@@ -193,11 +194,11 @@ def fetch(smk) -> None:
 
     with job_logging(smk, _label(smk)):
         w = smk.wildcards
-        segment_files = {name: Path(smk.input[name.split(".")[0]]) for name in layout.SEGMENT_FILES}
-        stage_record = json.loads(Path(smk.input.stage).read_text())
-        pinned = {}
-        if int(w.segment) == 0:
-            pinned = {name: Path(smk.input[f"pinned_{name.split('.')[0]}"]) for name in layout.PINNED_FILES}
+        segment_files = {name: Path(smk.input.segment) / name for name in layout.SEGMENT_FILES}
+        staged = Path(smk.input.staged)
+        stage_record = json.loads((staged / "stage.json").read_text())
+        # the system a simulation starts with is kept with it in the store
+        pinned = {name: staged / name for name in layout.PINNED_FILES} if int(w.segment) == 0 else {}
         manifest = fetch_segment(
             store_of(smk), segment_files, pinned, stage_record,
             layout.fill(layout.STORE_SIM, system=w.system, replica=w.replica), w.segment, Path(smk.params.record),
@@ -212,7 +213,8 @@ def analyze(smk) -> None:
 
     with job_logging(smk, _label(smk)):
         w = smk.wildcards
-        manifests = [read_manifest(path) for path in smk.params.records]
+        manifests = [read_manifest(layout.segment_record(w.system, w.replica, k))
+                     for k in range(int(w.segments))]
         sim_dir = layout.fill(layout.STORE_SIM, system=w.system, replica=w.replica)
         expected = {"trajectory_topology.pdb": manifests[0]["pinned"]["trajectory_topology.pdb"]}
         for m in manifests:
@@ -221,7 +223,9 @@ def analyze(smk) -> None:
                 expected[f"segments/{segment}/{name}"] = m["files"][name]["sha256"]
         store = store_of(smk)
         local = store.local_copy(sim_dir, Path(smk.params.cache), expected)
-        out = {key: Path(smk.output[key]) for key in ("rmsd", "rg", "rmsf", "dssp", "json", "png")}
+        folder = Path(smk.output.json).parent
+        out = {"json": Path(smk.output.json), "png": Path(smk.output.png),
+               **{key: folder / f"{key}.csv" for key in ("rmsd", "rg", "rmsf", "dssp")}}
         segments = [local / "segments" / layout.segment_name(m["segment"]) for m in manifests]
         summary = run_analysis(
             [d / "trajectory.xtc" for d in segments],
@@ -241,10 +245,16 @@ def analyze(smk) -> None:
         })
         atomic_write_json(out["json"], summary)
         # The store keeps every site's analyses, for the campaign-wide summary.
-        analysis_dir = f"{sim_dir}/analysis"
-        if store.describe(analysis_dir) != str(out["json"].parent):
+        analysis_dir = f"{sim_dir}/analysis/{w.segments}"
+        if store.describe(analysis_dir) != str(folder):
             store.put_directory(out, analysis_dir)
         shutil.rmtree(smk.params.cache, ignore_errors=True)
+        for older in folder.parent.iterdir():  # analyses of fewer segments are superseded
+            if older != folder and older.is_dir() and older.name.isdigit():
+                shutil.rmtree(older, ignore_errors=True)
+            elif older.name.startswith("complete-") and older.name != f"complete-{w.segments}.json":
+                older.unlink(missing_ok=True)
+        atomic_write_json(layout.completion_record(w.system, w.replica, len(manifests)), summary)
 
 
 def summary(smk) -> None:

@@ -27,8 +27,13 @@ SETUP_FILES = ("system.xml", "state.xml", "topology.pdb", "trajectory_topology.p
 SIM_RECORDS = f"{RESULTS}/sims/{SIM}"
 SEGMENT_RECORD = f"{SIM_RECORDS}/segments/{{segment}}/manifest.json"
 SEGMENT_MARKER = f"{SIM_RECORDS}/segments/{{segment}}.fetched"
-ANALYSIS_DIR = f"{SIM_RECORDS}/analysis"
+# The analysis of a simulation's first {segments} segments (zero-padded count): a
+# raised target asks for a new one, which is what makes Snakemake continue the
+# simulation (see workflow/rules/analyze.smk).
+ANALYSIS_DIR = f"{SIM_RECORDS}/analysis/{{segments}}"
 ANALYSIS_FILES = ("rmsd.csv", "rg.csv", "rmsf.csv", "dssp.csv", "analysis.json", "analysis.png")
+# Written by `analyze` once a simulation's analysis covers all its segments; named
+# after the segment count, so that raising the target makes it stale by name.
 SUMMARY_TABLE = f"{RESULTS}/summary.tsv"
 SUMMARY_FIGURE = f"{RESULTS}/summary.png"
 
@@ -59,14 +64,33 @@ def sim_name(system: str, replica: int) -> str:
     return f"{system}/r{replica}"
 
 
+class _KeepMissing(dict):
+    def __missing__(self, key):
+        return "{" + key + "}"
+
+
 def fill(pattern: str, **wildcards) -> str:
     """Fill some or all wildcards of a pattern (unfilled ones stay as wildcards)."""
+    return pattern.format_map(_KeepMissing(wildcards))
 
-    class Keep(dict):
-        def __missing__(self, key):
-            return "{" + key + "}"
 
-    return pattern.format_map(Keep(**wildcards))
+def completion_record(system: str, replica, segments: int) -> str:
+    return f"{RESULTS}/sims/{system}/r{replica}/analysis/complete-{segments:0{SEGMENT_DIGITS}d}.json"
+
+
+def analysis_file(system: str, replica, segments: int, name: str = "analysis.json") -> str:
+    return f"{RESULTS}/sims/{system}/r{replica}/analysis/{segments:0{SEGMENT_DIGITS}d}/{name}"
+
+
+def segment_marker(system: str, replica, segment: int) -> str:
+    """The fetch checkpoint's output for one segment."""
+    return f"{RESULTS}/sims/{system}/r{replica}/segments/{segment:0{SEGMENT_DIGITS}d}.fetched"
+
+
+def segment_record(system: str, replica, segment: int) -> str:
+    """The local record (manifest) of one segment; called once per segment per plan,
+    so it is plain string formatting."""
+    return f"{RESULTS}/sims/{system}/r{replica}/segments/{segment:0{SEGMENT_DIGITS}d}/manifest.json"
 
 
 def log_path(rule: str, with_segment: bool = True, per_sim: bool = True) -> str:

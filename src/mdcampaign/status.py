@@ -210,15 +210,9 @@ def _one(simulation: Simulation, campaign: Campaign, directory: Path, scratch: P
         result.state = OTHER_SITE
         result.eta_days = None
         return result
-    analysis = directory / layout.fill(layout.ANALYSIS_DIR, **wildcards) / "analysis.json"
+    analyzed = (directory / layout.completion_record(simulation.system, simulation.replica, segments_total)).exists()
     if n_done >= segments_total:
-        result.state = FETCHED
-        if analysis.exists():
-            try:
-                analyzed = json.loads(analysis.read_text()).get("segments", 0) >= segments_total
-            except ValueError:
-                analyzed = False
-            result.state = DONE if analyzed else FETCHED
+        result.state = DONE if analyzed else FETCHED
         return result
     current = layout.segment_name(n_done)
     result.segment = n_done
@@ -273,8 +267,9 @@ def _one(simulation: Simulation, campaign: Campaign, directory: Path, scratch: P
                 result.failure = failure
                 result.state = PAUSED if failure["reason"].startswith("time limit") else FAILED
                 break
-    if result.state in (WAITING, SET_UP, STAGED) and analysis.exists():
-        result.state = ANALYZED
+    if result.state in (WAITING, SET_UP, STAGED) and any(
+            (directory / layout.fill(layout.SIM_RECORDS, **wildcards) / "analysis").glob("complete-*.json")):
+        result.state = ANALYZED  # an analysis of fewer segments; more are coming
     result.eta_days = round(max(0.0, target_ns - result.simulated_ns) / expected_speed, 4)
     return result
 

@@ -1,12 +1,14 @@
 rule analyze:
-    """RMSD, radius of gyration, RMSF and secondary structure over all segments."""
+    """RMSD, radius of gyration, RMSF and secondary structure over all segments.
+
+    Also the decision to continue a simulation: its input function asks for the next
+    missing segment through the `fetch` checkpoint, so Snakemake plans one segment per
+    unfinished simulation and re-evaluates this each time a segment is fetched; the
+    output folder is named after the segment count, so raising the target asks again.
+    """
     input:
         segment_records,
     output:
-        rmsd=f"{layout.ANALYSIS_DIR}/rmsd.csv",
-        rg=f"{layout.ANALYSIS_DIR}/rg.csv",
-        rmsf=f"{layout.ANALYSIS_DIR}/rmsf.csv",
-        dssp=f"{layout.ANALYSIS_DIR}/dssp.csv",
         json=f"{layout.ANALYSIS_DIR}/analysis.json",
         png=report(
             f"{layout.ANALYSIS_DIR}/analysis.png",
@@ -16,15 +18,13 @@ rule analyze:
             labels={"simulation": "{system}/r{replica}", "figure": "analysis"},
         ),
     log:
-        layout.log_path("analyze", with_segment=False),
+        f"{layout.LOGS}/analyze/{layout.SIM}/{{segments}}.log",
     benchmark:
-        "logs/benchmarks/analyze/{system}/r{replica}.tsv"
+        "logs/benchmarks/analyze/{system}/r{replica}/{segments}.tsv"
     localrule: runs_locally("analyze")
     conda:
         "../envs/mdcampaign.yaml"
     params:
-        records=record_paths,
-        n_segments=lambda wc: simulation_of(wc).n_segments,
         frame_interval_ps=lambda wc: simulation_of(wc).protocol.frame_interval_ps,
         cache=f"{SCRATCH}/{layout.SIM}/analysis-cache",
     script:

@@ -63,6 +63,7 @@ wildcard_constraints:
     system=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     replica=layout.REPLICA_PATTERN,
     segment=layout.SEGMENT_PATTERN,
+    segments=layout.SEGMENT_PATTERN,
 
 
 def runs_locally(rule_name):
@@ -85,9 +86,10 @@ def simulate_runtime(wildcards, attempt):
     )
 
 
-def scratch_path(area, name):
-    """A file of a segment's scratch area ('input', 'work' or 'output')."""
-    return f"{SCRATCH}/{layout.SCRATCH_SEGMENT}/{area}/{name}"
+def scratch_dir(area):
+    """A folder of a segment's scratch area: 'input' (staged), 'work' (the runner's,
+    unknown to Snakemake so that nothing deletes a partial segment), 'output'."""
+    return f"{SCRATCH}/{layout.SCRATCH_SEGMENT}/{area}"
 
 
 def simulation_of(wildcards):
@@ -106,32 +108,66 @@ def segment_record(system, replica, segment):
     segments: planning cost follows the work left, not the campaign's size. A segment
     not yet fetched is referred to by the fetch rule's marker, which pulls in its jobs.
     """
-    wildcards = dict(
-        system=system, replica=replica, segment=layout.segment_name(segment)
-    )
-    record = layout.fill(layout.SEGMENT_RECORD, **wildcards)
+    record = layout.segment_record(system, replica, segment)
     if os.path.exists(record):
         return record
-    return layout.fill(layout.SEGMENT_MARKER, **wildcards)
+    return layout.segment_marker(system, replica, segment)
+
+
+# `snakemake --report` collects figures from the jobs of the plan, so it needs every
+# simulation's analyze job in it, finished or not.
+FULL_PLAN = "--report" in sys.argv
+
+
+def analyses(wildcards):
+    """Every simulation's analysis, for the summary. A simulation that is finished
+    and analyzed is referred to by its completion record, a file no rule makes, so
+    that re-planning a mostly finished campaign creates no jobs for it."""
+    paths = []
+    for simulation in SIMULATIONS:
+        complete = layout.completion_record(
+            simulation.system, simulation.replica, simulation.n_segments
+        )
+        if not FULL_PLAN and os.path.exists(complete):
+            paths.append(complete)
+        else:
+            paths.append(
+                layout.analysis_file(
+                    simulation.system, simulation.replica, simulation.n_segments
+                )
+            )
+    return paths
+
+
+def segments_done(simulation):
+    """How many segments of a simulation are in the store, counted from its local
+    records (a few stat calls)."""
+    done = 0
+    while done < simulation.n_segments and os.path.exists(
+        layout.segment_record(simulation.system, simulation.replica, done)
+    ):
+        done += 1
+    return done
 
 
 def segment_records(wildcards):
+    """All segments of a simulation: the continue loop.
+
+    While segments are missing, this asks the `fetch` checkpoint for the next one;
+    Snakemake then plans just that segment (stage, simulate, fetch) and calls this
+    again when it is in the store. Planning therefore holds one segment per
+    unfinished simulation, not all of them, however long the simulations are.
+    """
     simulation = simulation_of(wildcards)
+    if int(wildcards.segments) != simulation.n_segments:
+        raise ValueError(
+            f"{simulation.name} has {simulation.n_segments} segments, not {wildcards.segments}"
+        )
+    done = segments_done(simulation)
+    if done < simulation.n_segments:
+        checkpoints.fetch.get(**simulation.wildcards, segment=layout.segment_name(done))
     return [
         segment_record(simulation.system, simulation.replica, k)
-        for k in range(simulation.n_segments)
-    ]
-
-
-def record_paths(wildcards):
-    simulation = simulation_of(wildcards)
-    return [
-        layout.fill(
-            layout.SEGMENT_RECORD,
-            system=simulation.system,
-            replica=simulation.replica,
-            segment=layout.segment_name(k),
-        )
         for k in range(simulation.n_segments)
     ]
 
@@ -164,18 +200,3 @@ def previous_record(wildcards):
         replica=wildcards.replica,
         segment=layout.segment_name(segment - 1),
     )
-
-
-def fetch_inputs(wildcards):
-    inputs = {
-        "trajectory": scratch_path("output", "trajectory.xtc"),
-        "energies": scratch_path("output", "energies.csv"),
-        "final_state": scratch_path("output", "final_state.xml"),
-        "segment": scratch_path("output", "segment.json"),
-        "stage": scratch_path("input", "stage.json"),
-    }
-    if int(wildcards.segment) == 0:
-        # The system a simulation starts with is kept with it in the store.
-        for name in layout.PINNED_FILES:
-            inputs[f"pinned_{name.split('.')[0]}"] = scratch_path("input", name)
-    return inputs

@@ -1,7 +1,12 @@
-rule fetch:
-    """Copy a finished segment to the store, verified, and record its manifest."""
+checkpoint fetch:
+    """Copy a finished segment to the store, verified, and record its manifest.
+
+    A checkpoint: when it completes, Snakemake asks again whether the simulation needs
+    another segment (the `continue` decision), and only then adds that segment's jobs.
+    """
     input:
-        unpack(fetch_inputs),
+        staged=scratch_dir("input"),
+        segment=scratch_dir("output"),
     output:
         marker=layout.SEGMENT_MARKER,
     log:

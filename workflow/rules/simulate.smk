@@ -1,14 +1,9 @@
 rule simulate:
     """Production MD for one segment; resumes from its last checkpoint if interrupted."""
     input:
-        system=scratch_path("input", "system.xml"),
-        start_state=scratch_path("input", "start_state.xml"),
-        topology=scratch_path("input", "topology.pdb"),
+        staged=scratch_dir("input"),
     output:
-        trajectory=temp(scratch_path("output", "trajectory.xtc")),
-        energies=temp(scratch_path("output", "energies.csv")),
-        final_state=temp(scratch_path("output", "final_state.xml")),
-        segment=temp(scratch_path("output", "segment.json")),
+        segment=temp(directory(scratch_dir("output"))),
     log:
         layout.log_path("simulate"),
     benchmark:
@@ -22,6 +17,6 @@ rule simulate:
     params:
         protocol=protocol_of,
         seed=lambda wc: simulation_of(wc).seed,
-        work_dir=lambda wc: layout.fill(scratch_path("work", ""), **wc).rstrip("/"),
+        work_dir=scratch_dir("work"),
     script:
         "../../scripts/simulate.py"

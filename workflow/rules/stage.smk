@@ -3,11 +3,7 @@ rule stage:
     input:
         unpack(stage_inputs),
     output:
-        system_xml=temp(scratch_path("input", "system.xml")),
-        start_state_xml=temp(scratch_path("input", "start_state.xml")),
-        topology_pdb=temp(scratch_path("input", "topology.pdb")),
-        trajectory_topology_pdb=temp(scratch_path("input", "trajectory_topology.pdb")),
-        stage_json=temp(scratch_path("input", "stage.json")),
+        staged=temp(directory(scratch_dir("input"))),
     log:
         layout.log_path("stage"),
     localrule: runs_locally("stage")

@@ -1,10 +1,7 @@
 rule summary:
     """The campaign table (one row per simulation) and the campaign figure."""
     input:
-        analyses=[
-            layout.fill(f"{layout.ANALYSIS_DIR}/analysis.json", **sim.wildcards)
-            for sim in SIMULATIONS
-        ],
+        analyses=analyses,
     output:
         table=report(
             layout.SUMMARY_TABLE, caption="../report/summary.rst", category="Campaign"

@@ -8,13 +8,11 @@ printed at the end of the test run."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,10 +21,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO, SNAKEFILE, assert_complete, executed_jobs, report, snakemake, write_campaign
+from conftest import (REPO, SNAKEFILE, assert_complete, executed_jobs, exploding_system, report, snakemake,
+                      write_campaign)
 from mdcampaign import xtc
 from mdcampaign.campaign import Protocol
-from test_segment import assert_exact_segment, segment_command, wait_for
+from test_segment import assert_exact_segment, killed_after_two_checkpoints, segment_command, wait_for
 
 KILL_PROTOCOL = {"segment_ns": 0.02, "target_ns": 0.02, "frame_interval_ps": 0.1, "checkpoint_interval_ps": 0.2}
 
@@ -94,10 +93,7 @@ def test_unreadable_checkpoints_and_a_short_trajectory_restart_the_segment(prepa
     protocol = Protocol(**{**base.__dict__, **KILL_PROTOCOL})
     work = tmp_path / "work"
     command = segment_command(setup_dir, protocol, work)
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    assert wait_for(lambda: (work / "checkpoint.prev.chk").exists() or process.poll() is not None)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    killed_after_two_checkpoints(command, work)
     (work / "checkpoint.chk").write_bytes(b"garbage")
     (work / "checkpoint.prev.chk").write_bytes(os.urandom(5000))
     result = subprocess.run(command, capture_output=True, text=True)
@@ -106,10 +102,7 @@ def test_unreadable_checkpoints_and_a_short_trajectory_restart_the_segment(prepa
     # a trajectory that lost frames its checkpoint covers is never trusted
     work2 = tmp_path / "work2"
     command2 = segment_command(setup_dir, protocol, work2)
-    process = subprocess.Popen(command2, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    assert wait_for(lambda: (work2 / "checkpoint.prev.chk").exists() or process.poll() is not None)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    killed_after_two_checkpoints(command2, work2)
     xtc.truncate_frames(work2 / "trajectory.xtc", 1)
     result = subprocess.run(command2, capture_output=True, text=True)
     assert result.returncode == 0 and "are on disk" in result.stderr
@@ -181,17 +174,8 @@ def test_a_second_run_at_the_same_time_is_refused(tmp_path):
 @pytest.mark.slow
 def test_an_exploding_system_fails_clearly_and_the_rest_goes_on(tmp_path):
     structure = REPO / "config/structures/alanine-dipeptide.pdb"
-    # a clash (NME's carbon on top of ACE's methyl) that one minimization step cannot
-    # resolve, and no equilibration: setup succeeds, production explodes
-    clash = tmp_path / "clash.pdb"
-    clash.write_text("\n".join(
-        line[:30] + "%8.3f%8.3f%8.3f" % (2.03, 2.09, 0.0) + line[54:]
-        if line.startswith("HETATM") and line[12:16].strip() == "C" and line[17:20] == "NME" else line
-        for line in structure.read_text().splitlines()) + "\n")
     campaign = write_campaign(tmp_path / "campaign", systems=[
-        {"id": "ala", "structure": structure, "replicas": 1},
-        {"id": "hot", "structure": clash, "replicas": 1, "equilibration_ps": 0, "minimization_max_iterations": 1},
-    ])
+        {"id": "ala", "structure": structure, "replicas": 1}, exploding_system(tmp_path)])
     result = snakemake(campaign, check=False)
     output = result.stdout + result.stderr
     assert result.returncode != 0

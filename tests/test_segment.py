@@ -4,7 +4,6 @@ awkward moments, resumed, and checked frame by frame."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -47,6 +46,14 @@ def wait_for(predicate, timeout=60.0, interval=0.005):
             return True
         time.sleep(interval)
     return False
+
+
+def killed_after_two_checkpoints(command: list[str], work: Path) -> None:
+    """Run a segment and SIGKILL it once it has written two checkpoints."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert wait_for(lambda: (work / "checkpoint.prev.chk").exists() or process.poll() is not None)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
 
 
 def checkpoint_step(work: Path) -> int:
@@ -119,10 +126,7 @@ def test_damaged_checkpoint_falls_back_to_the_previous_one(prepared_ala, tmp_pat
     protocol = protocol_with(base, **LONG)
     work = tmp_path / "work"
     command = segment_command(setup_dir, protocol, work)
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    assert wait_for(lambda: (work / "checkpoint.prev.chk").exists() or process.poll() is not None)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    killed_after_two_checkpoints(command, work)
     data = (work / "checkpoint.chk").read_bytes()
     (work / "checkpoint.chk").write_bytes(data[: len(data) // 2])  # torn write
     result = subprocess.run(command, capture_output=True, text=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, STRUCTURES, assert_complete, snakemake, write_campaign
+from conftest import REPO, STRUCTURES, snakemake, write_campaign
 from mdcampaign.errors import TransferError
 from mdcampaign.store import SshStore, TransferSettings, open_store
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SNAKEFILE, snakemake, write_campaign
+from conftest import REPO, SNAKEFILE, exploding_system, snakemake, write_campaign
 from test_faults import long_campaign, start_snakemake
 from test_segment import wait_for
 
@@ -65,14 +65,7 @@ def test_status_of_an_interrupted_campaign(tmp_path):
 
 
 def test_status_of_a_failing_simulation_shows_reason_and_log(tmp_path):
-    structure = REPO / "config/structures/alanine-dipeptide.pdb"
-    clash = tmp_path / "clash.pdb"
-    clash.write_text("\n".join(
-        line[:30] + "%8.3f%8.3f%8.3f" % (2.03, 2.09, 0.0) + line[54:]
-        if line.startswith("HETATM") and line[12:16].strip() == "C" and line[17:20] == "NME" else line
-        for line in structure.read_text().splitlines()) + "\n")
-    campaign = write_campaign(tmp_path / "campaign", systems=[
-        {"id": "hot", "structure": clash, "replicas": 1, "equilibration_ps": 0, "minimization_max_iterations": 1}])
+    campaign = write_campaign(tmp_path / "campaign", systems=[exploding_system(tmp_path)])
     snakemake(campaign, check=False)
     report = status(campaign)
     hot = report["simulations"][0]

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
@@ -17,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_campaign_end_to_end_then_extend_and_add(tiny_campaign):
-    result = snakemake(tiny_campaign)
+    snakemake(tiny_campaign)
     assert_complete(tiny_campaign, {"ala/r1": 0.004, "ala/r2": 0.004, "ala-water/r1": 0.004})
     assert (tiny_campaign / "results" / "summary.png").stat().st_size > 10_000
     assert not any((tiny_campaign / "scratch").rglob("*.xtc")), "scratch is cleaned up after fetch"

@@ -128,7 +128,6 @@ def write_pdb(path: Path, topology: app.Topology, positions) -> None:
 def fix_structure(structure: Path, ph: float):
     """PDBFixer: drop water and salt, replace nonstandard residues, add missing heavy
     atoms and hydrogens. Missing residues are reported, not modelled."""
-    from pdbfixer import PDBFixer
 
     fixer = _read_structure(structure)
     info: dict = {}

@@ -28,8 +28,7 @@ def test_example_campaign_plans(tmp_path):
     """The campaign in config/ (the README's demo) is valid and plans."""
     shutil.copytree(REPO / "config", tmp_path / "config")
     jobs = executed_jobs(snakemake(tmp_path, "-n").stdout)
-    assert jobs == {"setup": 3, "stage": 6, "simulate": 6, "fetch": 6, "analyze": 6,
-                    "summary": 1, "all": 1}
+    assert jobs == {"setup": 3, "simulate": 6, "fetch": 6, "analyze": 6, "summary": 1, "all": 1}
 
 
 def test_snakemake_lint_is_clean():

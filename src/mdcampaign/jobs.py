@@ -96,35 +96,15 @@ def stage(smk) -> None:
 
     with job_logging(smk, _label(smk)):
         w = smk.wildcards
-        segment = int(w.segment)
         staged = {name: Path(smk.output.staged) / name for name in layout.STAGED_FILES}
-        info = {
-            "simulation": layout.sim_name(w.system, w.replica),
-            "segment": segment,
-            "seed": smk.params.seed,
-            "protocol": smk.params.protocol,
-            "site": smk.config.get("site"),
-        }
-        local_sources, store_sources = {}, {}
-        if segment == 0:
-            local_sources = {
-                "system.xml": Path(smk.input.system),
-                "start_state.xml": Path(smk.input.state),
-                "topology.pdb": Path(smk.input.topology),
-                "trajectory_topology.pdb": Path(smk.input.trajectory_topology),
-            }
-        else:
-            previous = read_manifest(smk.params.previous_record)
-            sim_dir = layout.fill(layout.STORE_SIM, system=w.system, replica=w.replica)
-            store_sources = {name: (f"{sim_dir}/{name}", previous["pinned"][name]) for name in layout.PINNED_FILES}
-            store_sources["start_state.xml"] = (f"{previous['path']}/final_state.xml",
-                                                previous["files"]["final_state.xml"]["sha256"])
-            info["pinned"] = previous["pinned"]
-        stage_segment(store_of(smk), local_sources, store_sources, staged, info)
-
-
-def previous_segment(segment: int) -> str:
-    return layout.segment_name(segment - 1)
+        previous = read_manifest(smk.params.previous_record)
+        sim_dir = layout.fill(layout.STORE_SIM, system=w.system, replica=w.replica)
+        store_sources = {name: (f"{sim_dir}/{name}", previous["pinned"][name]) for name in layout.PINNED_FILES}
+        store_sources["start_state.xml"] = (f"{previous['path']}/final_state.xml",
+                                            previous["files"]["final_state.xml"]["sha256"])
+        info = {"simulation": layout.sim_name(w.system, w.replica), "segment": int(w.segment),
+                "pinned": previous["pinned"]}
+        stage_segment(store_of(smk), store_sources, staged, info)
 
 
 def _deadline(smk) -> float | None:
@@ -161,7 +141,13 @@ def simulate(smk) -> None:
 
     with job_logging(smk, _label(smk)):
         w = smk.wildcards
-        staged = Path(smk.input.staged)
+        first = int(w.segment) == 0
+        if first:  # straight from setup
+            start = {name: Path(smk.input[name.split(".")[0]]) for name in layout.SEGMENT_START_FILES}
+            start_state = start["state.xml"]
+        else:
+            start = {name: Path(smk.input.staged) / name for name in layout.STAGED_FILES}
+            start_state = start["start_state.xml"]
         outputs = {name: Path(smk.output.segment) / name for name in layout.SEGMENT_FILES}
         work_dir = Path(smk.params.work_dir)
         job = SegmentJob(
@@ -169,9 +155,9 @@ def simulate(smk) -> None:
             segment=int(w.segment),
             protocol=protocol_of(smk),
             seed=smk.params.seed,
-            system_xml=staged / "system.xml",
-            start_state_xml=staged / "start_state.xml",
-            topology_pdb=staged / "topology.pdb",
+            system_xml=start["system.xml"],
+            start_state_xml=start_state,
+            topology_pdb=start["topology.pdb"],
             work_dir=work_dir,
             platform=smk.config["platform"],
             threads=smk.threads,
@@ -186,21 +172,29 @@ def simulate(smk) -> None:
             )
             sys.exit(EXIT_PAUSED)
         publish(work_dir, outputs)
+        if first:  # the system this simulation starts with, to be kept with it in the store
+            for name in layout.PINNED_FILES:
+                shutil.copyfile(start[name], Path(smk.output.segment) / name)
 
 
 def fetch(smk) -> None:
     from .engine import atomic_write_text
-    from .transfer import fetch_segment
+    from .transfer import fetch_segment, read_manifest
 
     with job_logging(smk, _label(smk)):
         w = smk.wildcards
-        segment_files = {name: Path(smk.input.segment) / name for name in layout.SEGMENT_FILES}
-        staged = Path(smk.input.staged)
-        stage_record = json.loads((staged / "stage.json").read_text())
-        # the system a simulation starts with is kept with it in the store
-        pinned = {name: staged / name for name in layout.PINNED_FILES} if int(w.segment) == 0 else {}
+        output = Path(smk.input.segment)
+        segment_files = {name: output / name for name in layout.SEGMENT_FILES}
+        info = {"simulation": layout.sim_name(w.system, w.replica), "protocol": smk.params.protocol,
+                "seed": smk.params.seed, "site": smk.config.get("site")}
+        if int(w.segment) == 0:
+            # the system a simulation starts with is kept with it in the store
+            pinned = {name: output / name for name in layout.PINNED_FILES}
+        else:
+            pinned = {}
+            info["pinned"] = read_manifest(smk.params.previous_record)["pinned"]
         manifest = fetch_segment(
-            store_of(smk), segment_files, pinned, stage_record,
+            store_of(smk), segment_files, pinned, info,
             layout.fill(layout.STORE_SIM, system=w.system, replica=w.replica), w.segment, Path(smk.params.record),
         )
         atomic_write_text(smk.output.marker, json.dumps({"fetched_at": manifest["fetched_at"]}) + "\n")

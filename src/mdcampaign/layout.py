@@ -46,6 +46,10 @@ SEGMENT_FILES = ("trajectory.xtc", "energies.csv", "final_state.xml", "segment.j
 # using the system it started with even if `setup` is re-run later.
 PINNED_FILES = ("system.xml", "topology.pdb", "trajectory_topology.pdb")
 
+# What a segment starts from: the system, a state and the topologies. Segment 0 reads
+# them from setup (state.xml); later ones from their staged copies (start_state.xml).
+SEGMENT_START_FILES = ("system.xml", "state.xml", "topology.pdb", "trajectory_topology.pdb")
+
 # relative to scratch
 SCRATCH_SEGMENT = f"{SIM}/{{segment}}"
 STAGED_FILES = ("system.xml", "start_state.xml", "topology.pdb", "trajectory_topology.pdb", "stage.json")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from . import engine
 from .errors import TransferError
-from .store import Store, copy_verified
+from .store import Store
 
 log = logging.getLogger(__name__)
 
@@ -39,46 +39,45 @@ def read_manifest(path: str | Path) -> dict:
         raise TransferError(f"segment manifest {path} is damaged (not valid JSON)") from None
 
 
-def stage_segment(store: Store, local_sources: dict[str, Path], store_sources: dict[str, tuple[str, str]],
-                  staged: dict[str, Path], info: dict) -> dict:
-    """Copy what a segment starts from into its scratch input directory.
+def stage_segment(store: Store, sources: dict[str, tuple[str, str]], staged: dict[str, Path], info: dict) -> dict:
+    """Copy what a segment continues from out of the store into its scratch input
+    directory, checksum-verified.
 
-    ``local_sources``: staged name -> local file (setup outputs, for segment 0).
-    ``store_sources``: staged name -> (path in the store, sha256) (later segments).
-    Writes ``stage.json`` (``staged['stage.json']``) last.
+    ``sources``: staged name -> (path in the store, sha256). Writes ``stage.json``
+    (``staged['stage.json']``) last.
     """
-    for name, source in local_sources.items():
-        copy_verified(Path(source), Path(staged[name]))
-    store.get([(relative, Path(staged[name]), sha) for name, (relative, sha) in store_sources.items()])
-    files = {name: file_record(Path(staged[name])) for name in [*local_sources, *store_sources]}
+    store.get([(relative, Path(staged[name]), sha) for name, (relative, sha) in sources.items()])
+    files = {name: file_record(Path(staged[name])) for name in sources}
     record = {**info, "files": files, "store": store.describe(), "staged_at": _now()}
     engine.atomic_write_json(staged["stage.json"], record)
     log.info("staged %s segment %s: %s", info.get("simulation"), info.get("segment"), ", ".join(files))
     return record
 
 
-def fetch_segment(store: Store, segment_files: dict[str, Path], pinned_files: dict[str, Path], stage_record: dict,
+def fetch_segment(store: Store, segment_files: dict[str, Path], pinned_files: dict[str, Path], info: dict,
                   sim_dir: str, segment: str, record_path: Path) -> dict:
     """Send a finished segment to the store, verified, then write its local record.
 
     ``segment_files``: name -> scratch path of the segment's outputs. ``pinned_files``:
     name -> scratch path of the files kept once per simulation (segment 0 only).
-    ``sim_dir``: the simulation's directory relative to the store.
+    ``sim_dir``: the simulation's directory relative to the store. ``info``: the
+    simulation's name, protocol, seed and site, and (after segment 0) its pinned files'
+    checksums.
     """
     files = {name: file_record(Path(path)) for name, path in segment_files.items()}
     pinned = {name: engine.sha256_file(path) for name, path in pinned_files.items()}
     segment_info = json.loads(Path(segment_files["segment.json"]).read_text())
     relative_dir = f"{sim_dir}/segments/{segment}"
     manifest = {
-        "simulation": stage_record["simulation"],
+        "simulation": info["simulation"],
         "segment": int(segment),
         "store": store.describe(),
         "path": relative_dir,
         "files": files,
-        "pinned": pinned or stage_record.get("pinned", {}),
-        "protocol": stage_record.get("protocol"),
-        "seed": stage_record.get("seed"),
-        "site": stage_record.get("site"),
+        "pinned": pinned or info.get("pinned", {}),
+        "protocol": info.get("protocol"),
+        "seed": info.get("seed"),
+        "site": info.get("site"),
         "info": segment_info,
         "fetched_at": _now(),
         "fetched_by": host_platform.node(),

@@ -172,18 +172,25 @@ def segment_records(wildcards):
     ]
 
 
+def simulate_inputs(wildcards):
+    """Segment 0 starts from its system's setup (on the campaign's file system, read
+    in place: no staging job needed); segment k from what `stage` copied out of the
+    store."""
+    if int(wildcards.segment) == 0:
+        return {
+            name.split(".")[0]: layout.fill(
+                f"{layout.SETUP_DIR}/{name}", system=wildcards.system
+            )
+            for name in layout.SEGMENT_START_FILES
+        }
+    return {"staged": scratch_dir("input")}
+
+
 def stage_inputs(wildcards):
-    """Segment 0 starts from the system's setup; segment k from segment k-1."""
+    """Segment k (k >= 1) continues from segment k-1, in the store."""
     segment = int(wildcards.segment)
     if segment == 0:
-        return {
-            "system": layout.fill(f"{layout.SETUP_DIR}/system.xml", **wildcards),
-            "state": layout.fill(f"{layout.SETUP_DIR}/state.xml", **wildcards),
-            "topology": layout.fill(f"{layout.SETUP_DIR}/topology.pdb", **wildcards),
-            "trajectory_topology": layout.fill(
-                f"{layout.SETUP_DIR}/trajectory_topology.pdb", **wildcards
-            ),
-        }
+        raise ValueError("segment 0 starts from setup and is not staged")
     return {
         "previous": segment_record(wildcards.system, wildcards.replica, segment - 1)
     }

@@ -5,7 +5,6 @@ checkpoint fetch:
     another segment (the `continue` decision), and only then adds that segment's jobs.
     """
     input:
-        staged=scratch_dir("input"),
         segment=scratch_dir("output"),
     output:
         marker=layout.SEGMENT_MARKER,
@@ -15,7 +14,9 @@ checkpoint fetch:
     conda:
         "../envs/mdcampaign.yaml"
     params:
-        store=lambda wildcards: STORE,
+        protocol=protocol_of,
+        seed=lambda wc: simulation_of(wc).seed,
+        previous_record=previous_record,
         record=layout.SEGMENT_RECORD,
     script:
         "../../scripts/fetch.py"

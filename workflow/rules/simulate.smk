@@ -1,7 +1,7 @@
 rule simulate:
     """Production MD for one segment; resumes from its last checkpoint if interrupted."""
     input:
-        staged=scratch_dir("input"),
+        unpack(simulate_inputs),
     output:
         segment=temp(directory(scratch_dir("output"))),
     log:

@@ -1,5 +1,6 @@
 rule stage:
-    """Copy what a segment starts from into its scratch area."""
+    """Copy what a segment continues from (the previous segment's final state and the
+    simulation's system) from the store into the segment's scratch area."""
     input:
         unpack(stage_inputs),
     output:
@@ -10,8 +11,6 @@ rule stage:
     conda:
         "../envs/mdcampaign.yaml"
     params:
-        protocol=protocol_of,
-        seed=lambda wc: simulation_of(wc).seed,
         previous_record=previous_record,
     script:
         "../../scripts/stage.py"

@@ -3,6 +3,7 @@ OpenMM, real files. Then extend a target, add a replica, and kill things."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -72,13 +73,12 @@ def test_killing_a_simulation_mid_segment_then_rerunning_completes_exactly(tmp_p
         ["snakemake", "-s", str(SNAKEFILE), "--profile", str(REPO / "profiles" / "local")],
         cwd=campaign, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
+    # the runner records its pid in its work folder: kill exactly that process
+    runners = lambda: list((campaign / "scratch").rglob("work/runner.json"))  # noqa: E731
     checkpoints = lambda: list((campaign / "scratch").rglob("work/checkpoint.chk"))  # noqa: E731
-    assert wait_for(lambda: checkpoints() or process.poll() is not None)
-    runner = subprocess.run(["pgrep", "-f", "scripts/simulate.py|tmp.*simulate"], capture_output=True, text=True)
-    pids = [int(p) for p in runner.stdout.split()]
-    assert pids, "no running simulate job found"
-    for pid in pids:
-        os.kill(pid, signal.SIGKILL)
+    assert wait_for(lambda: (checkpoints() and runners()) or process.poll() is not None)
+    pid = json.loads(runners()[0].read_text())["pid"]
+    os.kill(pid, signal.SIGKILL)
     output, _ = process.communicate(timeout=300)
     assert process.returncode != 0
     assert "Error in rule simulate" in output

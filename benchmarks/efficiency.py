@@ -3,11 +3,12 @@
 1. The segment runner against a bare OpenMM loop on the same system, platform and
    thread count: the runner's ns/day (frames, energies, checkpoints, bookkeeping
    included) divided by the bare loop's, for an implicit and an explicit system.
-   Runs alternate and the median of --repeat runs is reported.
+   Runs alternate (which goes first alternates too) and the median of --repeat
+   runs is reported.
 2. Work lost per `kill -9`: the runner killed at random moments, then resumed; the
    simulated time it had to redo, against the checkpoint interval.
 
-    python benchmarks/efficiency.py [--repeat 3] [--threads 2] [--kills 10]
+    python benchmarks/efficiency.py [--repeat 5] [--threads 2] [--kills 10]
 """
 
 from __future__ import annotations
@@ -37,9 +38,9 @@ from mdcampaign.validation import load_schema  # noqa: E402
 
 DEFAULTS = {k: v["default"] for k, v in load_schema("config.schema.yaml")["properties"]["protocol"]["properties"].items()}
 SYSTEMS = {
-    "villin, implicit (OBC2), 596 atoms": (
+    "villin, implicit solvent (OBC2)": (
         "villin-1VII.pdb", {"forcefield": "amber99sbildn", "solvent": "implicit", "segment_ns": 0.01}),
-    "alanine dipeptide, TIP3P water, ~2.5k atoms": (
+    "alanine dipeptide in TIP3P water (PME, barostat)": (
         "alanine-dipeptide.pdb", {"forcefield": "amber14", "solvent": "explicit", "padding_nm": 1.2,
                                   "segment_ns": 0.01}),
 }
@@ -74,12 +75,17 @@ def efficiency(repeat: int, threads: int, tmp: Path) -> list[tuple]:
     rows = []
     for label, (structure, changes) in SYSTEMS.items():
         protocol = Protocol(**{**DEFAULTS, **OUTPUT, **changes})
-        setup = tmp / label.split(",")[0].replace(" ", "-")
+        setup = tmp / f"{Path(structure).stem}-{changes['solvent']}"
         info = prepare(REPO / "config" / "structures" / structure, protocol, setup, platform="CPU", threads=threads)
         bare, ours = [], []
-        for attempt in range(repeat):
-            bare.append(bare_ns_per_day(setup, protocol, threads))
-            ours.append(runner_ns_per_day(setup, protocol, threads, tmp / f"{setup.name}-{attempt}"))
+        for attempt in range(repeat):  # alternating which goes first, against drifting machine load
+            work = tmp / f"{setup.name}-{attempt}"
+            if attempt % 2:
+                ours.append(runner_ns_per_day(setup, protocol, threads, work))
+                bare.append(bare_ns_per_day(setup, protocol, threads))
+            else:
+                bare.append(bare_ns_per_day(setup, protocol, threads))
+                ours.append(runner_ns_per_day(setup, protocol, threads, work))
         ratio = statistics.median(ours) / statistics.median(bare)
         rows.append((f"{label} ({info['atoms']} atoms)", statistics.median(bare), statistics.median(ours), ratio))
         print(f"{label}: bare {statistics.median(bare):.1f}, runner {statistics.median(ours):.1f} ns/day, "
@@ -120,7 +126,7 @@ def kill_cost(kills: int, threads: int, tmp: Path) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--kills", type=int, default=10)
     args = parser.parse_args()

@@ -5,7 +5,9 @@ same shape measured in the same run.
     python benchmarks/planning.py [--shapes 100x10,1000x10,1000x20] [--repeat 3] [--signac PYTHON]
 
 Prints Markdown tables: median wall time of --repeat runs (min-max), peak RSS, and
-the ratio to signac-flow's status (> 1: slower than signac-flow).
+the ratio to signac-flow's status (> 1: slower than signac-flow). Snakemake's own
+start-up, a dry run of a one-rule Snakefile measured in the same run, is the floor
+that no workflow plans below.
 """
 
 from __future__ import annotations
@@ -62,6 +64,11 @@ def main() -> int:
     status = [sys.executable, "-m", "mdcampaign.cli", "status", "--json", "--no-slurm"]
     rows = []
     with tempfile.TemporaryDirectory(prefix="mdcampaign-bench-") as tmp:
+        trivial = Path(tmp) / "one-rule"
+        trivial.mkdir()
+        (trivial / "Snakefile").write_text('rule all:\n    output: "a"\n    shell: "touch {output}"\n')
+        floor = measure([sys.executable, "-m", "snakemake", "-n", "--quiet", "-c1"], trivial, args.repeat)
+        print(f"floor (one-rule Snakefile): {fmt(floor)}", file=sys.stderr)
         for sims, segments in shapes:
             for done, mode in ((0.0, "sims"), (0.9, "sims"), (0.9, "segments")):
                 label = "fresh" if not done else ("90% of simulations done" if mode == "sims"
@@ -80,14 +87,15 @@ def main() -> int:
                 rows.append((sims, segments, label, plan, stat, signac))
                 print(f"{sims}x{segments} {label}: plan {fmt(plan)}, status {fmt(stat)}"
                       + (f", signac-flow status {fmt(signac)}" if signac else ""), file=sys.stderr)
-    print("| sims × segments | campaign state | `snakemake -n` | peak RSS | `mdcampaign status` | signac-flow `status` "
-          "| plan / signac | status / signac |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"Snakemake's own start-up (dry run of a one-rule Snakefile): {fmt(floor)}, {floor['rss']:.0f} MB\n")
+    print("| sims × segments | campaign state | `snakemake -n` | above the floor | peak RSS | `mdcampaign status` "
+          "| signac-flow `status` | plan / signac | status / signac |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for sims, segments, label, plan, stat, signac in rows:
         ratios = (f"{plan['median'] / signac['median']:.1f}", f"{stat['median'] / signac['median']:.2f}") \
             if signac else ("-", "-")
-        print(f"| {sims} × {segments} | {label} | {fmt(plan)} | {plan['rss']:.0f} MB | {fmt(stat)} | "
-              f"{fmt(signac) if signac else '-'} | {ratios[0]} | {ratios[1]} |")
+        print(f"| {sims} × {segments} | {label} | {fmt(plan)} | {plan['median'] - floor['median']:.2f} s | "
+              f"{plan['rss']:.0f} MB | {fmt(stat)} | {fmt(signac) if signac else '-'} | {ratios[0]} | {ratios[1]} |")
     return 0
 
 

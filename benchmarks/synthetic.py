@@ -62,13 +62,14 @@ def fake_done(directory: Path, sims: int, segments: int, fraction: float, mode: 
                 "info": {"simulated_ns": SEGMENT_NS, "ns_per_day": 500.0, "platform": "CPU"}}))
             (sim / "segments" / f"{k:04d}.fetched").write_text("{}")
         if done == segments:
-            (sim / "segments" / f"complete-{segments:04d}.json").write_text("{}")
-            analysis = sim / "analysis"
+            analysis = sim / "analysis" / f"{segments:04d}"
             analysis.mkdir(parents=True, exist_ok=True)
             for file in ("rmsd.csv", "rg.csv", "rmsf.csv", "dssp.csv", "analysis.png"):
                 (analysis / file).write_text("")
-            for file in ("analysis.json", f"complete-{segments:04d}.json"):
-                (analysis / file).write_text(json.dumps({"segments": segments}))
+            summary = json.dumps({"segments": segments, "segment_simulated_ns": SEGMENT_NS * segments,
+                                  "ns_per_day_mean": 500.0, "platforms": ["CPU"], "site": None})
+            (analysis / "analysis.json").write_text(summary)
+            (sim / "analysis" / f"complete-{segments:04d}.json").write_text(summary)
     # the records must look newer than the setup they came from, as after a real run
     now = os.path.getmtime(directory / "config" / "systems.tsv") + 10
     for path in (directory / "results" / "sims").rglob("*"):

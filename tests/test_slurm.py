@@ -7,6 +7,7 @@ Skipped, with the reason, when no cluster answers (e.g. on a laptop)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -80,18 +81,40 @@ def test_campaign_runs_through_slurm_on_the_profiles_partitions(tiny_campaign):
     assert "Nothing to be done" in local.stdout + local.stderr
 
 
-def test_segment_longer_than_its_time_limit_completes_over_several_jobs(tmp_path):
+def one_thread_steps_per_second(prepared_ala) -> float:
+    """How fast this machine integrates the test system on one CPU thread."""
+    from mdcampaign import engine
+
+    setup, protocol = prepared_ala
+    integrator = engine.langevin(protocol.temperature_K, protocol.friction_per_ps, protocol.timestep_fs, 1)
+    context = engine.make_context(engine.read_xml(setup / "system.xml"), integrator, "CPU", 1)
+    context.setPositions(engine.read_xml(setup / "state.xml").getPositions())
+    integrator.step(500)
+    started = time.perf_counter()
+    integrator.step(5000)
+    return 5000 / (time.perf_counter() - started)
+
+
+def test_segment_longer_than_its_time_limit_completes_over_several_jobs(tmp_path, prepared_ala):
+    # Every simulate job gets one minute, of which ~40 s are left for MD once Snakemake
+    # has started inside the job; the segment needs ~70 s of MD on this machine, so at
+    # least two jobs. Its length is a multiple of the checkpoint interval (50 ps).
+    checkpoint_steps = 12_500
+    steps = max(2, math.ceil(70 * one_thread_steps_per_second(prepared_ala) / checkpoint_steps)) * checkpoint_steps
+    segment_ns = round(steps * 4e-6, 6)
     campaign = write_campaign(
         tmp_path / "campaign",
         systems=[{"id": "ala", "structure": REPO / "config/structures/alanine-dipeptide.pdb", "replicas": 1}],
-        protocol={"segment_ns": 2.0, "target_ns": 2.0, "frame_interval_ps": 10.0, "checkpoint_interval_ps": 50.0},
+        protocol={"segment_ns": segment_ns, "target_ns": segment_ns, "frame_interval_ps": 10.0,
+                  "checkpoint_interval_ps": 50.0},
     )
-    # every simulate job gets one minute; the segment needs about 90 s of MD on one core
     profile = make_profile(tmp_path, "ci-slurm", config={"max_runtime_minutes": 1})
-    result = run_with_profile(campaign, profile, check=False, timeout=1200)
-    if result.returncode != 0:  # out of retries: the same command again finishes it
-        result = run_with_profile(campaign, profile, timeout=1200)
-    assert_complete(campaign, {"ala/r1": 2.0})
+    for _ in range(3):  # each run submits the segment up to 1 + retries times; out of retries, run again
+        result = run_with_profile(campaign, profile, check=False, timeout=1200)
+        if result.returncode == 0:
+            break
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-6000:]
+    assert_complete(campaign, {"ala/r1": segment_ns})
     info = json.loads((campaign / "results/sims/ala/r1/segments/0000/segment.json").read_text())
     job_ids = [run["slurm_job_id"] for run in info["runs"]]
     assert len(set(job_ids)) >= 2, f"expected the segment to span several Slurm jobs, got {job_ids}"
@@ -113,7 +136,7 @@ def test_a_failing_job_shows_simulation_rule_slurm_state_and_log(tmp_path):
     )
     snakemake(campaign, "results/systems/ala/setup.json")  # set up locally, on the CPU
     # a GPU profile used on a cluster without GPUs: simulate must fail, clearly
-    profile = make_profile(tmp_path, "ci-slurm", config={"platform": "CUDA"})
+    profile = make_profile(tmp_path, "ci-slurm", config={"platform": "CUDA"}, retries=0)
     result = run_with_profile(campaign, profile, check=False)
     output = result.stdout + result.stderr
     assert result.returncode != 0

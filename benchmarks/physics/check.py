@@ -24,7 +24,8 @@ def main(campaign: Path) -> int:
         name = sim["simulation"]
         segments = sorted((campaign / "results" / "sims" / name / "segments").glob("[0-9]*/energies.csv"))
         energies = pd.concat([pd.read_csv(p) for p in segments], ignore_index=True)
-        analysis = json.loads((campaign / "results" / "sims" / name / "analysis" / "analysis.json").read_text())
+        folder = sorted((campaign / "results" / "sims" / name / "analysis").glob("[0-9]*"))[-1]
+        analysis = json.loads((folder / "analysis.json").read_text())
         temperature = energies["temperature_K"]
         n = len(temperature)
         # standard error from 10 blocks (frames are correlated)
@@ -36,7 +37,8 @@ def main(campaign: Path) -> int:
             "ns": sim["simulated_ns"],
             "T mean (K)": f"{temperature.mean():.1f} ± {error:.1f}",
             "density (g/mL)": f"{energies['density_g_per_mL'].mean():.3f}" if energies["density_g_per_mL"].notna().any() else "",
-            "backbone RMSD mean / max (nm)": f"{analysis['rmsd_mean_nm']:.3f} / {pd.read_csv(campaign / 'results' / 'sims' / name / 'analysis' / 'rmsd.csv')['rmsd_nm'].max():.3f}",
+            "backbone RMSD mean / max (nm)": f"{analysis['rmsd_mean_nm']:.3f} / "
+                                             f"{pd.read_csv(folder / 'rmsd.csv')['rmsd_nm'].max():.3f}",
             "helix fraction": f"{analysis.get('helix_fraction', float('nan')):.2f}",
             "ns/day": sim["ns_per_day_mean"],
         }

@@ -16,7 +16,7 @@ from . import layout
 from .errors import CampaignError
 from .forcefields import forcefield_files
 from .sites import ASSIGNMENT_FILE, Site, Work, assign, read_assignment
-from .validation import coerce_cell, load_schema, suggest, validate
+from .validation import coerce_cell, load_schema, safe_load_yaml, suggest, validate
 
 STRUCTURE_SUFFIXES = (".pdb", ".ent", ".cif", ".mmcif", ".pdbx", ".gro")
 BAROSTAT_INTERVAL_STEPS = 25
@@ -244,7 +244,7 @@ def read_config_file(path: Path | str) -> dict:
 
     path = Path(path)
     try:
-        config = yaml.safe_load(path.read_text())
+        config = safe_load_yaml(path.read_text())
     except FileNotFoundError:
         raise CampaignError(f"{path}: config file not found (run from the campaign directory or give its path)") from None
     except UnicodeDecodeError:

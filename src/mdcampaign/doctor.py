@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from .validation import safe_load_yaml
 
 PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
 REQUIREMENTS = {  # package: (minimum major.minor, below this major)
@@ -48,7 +48,7 @@ def find_profile(name: str, directory: Path) -> Path | None:
 
 
 def read_profile(path: Path) -> dict:
-    return yaml.safe_load(path.read_text()) or {}
+    return safe_load_yaml(path.read_text()) or {}
 
 
 def profile_config(profile: dict) -> dict:
@@ -58,7 +58,7 @@ def profile_config(profile: dict) -> dict:
         entries = dict(entry.split("=", 1) for entry in entries)
     parsed = {}
     for key, value in entries.items():
-        parsed[key] = yaml.safe_load(value) if isinstance(value, str) else value
+        parsed[key] = safe_load_yaml(value) if isinstance(value, str) else value
     return parsed
 
 

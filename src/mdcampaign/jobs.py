@@ -1,9 +1,15 @@
-"""What each rule's script does with the `snakemake` object it is given.
+"""What each rule's job does: translate the job's wildcards, params and files into
+calls to the modules that do the work, log to the rule's log file, and turn expected
+failures into one clear line (in the log and on stderr) and an exit status instead of
+a traceback.
 
-The scripts in ``scripts/`` call exactly one function here; the functions translate
-Snakemake's inputs, outputs and params into calls to the modules that do the work,
-set up logging to the rule's log file, and turn expected failures into one clear
-line (in the log and on stderr) and an exit status instead of a traceback.
+The per-segment and per-simulation rules (stage, simulate, fetch, analyze) run
+`scripts/job.py RULE SPEC` as a shell command: SPEC (JSON) carries the wildcards,
+params and the few config values the job needs, and the job derives its files from
+the wildcards with the same `layout` patterns the rules declare. (Snakemake's
+`script:` costs a few milliseconds per job while planning, which adds up to seconds
+on campaigns of thousands of simulations.) `setup` and `summary` use `script:` and
+get Snakemake's object.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import sys
 import time
 import traceback
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import layout
@@ -31,10 +38,50 @@ EXIT_FAILED = 1
 EXIT_PAUSED = 75
 
 
+@dataclass
+class JobContext:
+    """What a shell-run job is given (see the module docstring)."""
+
+    rule: str
+    wildcards: dict
+    params: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+    threads: int = 1
+    runtime: float | None = None
+
+    def path(self, pattern: str) -> Path:
+        return Path(layout.fill(pattern, **self.wildcards))
+
+    def scratch(self, area: str) -> Path:
+        return self.path(layout.scratch_area(self.config["scratch"], area))
+
+    @property
+    def log(self) -> Path:
+        return self.path(layout.log_path(self.rule))
+
+    @property
+    def label(self) -> str:
+        w = self.wildcards
+        name = layout.sim_name(w["system"], w["replica"]) if "replica" in w else w["system"]
+        return f"{self.rule} {name}" + (f" segment {w['segment']}" if "segment" in w else "")
+
+
+def main(argv=None) -> int:
+    """scripts/job.py RULE SPEC THREADS RUNTIME: run one job of a shell-run rule."""
+    argv = sys.argv[1:] if argv is None else argv
+    rule, spec = argv[0], json.loads(argv[1])
+    threads = int(argv[2]) if len(argv) > 2 and argv[2].isdigit() else 1
+    runtime = float(argv[3]) if len(argv) > 3 and argv[3].replace(".", "", 1).isdigit() else None
+    context = JobContext(rule, spec["wildcards"], spec.get("params", {}), spec.get("config", {}), threads,
+                         runtime or None)
+    {"stage": stage, "simulate": simulate, "fetch": fetch, "analyze": analyze}[rule](context)
+    return 0
+
+
 @contextmanager
-def job_logging(smk, what: str):
+def job_logging(log_file: Path | str, what: str):
     """Log to the rule's log file; expected failures end the job with one line."""
-    log_file = Path(smk.log[0])
+    log_file = Path(log_file)
     log_file.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(log_file, mode="a")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
@@ -62,52 +109,44 @@ def job_logging(smk, what: str):
         handler.flush()
 
 
-def protocol_of(smk) -> Protocol:
-    return Protocol(**smk.params.protocol)
-
-
-def _label(smk) -> str:
-    w = smk.wildcards
-    name = layout.sim_name(w.system, w.replica) if "replica" in w.keys() else w.system
-    return f"{smk.rule} {name}" + (f" segment {w.segment}" if "segment" in w.keys() else "")
 
 
 def setup(smk) -> None:
     from .engine import atomic_write_json
     from .prepare import prepare
 
-    with job_logging(smk, _label(smk)):
+    with job_logging(smk.log[0], f"setup {smk.wildcards.system}"):
         out_dir = Path(smk.output.system).parent
-        info = prepare(Path(smk.input.structure), protocol_of(smk), out_dir, smk.config["platform"], smk.threads,
-                       smk.params.seed)
+        info = prepare(Path(smk.input.structure), Protocol(**smk.params.protocol), out_dir, smk.config["platform"],
+                       smk.threads, smk.params.seed)
         info["system"] = smk.wildcards.system
         info["protocol"] = smk.params.protocol
         atomic_write_json(smk.output.info, info)
 
 
-def store_of(smk):
+def store_of(config: dict):
     from .store import TransferSettings, open_store
 
-    return open_store(smk.config["store"], TransferSettings(**smk.config.get("transfer", {})))
+    return open_store(config["store"], TransferSettings(**config.get("transfer", {})))
 
 
-def stage(smk) -> None:
+def stage(job: JobContext) -> None:
     from .transfer import read_manifest, stage_segment
 
-    with job_logging(smk, _label(smk)):
-        w = smk.wildcards
-        staged = {name: Path(smk.output.staged) / name for name in layout.STAGED_FILES}
-        previous = read_manifest(smk.params.previous_record)
-        sim_dir = layout.fill(layout.STORE_SIM, system=w.system, replica=w.replica)
-        store_sources = {name: (f"{sim_dir}/{name}", previous["pinned"][name]) for name in layout.PINNED_FILES}
-        store_sources["start_state.xml"] = (f"{previous['path']}/final_state.xml",
-                                            previous["files"]["final_state.xml"]["sha256"])
-        info = {"simulation": layout.sim_name(w.system, w.replica), "segment": int(w.segment),
+    with job_logging(job.log, job.label):
+        w = job.wildcards
+        staged = {name: job.scratch("input") / name for name in layout.STAGED_FILES}
+        previous = read_manifest(layout.segment_record(w["system"], w["replica"], int(w["segment"]) - 1))
+        sim_dir = layout.fill(layout.STORE_SIM, **w)
+        sources = {name: (f"{sim_dir}/{name}", previous["pinned"][name]) for name in layout.PINNED_FILES}
+        sources["start_state.xml"] = (f"{previous['path']}/final_state.xml",
+                                      previous["files"]["final_state.xml"]["sha256"])
+        info = {"simulation": layout.sim_name(w["system"], w["replica"]), "segment": int(w["segment"]),
                 "pinned": previous["pinned"]}
-        stage_segment(store_of(smk), store_sources, staged, info)
+        stage_segment(store_of(job.config), sources, staged, info)
 
 
-def _deadline(smk) -> float | None:
+def _deadline(runtime_minutes) -> float | None:
     """When this job must have stopped: the Slurm job's end time when running under
     Slurm, else None (no limit). Asked once per job."""
     job_id = os.environ.get("SLURM_JOB_ID")
@@ -119,7 +158,7 @@ def _deadline(smk) -> float | None:
     end = slurm_end_time(job_id)
     if end is not None:
         return end
-    runtime = getattr(smk.resources, "runtime", None)
+    runtime = runtime_minutes
     return time.time() + 60.0 * runtime if isinstance(runtime, (int, float)) and runtime > 0 else None
 
 
@@ -136,98 +175,100 @@ def slurm_end_time(job_id: str) -> float | None:
         return None
 
 
-def simulate(smk) -> None:
+def simulate(job: JobContext) -> None:
     from .segment import SegmentJob, publish, run_segment
 
-    with job_logging(smk, _label(smk)):
-        w = smk.wildcards
-        first = int(w.segment) == 0
+    with job_logging(job.log, job.label):
+        w = job.wildcards
+        first = int(w["segment"]) == 0
         if first:  # straight from setup
-            start = {name: Path(smk.input[name.split(".")[0]]) for name in layout.SEGMENT_START_FILES}
+            start = {name: job.path(f"{layout.SETUP_DIR}/{name}") for name in layout.SEGMENT_START_FILES}
             start_state = start["state.xml"]
         else:
-            start = {name: Path(smk.input.staged) / name for name in layout.STAGED_FILES}
+            start = {name: job.scratch("input") / name for name in layout.STAGED_FILES}
             start_state = start["start_state.xml"]
-        outputs = {name: Path(smk.output.segment) / name for name in layout.SEGMENT_FILES}
-        work_dir = Path(smk.params.work_dir)
-        job = SegmentJob(
-            name=layout.sim_name(w.system, w.replica),
-            segment=int(w.segment),
-            protocol=protocol_of(smk),
-            seed=smk.params.seed,
+        output = job.scratch("output")
+        work_dir = job.scratch("work")
+        segment = SegmentJob(
+            name=layout.sim_name(w["system"], w["replica"]),
+            segment=int(w["segment"]),
+            protocol=Protocol(**job.params["protocol"]),
+            seed=job.params["seed"],
             system_xml=start["system.xml"],
             start_state_xml=start_state,
             topology_pdb=start["topology.pdb"],
             work_dir=work_dir,
-            platform=smk.config["platform"],
-            threads=smk.threads,
-            deadline=_deadline(smk),
+            platform=job.config["platform"],
+            threads=job.threads,
+            deadline=_deadline(job.runtime),
         )
-        outcome = run_segment(job)
+        outcome = run_segment(segment)
         if not outcome.complete:
             log.warning(
                 "PAUSED: %s segment %s stopped at step %s (%s). Progress is saved in %s; run the same "
-                "command again to continue.", job.name, w.segment, outcome.info["step"], outcome.info["reason"],
-                work_dir,
+                "command again to continue.", segment.name, w["segment"], outcome.info["step"],
+                outcome.info["reason"], work_dir,
             )
             sys.exit(EXIT_PAUSED)
-        publish(work_dir, outputs)
+        publish(work_dir, {name: output / name for name in layout.SEGMENT_FILES})
         if first:  # the system this simulation starts with, to be kept with it in the store
             for name in layout.PINNED_FILES:
-                shutil.copyfile(start[name], Path(smk.output.segment) / name)
+                shutil.copyfile(start[name], output / name)
 
 
-def fetch(smk) -> None:
+def fetch(job: JobContext) -> None:
     from .engine import atomic_write_text
     from .transfer import fetch_segment, read_manifest
 
-    with job_logging(smk, _label(smk)):
-        w = smk.wildcards
-        output = Path(smk.input.segment)
+    with job_logging(job.log, job.label):
+        w = job.wildcards
+        segment = int(w["segment"])
+        output = job.scratch("output")
         segment_files = {name: output / name for name in layout.SEGMENT_FILES}
-        info = {"simulation": layout.sim_name(w.system, w.replica), "protocol": smk.params.protocol,
-                "seed": smk.params.seed, "site": smk.config.get("site")}
-        if int(w.segment) == 0:
+        info = {"simulation": layout.sim_name(w["system"], w["replica"]), "protocol": job.params["protocol"],
+                "seed": job.params["seed"], "site": job.config.get("site")}
+        if segment == 0:
             # the system a simulation starts with is kept with it in the store
             pinned = {name: output / name for name in layout.PINNED_FILES}
         else:
             pinned = {}
-            info["pinned"] = read_manifest(smk.params.previous_record)["pinned"]
+            info["pinned"] = read_manifest(layout.segment_record(w["system"], w["replica"], segment - 1))["pinned"]
         manifest = fetch_segment(
-            store_of(smk), segment_files, pinned, info,
-            layout.fill(layout.STORE_SIM, system=w.system, replica=w.replica), w.segment, Path(smk.params.record),
+            store_of(job.config), segment_files, pinned, info, layout.fill(layout.STORE_SIM, **w), w["segment"],
+            Path(layout.segment_record(w["system"], w["replica"], segment)),
         )
-        atomic_write_text(smk.output.marker, json.dumps({"fetched_at": manifest["fetched_at"]}) + "\n")
+        atomic_write_text(job.path(layout.SEGMENT_MARKER), json.dumps({"fetched_at": manifest["fetched_at"]}) + "\n")
 
 
-def analyze(smk) -> None:
+def analyze(job: JobContext) -> None:
     from .analysis import analyze as run_analysis
     from .engine import atomic_write_json
     from .transfer import read_manifest
 
-    with job_logging(smk, _label(smk)):
-        w = smk.wildcards
-        manifests = [read_manifest(layout.segment_record(w.system, w.replica, k))
-                     for k in range(int(w.segments))]
-        sim_dir = layout.fill(layout.STORE_SIM, system=w.system, replica=w.replica)
+    with job_logging(job.log, f"analyze {layout.sim_name(job.wildcards['system'], job.wildcards['replica'])}"):
+        w = job.wildcards
+        segments = int(w["segments"])
+        manifests = [read_manifest(layout.segment_record(w["system"], w["replica"], k)) for k in range(segments)]
+        sim_dir = layout.fill(layout.STORE_SIM, **w)
         expected = {"trajectory_topology.pdb": manifests[0]["pinned"]["trajectory_topology.pdb"]}
         for m in manifests:
             segment = layout.segment_name(m["segment"])
             for name in ("trajectory.xtc", "energies.csv"):
                 expected[f"segments/{segment}/{name}"] = m["files"][name]["sha256"]
-        store = store_of(smk)
-        local = store.local_copy(sim_dir, Path(smk.params.cache), expected)
-        folder = Path(smk.output.json).parent
-        out = {"json": Path(smk.output.json), "png": Path(smk.output.png),
+        store = store_of(job.config)
+        cache = job.path(layout.analysis_cache(job.config["scratch"]))
+        local = store.local_copy(sim_dir, cache, expected)
+        folder = job.path(layout.ANALYSIS_DIR)
+        out = {"json": folder / "analysis.json", "png": folder / "analysis.png",
                **{key: folder / f"{key}.csv" for key in ("rmsd", "rg", "rmsf", "dssp")}}
         segments = [local / "segments" / layout.segment_name(m["segment"]) for m in manifests]
         summary = run_analysis(
             [d / "trajectory.xtc" for d in segments],
             [d / "energies.csv" for d in segments],
             local / "trajectory_topology.pdb",
-            smk.params.frame_interval_ps,
+            job.params["frame_interval_ps"],
             out,
-            layout.sim_name(w.system, w.replica),
+            layout.sim_name(w["system"], w["replica"]),
         )
         speeds = [m["info"]["ns_per_day"] for m in manifests if m["info"].get("ns_per_day")]
         summary.update({
@@ -239,24 +280,31 @@ def analyze(smk) -> None:
         })
         atomic_write_json(out["json"], summary)
         # The store keeps every site's analyses, for the campaign-wide summary.
-        analysis_dir = f"{sim_dir}/analysis/{w.segments}"
+        analysis_dir = f"{sim_dir}/analysis/{w['segments']}"
         if store.describe(analysis_dir) != str(folder):
             store.put_directory(out, analysis_dir)
-        shutil.rmtree(smk.params.cache, ignore_errors=True)
+        shutil.rmtree(cache, ignore_errors=True)
         for older in folder.parent.iterdir():  # analyses of fewer segments are superseded
             if older != folder and older.is_dir() and older.name.isdigit():
                 shutil.rmtree(older, ignore_errors=True)
-            elif older.name.startswith("complete-") and older.name != f"complete-{w.segments}.json":
+            elif older.name.startswith("complete-") and older.name != f"complete-{w['segments']}.json":
                 older.unlink(missing_ok=True)
-        atomic_write_json(layout.completion_record(w.system, w.replica, len(manifests)), summary)
+        atomic_write_json(layout.completion_record(w["system"], w["replica"], len(manifests)), summary)
 
 
 def summary(smk) -> None:
     from .summary import read_json, summary_row, write_summary
 
-    with job_logging(smk, "summary"):
-        rows = [
-            summary_row(sim, read_json(path))
-            for sim, path in zip(smk.params.simulations, smk.input.analyses)
-        ]
+    with job_logging(smk.log[0], "summary"):
+        rows = []
+        for sim, path in zip(smk.params.simulations, smk.params.analyses):
+            if not os.path.exists(path):
+                raise DataError(
+                    f"the analysis of {sim['simulation']} is missing ({path}); delete "
+                    f"{Path(path).parent.parent}/complete-*.json and run the same command to redo it")
+            rows.append(summary_row(sim, read_json(path)))
         write_summary(rows, Path(smk.output.table), Path(smk.output.figure), smk.params.campaign)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

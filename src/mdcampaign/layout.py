@@ -16,6 +16,8 @@ Three areas:
 
 from __future__ import annotations
 
+import os
+
 RESULTS = "results"
 LOGS = "logs"
 
@@ -97,9 +99,36 @@ def segment_record(system: str, replica, segment: int) -> str:
     return f"{RESULTS}/sims/{system}/r{replica}/segments/{segment:0{SEGMENT_DIGITS}d}/manifest.json"
 
 
-def log_path(rule: str, with_segment: bool = True, per_sim: bool = True) -> str:
-    if not per_sim:
-        return f"{LOGS}/{rule}/{{system}}.log"
-    if with_segment:
-        return f"{LOGS}/{rule}/{SIM}/{{segment}}.log"
-    return f"{LOGS}/{rule}/{SIM}.log"
+def segments_fetched(system: str, replica, limit: int, root: str = ".") -> int:
+    """How many segments of a simulation are in the store (0, 1, ... in order, at most
+    ``limit``), counted from the local manifests under ``root``: a few stat calls."""
+    done = 0
+    while done < limit and os.path.exists(os.path.join(root, segment_record(system, replica, done))):
+        done += 1
+    return done
+
+
+def log_path(rule: str) -> str:
+    """The log of one job of a rule (a pattern with the rule's wildcards)."""
+    return LOG_PATTERNS[rule]
+
+
+LOG_PATTERNS = {
+    "setup": f"{LOGS}/setup/{{system}}.log",
+    "stage": f"{LOGS}/stage/{SIM}/{{segment}}.log",
+    "simulate": f"{LOGS}/simulate/{SIM}/{{segment}}.log",
+    "fetch": f"{LOGS}/fetch/{SIM}/{{segment}}.log",
+    "analyze": f"{LOGS}/analyze/{SIM}/{{segments}}.log",
+    "summary": f"{LOGS}/summary.log",
+}
+
+
+def scratch_area(scratch: str, area: str) -> str:
+    """A folder of a segment's scratch area: 'input' (staged), 'work' (the runner's,
+    unknown to Snakemake so that nothing deletes a partial segment), 'output'."""
+    return f"{scratch}/{SCRATCH_SEGMENT}/{area}"
+
+
+def analysis_cache(scratch: str) -> str:
+    """Where `analyze` puts its copy of a simulation's segments from a remote store."""
+    return f"{scratch}/{SIM}/analysis-cache"

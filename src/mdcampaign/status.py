@@ -14,7 +14,7 @@ import shutil
 import platform
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import layout
@@ -68,7 +68,7 @@ class CampaignStatus:
 
     def to_json(self) -> dict:
         return {"campaign": self.campaign, "site": self.site, "totals": self.totals,
-                "simulations": [asdict(s) for s in self.simulations]}
+                "simulations": [dict(vars(s)) for s in self.simulations]}
 
 
 def slurm_jobs() -> dict[str, dict]:
@@ -183,23 +183,34 @@ def collect(campaign: Campaign, directory: Path | str = ".", use_slurm: bool = T
     return status
 
 
+def _read_json(path: str) -> dict:
+    try:
+        with open(path) as handle:
+            value = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def _one(simulation: Simulation, campaign: Campaign, directory: Path, scratch: Path, set_up: bool,
          queue: dict) -> SimulationStatus:
     wildcards = simulation.wildcards
     protocol = simulation.protocol
     segments_total = simulation.n_segments
     target_ns = segments_total * protocol.segment_ns
-    records = directory / layout.fill(layout.SIM_RECORDS, **wildcards) / "segments"
-    fetched = sorted(entry.name for entry in os.scandir(records)
-                     if entry.is_dir() and entry.name.isdigit()) if records.is_dir() else []
-    fetched = [name for name in fetched if (records / name / "manifest.json").exists()]
-    n_done = len(fetched)
-    speed = None
-    if fetched:
-        try:
-            speed = json.loads((records / fetched[-1] / "manifest.json").read_text())["info"].get("ns_per_day")
-        except (ValueError, KeyError):
-            speed = None
+    root = str(directory)
+    # A finished, analyzed simulation is one file; others count their manifests.
+    complete = os.path.join(root, layout.completion_record(simulation.system, simulation.replica, segments_total))
+    analyzed = os.path.exists(complete)
+    if analyzed:
+        n_done = segments_total
+        speed = _read_json(complete).get("ns_per_day_mean")
+    else:
+        n_done = layout.segments_fetched(simulation.system, simulation.replica, segments_total, root)
+        speed = None
+        if n_done:
+            last = os.path.join(root, layout.segment_record(simulation.system, simulation.replica, n_done - 1))
+            speed = _read_json(last).get("info", {}).get("ns_per_day")
     simulated = n_done * protocol.segment_ns
     expected_speed = speed or campaign.expected_ns_per_day[protocol.solvent]
     remaining = max(0.0, target_ns - simulated)
@@ -210,7 +221,6 @@ def _one(simulation: Simulation, campaign: Campaign, directory: Path, scratch: P
         result.state = OTHER_SITE
         result.eta_days = None
         return result
-    analyzed = (directory / layout.completion_record(simulation.system, simulation.replica, segments_total)).exists()
     if n_done >= segments_total:
         result.state = DONE if analyzed else FETCHED
         return result
@@ -258,7 +268,7 @@ def _one(simulation: Simulation, campaign: Campaign, directory: Path, scratch: P
     logs = [directory / layout.fill(layout.log_path("simulate"), **wildcards, segment=current),
             directory / layout.fill(layout.log_path("stage"), **wildcards, segment=current),
             directory / layout.fill(layout.log_path("fetch"), **wildcards, segment=current),
-            directory / layout.fill(layout.log_path("setup", per_sim=False), system=simulation.system)]
+            directory / layout.fill(layout.log_path("setup"), system=simulation.system)]
     if result.state not in (RUNNING,) and result.failure is None:
         for log in logs:
             failure = failure_of(log)

@@ -24,11 +24,20 @@ from .errors import CampaignError
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
 
 
+# libyaml's loader, where PyYAML has it: the schemas are read at every start.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def safe_load_yaml(stream):
+    """yaml.safe_load, with the C loader when available (same results, ~10x faster)."""
+    return yaml.load(stream, Loader=_YAML_LOADER)  # noqa: S506 - a safe loader
+
+
 @lru_cache(maxsize=None)
 def load_schema(name: str, schema_dir: str | None = None) -> dict:
     path = Path(schema_dir) if schema_dir else SCHEMA_DIR
     with open(path / name) as handle:
-        return yaml.safe_load(handle)
+        return safe_load_yaml(handle)
 
 
 def _with_defaults(validator_class):

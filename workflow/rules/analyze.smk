@@ -18,14 +18,13 @@ rule analyze:
             labels={"simulation": "{system}/r{replica}", "figure": "analysis"},
         ),
     log:
-        f"{layout.LOGS}/analyze/{layout.SIM}/{{segments}}.log",
+        layout.log_path("analyze"),
     benchmark:
         "logs/benchmarks/analyze/{system}/r{replica}/{segments}.tsv"
     localrule: runs_locally("analyze")
     conda:
         "../envs/mdcampaign.yaml"
     params:
-        frame_interval_ps=lambda wc: simulation_of(wc).protocol.frame_interval_ps,
-        cache=f"{SCRATCH}/{layout.SIM}/analysis-cache",
-    script:
-        "../../scripts/analyze.py"
+        job=job_spec(frame_interval_ps=frame_interval_of),
+    shell:
+        job_command("analyze")

@@ -1,7 +1,10 @@
+import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
+from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -87,9 +90,67 @@ def simulate_runtime(wildcards, attempt):
 
 
 def scratch_dir(area):
-    """A folder of a segment's scratch area: 'input' (staged), 'work' (the runner's,
-    unknown to Snakemake so that nothing deletes a partial segment), 'output'."""
-    return f"{SCRATCH}/{layout.SCRATCH_SEGMENT}/{area}"
+    return layout.scratch_area(SCRATCH, area)
+
+
+# The few config values shell-run jobs need (see mdcampaign.jobs).
+JOB_CONFIG = {
+    "platform": CAMPAIGN.platform,
+    "store": STORE,
+    "transfer": config["transfer"],
+    "site": CAMPAIGN.site,
+    "scratch": SCRATCH,
+}
+JOB_SCRIPT = str(
+    Path(workflow.current_basedir.get_path_or_uri(secret_free=True)).parents[1]
+    / "scripts"
+    / "job.py"
+)
+
+
+def job_spec(**values):
+    """A params function giving a shell-run job what it needs, as one JSON argument:
+    its wildcards, these values (functions of the wildcards) and JOB_CONFIG. (Only
+    wildcards: asking for threads or resources here would evaluate every job's
+    resources while planning.)"""
+
+    def spec(wildcards):
+        return json.dumps(
+            {
+                "wildcards": dict(wildcards),
+                "params": {key: value(wildcards) for key, value in values.items()},
+                "config": JOB_CONFIG,
+            }
+        )
+
+    return spec
+
+
+# With --use-conda the job runs the environment's Python; otherwise the Python that
+# runs Snakemake (which has mdcampaign installed, venv or not).
+JOB_PYTHON = (
+    "python"
+    if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+    else shlex.quote(sys.executable)
+)
+
+
+def job_command(rule, runtime=False):
+    """The shell command of a shell-run rule: the quoted JSON spec, then the job's
+    threads and (for rules that have one) its time limit in minutes, filled in when
+    the job runs."""
+    command = (
+        f"{JOB_PYTHON} {shlex.quote(JOB_SCRIPT)} {rule} {{params.job:q}} {{threads}}"
+    )
+    return command + (" {resources.runtime}" if runtime else "")
+
+
+def seed_of(wildcards):
+    return simulation_of(wildcards).seed
+
+
+def frame_interval_of(wildcards):
+    return simulation_of(wildcards).protocol.frame_interval_ps
 
 
 def simulation_of(wildcards):
@@ -119,35 +180,27 @@ def segment_record(system, replica, segment):
 FULL_PLAN = "--report" in sys.argv
 
 
-def analyses(wildcards):
-    """Every simulation's analysis, for the summary. A simulation that is finished
-    and analyzed is referred to by its completion record, a file no rule makes, so
-    that re-planning a mostly finished campaign creates no jobs for it."""
-    paths = []
-    for simulation in SIMULATIONS:
-        complete = layout.completion_record(
-            simulation.system, simulation.replica, simulation.n_segments
+def unfinished_analyses(wildcards):
+    """The summary's inputs: the analyses still to be made. A finished, analyzed
+    simulation (its completion record exists, a file no rule makes) is not an input
+    at all, so that re-planning a mostly finished campaign neither creates jobs nor
+    checks files for it; the summary reads every analysis from `analysis_files`."""
+    return [
+        layout.analysis_file(sim.system, sim.replica, sim.n_segments)
+        for sim in SIMULATIONS
+        if FULL_PLAN
+        or not os.path.exists(
+            layout.completion_record(sim.system, sim.replica, sim.n_segments)
         )
-        if not FULL_PLAN and os.path.exists(complete):
-            paths.append(complete)
-        else:
-            paths.append(
-                layout.analysis_file(
-                    simulation.system, simulation.replica, simulation.n_segments
-                )
-            )
-    return paths
+    ]
 
 
-def segments_done(simulation):
-    """How many segments of a simulation are in the store, counted from its local
-    records (a few stat calls)."""
-    done = 0
-    while done < simulation.n_segments and os.path.exists(
-        layout.segment_record(simulation.system, simulation.replica, done)
-    ):
-        done += 1
-    return done
+def analysis_files():
+    """Every simulation's analysis, in the order of SIMULATIONS."""
+    return [
+        layout.analysis_file(sim.system, sim.replica, sim.n_segments)
+        for sim in SIMULATIONS
+    ]
 
 
 def segment_records(wildcards):
@@ -163,7 +216,9 @@ def segment_records(wildcards):
         raise ValueError(
             f"{simulation.name} has {simulation.n_segments} segments, not {wildcards.segments}"
         )
-    done = segments_done(simulation)
+    done = layout.segments_fetched(
+        simulation.system, simulation.replica, simulation.n_segments
+    )
     if done < simulation.n_segments:
         checkpoints.fetch.get(**simulation.wildcards, segment=layout.segment_name(done))
     return [
@@ -194,16 +249,3 @@ def stage_inputs(wildcards):
     return {
         "previous": segment_record(wildcards.system, wildcards.replica, segment - 1)
     }
-
-
-def previous_record(wildcards):
-    """The manifest of the segment this one continues ('' for segment 0)."""
-    segment = int(wildcards.segment)
-    if segment == 0:
-        return ""
-    return layout.fill(
-        layout.SEGMENT_RECORD,
-        system=wildcards.system,
-        replica=wildcards.replica,
-        segment=layout.segment_name(segment - 1),
-    )

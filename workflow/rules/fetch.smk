@@ -14,9 +14,6 @@ checkpoint fetch:
     conda:
         "../envs/mdcampaign.yaml"
     params:
-        protocol=protocol_of,
-        seed=lambda wc: simulation_of(wc).seed,
-        previous_record=previous_record,
-        record=layout.SEGMENT_RECORD,
-    script:
-        "../../scripts/fetch.py"
+        job=job_spec(protocol=protocol_of, seed=seed_of),
+    shell:
+        job_command("fetch")

@@ -9,7 +9,7 @@ rule setup:
         trajectory_topology=f"{layout.SETUP_DIR}/trajectory_topology.pdb",
         info=f"{layout.SETUP_DIR}/setup.json",
     log:
-        layout.log_path("setup", per_sim=False),
+        layout.log_path("setup"),
     benchmark:
         "logs/benchmarks/setup/{system}.tsv"
     localrule: runs_locally("setup")

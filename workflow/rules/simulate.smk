@@ -15,8 +15,6 @@ rule simulate:
     resources:
         runtime=simulate_runtime,
     params:
-        protocol=protocol_of,
-        seed=lambda wc: simulation_of(wc).seed,
-        work_dir=scratch_dir("work"),
-    script:
-        "../../scripts/simulate.py"
+        job=job_spec(protocol=protocol_of, seed=seed_of),
+    shell:
+        job_command("simulate", runtime=True)

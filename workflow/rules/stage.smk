@@ -11,6 +11,6 @@ rule stage:
     conda:
         "../envs/mdcampaign.yaml"
     params:
-        previous_record=previous_record,
-    script:
-        "../../scripts/stage.py"
+        job=job_spec(),
+    shell:
+        job_command("stage")

@@ -1,7 +1,7 @@
 rule summary:
     """The campaign table (one row per simulation) and the campaign figure."""
     input:
-        analyses=analyses,
+        unfinished_analyses,
     output:
         table=report(
             layout.SUMMARY_TABLE, caption="../report/summary.rst", category="Campaign"
@@ -10,12 +10,13 @@ rule summary:
             layout.SUMMARY_FIGURE, caption="../report/figure.rst", category="Campaign"
         ),
     log:
-        "logs/summary.log",
+        layout.log_path("summary"),
     localrule: runs_locally("summary")
     conda:
         "../envs/mdcampaign.yaml"
     params:
         simulations=[simulation_identity(sim) for sim in SIMULATIONS],
+        analyses=analysis_files(),
         campaign=CAMPAIGN.name,
     script:
         "../../scripts/summary.py"

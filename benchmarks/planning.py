@@ -2,9 +2,10 @@
 `mdcampaign status` on the same shapes, each against signac-flow's `status` on the
 same shape measured in the same run.
 
-    python benchmarks/planning.py [--shapes 100x10,1000x10,1000x20] [--repeat 3] [--signac PYTHON]
+    python benchmarks/planning.py [--shapes 100x10,1000x10,1000x20] [--repeat 5] [--signac PYTHON]
 
-Prints Markdown tables: median wall time of --repeat runs (min-max), peak RSS, and
+Every command runs once per round, --repeat rounds (so that all of them see the same
+drifting machine load). Prints Markdown tables: median wall time (min-max), peak RSS, and
 the ratio to signac-flow's status (> 1: slower than signac-flow). Snakemake's own
 start-up, a dry run of a one-rule Snakefile measured in the same run, is the floor
 that no workflow plans below.
@@ -41,11 +42,21 @@ def timed(command: list[str], cwd: Path, env: dict | None = None) -> tuple[float
     return wall, rss_mb
 
 
-def measure(command, cwd, repeat, env=None) -> dict:
-    runs = [timed(command, cwd, env) for _ in range(repeat)]
+def summarize(runs: list[tuple[float, float]]) -> dict:
     walls = [wall for wall, _ in runs]
     return {"median": statistics.median(walls), "min": min(walls), "max": max(walls),
             "rss": max(rss for _, rss in runs)}
+
+
+def round_robin(commands: dict, repeat: int) -> dict:
+    """Run every (command, directory) once per round, `repeat` rounds: the machine's
+    load drifts over minutes, so every measurement sees the same mix of it."""
+    runs = {key: [] for key in commands}
+    for round_ in range(repeat):
+        for key, (command, cwd) in commands.items():
+            runs[key].append(timed(command, cwd))
+        print(f"round {round_ + 1} of {repeat} done", file=sys.stderr)
+    return {key: summarize(values) for key, values in runs.items()}
 
 
 def fmt(result: dict) -> str:
@@ -55,20 +66,19 @@ def fmt(result: dict) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shapes", default="100x10,1000x10,1000x20")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--signac", help="a Python with signac-flow installed (skip the comparison if absent)")
     args = parser.parse_args()
     shapes = [tuple(int(n) for n in shape.split("x")) for shape in args.shapes.split(",")]
     snakemake = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--profile",
                  str(REPO / "profiles" / "local"), "-n", "--quiet"]
     status = [sys.executable, "-m", "mdcampaign.cli", "status", "--json", "--no-slurm"]
-    rows = []
+    cases = []  # (sims, segments, label, campaign directory, signac project or None)
     with tempfile.TemporaryDirectory(prefix="mdcampaign-bench-") as tmp:
         trivial = Path(tmp) / "one-rule"
         trivial.mkdir()
         (trivial / "Snakefile").write_text('rule all:\n    output: "a"\n    shell: "touch {output}"\n')
-        floor = measure([sys.executable, "-m", "snakemake", "-n", "--quiet", "-c1"], trivial, args.repeat)
-        print(f"floor (one-rule Snakefile): {fmt(floor)}", file=sys.stderr)
+        commands = {"floor": ([sys.executable, "-m", "snakemake", "-n", "--quiet", "-c1"], trivial)}
         for sims, segments in shapes:
             for done, mode in ((0.0, "sims"), (0.9, "sims"), (0.9, "segments")):
                 label = "fresh" if not done else ("90% of simulations done" if mode == "sims"
@@ -76,17 +86,19 @@ def main() -> int:
                 directory = Path(tmp) / f"c{sims}x{segments}-{done}-{mode}"
                 subprocess.run([sys.executable, str(HERE / "synthetic.py"), str(directory), "--sims", str(sims),
                                 "--segments", str(segments), "--done", str(done), "--done-mode", mode], check=True)
-                plan = measure(snakemake, directory, args.repeat)
-                stat = measure(status, directory, args.repeat)
-                signac = None
+                key = (sims, segments, label)
+                commands[("plan", key)] = (snakemake, directory)
+                commands[("status", key)] = (status, directory)
                 if args.signac and mode == "sims":
                     project = Path(tmp) / f"s{sims}x{segments}-{done}"
                     subprocess.run([args.signac, str(HERE / "signac_flow_project.py"), str(project), "--sims",
                                     str(sims), "--segments", str(segments), "--done", str(done)], check=True)
-                    signac = measure([args.signac, "project.py", "status"], project, args.repeat)
-                rows.append((sims, segments, label, plan, stat, signac))
-                print(f"{sims}x{segments} {label}: plan {fmt(plan)}, status {fmt(stat)}"
-                      + (f", signac-flow status {fmt(signac)}" if signac else ""), file=sys.stderr)
+                    commands[("signac", key)] = ([args.signac, "project.py", "status"], project)
+                cases.append(key)
+        results = round_robin(commands, args.repeat)
+    floor = results["floor"]
+    rows = [(*key, results[("plan", key)], results[("status", key)], results.get(("signac", key)))
+            for key in cases]
     print(f"Snakemake's own start-up (dry run of a one-rule Snakefile): {fmt(floor)}, {floor['rss']:.0f} MB\n")
     print("| sims × segments | campaign state | `snakemake -n` | above the floor | peak RSS | `mdcampaign status` "
           "| signac-flow `status` | plan / signac | status / signac |")

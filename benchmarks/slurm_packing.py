@@ -102,7 +102,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="mdcampaign-packing-") as tmp:
         for pack in (1, args.pack):
             rows.append(run(args.sims, args.segments, pack, Path(tmp)))
-            print(rows[-1], file=sys.stderr)
+            print(f"{pack} segment(s) per job: {rows[-1]['wall']:.0f} s", file=sys.stderr)
     print(f"{args.sims} simulations × {args.segments} segments of alanine dipeptide (0.4 ps each: the MD takes "
           "well under a second), on the one-node test cluster.\n")
     print("| segments per Slurm job | campaign wall time | Slurm jobs | simulate job: Slurm elapsed − runner wall "

@@ -1,7 +1,9 @@
 """Check the physics of a finished validation campaign and print a Markdown table.
 
 Criteria (production segments only, all frames):
-- mean kinetic temperature within 3 K of the thermostat's;
+- mean kinetic temperature within 3 K of the thermostat's, or within three standard
+  errors where that is wider: a 22-atom peptide's instantaneous temperature swings
+  by +-20% (2/N_dof), so its mean over 1 ns is known to +-2 K only;
 - explicit solvent: mean density within 1.00-1.04 g/mL (TIP3P water is 0.98 g/mL at
   300 K and 1 bar; the protein and 0.15 M NaCl raise it by a few percent);
 - folded proteins stay folded: backbone RMSD to the equilibrated start below 0.3 nm
@@ -42,7 +44,7 @@ def main(campaign: Path) -> int:
             "helix fraction": f"{analysis.get('helix_fraction', float('nan')):.2f}",
             "ns/day": sim["ns_per_day_mean"],
         }
-        if abs(temperature.mean() - sim["temperature_target_K"]) > 3:
+        if abs(temperature.mean() - sim["temperature_target_K"]) > max(3.0, 3 * error):
             failures.append(f"{name}: mean temperature {temperature.mean():.1f} K")
         if sim["solvent"] == "explicit" and not 1.00 <= energies["density_g_per_mL"].mean() <= 1.04:
             failures.append(f"{name}: density {energies['density_g_per_mL'].mean():.3f} g/mL")
@@ -53,7 +55,10 @@ def main(campaign: Path) -> int:
                 failures.append(f"{name}: helix fraction {analysis.get('helix_fraction')}")
         rows.append(row)
     table = pd.DataFrame(rows)
-    print(table.to_markdown(index=False) if hasattr(table, "to_markdown") else table.to_string(index=False))
+    try:
+        print(table.to_markdown(index=False))
+    except ImportError:  # to_markdown needs tabulate
+        print(table.to_string(index=False))
     for failure in failures:
         print("FAIL:", failure)
     print("all physics checks passed" if not failures else f"{len(failures)} physics check(s) failed")

@@ -38,6 +38,17 @@ TINY_SYSTEMS = [
 ]
 
 
+def pytest_configure(config):
+    """Where Slurm's client is installed but no controller runs (a laptop, or this
+    machine without scripts/ci/slurm-up), every `snakemake` start would wait ~10 s for
+    the Slurm plugin's probe; apply the fix `mdcampaign doctor` gives. The Slurm tests
+    skip there anyway."""
+    from mdcampaign.doctor import check_slurm_start_up_probe
+
+    if check_slurm_start_up_probe({}):
+        os.environ["SLURM_CONF"] = "/dev/null"
+
+
 def write_campaign(directory: Path, systems=None, protocol=None, **config) -> Path:
     """Write config/config.yaml and config/systems.tsv for a campaign in `directory`."""
     systems = systems if systems is not None else TINY_SYSTEMS

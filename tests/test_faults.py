@@ -83,6 +83,7 @@ def test_kill_9_at_random_moments_never_loses_or_duplicates_frames(prepared_ala,
     run_kill_trials(prepared_ala, tmp_path, trials=4, seed=2026)
 
 
+@pytest.mark.slow
 @pytest.mark.soak
 def test_kill_9_soak(prepared_ala, tmp_path):
     run_kill_trials(prepared_ala, tmp_path, trials=25, seed=11)

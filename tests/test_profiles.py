@@ -39,3 +39,19 @@ def test_snakemake_lint_is_clean():
 def test_snakefmt_check_is_clean():
     result = subprocess.run(["snakefmt", "--check", str(REPO / "workflow")], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(shutil.which("scontrol") is None or shutil.which("sinfo") is None,
+                    reason="Slurm's client is not installed here")
+def test_doctor_warns_when_an_unreachable_slurm_controller_slows_every_start(tmp_path, monkeypatch):
+    from mdcampaign.doctor import WARN, check_slurm_start_up_probe
+
+    # a real scontrol, pointed at a controller that is not there (nothing listens on port 9)
+    nowhere = tmp_path / "slurm.conf"
+    nowhere.write_text("ClusterName=nowhere\nSlurmctldHost=localhost(127.0.0.1)\nSlurmctldPort=9\n")
+    monkeypatch.setenv("SLURM_CONF", str(nowhere))
+    [check] = check_slurm_start_up_probe({"executor": "local"})
+    assert check.status == WARN and "SLURM_CONF=/dev/null" in check.fix
+    assert check_slurm_start_up_probe({"executor": "slurm"}) == []  # there, `doctor` checks the controller itself
+    monkeypatch.setenv("SLURM_CONF", "/dev/null")  # the fix: scontrol gives up at once
+    assert check_slurm_start_up_probe({"executor": "local"}) == []

@@ -10,6 +10,7 @@ import importlib.metadata
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,6 +160,24 @@ def check_slurm(profile: dict, config: dict, profile_path: Path) -> list[Check]:
     return checks
 
 
+def check_slurm_start_up_probe(profile: dict) -> list[Check]:
+    """On a machine that has Slurm's client but no reachable controller, the Slurm
+    executor plugin's `scontrol show config` (10 s timeout, asked while Snakemake loads
+    its plugins, whatever the executor) makes every `snakemake` start 10 s slower."""
+    if profile.get("executor") == "slurm" or not shutil.which("scontrol") or not shutil.which("sinfo"):
+        return []
+    started = time.monotonic()
+    try:
+        subprocess.run(["scontrol", "show", "config"], capture_output=True, timeout=3)
+    except subprocess.TimeoutExpired:
+        pass
+    if time.monotonic() - started < 2:  # an answer, or a quick refusal: either costs nothing
+        return []
+    return [Check(WARN, "Slurm's client is installed here but no Slurm controller answers: every `snakemake` start "
+                        "waits up to 10 s for the Slurm executor plugin's `scontrol show config`",
+                  "export SLURM_CONF=/dev/null in this shell when this machine does not use Slurm")]
+
+
 def _user() -> str:
     import getpass
 
@@ -256,6 +275,7 @@ def run_checks(directory: Path, config_file: str, profile_name: str | None) -> l
         return checks
     checks += check_platforms(config, profile)
     checks += check_slurm(profile, config, profile_path) if profile_path else []
+    checks += check_slurm_start_up_probe(profile)
     checks += check_store(config)
     checks += check_space(campaign, directory, profile)
     return checks

@@ -70,6 +70,11 @@ def main() -> int:
     parser.add_argument("--signac", help="a Python with signac-flow installed (skip the comparison if absent)")
     args = parser.parse_args()
     shapes = [tuple(int(n) for n in shape.split("x")) for shape in args.shapes.split(",")]
+    from mdcampaign.doctor import check_slurm_start_up_probe
+
+    for warning in check_slurm_start_up_probe({}):  # 9 s of waiting per start would swamp every figure
+        print(f"{warning.what}; measuring with the fix: {warning.fix}", file=sys.stderr)
+        os.environ["SLURM_CONF"] = "/dev/null"
     snakemake = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--profile",
                  str(REPO / "profiles" / "local"), "-n", "--quiet"]
     status = [sys.executable, "-m", "mdcampaign.cli", "status", "--json", "--no-slurm"]

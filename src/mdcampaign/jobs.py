@@ -70,12 +70,20 @@ def main(argv=None) -> int:
     """scripts/job.py RULE SPEC THREADS RUNTIME: run one job of a shell-run rule."""
     argv = sys.argv[1:] if argv is None else argv
     rule, spec = argv[0], json.loads(argv[1])
-    threads = int(argv[2]) if len(argv) > 2 and argv[2].isdigit() else 1
-    runtime = float(argv[3]) if len(argv) > 3 and argv[3].replace(".", "", 1).isdigit() else None
-    context = JobContext(rule, spec["wildcards"], spec.get("params", {}), spec.get("config", {}), threads,
-                         runtime or None)
+    threads = int(_positive(argv[2]) or 1) if len(argv) > 2 else 1
+    runtime = _positive(argv[3]) if len(argv) > 3 else None
+    context = JobContext(rule, spec["wildcards"], spec.get("params", {}), spec.get("config", {}), threads, runtime)
     {"stage": stage, "simulate": simulate, "fetch": fetch, "analyze": analyze}[rule](context)
     return 0
+
+
+def _positive(text: str) -> float | None:
+    """A positive number given on the command line, else None."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if value > 0 else None
 
 
 @contextmanager
@@ -107,8 +115,6 @@ def job_logging(log_file: Path | str, what: str):
         sys.exit(EXIT_FAILED)
     finally:
         handler.flush()
-
-
 
 
 def setup(smk) -> None:
@@ -146,7 +152,7 @@ def stage(job: JobContext) -> None:
         stage_segment(store_of(job.config), sources, staged, info)
 
 
-def _deadline(runtime_minutes) -> float | None:
+def _deadline(runtime_minutes: float | None) -> float | None:
     """When this job must have stopped: the Slurm job's end time when running under
     Slurm, else None (no limit). Asked once per job."""
     job_id = os.environ.get("SLURM_JOB_ID")
@@ -158,8 +164,7 @@ def _deadline(runtime_minutes) -> float | None:
     end = slurm_end_time(job_id)
     if end is not None:
         return end
-    runtime = runtime_minutes
-    return time.time() + 60.0 * runtime if isinstance(runtime, (int, float)) and runtime > 0 else None
+    return time.time() + 60.0 * runtime_minutes if runtime_minutes else None
 
 
 def slurm_end_time(job_id: str) -> float | None:
@@ -245,7 +250,7 @@ def analyze(job: JobContext) -> None:
     from .engine import atomic_write_json
     from .transfer import read_manifest
 
-    with job_logging(job.log, f"analyze {layout.sim_name(job.wildcards['system'], job.wildcards['replica'])}"):
+    with job_logging(job.log, job.label):
         w = job.wildcards
         segments = int(w["segments"])
         manifests = [read_manifest(layout.segment_record(w["system"], w["replica"], k)) for k in range(segments)]

@@ -133,9 +133,8 @@ def failure_of(log: Path) -> dict | None:
 
 def _runner(work: Path) -> dict | None:
     """The runner working on a segment: alive True/False on this host, None elsewhere."""
-    try:
-        runner = json.loads((work / "runner.json").read_text())
-    except (FileNotFoundError, ValueError):
+    runner = _read_json(str(work / "runner.json"))
+    if not runner:
         return None
     if runner.get("host") != platform.node():
         runner["alive"] = None

@@ -180,26 +180,24 @@ def segment_record(system, replica, segment):
 FULL_PLAN = "--report" in sys.argv
 
 
+# Every simulation's analysis, in the order of SIMULATIONS.
+ANALYSIS_FILES = [
+    layout.analysis_file(sim.system, sim.replica, sim.n_segments) for sim in SIMULATIONS
+]
+
+
 def unfinished_analyses(wildcards):
     """The summary's inputs: the analyses still to be made. A finished, analyzed
     simulation (its completion record exists, a file no rule makes) is not an input
     at all, so that re-planning a mostly finished campaign neither creates jobs nor
-    checks files for it; the summary reads every analysis from `analysis_files`."""
+    checks files for it; the summary reads every analysis from ANALYSIS_FILES."""
     return [
-        layout.analysis_file(sim.system, sim.replica, sim.n_segments)
-        for sim in SIMULATIONS
+        analysis
+        for sim, analysis in zip(SIMULATIONS, ANALYSIS_FILES)
         if FULL_PLAN
         or not os.path.exists(
             layout.completion_record(sim.system, sim.replica, sim.n_segments)
         )
-    ]
-
-
-def analysis_files():
-    """Every simulation's analysis, in the order of SIMULATIONS."""
-    return [
-        layout.analysis_file(sim.system, sim.replica, sim.n_segments)
-        for sim in SIMULATIONS
     ]
 
 

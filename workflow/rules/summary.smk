@@ -16,7 +16,7 @@ rule summary:
         "../envs/mdcampaign.yaml"
     params:
         simulations=[simulation_identity(sim) for sim in SIMULATIONS],
-        analyses=analysis_files(),
+        analyses=ANALYSIS_FILES,
         campaign=CAMPAIGN.name,
     script:
         "../../scripts/summary.py"

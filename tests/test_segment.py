@@ -49,9 +49,21 @@ def wait_for(predicate, timeout=60.0, interval=0.005):
 
 
 def killed_after_two_checkpoints(command: list[str], work: Path) -> None:
-    """Run a segment and SIGKILL it once it has written two checkpoints."""
+    """Run a segment and SIGKILL it once it has written two checkpoints: frozen first
+    (SIGSTOP), and killed only when both files are there, never between the rotation of
+    one checkpoint and the rename of the next (the runner recovers from that state too,
+    but the tests that call this damage `checkpoint.chk`)."""
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    assert wait_for(lambda: (work / "checkpoint.prev.chk").exists() or process.poll() is not None)
+
+    def both_checkpoints():
+        return (work / "checkpoint.prev.chk").exists() and (work / "checkpoint.chk").exists()
+
+    while True:
+        assert wait_for(lambda: both_checkpoints() or process.poll() is not None)
+        process.send_signal(signal.SIGSTOP)
+        if both_checkpoints() or process.poll() is not None:
+            break
+        process.send_signal(signal.SIGCONT)
     process.send_signal(signal.SIGKILL)
     process.wait()
 

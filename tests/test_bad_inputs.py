@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from conftest import REPO, STRUCTURES, report, snakemake, write_campaign
-from mdcampaign.campaign import load_campaign, read_config_file
+from mdcampaign.campaign import load_campaign
+from mdcampaign.configuration import read_config_file
 from mdcampaign.errors import CampaignError, SegmentError
 
 CASES = yaml.safe_load((Path(__file__).parent / "data" / "bad_inputs.yaml").read_text())
@@ -35,6 +36,9 @@ def build(case: dict, directory: Path) -> Path:
     config_path.write_text(yaml.safe_dump(config))
     if "config_text" in case:
         config_path.write_text(case["config_text"])
+    if case.get("replace_config_with_directory"):
+        config_path.unlink()
+        config_path.mkdir()
     if "systems_text" in case:
         (directory / "config" / "systems.tsv").write_text(case["systems_text"].format(structures=STRUCTURES))
     if case.get("systems_missing"):
@@ -105,3 +109,13 @@ def test_an_unsupported_ligand_stops_in_setup_and_nothing_is_simulated(tmp_path)
     assert "FAILED: structure 'ligand.pdb': residue(s) LIG 1 (chain B) have no template" in output
     assert "rule simulate" not in output
     assert not (directory / "results" / "sims").exists()
+
+
+def test_nested_command_line_config_is_read_as_numbers(tmp_path):
+    directory = write_campaign(tmp_path / "campaign")
+    accepted = snakemake(directory, "-n", "--config", "protocol={target_ns: 0.006, temperature_K: 310}")
+    assert "simulate" in accepted.stdout
+    refused = snakemake(directory, "-n", "--config", "protocol={temperature_K: nan}", check=False)
+    lines = [line for line in (refused.stdout + refused.stderr).splitlines() if line.strip()]
+    assert refused.returncode == 1 and "Traceback" not in refused.stdout + refused.stderr
+    assert lines[-1] == "mdcampaign: config/config.yaml: protocol.temperature_K: must be a finite number (got nan)"

@@ -146,3 +146,43 @@ def load_defaults():
     from conftest import _schema_defaults
 
     return _schema_defaults()
+
+
+def test_ids_read_as_missing_values_by_spreadsheets_are_names(tmp_path):
+    alanine = str(STRUCTURES / "alanine-dipeptide.pdb")
+    write_campaign(tmp_path, systems=[{"id": "NA", "structure": alanine}, {"id": "nan", "structure": alanine}])
+    assert sorted(load(tmp_path).systems) == ["NA", "nan"]
+
+
+def test_empty_trailing_columns_of_a_spreadsheet_export_are_ignored(tmp_path):
+    write_campaign(tmp_path)
+    alanine = STRUCTURES / "alanine-dipeptide.pdb"
+    (tmp_path / "config" / "systems.tsv").write_text(f"id\tstructure\treplicas\t\t\nala\t{alanine}\t2\t\t\n")
+    assert [s.name for s in load(tmp_path).simulations] == ["ala/r1", "ala/r2"]
+
+
+def test_home_and_environment_variables_in_paths_are_expanded(tmp_path, monkeypatch):
+    monkeypatch.setenv("MDCAMPAIGN_TEST_WORK", str(tmp_path / "work"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    write_campaign(tmp_path, store="$MDCAMPAIGN_TEST_WORK/store", scratch="~/scratch")
+    campaign = load(tmp_path)
+    assert campaign.store == f"{tmp_path}/work/store"
+    assert campaign.scratch_here == f"{tmp_path}/home/scratch"
+    # another site's scratch is expanded on that site, not here (its variables may not exist here)
+    write_campaign(tmp_path, site="here", scratch="$MDCAMPAIGN_UNSET_HERE/x",
+                   sites={"here": {"scratch": "${MDCAMPAIGN_TEST_WORK}/md"}, "there": {"scratch": "$ELSEWHERE/md"}})
+    assert load(tmp_path).scratch_here == f"{tmp_path}/work/md"
+
+
+def test_a_remote_store_is_not_expanded_here(tmp_path):
+    write_campaign(tmp_path, store="cluster:/work/me/store")
+    assert load(tmp_path).store == "cluster:/work/me/store"
+
+
+def test_nested_command_line_values_are_read_as_numbers():
+    from mdcampaign.configuration import command_line_values
+
+    given = {"protocol": {"segment_ns": "0.02", "replicas": "3", "hmr": "false", "forcefield": "amber14"},
+             "platform": "CPU"}
+    assert command_line_values(given) == {
+        "protocol": {"segment_ns": 0.02, "replicas": 3, "hmr": False, "forcefield": "amber14"}, "platform": "CPU"}

@@ -94,3 +94,21 @@ def test_the_html_report_shows_every_simulation(finished):
     for simulation in ("ala/r1", "ala/r2", "ala-water/r1"):
         assert simulation in html
     assert "summary.tsv" in html and "summary.png" in html
+
+
+def test_the_readme_commands_work_from_the_plain_install(finished, tmp_path):
+    """`pip install -e .` without the test extras, in a fresh virtual environment as
+    the README says, is enough for every command the README shows."""
+    venv = tmp_path / "venv"
+    subprocess.run(["python3", "-m", "venv", str(venv)], check=True)
+    install = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "-e", str(REPO)], capture_output=True,
+                             text=True, timeout=900)
+    assert install.returncode == 0, install.stderr[-2000:]
+    env = {**os.environ, "PATH": f"{venv / 'bin'}:{os.environ['PATH']}", "VIRTUAL_ENV": str(venv)}
+    commands = [["mdcampaign", "validate"], ["mdcampaign", "status", "--no-slurm"],
+                ["snakemake", "-s", str(SNAKEFILE), "--profile", str(REPO / "profiles" / "local"), "-n"],
+                ["snakemake", "-s", str(SNAKEFILE), "--report", str(tmp_path / "report.html")]]
+    for command in commands:
+        result = subprocess.run(command, cwd=finished, capture_output=True, text=True, env=env)
+        assert result.returncode == 0, f"{' '.join(command)}: {result.stderr[-2000:]}"
+    assert "summary.tsv" in (tmp_path / "report.html").read_text()

@@ -17,9 +17,13 @@ from .errors import CampaignError
 from .forcefields import forcefield_files
 from .sites import ASSIGNMENT_FILE, Site, Work, assign, read_assignment
 from .structures import STRUCTURE_SUFFIXES, inspect_structure
-from .validation import coerce_cell, load_schema, safe_load_yaml, suggest, validate
+from .configuration import expand_path, read_config_file  # noqa: F401 (doctor imports it from here until it moves)
+from .validation import coerce_cell, load_schema, suggest, validate
 
 BAROSTAT_INTERVAL_STEPS = 25
+# Segment names have layout.SEGMENT_DIGITS digits; more segments also mean more jobs
+# than any allocation would want.
+MAX_SEGMENTS = 10**layout.SEGMENT_DIGITS
 # Above this timestep, hydrogen mass repartitioning is required for stable dynamics.
 MAX_TIMESTEP_WITHOUT_HMR_FS = 2.5
 
@@ -99,6 +103,11 @@ class Protocol:
             yield str(error)
         if self.segment_ns > self.target_ns + 1e-12:
             yield f"segment_ns ({self.segment_ns}) must not exceed target_ns ({self.target_ns})"
+        if self.n_segments > MAX_SEGMENTS:
+            yield (
+                f"target_ns ({self.target_ns}) / segment_ns ({self.segment_ns}) makes {self.n_segments} segments per "
+                f"simulation; at most {MAX_SEGMENTS} (use longer segments)"
+            )
         if self.timestep_fs > MAX_TIMESTEP_WITHOUT_HMR_FS and not self.hmr:
             yield (
                 f"timestep_fs {self.timestep_fs} needs hmr: true (without hydrogen mass "
@@ -186,8 +195,8 @@ class Campaign:
     name: str
     config_file: str
     systems_file: str
-    store: str
-    scratch: str
+    store: str  # with ~ and $VARIABLES expanded (a local store)
+    scratch: str  # as configured
     platform: str
     defaults: Protocol
     systems: dict[str, System]
@@ -196,6 +205,7 @@ class Campaign:
     local_rules: tuple = ()
     sites: dict = field(default_factory=dict)  # name -> sites.Site
     site: str | None = None  # the site this run is
+    scratch_here: str = "scratch"  # this run's scratch (the site's, or `scratch`), expanded
     simulations: list[Simulation] = field(default_factory=list)
     _by_key: dict = field(default_factory=dict, repr=False)
 
@@ -212,10 +222,6 @@ class Campaign:
             return self.simulations
         return [s for s in self.simulations if s.site == self.site]
 
-    @property
-    def scratch_here(self) -> str:
-        site = self.sites.get(self.site) if self.site else None
-        return site.scratch if site and site.scratch else self.scratch
 
 
 def replica_seed(system: str, replica: int, salt: int) -> int:
@@ -238,26 +244,6 @@ def account_problem(config: dict) -> str | None:
     return None
 
 
-def read_config_file(path: Path | str) -> dict:
-    """Parse a config YAML file; a syntax error becomes one line with its position."""
-    import yaml
-
-    path = Path(path)
-    try:
-        config = safe_load_yaml(path.read_text())
-    except FileNotFoundError:
-        raise CampaignError(f"{path}: config file not found (run from the campaign directory or give its path)") from None
-    except UnicodeDecodeError:
-        raise CampaignError(f"{path}: not a text file (expected YAML)") from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f", line {mark.line + 1}" if mark else ""
-        raise CampaignError(f"{path}{where}: not valid YAML ({getattr(error, 'problem', None) or error})") from None
-    if not isinstance(config, dict):
-        raise CampaignError(f"{path}: expected a mapping of keys to values at the top level")
-    return config
-
-
 def load_campaign(config: dict, config_file: str = "config/config.yaml", base_dir: Path | str = ".",
                   schema_dir: str | None = None) -> Campaign:
     """Validate the config (filling defaults in place) and the systems table it names.
@@ -272,12 +258,20 @@ def load_campaign(config: dict, config_file: str = "config/config.yaml", base_di
     rows = read_systems_table(base_dir / systems_file, systems_file)
     row_schema = load_schema("systems.schema.yaml", schema_dir)
     systems: dict[str, System] = {}
+    folded_ids: dict[str, System] = {}
     for line, row in rows:
         systems_entry = _system(row, line, systems_file, row_schema, protocol_schema, config["protocol"], base_dir)
         if systems_entry.id in systems:
             raise CampaignError(
                 f"{systems_file}, line {line}: duplicate system id '{systems_entry.id}' "
                 f"(first defined on line {systems[systems_entry.id].line}); ids must be unique"
+            )
+        first = folded_ids.setdefault(systems_entry.id.casefold(), systems_entry)
+        if first is not systems_entry:
+            raise CampaignError(
+                f"{systems_file}, line {line}: system id '{systems_entry.id}' differs from '{first.id}' (line "
+                f"{first.line}) only in case; ids name folders, which collide on case-insensitive file systems "
+                "(macOS, Windows shares)"
             )
         systems[systems_entry.id] = systems_entry
     if not systems:
@@ -291,6 +285,10 @@ def load_campaign(config: dict, config_file: str = "config/config.yaml", base_di
              for name, spec in config["sites"].items()}
     site = config.get("site")
     _check_sites(sites, site, systems, config_file, systems_file)
+    store = _store_location(config["store"], config_file, base_dir)
+    scratch_key = f"sites.{site}.scratch" if site and sites[site].scratch else "scratch"
+    scratch_here = expand_path(sites[site].scratch if scratch_key != "scratch" else config["scratch"],
+                               f"{config_file}: {scratch_key}")
     if sites:
         plan = read_assignment(base_dir / ASSIGNMENT_FILE, sites)
         placed = site_assignment(simulations, systems, sites, plan)
@@ -299,8 +297,9 @@ def load_campaign(config: dict, config_file: str = "config/config.yaml", base_di
         name=config["campaign"],
         config_file=config_file,
         systems_file=systems_file,
-        store=config["store"],
+        store=store,
         scratch=config["scratch"],
+        scratch_here=scratch_here,
         platform=config["platform"],
         defaults=defaults,
         systems=systems,
@@ -314,10 +313,22 @@ def load_campaign(config: dict, config_file: str = "config/config.yaml", base_di
     )
 
 
+def _store_location(text: str, config_file: str, base_dir: Path) -> str:
+    """The store as configured, with ~ and $VARIABLES expanded where it is local; a
+    location that can never work is refused here, before anything runs."""
+    from .locations import check_location, split_remote
+
+    store = text if split_remote(text, base_dir) else expand_path(text, f"{config_file}: store")
+    problem = check_location(store, base_dir)
+    if problem:
+        raise CampaignError(f"{config_file}: store: '{text}' {problem}")
+    return store
+
+
 def _check_sites(sites: dict, site: str | None, systems: dict, config_file: str, systems_file: str) -> None:
     if site is not None and site not in sites:
         known = f"one of: {', '.join(sites)}" if sites else "defined under `sites:` in the config (there are none)"
-        raise CampaignError(f"{config_file}: site '{site}' (this run's site, from the profile or --config) must be {known}")
+        raise CampaignError(f"{config_file}: site {site!r} (this run's site, from the profile or --config) must be {known}")
     if sites and site is None:
         raise CampaignError(
             f"{config_file}: this campaign has sites ({', '.join(sites)}): say which one this run is, with "
@@ -432,6 +443,9 @@ def read_systems_table(path: Path, label: str) -> list[tuple[int, dict]]:
     header_line, header_text = numbered[0]
     header = next(csv.reader(io.StringIO(header_text), delimiter="\t"))
     header = [column.strip() for column in header]
+    # Spreadsheets export empty columns after the last one with a name: ignore them.
+    while header and not header[-1]:
+        header.pop()
     if "id" not in header or "structure" not in header:
         hint = ""
         if len(header) == 1 and ("," in header_text or ";" in header_text or " " in header_text.strip()):
@@ -441,18 +455,31 @@ def read_systems_table(path: Path, label: str) -> list[tuple[int, dict]]:
             f"{label}, line {header_line}: header lacks column(s) {', '.join(repr(c) for c in missing)}{hint}; "
             f"found {', '.join(repr(c) for c in header)}"
         )
+    if "" in header:
+        raise CampaignError(
+            f"{label}, line {header_line}: column {header.index('') + 1} of the header has no name "
+            "(name it, or delete the empty column)"
+        )
     duplicated = sorted({c for c in header if header.count(c) > 1})
     if duplicated:
         raise CampaignError(f"{label}, line {header_line}: column '{duplicated[0]}' appears twice in the header")
     rows = []
     for number, line in numbered[1:]:
         cells = next(csv.reader(io.StringIO(line), delimiter="\t"))
+        while len(cells) > len(header) and not cells[-1].strip():
+            cells.pop()  # the empty trailing columns of a spreadsheet export
         if len(cells) > len(header):
             raise CampaignError(
                 f"{label}, line {number}: {len(cells)} fields but the header has {len(header)} columns "
                 "(columns must be separated by single tabs)"
             )
-        row = {column: cell.strip() for column, cell in zip(header, cells) if cell.strip() not in ("", "NA")}
+        if len(cells) == 1 and len(header) > 1 and len(cells[0].split()) > 1:
+            raise CampaignError(
+                f"{label}, line {number}: one field where the header has {len(header)} columns: columns must be "
+                "separated by tabs, not spaces (does your editor turn tabs into spaces?)"
+            )
+        # Every cell is text as written: an id 'NA' or 'nan' is a name, not a missing value.
+        row = {column: cell.strip() for column, cell in zip(header, cells) if cell.strip()}
         rows.append((number, row))
     return rows
 

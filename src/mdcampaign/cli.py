@@ -10,7 +10,8 @@ import tempfile
 from pathlib import Path
 
 from . import layout
-from .campaign import check_started, load_campaign, planning_work, read_config_file
+from .campaign import check_started, load_campaign, planning_work
+from .configuration import read_config_file
 from .errors import CampaignError, TransferError
 from .sites import ASSIGNMENT_FILE, assign, projected_days, write_assignment
 

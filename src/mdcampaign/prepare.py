@@ -26,16 +26,22 @@ from . import engine
 from .campaign import BAROSTAT_INTERVAL_STEPS, Protocol
 from .errors import CampaignError, SegmentError
 from .forcefields import MODELLER_WATER
+from .structures import SALT_ION_RESIDUES, WATER_RESIDUES, inspect_structure
 
 log = logging.getLogger(__name__)
 
-WATER_NAMES = {"HOH", "WAT", "H2O", "SOL", "TIP", "TIP3", "TIP4", "SPC", "DOD"}
+# One list for validation and setup: structures.py (which imports no OpenMM) holds it.
+WATER_NAMES = WATER_RESIDUES
 # Monovalent salt from crystallization; addSolvent adds the ions the protocol asks for.
-SALT_ION_NAMES = {"NA", "CL", "K", "NA+", "CL-", "K+", "SOD", "CLA", "POT"}
+SALT_ION_NAMES = SALT_ION_RESIDUES
 CAP_NAMES = {"ACE", "NME", "NH2"}
 RESTRAINT_K = 1000.0  # kJ/mol/nm^2 on solute heavy atoms during the first equilibration phase
 MINIMIZATION_TOLERANCE = 10.0  # kJ/mol/nm
 THERMO_EVERY_PS = 1.0
+# Atoms closer than this are duplicates or on top of each other (minimization turns them
+# into NaN). Far below any real interatomic distance (H-H contacts are > 0.1 nm);
+# alternate locations never reach the check (OpenMM's readers keep the first).
+OVERLAP_NM = 0.01
 
 
 def solute_atom_indices(topology: app.Topology) -> list[int]:
@@ -141,6 +147,9 @@ def fix_structure(structure: Path, ph: float):
         modeller.delete(removable)
         fixer.topology, fixer.positions = modeller.topology, modeller.positions
         info["removed_residues"] = sorted({r.name for r in removable})
+    if fixer.topology.getNumAtoms() == 0:
+        raise CampaignError(f"structure '{structure}' has no atoms besides water and salt ions (nothing to simulate)")
+    check_overlapping_atoms(fixer.topology, fixer.positions, structure)
     fixer.findMissingResidues()
     info["missing_residues_not_modelled"] = sum(len(v) for v in fixer.missingResidues.values())
     fixer.missingResidues = {}
@@ -159,6 +168,10 @@ def fix_structure(structure: Path, ph: float):
 def _read_structure(structure: Path):
     from pdbfixer import PDBFixer
 
+    # The validation-time check again: setup may run where the campaign was not validated.
+    problem, _ = inspect_structure(structure)
+    if problem:
+        raise CampaignError(f"structure '{structure}' {problem}")
     suffix = structure.suffix.lower()
     try:
         if suffix == ".gro":
@@ -191,6 +204,42 @@ def _fixer_from_gro(structure: Path):
 def _one_line(error: Exception) -> str:
     text = " ".join(str(error).split())
     return text[:300] or type(error).__name__
+
+
+def check_overlapping_atoms(topology: app.Topology, positions, structure: Path) -> None:
+    """Refuse atoms on top of each other (a duplicated ATOM line, coordinates pasted
+    twice) before pdbfixer and the minimizer turn them into NaN. O(N log N)."""
+    import numpy as np
+    from scipy.spatial import cKDTree  # scipy comes with mdtraj
+
+    xyz = np.asarray(positions.value_in_unit(unit.nanometer) if unit.is_quantity(positions) else positions,
+                     dtype=float).reshape(-1, 3)
+    bad = np.flatnonzero(~np.isfinite(xyz).all(axis=1))
+    if len(bad):
+        atom = list(topology.atoms())[int(bad[0])]
+        more = f" ({len(bad)} such atoms)" if len(bad) > 1 else ""
+        raise CampaignError(f"structure '{structure}': atom {_atom_label(atom)} has coordinates that are not "
+                            f"numbers{more}")
+    if len(xyz) < 2:
+        return
+    pairs = cKDTree(xyz).query_pairs(OVERLAP_NM, output_type="ndarray")
+    if len(pairs) == 0:
+        return
+    distances = np.linalg.norm(xyz[pairs[:, 0]] - xyz[pairs[:, 1]], axis=1)
+    closest = int(np.lexsort((pairs[:, 1], pairs[:, 0], distances))[0])
+    atoms = list(topology.atoms())
+    first, second = (atoms[int(k)] for k in sorted(pairs[closest]))
+    more = f" ({len(pairs)} such pairs)" if len(pairs) > 1 else ""
+    raise CampaignError(
+        f"structure '{structure}': atoms {_atom_label(first)} and {_atom_label(second)} are "
+        f"{distances[closest]:.3f} nm apart, closer than {OVERLAP_NM} nm{more}: duplicated or overlapping atoms; "
+        "remove the duplicates or fix their coordinates"
+    )
+
+
+def _atom_label(atom) -> str:
+    residue = atom.residue
+    return f"{residue.name} {residue.id}{residue.insertionCode.strip()} {atom.name} (chain {residue.chain.id})"
 
 
 def check_templates(forcefield: app.ForceField, topology: app.Topology, structure: Path, protocol: Protocol):

@@ -3,18 +3,30 @@ file that rejects what cannot possibly work before anything runs."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 STRUCTURE_SUFFIXES = (".pdb", ".ent", ".cif", ".mmcif", ".pdbx", ".gro")
-WATER_RESIDUES = ("HOH", "WAT", "SOL", "TIP3")
+# Residue names `setup` removes before anything else (crystallographic water, and
+# monovalent salt: addSolvent adds the ions the protocol asks for). The one list for
+# validation (here) and setup (prepare.py imports these); compare upper-cased names.
+WATER_RESIDUES = frozenset({"HOH", "WAT", "H2O", "SOL", "TIP", "TIP3", "TIP4", "SPC", "DOD"})
+SALT_ION_RESIDUES = frozenset({"NA", "CL", "K", "NA+", "CL-", "K+", "SOD", "CLA", "POT"})
+HYDROGEN_ELEMENTS = ("H", "D")
+MMCIF_COORDINATES = ("Cartn_x", "Cartn_y", "Cartn_z")
+
+# An mmCIF value: a quoted string (the quote closes only before whitespace) or a word.
+_CIF_TOKEN = re.compile(r"""'.*?'(?=\s|$)|".*?"(?=\s|$)|\S+""")
 
 
 def inspect_structure(path: Path) -> tuple[str | None, int]:
     """A cheap check that a structure file is what its name says, and its number of
-    non-water heavy atoms. Returns (problem or None, heavy atoms).
+    non-water heavy atoms (first model only). Returns (problem or None, heavy atoms).
 
     Parsing waits for `setup`; this only rejects files that cannot possibly work (empty,
-    binary, no atom records) before anything runs.
+    binary, no atom records, nothing left once water and salt are removed, an mmCIF
+    without coordinates) before anything runs. One pass over the lines, no parsing of
+    coordinates: it runs for every system at every `snakemake` start.
     """
     data = path.read_bytes()
     if not data.strip():
@@ -28,22 +40,122 @@ def inspect_structure(path: Path) -> tuple[str | None, int]:
     suffix = path.suffix.lower()
     lines = text.splitlines()
     if suffix in (".pdb", ".ent"):
-        atoms = [line for line in lines if line.startswith(("ATOM  ", "HETATM"))]
-        if not atoms:
-            return "has no ATOM or HETATM records (is it really a PDB file?)", 0
-        heavy = sum(1 for line in atoms if line[17:20].strip() not in WATER_RESIDUES and line[76:78].strip() != "H")
+        problem, atoms = _pdb_atoms(lines)
     elif suffix in (".cif", ".mmcif", ".pdbx"):
-        if "_atom_site." not in text:
-            return "has no _atom_site loop (is it really an mmCIF file?)", 0
-        atoms = [line.split() for line in lines if line.startswith(("ATOM ", "HETATM "))]
-        heavy = sum(1 for fields in atoms if len(fields) > 5 and fields[2] != "H" and fields[5] not in WATER_RESIDUES)
+        problem, atoms = _mmcif_atoms(lines)
     else:  # .gro
-        try:
-            count = int(lines[1].strip())
-        except (IndexError, ValueError):
-            return "does not start with a title line and an atom count (is it really a GRO file?)", 0
-        if count <= 0 or len(lines) < count + 3:
-            return f"declares {count} atoms but is too short (truncated GRO file?)", 0
-        heavy = sum(1 for line in lines[2:count + 2] if line[5:10].strip() not in WATER_RESIDUES
-                    and not line[10:15].strip().startswith("H"))
+        problem, atoms = _gro_atoms(lines)
+    if problem:
+        return problem, 0
+    return _count(atoms)
+
+
+def _count(atoms) -> tuple[str | None, int]:
+    """(residue name, is hydrogen) pairs -> (problem, non-water heavy atoms)."""
+    heavy = 0
+    solute = False  # any atom, hydrogen or not, that setup keeps
+    for residue, hydrogen in atoms:
+        residue = residue.upper()
+        if residue in WATER_RESIDUES:
+            continue
+        if not hydrogen:
+            heavy += 1
+        if residue not in SALT_ION_RESIDUES:
+            solute = True
+    if heavy == 0 and not solute:
+        return "has no atoms besides water (nothing to simulate)", 0
+    if not solute:
+        return "has no atoms besides water and salt ions, which setup removes (nothing to simulate)", heavy
     return None, heavy
+
+
+def _pdb_atoms(lines: list[str]):
+    atoms = []
+    for line in lines:
+        if line.startswith(("ATOM  ", "HETATM")):
+            atoms.append((line[17:20].strip(), line[76:78].strip().upper() in HYDROGEN_ELEMENTS))
+        elif line.startswith("ENDMDL") and atoms:
+            break  # setup uses the first model
+    if not atoms:
+        return "has no ATOM or HETATM records (is it really a PDB file?)", []
+    return None, atoms
+
+
+def _gro_atoms(lines: list[str]):
+    try:
+        count = int(lines[1].strip())
+    except (IndexError, ValueError):
+        return "does not start with a title line and an atom count (is it really a GRO file?)", []
+    if count <= 0 or len(lines) < count + 3:
+        return f"declares {count} atoms but is too short (truncated GRO file?)", []
+    return None, [(line[5:10].strip(), line[10:15].strip().upper().startswith("H")) for line in lines[2:count + 2]]
+
+
+def _mmcif_atoms(lines: list[str]):
+    """The `_atom_site` loop of the first data block, columns found by name as OpenMM
+    does (tags are case-insensitive): residue from auth_comp_id or label_comp_id,
+    hydrogen from type_symbol (or the atom name), first model only."""
+    start = next((i for i, line in enumerate(lines) if line.lstrip()[:11].lower() == "_atom_site."), None)
+    if start is None:
+        return "has no _atom_site loop (is it really an mmCIF file?)", []
+    columns = []
+    i = start
+    while i < len(lines) and lines[i].lstrip()[:11].lower() == "_atom_site.":
+        columns.append(lines[i].split()[0][11:].lower())
+        i += 1
+    previous = next((lines[k].strip() for k in range(start - 1, -1, -1)
+                     if lines[k].strip() and not lines[k].lstrip().startswith("#")), "")
+    if previous.lower() != "loop_":
+        # Key-value form: one atom, each line `_atom_site.name value`.
+        values = [_tokens(line)[1:2] for line in lines[start:i]]
+        rows = [[v[0] if v else "?" for v in values]]
+    else:
+        rows = _loop_rows(lines, i, len(columns))
+    missing = [name for name in MMCIF_COORDINATES if name.lower() not in columns]
+    if missing:
+        names = " or ".join("_atom_site." + name for name in missing)
+        return f"has no {names} column (its atoms have incomplete coordinates)", []
+    if not rows:
+        return "has an empty _atom_site loop (no atoms)", []
+    index = {name: k for k, name in enumerate(columns)}
+    residue_col = index.get("auth_comp_id", index.get("label_comp_id"))
+    element_col = index.get("type_symbol")
+    name_col = index.get("auth_atom_id", index.get("label_atom_id"))
+    model_col = index.get("pdbx_pdb_model_num")
+    first_model = rows[0][model_col] if model_col is not None else None
+    atoms = []
+    for row in rows:
+        if model_col is not None and row[model_col] != first_model:
+            break  # setup uses the first model
+        residue = row[residue_col].strip("'\"") if residue_col is not None else ""
+        if element_col is not None:
+            hydrogen = row[element_col].strip("'\"").upper() in HYDROGEN_ELEMENTS
+        elif name_col is not None:
+            hydrogen = row[name_col].strip("'\"").lstrip("0123456789").upper().startswith("H")
+        else:
+            hydrogen = False
+        atoms.append((residue, hydrogen))
+    return None, atoms
+
+
+def _tokens(line: str) -> list[str]:
+    return _CIF_TOKEN.findall(line) if ("'" in line or '"' in line) else line.split()
+
+
+def _loop_rows(lines: list[str], i: int, width: int) -> list[list[str]]:
+    """The rows of a loop whose values start at line i (a row may span lines)."""
+    rows = []
+    row: list[str] = []
+    for line in lines[i:]:
+        stripped = line.lstrip()
+        if not stripped:
+            continue
+        if stripped.startswith(("#", "_")) or stripped[:5].lower() in ("loop_", "data_"):
+            break
+        if stripped.startswith(";"):
+            break  # multi-line text values do not occur in _atom_site; stop rather than guess
+        row.extend(_tokens(line))
+        while len(row) >= width:
+            rows.append(row[:width])
+            row = row[width:]
+    return rows

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -53,11 +55,33 @@ def _with_defaults(validator_class):
     return validators.extend(validator_class, {"properties": set_defaults})
 
 
+def _anchored_pattern(validator, pattern, instance, schema):
+    """JSON Schema's `pattern` searches; Python's `$` also matches before a final
+    newline, so "name\n" would pass "^...$". An anchored pattern must match the whole
+    text."""
+    if not validator.is_type(instance, "string"):
+        return
+    match = re.search(pattern, instance)
+    if match is None or (pattern.endswith("$") and match.end() != len(instance)):
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+def _is_finite_number(checker, instance) -> bool:
+    return Draft202012Validator.TYPE_CHECKER.is_type(instance, "number") and (
+        not isinstance(instance, float) or math.isfinite(instance)
+    )
+
+
+# NaN and infinity are YAML numbers (.nan, .inf) and table cells (nan, inf); nothing
+# physical is either, and they would pass every bound (NaN compares false).
+_FINITE_NUMBERS = Draft202012Validator.TYPE_CHECKER.redefine("number", _is_finite_number)
+_StrictValidator = validators.extend(Draft202012Validator, {"pattern": _anchored_pattern},
+                                     type_checker=_FINITE_NUMBERS)
+_DefaultingValidator = _with_defaults(_StrictValidator)
+
+
 def _copy(value):
     return copy.deepcopy(value)
-
-
-_DefaultingValidator = _with_defaults(Draft202012Validator)
 
 
 def validate(data: dict, schema: dict, where: str, fill_defaults: bool = True, key_word: str = "") -> dict:
@@ -67,7 +91,7 @@ def validate(data: dict, schema: dict, where: str, fill_defaults: bool = True, k
     ``config/systems.tsv, line 3 (id 'villin')``; ``key_word`` names what a key is
     called there (``column`` for table rows), giving "..., column replicas: ...".
     """
-    validator_class = _DefaultingValidator if fill_defaults else Draft202012Validator
+    validator_class = _DefaultingValidator if fill_defaults else _StrictValidator
     validator = validator_class(schema)
     errors = sorted(validator.iter_errors(data), key=_error_rank)
     if errors:
@@ -109,6 +133,8 @@ def describe_error(error: jsonschema.ValidationError, with_location: bool = True
         allowed = ", ".join(str(v) for v in error.validator_value)
         return f"{prefix}must be one of: {allowed} {got}{suggest(str(error.instance), [str(v) for v in error.validator_value])}"
     if kind == "type":
+        if isinstance(error.instance, float) and not math.isfinite(error.instance):
+            return f"{prefix}must be a finite number {got}"
         return f"{prefix}must be {_article(error.validator_value)} {got}"
     if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         symbol = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}[kind]

@@ -155,13 +155,6 @@ def test_inspecting_structures_does_not_import_openmm():
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
-def test_setup_removes_the_same_water_validation_ignores():
-    from mdcampaign import prepare, structures
-
-    assert prepare.WATER_NAMES is structures.WATER_RESIDUES
-    assert prepare.SALT_ION_NAMES is structures.SALT_ION_RESIDUES
-
-
 # --- as users see it --------------------------------------------------------------
 
 

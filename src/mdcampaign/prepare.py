@@ -30,10 +30,6 @@ from .structures import SALT_ION_RESIDUES, WATER_RESIDUES, inspect_structure
 
 log = logging.getLogger(__name__)
 
-# One list for validation and setup: structures.py (which imports no OpenMM) holds it.
-WATER_NAMES = WATER_RESIDUES
-# Monovalent salt from crystallization; addSolvent adds the ions the protocol asks for.
-SALT_ION_NAMES = SALT_ION_RESIDUES
 CAP_NAMES = {"ACE", "NME", "NH2"}
 RESTRAINT_K = 1000.0  # kJ/mol/nm^2 on solute heavy atoms during the first equilibration phase
 MINIMIZATION_TOLERANCE = 10.0  # kJ/mol/nm
@@ -49,7 +45,7 @@ def solute_atom_indices(topology: app.Topology) -> list[int]:
     return [
         atom.index
         for atom in topology.atoms()
-        if atom.residue.name.upper() not in WATER_NAMES and atom.residue.name.upper() not in SALT_ION_NAMES
+        if atom.residue.name.upper() not in WATER_RESIDUES and atom.residue.name.upper() not in SALT_ION_RESIDUES
     ]
 
 
@@ -92,7 +88,7 @@ def prepare(structure: Path, protocol: Protocol, out_dir: Path, platform: str = 
     system = create_system(forcefield, topology, protocol)
     info["atoms"] = topology.getNumAtoms()
     info["solute_atoms"] = len(solute_atom_indices(topology))
-    info["waters"] = sum(1 for r in topology.residues() if r.name in WATER_NAMES)
+    info["waters"] = sum(1 for r in topology.residues() if r.name in WATER_RESIDUES)
     info["forcefield_files"] = protocol.forcefield_files
 
     platform_name = engine.choose_platform(platform)
@@ -140,7 +136,7 @@ def fix_structure(structure: Path, ph: float):
     removable = [
         residue
         for residue in fixer.topology.residues()
-        if residue.name.upper() in WATER_NAMES or residue.name.upper() in SALT_ION_NAMES
+        if residue.name.upper() in WATER_RESIDUES or residue.name.upper() in SALT_ION_RESIDUES
     ]
     if removable:
         modeller = app.Modeller(fixer.topology, fixer.positions)

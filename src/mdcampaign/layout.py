@@ -20,6 +20,10 @@ import os
 
 RESULTS = "results"
 LOGS = "logs"
+# Snakemake's lock files (<n>.input.lock, <n>.output.lock), and the file every main
+# Snakemake process of the campaign holds a flock on while it lives (see runlock.py).
+SNAKEMAKE_LOCKS = ".snakemake/locks"
+RUN_LOCK = ".snakemake/mdcampaign/run.lock"
 
 SIM = "{system}/r{replica}"
 

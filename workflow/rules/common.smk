@@ -5,18 +5,14 @@ import sys
 from pathlib import Path
 
 from snakemake.settings.types import DeploymentMethod
-from snakemake.utils import min_version
+from snakemake.utils import min_version, update_config
 
 min_version("9.0")
 
 try:
-    from mdcampaign import layout
-    from mdcampaign.campaign import (
-        account_problem,
-        check_started,
-        load_campaign,
-        read_config_file,
-    )
+    from mdcampaign import layout, runlock
+    from mdcampaign.campaign import account_problem, check_started, load_campaign
+    from mdcampaign.configuration import command_line_values, read_config_file
     from mdcampaign.errors import CampaignError
     from mdcampaign.resources import measured_ns_per_day, segment_runtime_minutes
     from mdcampaign.summary import simulation_identity
@@ -38,6 +34,9 @@ for config_path in workflow.overwrite_configfiles or ["config/config.yaml"]:
 configfile: "config/config.yaml"
 
 
+# `--config protocol={segment_ns: 0.02}`: Snakemake hands nested values over as text.
+update_config(config, command_line_values(workflow.config_settings.config))
+
 CONFIG_FILE = str(workflow.configfiles[-1]) if workflow.configfiles else "config"
 SCHEMA_DIR = (
     Path(workflow.current_basedir.get_path_or_uri(secret_free=True)).parent / "schemas"
@@ -47,6 +46,11 @@ try:
     check_started(CAMPAIGN)
 except CampaignError as error:
     sys.exit(f"mdcampaign: {error}")
+
+# Before Snakemake checks its lock: clear the one a killed run left (kill -9, OOM, a
+# reboot) when that run provably no longer exists, or name the live run that holds it.
+if workflow.is_main_process:
+    runlock.claim()
 
 
 onstart:

@@ -219,3 +219,168 @@ def test_two_sites_share_one_store_and_the_summary_covers_everything(tmp_path, r
     plan = subprocess.run(["mdcampaign", "plan"], cwd=directories["alpha"], capture_output=True, text=True,
                           env={**os.environ, "PATH": ssh_path})
     assert plan.returncode == 0 and "alpha:" in plan.stdout and "beta:" in plan.stdout, plan.stderr
+
+
+# -- the last step of a fetch (verify, rename into place) losing its connection --------
+
+def _processes() -> dict[int, tuple[int, int, list[str]]]:
+    """pid -> (parent pid, uid, argv) of every process on this machine (the test server
+    is on loopback: its sessions are processes here)."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")[:-1]
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        table[int(entry.name)] = (int(fields["PPid"]), int(fields["Uid"].split()[0]),
+                                  [arg.decode(errors="replace") for arg in argv])
+    return table
+
+
+def _in_tree(pid: int, root: int, table: dict) -> bool:
+    while pid > 1:
+        if pid == root:
+            return True
+        pid = table.get(pid, (0,))[0]
+    return False
+
+
+class ConnectionDropper:
+    """Watches the test server for the remote shell of `put_directory`'s last step (its
+    script names the segment's partial folder and runs sha256sum). When it appears, the
+    connection's sshd (the shell's parent) is stopped: the shell runs on, verifies and
+    renames, but its answer is never sent. Once the rename is done on the server, that
+    connection's sshd processes are killed, so ssh here exits 255 with the answer lost:
+    the previous attempt's rename succeeded but the connection dropped before we heard."""
+
+    def __init__(self, segment: str):
+        import pwd
+        import threading
+
+        self.segment = segment.rstrip("/")
+        self.uid = pwd.getpwnam("mdstore").pw_uid
+        self.listener = int((SSH_DIR / "sshd.pid").read_text())
+        self.marker = f".{Path(self.segment).name}.partial"
+        self.dropped = False
+        self.problem = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def _watch(self):
+        import signal
+
+        while not self._stop.is_set():
+            table = _processes()
+            for pid, (parent, uid, argv) in table.items():
+                script = argv[2] if len(argv) > 2 and argv[1] == "-c" else ""
+                if uid != self.uid or self.marker not in script or "sha256sum" not in script:
+                    continue
+                if not _in_tree(pid, self.listener, table):
+                    continue
+                session = [parent, table.get(parent, (0,))[0]]  # `sshd: mdstore@notty`, `sshd: mdstore [priv]`
+                if session[1] == self.listener:
+                    session = session[:1]
+                os.kill(parent, signal.SIGSTOP)
+                deadline = time.time() + 60
+                partial = Path(self.segment).parent / self.marker
+                while time.time() < deadline and (partial.exists() or not Path(self.segment).is_dir()):
+                    time.sleep(0.02)
+                if partial.exists():
+                    self.problem = "the stopped connection's script did not rename the segment into place"
+                for victim in session:
+                    os.kill(victim, signal.SIGKILL)
+                self.dropped = True
+                return
+            time.sleep(0.002)
+
+
+def _drop_and_put(tmp_path: Path, store, relative_dir: str, remote_dir: str, sizes: dict[str, int]):
+    """put_directory while a ConnectionDropper watches; tries a few segments, in case the
+    watcher missed a (short) last step; returns (the dropper, the sources, the error)."""
+    for attempt in range(3):
+        source = tmp_path / f"segment-{attempt}"
+        source.mkdir(parents=True)
+        sources = files(source, sizes)
+        segment = f"{relative_dir}/{attempt:04d}"
+        with ConnectionDropper(f"{remote_dir}/{segment}") as dropper:
+            try:
+                store.put_directory(sources, segment)
+                error = None
+            except TransferError as caught:
+                error = caught
+        if dropper.dropped:
+            assert dropper.problem is None, dropper.problem
+            return dropper, sources, segment, error
+    pytest.fail("the final step was never seen on the server (too fast to catch?)")
+
+
+def test_fetch_whose_last_step_loses_the_connection_still_lands_verified(tmp_path, remote_root, caplog):
+    """The rename happened but the answer was lost (ssh exit 255): the step is retried,
+    finds the partial copy gone and the segment in place with the right checksums, and
+    succeeds; nothing is left over."""
+    if os.geteuid() != 0:
+        pytest.skip("needs to stop and kill the test server's session processes (run as root, like sshd-up)")
+    from mdcampaign.engine import sha256_file
+
+    caplog.set_level("WARNING", logger="mdcampaign.store")
+    store = open_store(f"{HOST}:{remote_root}", FAST)
+    dropper, sources, segment, error = _drop_and_put(
+        tmp_path, store, "sims/a/r1/segments", remote_root, {"trajectory.xtc": 64_000_000, "energies.csv": 2_000})
+    assert error is None, f"the dropped last step was not retried: {error}"
+    retried = [r.getMessage() for r in caplog.records if "moving it into place" in r.getMessage()]
+    assert retried and "retrying" in retried[0] and "exit 255" in retried[0], retried
+    assert remote_sums(f"{remote_root}/{segment}") == {name: sha256_file(path) for name, path in sources.items()}
+    leftovers = remote(f"find {remote_root} -name '.*' -not -path '*/.' ", check=False).split()
+    assert leftovers == [], f"stray partial data: {leftovers}"
+
+
+def test_last_step_failure_without_retries_has_a_reason(tmp_path, remote_root):
+    """With no retries left, the dropped last step is an error that says why (exit 255
+    and what ssh said, or that it said nothing): never an empty reason."""
+    if os.geteuid() != 0:
+        pytest.skip("needs to stop and kill the test server's session processes (run as root, like sshd-up)")
+    store = open_store(f"{HOST}:{remote_root}", TransferSettings(timeout_seconds=5, retries=0))
+    dropper, sources, segment, error = _drop_and_put(
+        tmp_path, store, "sims/a/r1/segments", remote_root, {"trajectory.xtc": 64_000_000})
+    assert error is not None, "a dropped connection with no retries left must be an error"
+    message = str(error)
+    assert "moving it into place failed" in message and "exit 255" in message, message
+    reason = message.split(" failed", 1)[1].lstrip(":( ").strip()
+    assert reason and "\n" not in message, message
+    # the rename did happen: running the fetch again completes it
+    store.put_directory(sources, segment)
+    from mdcampaign.engine import sha256_file
+
+    assert remote_sums(f"{remote_root}/{segment}") == {name: sha256_file(path) for name, path in sources.items()}
+
+
+def test_last_step_is_idempotent_and_refuses_a_copy_it_did_not_send(tmp_path, remote_root):
+    from mdcampaign.engine import sha256_file
+
+    store = open_store(f"{HOST}:{remote_root}", FAST)
+    sources = files(tmp_path, {"trajectory.xtc": 10_000, "energies.csv": 100})
+    store.put_directory(sources, "sims/a/r1/segments/0000")
+    sums = {name: sha256_file(path) for name, path in sources.items()}
+    started = time.time()
+    store._finish("sims/a/r1/segments", "0000", sums, stamp=1)  # an answer lost: done again, succeeds
+    with pytest.raises(TransferError, match="the copy in place is not the one just sent") as caught:
+        store._finish("sims/a/r1/segments", "0000", {**sums, "energies.csv": "0" * 64}, stamp=1)
+    assert "(exit 1)" in str(caught.value)
+    with pytest.raises(TransferError, match="the copy in place is not the one just sent"):
+        store._finish("sims/a/r1/segments", "0000", {"trajectory.xtc": sums["trajectory.xtc"]}, stamp=1)  # extra file
+    with pytest.raises(TransferError, match="nothing is in place"):
+        store._finish("sims/a/r1/segments", "0001", sums, stamp=1)
+    assert time.time() - started < FAST.delay, "a refusal is not retried"
+    assert remote_sums(f"{remote_root}/sims/a/r1/segments/0000") == sums

@@ -17,7 +17,7 @@ from .errors import CampaignError
 from .forcefields import forcefield_files
 from .sites import ASSIGNMENT_FILE, Site, Work, assign, read_assignment
 from .structures import STRUCTURE_SUFFIXES, inspect_structure
-from .configuration import expand_path, read_config_file  # noqa: F401 (doctor imports it from here until it moves)
+from .configuration import expand_path
 from .validation import coerce_cell, load_schema, suggest, validate
 
 BAROSTAT_INTERVAL_STEPS = 25

@@ -29,10 +29,10 @@ def _load(args, check: bool = True):
     return campaign, config
 
 
-def _store(config):
+def _store(campaign, config):
     from .store import TransferSettings, open_store
 
-    return open_store(config["store"], TransferSettings(**config.get("transfer", {})))
+    return open_store(campaign.store, TransferSettings(**config.get("transfer", {})))
 
 
 def cmd_validate(args) -> int:
@@ -79,7 +79,7 @@ def cmd_plan(args) -> int:
     with tempfile.TemporaryDirectory(prefix="mdcampaign-plan-") as cache:
         manifests = read_manifests(Path(args.directory) / layout.RESULTS / "sims")
         try:
-            manifests += read_manifests(_store(config).collect("sims", "manifest.json", Path(cache)))
+            manifests += read_manifests(_store(campaign, config).collect("sims", "manifest.json", Path(cache)))
         except TransferError as error:
             print(f"note: could not read the store ({error}); using this site's records only", file=sys.stderr)
     started, done, speeds = progress(manifests)
@@ -115,7 +115,7 @@ def cmd_summary(args) -> int:
     from .summary import simulation_identity, summary_row, write_summary
 
     campaign, config = _load(args, check=False)
-    store = _store(config)
+    store = _store(campaign, config)
     rows = []
     with tempfile.TemporaryDirectory(prefix="mdcampaign-summary-") as cache:
         root = store.collect("sims", "analysis.json", Path(cache))

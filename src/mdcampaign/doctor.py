@@ -1,15 +1,19 @@
 """`mdcampaign doctor`: is this machine set up right for this campaign and profile?
 
 Each check prints PASS, WARN or FAIL with what to do. Nothing is changed, nothing is
-submitted; the store is only asked whether it can be written.
+submitted; the store and scratch are only asked whether they can be written (a
+probe file, removed at once; a remote store's folder is created as `stage` would).
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import os
+import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,33 +188,84 @@ def _user() -> str:
     return getpass.getuser()
 
 
-def check_store(config: dict) -> list[Check]:
-    from .store import is_remote
+def _folder_problem(path: Path) -> tuple[str, str] | None:
+    """(what is wrong, the fix) if ``path`` cannot be used as a folder to write in: it is
+    a file, it is not writable, or it does not exist and cannot be created. Asks the
+    file system by trying (a probe file or folder, removed at once), so that root,
+    ACLs and read-only mounts answer truly."""
+    path = path.absolute()
+    existing = next((p for p in [path, *path.parents] if p.exists()), Path("/"))
+    if not existing.is_dir():
+        if existing == path:
+            return f"{path} is a file, not a folder", "point it at a folder, or move the file away"
+        return (f"{path} cannot be created: {existing} is a file",
+                f"point it at a folder outside {existing}, or move that file away")
+    try:
+        if existing == path:
+            handle, probe = tempfile.mkstemp(prefix=".mdcampaign-doctor-", dir=path)
+            os.close(handle)
+            os.unlink(probe)
+        else:
+            os.rmdir(tempfile.mkdtemp(prefix=".mdcampaign-doctor-", dir=existing))
+    except OSError as error:
+        reason = error.strerror or str(error)
+        if existing == path:
+            return (f"{path} is not writable ({reason})",
+                    f"make it writable by your user (chmod u+w {_quote(str(path))}, or ask its owner), "
+                    "or point it elsewhere")
+        return (f"{path} cannot be created: {existing} is not writable ({reason})",
+                f"create it as a user who may (mkdir -p {_quote(str(path))}; then chown it to you), "
+                "or point it elsewhere")
+    return None
 
-    store = config["store"]
-    if is_remote(store):
-        host, path = store.split(":", 1)
-        script = f"mkdir -p {_quote(path)} && test -w {_quote(path)} && df -Pk {_quote(path)} | tail -1"
-        result = subprocess.run(["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=15", host, script],
-                                capture_output=True, text=True, timeout=120)
+
+def check_store(campaign, directory: Path | str = ".") -> list[Check]:
+    """The campaign's store (``campaign.store``: ``~`` and ``$VARS`` already expanded;
+    a relative local path is relative to ``directory``). A remote store is reached with
+    ssh only after `store.check_location` accepts it."""
+    from .locations import check_location, split_remote
+    from .store import remote_root
+
+    store = campaign.store
+    where = f"`store` in {getattr(campaign, 'config_file', None) or 'the config file'}"
+    directory = Path(directory)
+    problem = check_location(store, directory)
+    if problem:
+        return [Check(FAIL, f"store '{store}' {problem}", f"change {where}: a folder here, or [user@]host:/path")]
+    parts = split_remote(store, directory)
+    if parts is not None:
+        host, path = parts
+        path = remote_root(path)
+        quoted = _quote(path)
+        script = (f"mkdir -p -- {quoted} || exit 3; test -d {quoted} || {{ echo 'not a folder' >&2; exit 3; }}; "
+                  f"test -w {quoted} || {{ echo 'not writable by' \"$(id -un)\" >&2; exit 3; }}; "
+                  f"df -Pk -- {quoted} | tail -1")
+        try:
+            result = subprocess.run(["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=15", "--", host, script],
+                                    capture_output=True, text=True, timeout=120)
+        except subprocess.TimeoutExpired:
+            return [Check(FAIL, f"store {store}: ssh {host} did not answer within 120 s",
+                          f"check that `ssh {host} true` works without a password prompt")]
+        said = " ".join(result.stderr.split())[:200] or f"no message from ssh (exit {result.returncode})"
+        if result.returncode == 255:
+            return [Check(FAIL, f"store {store} is not reachable: {said}",
+                          f"check that `ssh {host} true` works without a password prompt")]
         if result.returncode != 0:
-            return [Check(FAIL, f"store {store} is not reachable or not writable: "
-                                f"{' '.join(result.stderr.split())[:200] or 'exit ' + str(result.returncode)}",
-                          f"check `ssh {host}` works without a password prompt and that {path} is writable there")]
-        free_kb = int(result.stdout.split()[3]) if len(result.stdout.split()) > 3 else 0
+            return [Check(FAIL, f"store {store} is not writable: {said}",
+                          f"check that {path} can be created and written by your user on {host}, or change {where}")]
+        fields = result.stdout.split()
+        free_kb = int(fields[3]) if len(fields) > 3 and fields[3].isdigit() else 0
         return [Check(PASS, f"store {store} reachable and writable ({free_kb / 1e6:.1f} GB free)")]
-    path = Path(store)
-    existing = next((p for p in [path, *path.resolve().parents] if p.exists()), Path("/"))
-    import os
-
-    if os.access(existing, os.W_OK):
-        return [Check(PASS, f"store {store} is writable ({shutil.disk_usage(existing).free / 1e9:.1f} GB free)")]
-    return [Check(FAIL, f"store {store} is not writable", f"fix the permissions of {existing} or change `store`")]
+    path = Path(store) if Path(store).is_absolute() else directory / store
+    trouble = _folder_problem(path)
+    if trouble:
+        what, fix = trouble
+        return [Check(FAIL, f"store {what}", f"{fix} ({where})")]
+    existing = next(p for p in [path.absolute(), *path.absolute().parents] if p.exists())
+    return [Check(PASS, f"store {store} is writable ({shutil.disk_usage(existing).free / 1e9:.1f} GB free)")]
 
 
 def _quote(text: str) -> str:
-    import shlex
-
     return shlex.quote(text)
 
 
@@ -232,27 +287,39 @@ def expected_bytes(campaign) -> tuple[float, float]:
 
 
 def check_space(campaign, directory: Path, profile: dict) -> list[Check]:
+    """Scratch (this site's, `campaign.scratch_here`, ``~`` and ``$VARS`` expanded) can be
+    written and has room for the segments running at once."""
     store_total, per_segment = expected_bytes(campaign)
     scratch = Path(campaign.scratch_here)
     scratch = scratch if scratch.is_absolute() else directory / scratch
-    existing = next((p for p in [scratch, *scratch.parents] if p.exists()), Path("/"))
+    site = campaign.sites.get(campaign.site) if getattr(campaign, "site", None) else None
+    which = "scratch" if not (site and site.scratch) else f"scratch of site {campaign.site}"
+    key = "`scratch`" if not (site and site.scratch) else f"`sites: {campaign.site}: scratch`"
+    key += f" in {getattr(campaign, 'config_file', None) or 'the config file'}"
+    trouble = _folder_problem(scratch)
+    if trouble:
+        what, fix = trouble
+        return [Check(FAIL, f"{which} {what}", f"{fix} ({key})"),
+                Check(PASS, f"the finished campaign will hold about {store_total / 1e9:.2f} GB in the store")]
+    existing = next((p for p in [scratch.absolute(), *scratch.absolute().parents] if p.exists()), Path("/"))
     free = shutil.disk_usage(existing).free
     limit = profile.get("jobs") or profile.get("cores")
     parallel = limit if isinstance(limit, int) else 4  # "all" or unset: a few at a time
     need = per_segment * min(parallel, len(campaign.share) or 1)
     checks = []
     if free >= need:
-        checks.append(Check(PASS, f"scratch {scratch}: {free / 1e9:.1f} GB free, running segments need about "
+        checks.append(Check(PASS, f"{which} {scratch}: {free / 1e9:.1f} GB free, running segments need about "
                                   f"{need / 1e9:.2f} GB"))
     else:
-        checks.append(Check(FAIL, f"scratch {scratch}: {free / 1e9:.2f} GB free, running segments need about "
-                                  f"{need / 1e9:.2f} GB", "free space there or point `scratch` elsewhere"))
+        checks.append(Check(FAIL, f"{which} {scratch}: {free / 1e9:.2f} GB free, running segments need about "
+                                  f"{need / 1e9:.2f} GB", f"free space there or point {key} elsewhere"))
     checks.append(Check(PASS, f"the finished campaign will hold about {store_total / 1e9:.2f} GB in the store"))
     return checks
 
 
 def run_checks(directory: Path, config_file: str, profile_name: str | None) -> list[Check]:
-    from .campaign import load_campaign, read_config_file
+    from .campaign import load_campaign
+    from .configuration import read_config_file
     from .errors import CampaignError
 
     checks: list[Check] = []
@@ -276,6 +343,6 @@ def run_checks(directory: Path, config_file: str, profile_name: str | None) -> l
     checks += check_platforms(config, profile)
     checks += check_slurm(profile, config, profile_path) if profile_path else []
     checks += check_slurm_start_up_probe(profile)
-    checks += check_store(config)
+    checks += check_store(campaign, directory)
     checks += check_space(campaign, directory, profile)
     return checks

@@ -23,13 +23,15 @@ def split_remote(store: str, base_dir: Path | str = ".") -> tuple[str, str] | No
     return match["host"], match["path"]
 
 
-def is_remote(store: str) -> bool:
-    return split_remote(store) is not None
+def is_remote(store: str, base_dir: Path | str = ".") -> bool:
+    return split_remote(store, base_dir) is not None
 
 
 def check_location(store: str, base_dir: Path | str = ".") -> str | None:
-    """Why a store location can never work, or None. ``base_dir``: what a relative
-    local store is relative to (the campaign directory)."""
+    """Why a store location (``~`` and ``$VARS`` already expanded where local) can
+    never work, as a clause that follows the store's value ("'x:' names host 'x' but
+    ..."), or None. Nothing is run, nothing is contacted. ``base_dir``: what a
+    relative local store is relative to (the campaign directory)."""
     remote = split_remote(store, base_dir)
     if remote is None:
         if (Path(base_dir) / store).is_file():
@@ -43,6 +45,10 @@ def check_location(store: str, base_dir: Path | str = ".") -> str | None:
         )
     if not path.strip():
         return f"names host '{host}' but no path after ':' (write {host}:/path/to/store)"
+    if re.match(r"~[^/]", path):
+        user = path[1:].split("/", 1)[0]
+        return (f"starts its path on {host} with '~{user}', which cannot be expanded from here: write the path in "
+                f"full (`ssh {host} 'echo ~{user}'` shows it)")
     if SHELL_VARIABLE.search(path):
         return (
             f"has a variable in its path on {host}, which cannot be expanded from here: write the path in full "

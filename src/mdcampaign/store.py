@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import os
 import posixpath
-import re
 import shlex
 import shutil
 import subprocess
@@ -30,11 +29,11 @@ from pathlib import Path
 
 from . import engine
 from .errors import TransferError
+from .locations import check_location, split_remote
 
 log = logging.getLogger(__name__)
 
 RETRYABLE_RSYNC_CODES = {10, 12, 30, 35, 255}
-REMOTE_PATTERN = re.compile(r"^(?P<host>(?:[^@/:\s]+@)?[^@/:\s]+):(?P<path>.+)$")
 
 # stderr text that means "retrying will not help", and what to tell the user
 FATAL_MESSAGES = (
@@ -64,14 +63,25 @@ class TransferSettings:
         return self.retry_delay_seconds if self.retry_delay_seconds is not None else self.timeout_seconds + 10
 
 
-def is_remote(store: str) -> bool:
-    return bool(REMOTE_PATTERN.match(store)) and not Path(store).exists()
+def remote_root(path: str) -> str:
+    """A remote store path as given to ssh and rsync, both of which start in the remote
+    home: ``~`` and ``~/x`` become ``.`` and ``x``; a relative path that starts with
+    '-' gets './' so that no remote command can read it as an option."""
+    if path == "~" or path.startswith("~/"):
+        path = path[1:].lstrip("/") or "."
+    path = path.rstrip("/") or ("/" if path.startswith("/") else ".")
+    return f"./{path}" if path.startswith("-") else path
 
 
 def open_store(store: str, settings: TransferSettings | None = None) -> "Store":
-    match = REMOTE_PATTERN.match(store)
-    if match and not Path(store).exists():
-        return SshStore(match["host"], match["path"], settings or TransferSettings())
+    """The store ``store`` names; TransferError (one line) if `check_location` says it
+    can never work: e.g. ``host:`` with no path is never made into a local folder."""
+    problem = check_location(store)
+    if problem:
+        raise TransferError(f"store '{store}' {problem}")
+    parts = split_remote(store)
+    if parts is not None:
+        return SshStore(*parts, settings or TransferSettings())
     return LocalStore(Path(store))
 
 
@@ -206,9 +216,21 @@ def swap_into_place(partial: Path, target: Path) -> None:
 
 
 class SshStore(Store):
+    """Every ssh call ends its options with ``--`` before the host, every rsync call
+    before its paths; hosts are checked to be host names (ssh inside rsync gets the
+    host from rsync, after rsync's own ``-l user``, so there the check is what keeps
+    it from being an option); local paths reach rsync absolute (never read as options,
+    never as ``host:path``); remote paths never start with '-'."""
+
     def __init__(self, host: str, root: str, settings: TransferSettings):
+        # open_store has checked this already; here so that no other way of making an
+        # SshStore can hand ssh or rsync an option or an unusable path (below
+        # os.devnull nothing exists, so the text is read as host:path)
+        problem = check_location(f"{host}:{root}", os.devnull)
+        if problem:
+            raise TransferError(f"store '{host}:{root}' {problem}")
         self.host = host
-        self.root = root.rstrip("/") or "/"
+        self.root = remote_root(root)
         self.settings = settings
 
     def describe(self, relative: str = "") -> str:
@@ -240,16 +262,19 @@ class SshStore(Store):
                 return result
             fatal = self._fatal_message(result.stderr, path)
             retryable = fatal is None and result.returncode in RETRYABLE_RSYNC_CODES
-            stderr = " ".join(result.stderr.split())[-300:]
+            # never an empty reason: what the command said (its stderr last), or that it said nothing
+            said = " ".join(f"{result.stdout}\n{result.stderr}".split())[-300:]
+            failure = (f"failed (exit {result.returncode}): {said}" if said else
+                       f"failed: no message from {Path(command[0]).name} (exit {result.returncode})")
             if not retryable or attempt == attempts:
                 if cleanup and fatal is not None:
                     self._cleanup(cleanup)
-                reason = fatal or f"{what} failed (exit {result.returncode}): {stderr or 'no message'}"
-                if retryable:
+                reason = fatal or f"{what} {failure}"
+                if retryable and attempts > 1:
                     reason += f" (after {attempts} attempts)"
                 raise TransferError(reason)
-            log.warning("%s failed (exit %d: %s); retrying in %.0f s (attempt %d of %d)", what, result.returncode,
-                        stderr, self.settings.delay, attempt + 1, attempts)
+            log.warning("%s %s; retrying in %.0f s (attempt %d of %d)", what, failure,
+                        self.settings.delay, attempt + 1, attempts)
             time.sleep(self.settings.delay)
         raise AssertionError("unreachable")
 
@@ -260,10 +285,17 @@ class SshStore(Store):
         return None
 
     def _remote(self, script: str, what: str, path: str, cleanup: str | None = None) -> subprocess.CompletedProcess:
-        return self._run([*self._ssh_command, self.host, script], what, self.describe(path), cleanup)
+        return self._run([*self._ssh_command, "--", self.host, script], what, self.describe(path), cleanup)
+
+    def _rsync(self, options: list[str], sources: list[str], destination: str, what: str, path: str,
+               cleanup: str | None = None) -> subprocess.CompletedProcess:
+        return self._run([*self._rsync_base(), *options, "--", *sources, destination], what, path, cleanup)
+
+    def _remote_arg(self, relative: str) -> str:
+        return f"{self.host}:{self._path(relative)}"
 
     def _cleanup(self, relative: str) -> None:
-        subprocess.run([*self._ssh_command, self.host, f"rm -rf {shlex.quote(self._path(relative))}"],
+        subprocess.run([*self._ssh_command, "--", self.host, f"rm -rf -- {shlex.quote(self._path(relative))}"],
                        capture_output=True, text=True)
 
     # -- operations -------------------------------------------------------------------
@@ -274,32 +306,45 @@ class SshStore(Store):
         parent, name = posixpath.split(relative_dir)
         partial = posixpath.join(parent, f".{name}.partial")
         with tempfile.TemporaryDirectory(prefix="mdcampaign-fetch-") as staging:
+            staging = Path(staging).absolute()
             for file_name, source in files.items():
-                os.symlink(Path(source).resolve(), Path(staging) / file_name)  # rsync -L sends the data
-            self._remote(f"mkdir -p {shlex.quote(self._path(partial))}", f"creating {self.describe(parent)}", parent)
-            self._run([*self._rsync_base(), "--delete", f"{staging}/", f"{self.host}:{self._path(partial)}/"],
-                      f"copying to {self.describe(relative_dir)}", self.describe(relative_dir), cleanup=partial)
-        checks = "\n".join(f"{sha}  {file_name}" for file_name, sha in sums.items())
-        stamp = int(time.time())
+                os.symlink(Path(source).resolve(), staging / file_name)  # rsync -L sends the data
+            self._remote(f"mkdir -p -- {shlex.quote(self._path(partial))}", f"creating {self.describe(parent)}", parent)
+            self._rsync(["--delete"], [f"{staging}/"], f"{self._remote_arg(partial)}/",
+                        f"copying to {self.describe(relative_dir)}", self.describe(relative_dir), cleanup=partial)
+        self._finish(parent, name, sums, stamp=int(time.time()))
+
+    def _finish(self, parent: str, name: str, sums: dict[str, str], stamp: int) -> None:
+        """Check the partial copy where it landed and rename it into place, replacing an
+        older copy. Retried like every other step, so it must be idempotent: when the
+        partial copy is gone and the target holds exactly these files (an attempt whose
+        answer was lost with the connection did the rename), that is success."""
+        checks = shlex.quote("\n".join(f"{sha}  {file_name}" for file_name, sha in sums.items()))
+        expected = shlex.quote("\n".join(sorted(f"./{file_name}" for file_name in sums)))
+        partial, target, aside = (shlex.quote(f"./{n}")
+                                  for n in (f".{name}.partial", name, f".{name}.replaced-{stamp}"))
         script = "\n".join([
             "set -e",
             f"cd {shlex.quote(self._path(parent))}",
-            f"( cd {shlex.quote('.' + name + '.partial')} && rm -rf .rsync-partial && "
-            f"printf '%s\\n' {shlex.quote(checks)} | sha256sum --quiet -c - )",
-            f"if [ -e {shlex.quote(name)} ]; then mv {shlex.quote(name)} {shlex.quote(f'.{name}.replaced-{stamp}')}; fi",
-            f"mv {shlex.quote('.' + name + '.partial')} {shlex.quote(name)}",
-            f"rm -rf {shlex.quote(f'.{name}.replaced-{stamp}')}",
+            f"if [ -d {partial} ]; then",
+            f"  ( cd {partial} && rm -rf ./.rsync-partial && printf '%s\\n' {checks} | sha256sum --quiet -c - )",
+            f"  if [ -e {target} ]; then rm -rf {aside}; mv -- {target} {aside}; fi",
+            f"  mv -- {partial} {target}",
+            f"elif [ -d {target} ]; then",
+            f"  ( cd {target} && printf '%s\\n' {checks} | sha256sum --quiet -c - && "
+            f"[ \"$(find . -type f | LC_ALL=C sort)\" = \"$(printf '%s\\n' {expected} | LC_ALL=C sort)\" ] ) || "
+            f"{{ echo 'the partial copy is gone and the copy in place is not the one just sent' >&2; exit 1; }}",
+            "else",
+            "  echo 'the partial copy is gone and nothing is in place' >&2; exit 1",
+            "fi",
+            f"rm -rf {aside}",
         ])
-        result = subprocess.run([*self._ssh_command, self.host, script], capture_output=True, text=True)
-        if result.returncode != 0:
-            raise TransferError(
-                f"the copy of the segment at {self.describe(relative_dir)} failed verification or could not be "
-                f"moved into place: {' '.join((result.stdout + result.stderr).split())[-300:]}"
-            )
+        self._remote(script, f"verifying the copy of the segment at {self.describe(posixpath.join(parent, name))} and "
+                             "moving it into place", posixpath.join(parent, name))
 
     def pin(self, source: Path, relative: str, sha256: str) -> None:
         path = self._path(relative)
-        check = self._remote(f"if [ -e {shlex.quote(path)} ]; then sha256sum {shlex.quote(path)}; fi",
+        check = self._remote(f"if [ -e {shlex.quote(path)} ]; then sha256sum < {shlex.quote(path)}; fi",
                              f"checking {self.describe(relative)}", relative)
         existing = check.stdout.split()[0] if check.stdout.strip() else None
         if existing == sha256:
@@ -308,41 +353,41 @@ class SshStore(Store):
             raise TransferError(_changed_system(self.describe(relative)))
         parent, name = posixpath.split(relative)
         tmp = posixpath.join(parent, f".{name}.partial")
-        self._remote(f"mkdir -p {shlex.quote(self._path(parent))}", f"creating {self.describe(parent)}", parent)
-        self._run([*self._rsync_base(), str(source), f"{self.host}:{self._path(tmp)}"],
-                  f"copying {source.name} to {self.describe(relative)}", self.describe(relative), cleanup=tmp)
+        self._remote(f"mkdir -p -- {shlex.quote(self._path(parent))}", f"creating {self.describe(parent)}", parent)
+        self._rsync([], [str(Path(source).absolute())], self._remote_arg(tmp),
+                    f"copying {Path(source).name} to {self.describe(relative)}", self.describe(relative), cleanup=tmp)
         self._remote(
             f"cd {shlex.quote(self._path(parent))} && echo {shlex.quote(sha256 + '  .' + name + '.partial')} | "
-            f"sha256sum --quiet -c - && mv {shlex.quote('.' + name + '.partial')} {shlex.quote(name)}",
+            f"sha256sum --quiet -c - && mv -- {shlex.quote('./.' + name + '.partial')} {shlex.quote('./' + name)}",
             f"verifying {self.describe(relative)}", relative,
         )
 
     def get(self, items: list[tuple[str, Path, str]]) -> None:
         if not items:
             return
-        Path(items[0][1]).parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="mdcampaign-stage-", dir=Path(items[0][1]).parent) as landing:
-            sources = [f"{self.host}:{self._path(rel)}" for rel, _, _ in items]
+        near = Path(items[0][1]).absolute().parent  # absolute: never read by rsync as an option or host:path
+        near.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="mdcampaign-stage-", dir=near) as landing:
+            sources = [self._remote_arg(rel) for rel, _, _ in items]
             names = [Path(rel).name for rel, _, _ in items]
             if len(set(names)) != len(names):
                 for relative, destination, sha256 in items:  # same names: one at a time
                     self.get_one(relative, destination, sha256)
                 return
-            self._run([*self._rsync_base(), *sources, f"{landing}/"],
-                      f"copying from {self.describe()}", self.describe(items[0][0]))
+            self._rsync([], sources, f"{landing}/", f"copying from {self.describe()}", self.describe(items[0][0]))
             for (relative, destination, sha256), name in zip(items, names):
                 copy_verified(Path(landing) / name, Path(destination), sha256)
 
     def local_copy(self, relative_dir: str, cache: Path, expected: dict[str, str]) -> Path:
-        cache = Path(cache)
+        cache = Path(cache).absolute()
         cache.mkdir(parents=True, exist_ok=True)
         filters = []
         directories = {str(parent) for name in expected for parent in Path(name).parents} - {"."}
         for directory in sorted(directories):
             filters += ["--include", f"/{directory}/"]
         filters += [arg for name in sorted(expected) for arg in ("--include", f"/{name}")] + ["--exclude", "*"]
-        self._run([*self._rsync_base(), "--delete", *filters, f"{self.host}:{self._path(relative_dir)}/", f"{cache}/"],
-                  f"copying {self.describe(relative_dir)}", self.describe(relative_dir))
+        self._rsync(["--delete", *filters], [f"{self._remote_arg(relative_dir)}/"], f"{cache}/",
+                    f"copying {self.describe(relative_dir)}", self.describe(relative_dir))
         for name, sha256 in expected.items():
             if not (cache / name).exists():
                 raise TransferError(f"{self.describe(relative_dir + '/' + name)} is missing from the store")
@@ -351,20 +396,21 @@ class SshStore(Store):
         return cache
 
     def collect(self, relative_dir: str, file_name: str, cache: Path) -> Path:
-        cache = Path(cache)
+        cache = Path(cache).absolute()
         cache.mkdir(parents=True, exist_ok=True)
-        probe = subprocess.run([*self._ssh_command, self.host, f"test -d {shlex.quote(self._path(relative_dir))}"],
-                               capture_output=True, text=True)
+        probe = subprocess.run([*self._ssh_command, "--", self.host,
+                                f"test -d {shlex.quote(self._path(relative_dir))}"], capture_output=True, text=True)
         if probe.returncode == 1:  # nothing stored yet
             return cache
-        self._run([*self._rsync_base(), "--delete", "--prune-empty-dirs", "--include", "*/", "--include", file_name,
-                   "--exclude", "*", f"{self.host}:{self._path(relative_dir)}/", f"{cache}/"],
-                  f"copying the {file_name} files of {self.describe(relative_dir)}", self.describe(relative_dir))
+        self._rsync(["--delete", "--prune-empty-dirs", "--include", "*/", "--include", file_name, "--exclude", "*"],
+                    [f"{self._remote_arg(relative_dir)}/"], f"{cache}/",
+                    f"copying the {file_name} files of {self.describe(relative_dir)}", self.describe(relative_dir))
         return cache
 
     def get_one(self, relative: str, destination: Path, sha256: str) -> None:
-        Path(destination).parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="mdcampaign-stage-", dir=Path(destination).parent) as landing:
-            self._run([*self._rsync_base(), f"{self.host}:{self._path(relative)}", f"{landing}/"],
-                      f"copying {self.describe(relative)}", self.describe(relative))
+        near = Path(destination).absolute().parent
+        near.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="mdcampaign-stage-", dir=near) as landing:
+            self._rsync([], [self._remote_arg(relative)], f"{landing}/", f"copying {self.describe(relative)}",
+                        self.describe(relative))
             copy_verified(Path(landing) / Path(relative).name, Path(destination), sha256)

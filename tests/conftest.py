@@ -99,10 +99,11 @@ def executed_jobs(output) -> dict[str, int]:
 
 def exploding_system(directory: Path, system_id: str = "hot") -> dict:
     """A systems-table row that sets up fine and explodes in production: NME's carbon
-    on top of ACE's methyl, one minimization step, no equilibration."""
+    0.015 nm from ACE's methyl (just past setup's overlap check), one minimization step, no
+    equilibration."""
     clash = directory / "clash.pdb"
     clash.write_text("\n".join(
-        line[:30] + "%8.3f%8.3f%8.3f" % (2.03, 2.09, 0.0) + line[54:]
+        line[:30] + "%8.3f%8.3f%8.3f" % (2.15, 2.09, 0.0) + line[54:]
         if line.startswith("HETATM") and line[12:16].strip() == "C" and line[17:20] == "NME" else line
         for line in (STRUCTURES / "alanine-dipeptide.pdb").read_text().splitlines()) + "\n")
     return {"id": system_id, "structure": clash, "replicas": 1, "equilibration_ps": 0,

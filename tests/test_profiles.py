@@ -6,6 +6,7 @@ import shutil
 import subprocess
 
 import pytest
+import yaml
 
 from conftest import REPO, SNAKEFILE, executed_jobs, snakemake
 
@@ -20,8 +21,12 @@ def test_there_is_a_local_profile():
 def test_profile_plans_the_campaign(tiny_campaign, profile):
     result = snakemake(tiny_campaign, "-n", profile=profile)
     jobs = executed_jobs(result.stdout)
-    # one segment per simulation is planned at a time (see workflow/rules/analyze.smk)
-    assert jobs["simulate"] == 3 and jobs["summary"] == 1, result.stdout[-2000:]
+    packing = (yaml.safe_load((REPO / "profiles" / profile / "config.yaml").read_text()).get("config") or {}).get(
+        "packing")
+    if packing:  # the three simulations fit in one packed job
+        assert jobs["pack"] == 1 and "simulate" not in jobs and jobs["summary"] == 1, result.stdout[-2000:]
+    else:  # one segment per simulation is planned at a time (see workflow/rules/analyze.smk)
+        assert jobs["simulate"] == 3 and jobs["summary"] == 1, result.stdout[-2000:]
 
 
 def test_example_campaign_plans(tmp_path):

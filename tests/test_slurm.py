@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -186,3 +187,45 @@ def test_doctor_names_a_partition_that_does_not_exist_and_the_fix(tmp_path):
     ok = subprocess.run(["mdcampaign", "doctor", "--profile", str(REPO / "profiles" / "ci-slurm")], cwd=campaign,
                         capture_output=True, text=True)
     assert ok.returncode == 0, ok.stdout
+
+
+def test_a_packed_job_runs_two_simulations_at_once_and_the_next_job_continues_them(tmp_path, prepared_ala):
+    # Two slots of one thread on the test node's two cores. Each simulation has four
+    # segments of ~12 s of MD on one thread; a job gets one minute (~45 s of MD once
+    # it has started), so the batch needs at least two jobs, each running both
+    # simulations side by side and going on with their next segments.
+    checkpoint_steps = 2_500
+    steps = max(1, math.ceil(12 * one_thread_steps_per_second(prepared_ala) / checkpoint_steps)) * checkpoint_steps
+    segment_ns = round(steps * 4e-6, 6)
+    campaign = write_campaign(
+        tmp_path / "campaign",
+        systems=[{"id": "ala", "structure": REPO / "config/structures/alanine-dipeptide.pdb", "replicas": 2}],
+        protocol={"segment_ns": segment_ns, "target_ns": round(4 * segment_ns, 6), "frame_interval_ps": 2.0,
+                  "checkpoint_interval_ps": 10.0},
+    )
+    profile = make_profile(tmp_path, "ci-slurm", config={"max_runtime_minutes": 1,
+                                                        "packing": {"slots": 2, "threads": 1}})
+    for _ in range(4):  # each run submits the batch up to 1 + retries times; out of retries, run again
+        result = run_with_profile(campaign, profile, check=False, timeout=1200)
+        if result.returncode == 0:
+            break
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-6000:]
+    assert_complete(campaign, {"ala/r1": 4 * segment_ns, "ala/r2": 4 * segment_ns})
+    assert set(slurm_jobs(campaign)) == {"setup", "pack", "analyze"}, "no per-segment jobs"
+    runs = {}  # Slurm job -> [(simulation, slot, start, end)] from the segment records
+    for manifest in campaign.glob("results/sims/ala/r*/segments/*/manifest.json"):
+        record = json.loads(manifest.read_text())
+        for run in record["info"]["runs"]:
+            start = datetime.fromisoformat(run["started_at"]).timestamp()
+            runs.setdefault(run["slurm_job_id"], []).append(
+                (record["simulation"], run["slot"]["slot"], start, start + run["wall_seconds"]))
+    assert len(runs) >= 2, f"the batch continued in a second job: {sorted(runs)}"
+    first_job = min(runs, key=lambda job: min(r[2] for r in runs[job]))
+    assert slurm_record(first_job)["Partition"] == "long"
+    in_first = runs[first_job]
+    assert {r[0] for r in in_first} == {"ala/r1", "ala/r2"} and {r[1] for r in in_first} == {0, 1}
+    assert len(in_first) >= 3, "a slot went on with the next segment in the same job"
+    r1 = [r for r in in_first if r[0] == "ala/r1"]
+    r2 = [r for r in in_first if r[0] == "ala/r2"]
+    assert min(max(r[3] for r in r1), max(r[3] for r in r2)) > max(min(r[2] for r in r1), min(r[2] for r in r2)), \
+        "both simulations ran at the same time in one job"

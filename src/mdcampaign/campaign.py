@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Iterator
 
 from . import layout
+from .configuration import expand_path
 from .errors import CampaignError
 from .forcefields import forcefield_files
 from .sites import ASSIGNMENT_FILE, Site, Work, assign, read_assignment
+from .slots import Packing
 from .structures import STRUCTURE_SUFFIXES, inspect_structure
-from .configuration import expand_path
 from .validation import coerce_cell, load_schema, suggest, validate
 
 BAROSTAT_INTERVAL_STEPS = 25
@@ -206,6 +207,7 @@ class Campaign:
     sites: dict = field(default_factory=dict)  # name -> sites.Site
     site: str | None = None  # the site this run is
     scratch_here: str = "scratch"  # this run's scratch (the site's, or `scratch`), expanded
+    packing: Packing = field(default_factory=Packing)
     simulations: list[Simulation] = field(default_factory=list)
     _by_key: dict = field(default_factory=dict, repr=False)
 
@@ -300,6 +302,7 @@ def load_campaign(config: dict, config_file: str = "config/config.yaml", base_di
         store=store,
         scratch=config["scratch"],
         scratch_here=scratch_here,
+        packing=Packing(**config["packing"]),
         platform=config["platform"],
         defaults=defaults,
         systems=systems,

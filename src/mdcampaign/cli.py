@@ -165,6 +165,37 @@ def cmd_doctor(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_tune(args) -> int:
+    import os
+
+    from .tune import best, tune
+
+    campaign, _ = _load(args, check=False)
+    directory = Path(args.directory)
+    wanted = args.systems or list(campaign.systems)
+    unknown = [name for name in wanted if name not in campaign.systems]
+    if unknown:
+        raise CampaignError(f"no system '{unknown[0]}' in {campaign.systems_file} (systems: {', '.join(campaign.systems)})")
+    systems = {name: directory / layout.fill(layout.SETUP_DIR, system=name) for name in wanted}
+    missing = [name for name, folder in systems.items() if not (folder / "setup.json").exists()]
+    if missing:
+        raise CampaignError(f"system(s) {', '.join(missing)} not set up yet: run snakemake --profile <machine> "
+                            f"{' '.join(layout.fill(layout.SETUP_DIR, system=m) + '/setup.json' for m in missing)}")
+    cores = args.cores or len(os.sched_getaffinity(0))
+    print(f"tuning on {cores} cores" + (f" and {args.gpus} GPUs" if args.gpus else "") +
+          f", {args.seconds:g} s per trial")
+    trials = tune(systems, cores, args.gpus, args.seconds, campaign.platform if not args.gpus else "auto")
+    print()
+    for name, trial in best(trials).items():
+        fewest = next(t for t in trials if t.system == name)  # the first candidate: fewest slots
+        gain = trial.total / fewest.total if fewest.total else 1.0
+        p = trial.packing
+        print(f"{name}: best {p.slots} slots x {p.threads} threads: {trial.total:.1f} ns/day in total "
+              f"({gain:.2f}x {fewest.packing.slots} slot(s)); packing: {{slots: {p.slots}, threads: {p.threads}"
+              + (f", gpus: {p.gpus}" if p.gpus else "") + "}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="mdcampaign", description="Inspect an mdcampaign campaign.")
     parser.add_argument("--directory", "-d", default=".", help="campaign directory (default: .)")
@@ -183,9 +214,14 @@ def main(argv=None) -> int:
     status.add_argument("--site", help="show the campaign as this site sees it (default: the config's)")
     doctor = commands.add_parser("doctor", help="check this machine against a profile and the campaign")
     doctor.add_argument("--profile", help="profile name (in profiles/) or path, e.g. profiles/stampede")
+    tune = commands.add_parser("tune", help="measure which packing (slots x threads) gives the most ns/day here")
+    tune.add_argument("--cores", type=int, help="cores a job has (default: all this process may use)")
+    tune.add_argument("--gpus", type=int, default=0, help="GPUs a job has (default: 0, CPU only)")
+    tune.add_argument("--seconds", type=float, default=20.0, help="length of each trial (default: 20)")
+    tune.add_argument("systems", nargs="*", help="system ids (default: every system; each must be set up)")
     args = parser.parse_args(argv)
     commands_by_name = {"validate": cmd_validate, "plan": cmd_plan, "summary": cmd_summary, "status": cmd_status,
-                        "doctor": cmd_doctor}
+                        "doctor": cmd_doctor, "tune": cmd_tune}
     try:
         return commands_by_name[args.command](args)
     except (CampaignError, TransferError) as error:

@@ -15,6 +15,7 @@ import openmm
 from openmm import unit
 
 from .errors import SegmentError
+from .slots import slot_device
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,8 @@ def platform_properties(name: str, threads: int | None) -> dict[str, str]:
     if name == "CPU" and threads:
         return {"Threads": str(threads)}
     if name in ("CUDA", "OpenCL"):
-        return {"Precision": "mixed"}
+        device = slot_device()  # a packed job's slot runs on its own GPU
+        return {"Precision": "mixed", **({"DeviceIndex": str(device)} if device is not None else {})}
     return {}
 
 

@@ -62,6 +62,8 @@ class JobContext:
     @property
     def label(self) -> str:
         w = self.wildcards
+        if "batch" in w:
+            return f"{self.rule} {w['batch']} round {w['round']}"
         name = layout.sim_name(w["system"], w["replica"]) if "replica" in w else w["system"]
         return f"{self.rule} {name}" + (f" segment {w['segment']}" if "segment" in w else "")
 
@@ -73,7 +75,7 @@ def main(argv=None) -> int:
     threads = int(_positive(argv[2]) or 1) if len(argv) > 2 else 1
     runtime = _positive(argv[3]) if len(argv) > 3 else None
     context = JobContext(rule, spec["wildcards"], spec.get("params", {}), spec.get("config", {}), threads, runtime)
-    {"stage": stage, "simulate": simulate, "fetch": fetch, "analyze": analyze}[rule](context)
+    {"stage": stage, "simulate": simulate, "fetch": fetch, "pack": pack, "analyze": analyze}[rule](context)
     return 0
 
 
@@ -243,6 +245,25 @@ def fetch(job: JobContext) -> None:
             Path(layout.segment_record(w["system"], w["replica"], segment)),
         )
         atomic_write_text(job.path(layout.SEGMENT_MARKER), json.dumps({"fetched_at": manifest["fetched_at"]}) + "\n")
+
+
+def pack(job: JobContext) -> None:
+    from .engine import atomic_write_json
+    from .packing import Member, run_batch
+    from .slots import Packing
+
+    with job_logging(job.log, job.label):
+        members = [Member(m["system"], int(m["replica"]), m["n_segments"], m["protocol"], m["seed"])
+                   for m in job.params["members"]]
+        packing = Packing(**job.params["packing"])
+        log.info("%d simulations in %d slots of %d threads%s: %s", len(members), packing.slots, packing.threads,
+                 f" on {packing.gpus} GPUs" if packing.gpus else "", ", ".join(m.name for m in members))
+        record, failures = run_batch(members, packing, job.config, _deadline(job.runtime))
+        record.update(batch=job.wildcards["batch"], round=int(job.wildcards["round"]))
+        log.info("round record: %s", json.dumps(record))
+        if failures:
+            raise SegmentError(failures)
+        atomic_write_json(job.path(layout.PACK_ROUND), record)
 
 
 def analyze(job: JobContext) -> None:

@@ -41,6 +41,10 @@ ANALYSIS_FILES = ("rmsd.csv", "rg.csv", "rmsf.csv", "dssp.csv", "analysis.json",
 # Written by `analyze` once a simulation's analysis covers all its segments; named
 # after the segment count, so that raising the target makes it stale by name.
 SUMMARY_TABLE = f"{RESULTS}/summary.tsv"
+# One job of a packed batch of simulations (see slots.py), and what it did.
+PACK_ROUND = f"{RESULTS}/packs/{{batch}}/round-{{round}}.json"
+BATCH_PATTERN = r"b[0-9a-f]+"
+ROUND_PATTERN = r"\d+"
 SUMMARY_FIGURE = f"{RESULTS}/summary.png"
 
 # relative to the store
@@ -92,6 +96,14 @@ def analysis_file(system: str, replica, segments: int, name: str = "analysis.jso
     return f"{RESULTS}/sims/{system}/r{replica}/analysis/{segments:0{SEGMENT_DIGITS}d}/{name}"
 
 
+def next_round(batch: str) -> int:
+    """The round a batch's next job is: one more than the rounds recorded (one listing)."""
+    try:
+        return sum(1 for name in os.listdir(f"{RESULTS}/packs/{batch}") if name.startswith("round-"))
+    except FileNotFoundError:
+        return 0
+
+
 def segment_marker(system: str, replica, segment: int) -> str:
     """The fetch checkpoint's output for one segment."""
     return f"{RESULTS}/sims/{system}/r{replica}/segments/{segment:0{SEGMENT_DIGITS}d}.fetched"
@@ -124,6 +136,7 @@ LOG_PATTERNS = {
     "fetch": f"{LOGS}/fetch/{SIM}/{{segment}}.log",
     "analyze": f"{LOGS}/analyze/{SIM}/{{segments}}.log",
     "summary": f"{LOGS}/summary.log",
+    "pack": f"{LOGS}/pack/{{batch}}/{{round}}.log",
 }
 
 

@@ -40,6 +40,7 @@ from . import engine, xtc
 from .campaign import BAROSTAT_INTERVAL_STEPS, Protocol
 from .errors import SegmentError
 from .prepare import thermo_values, trajectory_atom_indices
+from .slots import current_slot
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ def run_segment(job: SegmentJob) -> Outcome:
     # behind only if the process is killed, which is how status tells it stopped.
     engine.atomic_write_json(paths.runner, {"pid": os.getpid(), "host": host_platform.node(),
                                             "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-                                            "started_at": _iso(time.time())})
+                                            "slot": current_slot(), "started_at": _iso(time.time())})
     try:
         with StopRequest() as stop:
             step = _integrate(context, recorder, job, step, stop, lambda at: recorder.checkpoint(
@@ -184,6 +185,7 @@ class _RunLog:
             "stop_reason": stop_reason,
             "host": host_platform.node(),
             "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+            "slot": current_slot(),
             "platform": self.platform,
             "threads": self.threads,
             "from_step": self.from_step,

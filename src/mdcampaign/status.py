@@ -41,6 +41,7 @@ class SimulationStatus:
     eta_days: float | None
     slurm: dict | None = None  # job id and state of a queued/running Slurm job
     failure: dict | None = None  # rule, reason, log, last lines
+    slot: int | None = None  # the slot of a packed job running it
 
 
 @dataclass
@@ -257,6 +258,12 @@ def _one(simulation: Simulation, campaign: Campaign, directory: Path, scratch: P
             }
         else:  # on another host: trust Slurm, below, or recent progress
             result.state = RUNNING if _recently_written(work) else PAUSED
+    if runner is not None and runner.get("slot"):
+        result.slot = runner["slot"]["slot"]
+        job_id = runner.get("slurm_job_id")
+        job = next((job for job in queue.values() if job["job_id"] == job_id), None) if job_id else None
+        if job:  # a packed job: its slots run the batch's segments
+            result.slurm = {"rule": "pack", **job}
     for rule in ("setup", "stage", "simulate", "fetch"):
         job = queue.get(_slurm_comment(rule, simulation, None if rule == "setup" else current))
         if rule == "setup":
@@ -319,8 +326,10 @@ def render(status: CampaignStatus, colour: bool) -> str:
             progress = f"{_bar(s.simulated_ns / s.target_ns if s.target_ns else 1)} {progress}"
         speed = f"{s.ns_per_day:g}" if s.ns_per_day else "-"
         slurm = f"{s.slurm['job_id']} {s.slurm['state']}" if s.slurm else ""
+        if s.slot is not None:
+            slurm = f"{slurm} slot {s.slot}".strip()
         rows.append((s.simulation, s.site or "", state, progress, speed, _duration(s.eta_days), slurm, s.state))
-    headers = ("simulation", "site", "state", "simulated / target", "ns/day", "ETA", "slurm job")
+    headers = ("simulation", "site", "state", "simulated / target", "ns/day", "ETA", "slurm job / slot")
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     if not any(r[1] for r in rows):
         widths[1] = 0

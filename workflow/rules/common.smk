@@ -15,6 +15,7 @@ try:
     from mdcampaign.configuration import command_line_values, read_config_file
     from mdcampaign.errors import CampaignError
     from mdcampaign.resources import measured_ns_per_day, segment_runtime_minutes
+    from mdcampaign.slots import batches
     from mdcampaign.summary import simulation_identity
 except ModuleNotFoundError as missing:
     sys.exit(
@@ -64,6 +65,19 @@ SCRATCH = CAMPAIGN.scratch_here
 STORE = CAMPAIGN.store
 # This run's share of the campaign: every simulation, or those of this site.
 SIMULATIONS = CAMPAIGN.share
+PACKING = CAMPAIGN.packing
+# With packing, this run's share in batches of one job's worth (see mdcampaign.slots),
+# in table order: every process (this one, and Snakemake inside a cluster job) forms
+# the same batches, whatever has finished since.
+BATCH_OF = (
+    batches([sim.name for sim in SIMULATIONS], PACKING.batch_size)
+    if PACKING.enabled
+    else {}
+)
+SIMULATION_NAMED = {sim.name: sim for sim in SIMULATIONS}
+MEMBERS = {}
+for simulation_name, batch_name in BATCH_OF.items():
+    MEMBERS.setdefault(batch_name, []).append(simulation_name)
 
 
 wildcard_constraints:
@@ -71,6 +85,8 @@ wildcard_constraints:
     replica=layout.REPLICA_PATTERN,
     segment=layout.SEGMENT_PATTERN,
     segments=layout.SEGMENT_PATTERN,
+    batch=layout.BATCH_PATTERN,
+    round=layout.ROUND_PATTERN,
 
 
 def runs_locally(rule_name):
@@ -222,11 +238,69 @@ def segment_records(wildcards):
         simulation.system, simulation.replica, simulation.n_segments
     )
     if done < simulation.n_segments:
-        checkpoints.fetch.get(**simulation.wildcards, segment=layout.segment_name(done))
+        request_segment(simulation, done)
     return [
         segment_record(simulation.system, simulation.replica, k)
         for k in range(simulation.n_segments)
     ]
+
+
+def request_segment(simulation, segment):
+    """Ask for the job that makes the next segment of a simulation: its own `fetch`
+    checkpoint, or with packing the next job of the simulation's batch (which runs
+    as many of its segments as the allocation allows)."""
+    if PACKING.enabled:
+        batch = BATCH_OF[simulation.name]
+        checkpoints.pack.get(batch=batch, round=str(layout.next_round(batch)))
+    else:
+        checkpoints.fetch.get(
+            **simulation.wildcards, segment=layout.segment_name(segment)
+        )
+
+
+def pack_members(wildcards):
+    """The simulations of a batch, with what their segment jobs need."""
+    return [
+        {
+            **sim.wildcards,
+            "n_segments": sim.n_segments,
+            "protocol": sim.protocol.__dict__,
+            "seed": sim.seed,
+        }
+        for sim in batch_simulations(wildcards.batch)
+    ]
+
+
+def batch_simulations(batch):
+    return [SIMULATION_NAMED[name] for name in MEMBERS[batch]]
+
+
+def pack_inputs(wildcards):
+    """The set-up systems of a batch's simulations that have not started yet."""
+    return sorted(
+        {
+            layout.fill(f"{layout.SETUP_DIR}/setup.json", system=sim.system)
+            for sim in batch_simulations(wildcards.batch)
+            if layout.segments_fetched(sim.system, sim.replica, 1) == 0
+        }
+    )
+
+
+def pack_runtime(wildcards, attempt):
+    """Time limit (minutes) of a packed job: its batch's remaining work spread over
+    its slots, with room to spare; at most the partition's limit (the job stops its
+    slots cleanly before it, and the batch's next job continues)."""
+    total = 0.0
+    for sim in batch_simulations(wildcards.batch):
+        done = layout.segments_fetched(sim.system, sim.replica, sim.n_segments)
+        speed = measured_ns_per_day(
+            sim.system, sim.replica, done, CAMPAIGN.systems[sim.system].replicas
+        )
+        speed = speed or CAMPAIGN.expected_ns_per_day[sim.protocol.solvent]
+        total += (sim.n_segments - done) * sim.protocol.segment_ns / speed
+    return segment_runtime_minutes(
+        total / PACKING.slots, 1.0, attempt, CAMPAIGN.max_runtime_minutes
+    )
 
 
 def simulate_inputs(wildcards):

@@ -1,0 +1,252 @@
+"""The job of the `pack` rule: a batch of simulations run in slots side by side.
+
+Each slot is a thread that takes a simulation of the batch, runs its next segment
+(stage, simulate, fetch: the very job commands of the per-segment rules, as
+processes pinned to the slot's cores and GPU) and goes on with the simulation's next
+segment, or another waiting simulation, until none is left or the job's time is up.
+What a segment does, how it resumes after a kill and how it stops before the time
+limit is the per-segment path's; this module only schedules.
+
+A simulation is held by one slot at a time, and a batch's rounds run one after the
+other (a checkpoint), so no segment ever runs twice at the same time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import layout
+from .slots import Packing, Slot, slot_plan
+
+log = logging.getLogger(__name__)
+
+# Do not start another segment when less than this is left of the job's time: its
+# process would start only to checkpoint and stop again.
+START_MARGIN_SECONDS = 15.0
+
+
+@dataclass
+class Member:
+    """One simulation of the batch and what happened to it in this job."""
+
+    system: str
+    replica: int
+    n_segments: int
+    protocol: dict
+    seed: int
+    state: str = "waiting"  # waiting, running, done, paused, failed
+    failure: str | None = None
+
+    @property
+    def name(self) -> str:
+        return layout.sim_name(self.system, self.replica)
+
+    def fetched(self) -> int:
+        return layout.segments_fetched(self.system, self.replica, self.n_segments)
+
+
+@dataclass
+class SegmentRun:
+    simulation: str
+    segment: str
+    slot: int
+    started: float
+    ended: float = 0.0
+    outcome: str = ""
+    log: str = ""
+
+
+@dataclass
+class Batch:
+    """The shared state of one packed job; slots take work from it under a lock."""
+
+    members: list[Member]
+    job_config: dict  # what the per-segment job commands get (see jobs.JobContext.config)
+    deadline: float | None
+    command: list[str]  # python and scripts/job.py
+    runs: list[SegmentRun] = field(default_factory=list)
+    stopping: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    processes: dict = field(default_factory=dict)  # slot -> running Popen
+
+    def take(self) -> Member | None:
+        with self.lock:
+            if self.stopping or self.time_is_up():
+                return None
+            for member in self.members:
+                if member.state == "waiting":
+                    member.state = "running"
+                    return member
+        return None
+
+    def time_is_up(self) -> bool:
+        return self.deadline is not None and self.deadline - time.time() < START_MARGIN_SECONDS
+
+    def stop(self, signum: int) -> None:
+        """Stop starting segments; ask the running ones to checkpoint and stop."""
+        self.stopping = True
+        with self.lock:
+            for process in self.processes.values():
+                if process.poll() is None:
+                    process.send_signal(signal.SIGTERM)
+        log.warning("received %s: the running segments checkpoint and stop", signal.Signals(signum).name)
+
+
+def run_batch(members: list[Member], packing: Packing, job_config: dict, deadline: float | None,
+              slots: list[Slot] | None = None) -> tuple[dict, str | None]:
+    """Run the batch's segments in ``packing.slots`` slots, until none is left or the
+    time is up. Returns what happened (the round's record) and, if any simulation
+    failed, one line naming each with its reason and log (the other slots finish
+    their work first)."""
+    slots = slots or slot_plan(packing)
+    batch = Batch(members, job_config, deadline, [sys.executable, str(Path(sys.argv[0]).resolve())])
+    started = time.time()
+    for slot in slots:
+        log.info("slot %d: cores %s, GPU %s", slot.index, ",".join(map(str, slot.cores)) if slot.cores else "any",
+                 slot.device if slot.device is not None else "none")
+    threads = [threading.Thread(target=_slot_loop, args=(batch, slot, packing.threads), name=f"slot-{slot.index}")
+               for slot in slots]
+    previous = {sig: signal.signal(sig, lambda signum, frame: batch.stop(signum))
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(timeout=1.0)  # wakes up for signals
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    ended = time.time()
+    failed = [m for m in members if m.state == "failed"]
+    return _record(batch, slots, started, ended), "; ".join(f"{m.name}: {m.failure}" for m in failed) or None
+
+
+def _slot_loop(batch: Batch, slot: Slot, threads: int) -> None:
+    while (member := batch.take()) is not None:
+        while True:
+            segment = member.fetched()
+            if segment >= member.n_segments:
+                member.state = "done"
+                break
+            if batch.stopping or batch.time_is_up():
+                member.state = "paused"
+                break
+            outcome = _run_segment(batch, member, segment, slot, threads)
+            if outcome != "done":
+                member.state = outcome
+                break
+    log.info("slot %d: no more work", slot.index)
+
+
+def _run_segment(batch: Batch, member: Member, segment: int, slot: Slot, threads: int) -> str:
+    """Stage (if it continues from the store), simulate and fetch one segment:
+    'done', 'paused' (time is up; its checkpoint is kept) or 'failed'."""
+    from .jobs import EXIT_PAUSED
+
+    name = layout.segment_name(segment)
+    wildcards = {"system": member.system, "replica": member.replica, "segment": name}
+    run = SegmentRun(member.name, name, slot.index, time.time())
+    batch.runs.append(run)
+    scratch = Path(layout.fill(f"{batch.job_config['scratch']}/{layout.SCRATCH_SEGMENT}", **wildcards))
+    # Steps a killed job finished are not redone (what Snakemake's outputs would tell it).
+    simulated = [*layout.SEGMENT_FILES, *(layout.PINNED_FILES if segment == 0 else ())]
+    steps = ["fetch"]
+    if not all((scratch / "output" / name).exists() for name in simulated):
+        steps.insert(0, "simulate")
+        if segment > 0 and not (scratch / "input" / "stage.json").exists():
+            steps.insert(0, "stage")
+    for rule in steps:
+        run.log = layout.fill(layout.log_path(rule), **wildcards)
+        code = _job(batch, rule, wildcards, member, slot, threads)
+        if code == EXIT_PAUSED:
+            run.outcome, run.ended = "paused", time.time()
+            log.info("slot %d: %s segment %s paused (time is up); its checkpoint is kept", slot.index, member.name,
+                     name)
+            return "paused"
+        if code != 0:
+            run.outcome, run.ended = "failed", time.time()
+            member.failure = f"{rule} of segment {name} failed ({_reason(run.log, code)}; log: {run.log})"
+            log.error("slot %d: %s %s", slot.index, member.name, member.failure)
+            return "failed"
+    # What Snakemake does with the per-segment rules' temporary folders.
+    shutil.rmtree(scratch, ignore_errors=True)
+    run.outcome, run.ended = "done", time.time()
+    log.info("slot %d: %s segment %s done in %.0f s", slot.index, member.name, name, run.ended - run.started)
+    return "done"
+
+
+def _job(batch: Batch, rule: str, wildcards: dict, member: Member, slot: Slot, threads: int) -> int:
+    """One per-segment job command, as the rule would run it, in this slot."""
+    from .jobs import EXIT_PAUSED
+
+    spec = {"wildcards": wildcards, "params": {"protocol": member.protocol, "seed": member.seed},
+            "config": batch.job_config}
+    runtime = max(1.0, (batch.deadline - time.time()) / 60.0) if batch.deadline else 0
+    command = [*batch.command, rule, json.dumps(spec), str(threads if rule == "simulate" else 1), str(runtime)]
+    cores = slot.cores
+
+    def pin():
+        if cores:
+            os.sched_setaffinity(0, cores)
+
+    with batch.lock:
+        if batch.stopping:
+            return EXIT_PAUSED
+        process = subprocess.Popen(command, env={**os.environ, **slot.environment()}, preexec_fn=pin,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        batch.processes[slot.index] = process
+    _, stderr = process.communicate()
+    with batch.lock:
+        batch.processes.pop(slot.index, None)
+    if process.returncode not in (0,) and stderr.strip():
+        log.info("slot %d: %s said: %s", slot.index, rule, " ".join(stderr.split())[-300:])
+    return process.returncode
+
+
+def _reason(log_file: str, code: int) -> str:
+    """The job's own one-line reason (its log's FAILED line), or how it ended."""
+    try:
+        lines = Path(log_file).read_text(errors="replace").splitlines()
+    except OSError:
+        lines = []
+    for line in reversed(lines):
+        if "FAILED" in line:
+            return line.split("FAILED", 1)[1].lstrip(": ").strip()
+    if code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exit {code}"
+
+
+def _record(batch: Batch, slots: list[Slot], started: float, ended: float) -> dict:
+    wall = max(ended - started, 1e-9)
+    busy = sum((run.ended or ended) - run.started for run in batch.runs)
+    return {
+        "slots": [{"slot": s.index, "cores": list(s.cores) if s.cores else None, "device": s.device} for s in slots],
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "host": os.uname().nodename,
+        "started_at": _iso(started),
+        "ended_at": _iso(ended),
+        "wall_seconds": round(wall, 2),
+        "busy_fraction": round(busy / (len(slots) * wall), 4),
+        "simulations": {m.name: {"state": m.state, **({"failure": m.failure} if m.failure else {})}
+                        for m in batch.members},
+        "segments": [{"simulation": r.simulation, "segment": r.segment, "slot": r.slot, "started_at": _iso(r.started),
+                      "ended_at": _iso(r.ended) if r.ended else None, "outcome": r.outcome, "log": r.log}
+                     for r in batch.runs],
+    }
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,123 @@
+"""`mdcampaign tune`: measure which packing gives a machine the most ns/day in total.
+
+For each set-up system of the campaign, runs 1, 2, 4, ... copies of it side by side
+for a few seconds, each pinned to its share of the cores (and its GPU) exactly as a
+packed job's slots are (`slots.slot_plan`), and reports the total ns/day of each
+packing. Run it where the simulations will run (on a cluster: inside an interactive
+job on a compute node of the partition), after `setup`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .slots import Packing, slot_plan
+
+WARMUP_STEPS = 100
+
+
+@dataclass
+class Trial:
+    system: str
+    atoms: int
+    packing: Packing
+    ns_per_day: list[float]  # one per slot
+
+    @property
+    def total(self) -> float:
+        return sum(self.ns_per_day)
+
+
+def candidates(cores: int, gpus: int, max_per_gpu: int = 4) -> list[Packing]:
+    """Packings worth trying: on CPUs 1, 2, 4, ... slots sharing the cores evenly; on
+    GPUs 1, 2, 4 slots per GPU, the cores shared among them."""
+    if gpus:
+        per_gpu = [n for n in (1, 2, 4, 8) if n <= max_per_gpu and n * gpus <= cores]
+        return [Packing(slots=n * gpus, threads=max(1, cores // (n * gpus)), gpus=gpus) for n in per_gpu]
+    counts = []
+    slots = 1
+    while slots <= cores:
+        counts.append(slots)
+        slots *= 2
+    if cores not in counts:
+        counts.append(cores)
+    return [Packing(slots=s, threads=cores // s) for s in counts]
+
+
+def measure(system_dir: Path, packing: Packing, seconds: float, platform: str, cpus: list[int]) -> list[float]:
+    """ns/day of each of ``packing.slots`` copies of a system run side by side."""
+    processes = []
+    for slot in slot_plan(packing, cpus):
+        cores = slot.cores
+
+        def pin(cores=cores):
+            if cores:
+                os.sched_setaffinity(0, cores)
+
+        command = [sys.executable, "-m", "mdcampaign.tune", str(system_dir), platform, str(packing.threads),
+                   str(seconds)]
+        processes.append(subprocess.Popen(command, env={**os.environ, **slot.environment()}, preexec_fn=pin,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    speeds = []
+    for process in processes:
+        out, err = process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(f"a tuning run failed: {' '.join(err.split())[-300:]}")
+        speeds.append(float(out.strip().splitlines()[-1]))
+    return speeds
+
+
+def _worker(system_dir: str, platform: str, threads: int, seconds: float) -> float:
+    """Integrate a set-up system for about ``seconds`` after a warm-up; its ns/day."""
+    from . import engine
+
+    setup = json.loads((Path(system_dir) / "setup.json").read_text())
+    protocol = setup["protocol"]
+    system = engine.read_xml(Path(system_dir) / "system.xml")
+    state = engine.read_xml(Path(system_dir) / "state.xml")
+    integrator = engine.langevin(protocol["temperature_K"], protocol["friction_per_ps"], protocol["timestep_fs"], 1)
+    context = engine.make_context(system, integrator, engine.choose_platform(platform), threads)
+    context.setState(state)
+    integrator.step(WARMUP_STEPS)
+    steps, chunk = 0, 50
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        integrator.step(chunk)
+        steps += chunk
+    context.getState(getEnergy=True)  # wait for a GPU to finish
+    elapsed = time.perf_counter() - started
+    return steps * protocol["timestep_fs"] * 1e-6 / elapsed * 86400.0
+
+
+def tune(systems: dict[str, Path], cores: int, gpus: int, seconds: float, platform: str,
+         report=print) -> list[Trial]:
+    cpus = sorted(os.sched_getaffinity(0))[:cores]
+    trials = []
+    for name, system_dir in systems.items():
+        atoms = json.loads((system_dir / "setup.json").read_text()).get("atoms", 0)
+        for packing in candidates(len(cpus), gpus):
+            trial = Trial(name, atoms, packing, measure(system_dir, packing, seconds, platform, cpus))
+            trials.append(trial)
+            report(f"{name} ({atoms} atoms): {packing.slots} slots x {packing.threads} threads"
+                   + (f" on {gpus} GPUs" if gpus else "") + f": {trial.total:.1f} ns/day in total "
+                   f"({', '.join(f'{s:.1f}' for s in trial.ns_per_day)})")
+    return trials
+
+
+def best(trials: list[Trial]) -> dict[str, Trial]:
+    """The packing with the most total ns/day, per system."""
+    result: dict[str, Trial] = {}
+    for trial in trials:
+        if trial.system not in result or trial.total > result[trial.system].total:
+            result[trial.system] = trial
+    return result
+
+
+if __name__ == "__main__":
+    print(_worker(sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])))

@@ -3,7 +3,7 @@ job costs around the MD, and packing several segments into one Slurm job.
 
     python benchmarks/slurm_packing.py [--sims 8] [--segments 2] [--pack 2]
 
-1. One Slurm job per segment (the profiles' way): the campaign's wall time, and per
+1. One Slurm job per segment (without packing): the campaign's wall time, and per
    simulate job Slurm's own elapsed time (its job-completion log) against the segment
    runner's wall time (segment.json). The difference is what a job costs besides the
    MD: Snakemake starting twice inside it (the job script, then the job step),
@@ -11,6 +11,8 @@ job costs around the MD, and packing several segments into one Slurm job.
 2. The same campaign with Snakemake job groups (`groups: {simulate: segments}`,
    `group-components`, `cores` = the node's CPUs so that a group fits on the node):
    its wall time, or how it failed.
+3. The same campaign with packing (`packing: {slots: 2, threads: 1}`): batches of 4
+   simulations, each batch one Slurm job whose 2 slots run all its segments.
 """
 
 from __future__ import annotations
@@ -51,13 +53,15 @@ def runner_seconds(campaign: Path) -> dict[str, float]:
     seconds = {}
     for manifest in (campaign / "results" / "sims").glob("*/*/segments/*/manifest.json"):
         for run in json.loads(manifest.read_text())["info"]["runs"]:
-            if run.get("slurm_job_id"):
-                seconds[run["slurm_job_id"]] = run["wall_seconds"]
+            if run.get("slurm_job_id"):  # summed: a packed job runs many segments
+                seconds[run["slurm_job_id"]] = seconds.get(run["slurm_job_id"], 0.0) + run["wall_seconds"]
     return seconds
 
 
-def run(sims: int, segments: int, pack: int, tmp: Path) -> dict:
-    campaign = tmp / f"campaign-pack{pack}"
+def run(sims: int, segments: int, pack: int, tmp: Path, slots: int = 0) -> dict:
+    """``pack``: segments per Slurm job with Snakemake job groups (1: none);
+    ``slots``: with packing (the `pack` rule) instead, its slots."""
+    campaign = tmp / f"campaign-pack{pack}-slots{slots}"
     subprocess.run([sys.executable, str(HERE / "synthetic.py"), str(campaign), "--sims", str(sims), "--segments",
                     str(segments)], check=True)
     profile = yaml.safe_load((REPO / "profiles" / "ci-slurm" / "config.yaml").read_text())
@@ -66,7 +70,9 @@ def run(sims: int, segments: int, pack: int, tmp: Path) -> dict:
         profile["groups"] = {"simulate": "segments"}
         profile["group-components"] = {"segments": pack}
         profile["cores"] = os.cpu_count()
-    profile_dir = tmp / f"profile-pack{pack}"
+    if slots:
+        profile["config"]["packing"] = {"slots": slots, "threads": 1}
+    profile_dir = tmp / f"profile-pack{pack}-slots{slots}"
     profile_dir.mkdir()
     (profile_dir / "config.yaml").write_text(yaml.safe_dump(profile))
     started = time.perf_counter()
@@ -76,13 +82,13 @@ def run(sims: int, segments: int, pack: int, tmp: Path) -> dict:
     subprocess.run(["snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--profile", str(profile_dir),
                     "--unlock"], cwd=campaign, capture_output=True)
     logs = list((campaign / ".snakemake" / "slurm_logs").rglob("*.log"))
-    outcome = {"pack": pack, "wall": wall, "slurm_jobs": len(logs), "ok": result.returncode == 0}
+    outcome = {"pack": pack, "slots": slots, "wall": wall, "slurm_jobs": len(logs), "ok": result.returncode == 0}
     if result.returncode != 0:
         lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
         errors = [line for line in lines if "Error" in line or "error" in line]
         outcome["failure"] = (errors or lines)[-1].strip()[:200]
     elapsed, runner = slurm_elapsed(), runner_seconds(campaign)
-    overheads = [elapsed[job] - seconds for job, seconds in runner.items() if job in elapsed]
+    overheads = [elapsed[job] - seconds / max(slots, 1) for job, seconds in runner.items() if job in elapsed]
     if overheads:
         outcome["overhead"] = (statistics.median(overheads), min(overheads), max(overheads), len(overheads))
         outcome["runner_median"] = statistics.median(runner.values())
@@ -100,16 +106,18 @@ def main() -> int:
         return 1
     rows = []
     with tempfile.TemporaryDirectory(prefix="mdcampaign-packing-") as tmp:
-        for pack in (1, args.pack):
-            rows.append(run(args.sims, args.segments, pack, Path(tmp)))
-            print(f"{pack} segment(s) per job: {rows[-1]['wall']:.0f} s", file=sys.stderr)
+        for pack, slots in ((1, 0), (args.pack, 0), (1, 2)):
+            rows.append(run(args.sims, args.segments, pack, Path(tmp), slots))
+            print(f"{pack} segment(s) per job, {slots} slots: {rows[-1]['wall']:.0f} s", file=sys.stderr)
     print(f"{args.sims} simulations × {args.segments} segments of alanine dipeptide (0.4 ps each: the MD takes "
           "well under a second), on the one-node test cluster.\n")
-    print("| segments per Slurm job | campaign wall time | Slurm jobs | simulate job: Slurm elapsed − runner wall "
-          "(median, min–max, jobs) | outcome |")
+    print("| segments per Slurm job | campaign wall time | Slurm jobs | simulate or pack job: Slurm elapsed − runner "
+          "wall per slot (median, min–max, jobs) | outcome |")
     print("|---|---|---|---|---|")
     for row in rows:
-        label = "1 (profiles as shipped)" if row["pack"] == 1 else f"up to {row['pack']} (Snakemake job groups)"
+        label = "1 (one segment per job)" if row["pack"] == 1 else f"up to {row['pack']} (Snakemake job groups)"
+        if row["slots"]:
+            label = f"all of a batch of {2 * row['slots']} simulations (packing, {row['slots']} slots)"
         overhead = "-"
         if "overhead" in row:
             median, low, high, count = row["overhead"]

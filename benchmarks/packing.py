@@ -10,7 +10,7 @@
    shipped (one segment per job, 2 threads each) against the same profile with
    packing {slots: 2, threads: 1}, in fresh copies, one after the other.
 3. --slurm: on the test cluster (scripts/ci/slurm-up), a packed campaign of two
-   simulations x three ~30 s segments in 2 slots: the slot busy fraction, i.e. the
+   simulations x three 2 ns segments of alanine dipeptide (about a minute each) in 2 slots: the slot busy fraction, i.e. the
    segment runners' integrating time / (slots x the job's Slurm elapsed time).
 """
 
@@ -97,7 +97,7 @@ def slurm_busy_fraction(tmp: Path) -> list[str]:
     campaign = write_campaign(
         tmp / "slurm-campaign",
         systems=[{"id": "ala", "structure": REPO / "config/structures/alanine-dipeptide.pdb", "replicas": 2}],
-        protocol={"segment_ns": 0.4, "target_ns": 1.2, "frame_interval_ps": 10.0, "checkpoint_interval_ps": 100.0},
+        protocol={"segment_ns": 2.0, "target_ns": 6.0, "frame_interval_ps": 10.0, "checkpoint_interval_ps": 100.0},
     )
     profile = profile_with(tmp, "ci-slurm", "profile-slurm", {"packing": {"slots": 2, "threads": 1},
                                                                "max_runtime_minutes": 30})
@@ -125,9 +125,11 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--campaign", action="store_true")
     parser.add_argument("--slurm", action="store_true")
+    parser.add_argument("--no-aggregate", action="store_true", help="skip part 1")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mdcampaign-packing-") as tmp:
-        print("\n".join(aggregate(Path(tmp), args.seconds, args.repeat)))
+        if not args.no_aggregate:
+            print("\n".join(aggregate(Path(tmp), args.seconds, args.repeat)))
         if args.campaign:
             print()
             print("\n".join(example_campaign(Path(tmp))))

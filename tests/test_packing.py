@@ -116,6 +116,10 @@ def test_kill_9_of_one_slot_leaves_the_other_running_and_resumes_exactly(tmp_pat
                 break
             time.sleep(0.2)
         assert victim, "both slots were running"
+        report = json.loads(subprocess.run(["mdcampaign", "status", "--json", "--no-slurm"], cwd=campaign,
+                                           capture_output=True, text=True).stdout)
+        running = {s["simulation"]: s["slot"] for s in report["simulations"] if s["state"] == "running"}
+        assert sorted(running.values()) == [0, 1], f"status shows each running simulation's slot: {running}"
         os.kill(victim, signal.SIGKILL)
         output, _ = process.communicate(timeout=600)
     finally:
@@ -179,3 +183,27 @@ def test_tune_measures_packings_of_a_set_up_system(tmp_path, prepared_ala):
     assert "ala (22 atoms): 1 slots x 2 threads" in result.stdout
     assert "ala (22 atoms): 2 slots x 1 threads" in result.stdout
     assert "ala: best" in result.stdout and "packing: {slots:" in result.stdout
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_whole_packed_run_then_the_same_command_continues_exactly(tmp_path):
+    campaign = write_campaign(
+        tmp_path / "campaign",
+        systems=[{"id": "ala", "structure": REPO / "config/structures/alanine-dipeptide.pdb", "replicas": 2}],
+        protocol={"segment_ns": 0.04, "target_ns": 0.12, "frame_interval_ps": 0.2, "checkpoint_interval_ps": 2.0},
+    )
+    profile = make_profile(tmp_path, "local", config=PACKED)
+    process = subprocess.Popen(["snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--profile", str(profile)],
+                               cwd=campaign, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        fetched = list(campaign.glob("results/sims/ala/r*/segments/*/manifest.json"))
+        if fetched and list(campaign.glob("scratch/ala/r*/*/work/checkpoint.chk")):
+            break
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)  # snakemake, the packed job and both slots, like a node crash
+    process.wait(timeout=60)
+    rerun = run_with_profile(campaign, profile)
+    assert "cleared the lock left by a run that no longer exists" in rerun.stdout + rerun.stderr
+    assert_complete(campaign, {"ala/r1": 0.12, "ala/r2": 0.12})

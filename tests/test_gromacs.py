@@ -1,0 +1,383 @@
+"""The GROMACS engine, for real: alanine dipeptide in a small water box set up with
+gmx, run in segments, killed with SIGKILL, stopped by its time budget, and checked
+frame by frame; a lab's own inputs; gmx's errors in one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mdcampaign import gromacs
+from mdcampaign.campaign import Protocol
+from mdcampaign.errors import CampaignError, SegmentError
+from mdcampaign.segment import ENERGY_COLUMNS
+
+from conftest import STRUCTURES, _schema_defaults
+
+GMX_VERSION = gromacs.available()
+needs_gmx = pytest.mark.skipif(GMX_VERSION is None, reason="GROMACS is not installed (gmx not found): "
+                                                          "apt-get install gromacs")
+
+# 2 fs without HMR, frames every 0.2 ps, segments of 2 ps; about a second per segment
+# on 2 cores for the ~1000 atoms of alanine dipeptide in a 0.8 nm-padded dodecahedron.
+GMX_PROTOCOL = {
+    "forcefield": "amber99sbildn",
+    "solvent": "explicit",
+    "water_model": "tip3p",
+    "box_shape": "dodecahedron",
+    "padding_nm": 0.8,
+    "nonbonded_cutoff_nm": 0.9,
+    "timestep_fs": 2.0,
+    "hmr": False,
+    "minimization_max_iterations": 200,
+    "equilibration_ps": 2.0,
+    "segment_ns": 0.002,
+    "target_ns": 0.004,
+    "frame_interval_ps": 0.2,
+    "checkpoint_interval_ps": 0.4,
+    "trajectory_atoms": "solute",
+    "seed": 3,
+}
+THREADS = 2
+
+
+def protocol_with(**changes) -> Protocol:
+    return Protocol(**{**_schema_defaults(), **GMX_PROTOCOL, **changes})
+
+
+@pytest.fixture(scope="module")
+def gmx_setup(tmp_path_factory):
+    pytest.importorskip("pyedr", reason="pyedr (reads GROMACS .edr files) is not installed: pip install pyedr")
+    if GMX_VERSION is None:
+        pytest.skip("GROMACS is not installed (gmx not found): apt-get install gromacs")
+    protocol = protocol_with()
+    out = tmp_path_factory.mktemp("gmx-setup")
+    info = gromacs.prepare(STRUCTURES / "alanine-dipeptide.pdb", protocol, out, threads=THREADS)
+    return out, protocol, info
+
+
+def frame_times(path: Path) -> list[float]:
+    return [time_ps for _, _, time_ps in gromacs._xtc_frames(path)]
+
+
+def read_energies(path: Path):
+    import pandas as pd
+
+    return pd.read_csv(path)
+
+
+def assert_segment(work: Path, protocol: Protocol, segment: int, tinit: float = 0.0):
+    """Frames at first+F .. last exactly once, and one energy row per frame."""
+    frames = protocol.segment_steps // protocol.frame_steps
+    first = segment * protocol.segment_steps
+    expected = [round(tinit + (first + (i + 1) * protocol.frame_steps) * protocol.timestep_ps, 6)
+                for i in range(frames)]
+    times = [round(t, 3) for t in frame_times(work / "trajectory.xtc")]
+    assert times == [round(t, 3) for t in expected]
+    table = read_energies(work / "energies.csv")
+    assert tuple(table.columns) == ENERGY_COLUMNS
+    assert len(table) == frames
+    assert list(table["step"]) == [first + (i + 1) * protocol.frame_steps for i in range(frames)]
+    assert [round(t, 3) for t in table["time_ps"]] == [round(t, 3) for t in expected]
+    assert table[list(ENERGY_COLUMNS[2:])].notna().all().all()
+    assert 0.9 < table["density_g_per_mL"].mean() < 1.2
+    assert 260 < table["temperature_K"].mean() < 340
+    info = json.loads((work / "segment.json").read_text())
+    assert info["frames"] == frames and info["first_step"] == first
+    assert gromacs.checkpoint_header(work / "final_state.cpt")["step"] == first + protocol.segment_steps
+    # mdrun's own files are gone; its log is kept
+    assert sorted(p.name for p in work.iterdir()) == sorted([*gromacs.OUTPUT_FILES, "gromacs.log", "mdrun.log"])
+    return info
+
+
+# --------------------------------------------------------------------------- no gmx needed
+
+
+def test_engine_columns_are_the_openmm_runners():
+    assert gromacs.ENERGY_COLUMNS == ENERGY_COLUMNS
+
+
+def test_gmx_argv_is_a_list_with_absolute_paths_and_no_option_lookalikes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = gromacs.gmx_argv("grompp", [("-f", Path("-weird name.mdp")), ("-maxwarn", 0), ("-ignh", True),
+                                       ("-d", 0.8)])
+    assert argv[:4] == [gromacs.GMX, "-quiet", "-nobackup", "grompp"]
+    assert argv[4:] == ["-f", str(tmp_path / "-weird name.mdp"), "-maxwarn", "0", "-ignh", "-d", "0.8"]
+    with pytest.raises(ValueError):
+        gromacs.gmx_argv("grompp", [("-f", "-o")])
+    with pytest.raises(ValueError):
+        gromacs.gmx_argv("grompp", [("f", Path("x"))])
+
+
+def test_error_line_picks_gromacs_own_error():
+    grompp = """Ignoring obsolete mdp entry 'title'
+
+ERROR 1 [file bad.mdp, line 3]:
+  Right hand side 'abc' for parameter 'dt' in parameter file is not a real
+  value
+
+
+There was 1 error in input file(s)
+
+-------------------------------------------------------
+Program:     gmx grompp, version 2022.5
+Source file: src/gromacs/gmxpreprocess/grompp.cpp (line 2478)
+
+Fatal error:
+There was 1 error in input file(s)
+
+For more information and tips for troubleshooting, please check the GROMACS
+website at http://www.gromacs.org/Documentation/Errors
+-------------------------------------------------------
+"""
+    assert gromacs.error_line(grompp) == (
+        "ERROR 1 [file bad.mdp, line 3]: Right hand side 'abc' for parameter 'dt' in parameter file is not a real value")
+    mdrun = """Program:     gmx mdrun, version 2022.5
+Source file: src/gromacs/mdlib/sim_util.cpp (line 777)
+
+Fatal error:
+Step 120: The total potential energy is nan, which is not finite. The LJ and
+electrostatic contributions to the energy are 0 and -3.2e+04, respectively.
+
+For more information and tips for troubleshooting, please check the GROMACS
+"""
+    assert gromacs.error_line(mdrun).startswith("Step 120: The total potential energy is nan, which is not finite.")
+
+
+def test_check_protocol_says_what_gromacs_cannot_do():
+    assert gromacs.check_protocol(protocol_with()) == []
+    problems = gromacs.check_protocol(protocol_with(forcefield="amber14", solvent="implicit"))
+    assert any("forcefield 'amber14' is not shipped with GROMACS" in p for p in problems)
+    assert any("GROMACS removed implicit solvent in version 2019" in p for p in problems)
+    (problem,) = gromacs.check_protocol(protocol_with(water_model="opc"))
+    assert "water_model 'opc'" in problem and "tip3p" in problem
+    (problem,) = gromacs.check_protocol(protocol_with(ph=4.0))
+    assert "ph 4.0" in problem
+    assert all("\n" not in p for p in problems)
+
+
+def test_prepare_refuses_before_running_anything(tmp_path):
+    with pytest.raises(CampaignError, match="implicit solvent"):
+        gromacs.prepare(STRUCTURES / "alanine-dipeptide.pdb", protocol_with(solvent="implicit"), tmp_path)
+    assert not (tmp_path / "build").exists()
+
+
+# --------------------------------------------------------------------------- real gmx
+
+
+@needs_gmx
+@pytest.mark.slow
+def test_setup_writes_the_production_inputs(gmx_setup, tmp_path):
+    out, protocol, info = gmx_setup
+    for name in ("system.tpr", "start.cpt", "topology.pdb", "trajectory_topology.pdb", "system.top",
+                 "production.mdp", "index.ndx", "equilibration.csv"):
+        assert (out / name).exists(), name
+    assert info["gmx_version"] == GMX_VERSION and info["forcefield"] == "amber99sb-ildn"
+    assert info["solute_atoms"] == 22 and info["waters"] > 200
+    assert info["atoms"] == info["solute_atoms"] + 3 * info["waters"] + sum(info["ions"].values())
+    assert info["trajectory_atoms"] == 22
+    header = gromacs.checkpoint_header(out / "start.cpt")
+    assert header["step"] == 0 and header["time_ps"] == 0.0 and header["natoms"] == info["atoms"]
+    import mdtraj
+
+    assert mdtraj.load(str(out / "topology.pdb")).n_atoms == info["atoms"]
+    assert mdtraj.load(str(out / "trajectory_topology.pdb")).n_atoms == 22
+    tpr = gromacs.inspect_tpr(out / "system.tpr")
+    assert tpr["integrator"] == "sd" and tpr["nsteps"] == protocol.segment_steps
+    assert tpr["nstxout_compressed"] == protocol.frame_steps and tpr["init_step"] == 0
+    assert 250 < info["equilibration"]["temperature_mean_K"] < 350  # one frame: +-3% swings
+    assert tpr["ld_seed"] == protocol.seed
+    # A replica: the same state, another Langevin seed.
+    replica = gromacs.inspect_tpr(gromacs.replica_tpr(out, 11, tmp_path / "r2.tpr"))
+    assert replica["ld_seed"] == 11 and replica["nsteps"] == tpr["nsteps"]
+
+
+@needs_gmx
+@pytest.mark.slow
+def test_two_segments_join_into_one_continuous_trajectory(gmx_setup, tmp_path):
+    import mdtraj
+    import numpy as np
+
+    out, protocol, _ = gmx_setup
+    start = out / "start.cpt"
+    works = []
+    for segment in range(protocol.n_segments):
+        work = tmp_path / f"{segment:04d}"
+        complete, info = gromacs.run_segment(out / "system.tpr", start, work, segment, protocol, threads=THREADS)
+        assert complete, info
+        assert_segment(work, protocol, segment)
+        assert info["runs"] and info["runs"][-1]["ns_per_day"] > 0
+        start = work / "final_state.cpt"
+        works.append(work)
+    # Running a complete segment again does nothing.
+    again = gromacs.run_segment(out / "system.tpr", out / "start.cpt", works[0], 0, protocol, threads=THREADS)
+    assert again[0] and again[1]["finished_at"] == json.loads((works[0] / "segment.json").read_text())["finished_at"]
+    joined = mdtraj.load([str(w / "trajectory.xtc") for w in works], top=str(out / "trajectory_topology.pdb"))
+    spacing = np.diff(joined.time)
+    assert len(joined) == protocol.n_segments * protocol.segment_steps // protocol.frame_steps
+    assert np.allclose(spacing, protocol.frame_interval_ps, atol=1e-3)
+    assert joined.time[0] == pytest.approx(protocol.frame_interval_ps, abs=1e-3)
+    assert joined.time[-1] == pytest.approx(protocol.target_ns * 1000, abs=1e-3)
+    rows = sum(len(read_energies(w / "energies.csv")) for w in works)
+    assert rows == len(joined)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def _segment_command(setup: Path, protocol: Protocol, work: Path, segment=0, start=None, extra=()):
+    protocol_file = work.parent / f"{work.name}-protocol.json"
+    protocol_file.write_text(json.dumps(protocol.__dict__))
+    return [sys.executable, "-m", "mdcampaign.gromacs", "--tpr", str(setup / "system.tpr"),
+            "--start", str(start or setup / "start.cpt"), "--work", str(work), "--protocol", str(protocol_file),
+            "--segment", str(segment), "--threads", str(THREADS), *extra]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@needs_gmx
+@pytest.mark.slow
+def test_kill9_of_mdrun_three_times_then_resume_keeps_every_frame_once(gmx_setup, tmp_path):
+    out, _, _ = gmx_setup
+    protocol = protocol_with(segment_ns=0.04, target_ns=0.04)  # 40 ps: about 10 s
+    work = tmp_path / "0000"
+    command = _segment_command(out, protocol, work)
+    reached = -1
+    for attempt, target in enumerate(("mdrun", "wrapper", "mdrun", "mdrun")):
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        mdrun = None
+        # Kill once this attempt has checkpointed beyond the previous one (and, the first
+        # time, beyond the short calibration run that measures the speed).
+        while mdrun is None and time.time() < deadline and process.poll() is None:
+            header = gromacs.checkpoint_header(work / "segment.cpt")
+            children = _children(process.pid)
+            if header and header["step"] > max(reached, protocol.checkpoint_steps) and children:
+                time.sleep(0.1 * attempt)  # land at different moments after the checkpoint
+                try:
+                    os.kill(children[0] if target == "mdrun" else process.pid, signal.SIGKILL)
+                    mdrun = children[0]
+                except ProcessLookupError:  # between two mdruns: try again
+                    pass
+            time.sleep(0.02)
+        assert mdrun is not None, f"attempt {attempt}: no progress to kill"
+        if target == "mdrun":
+            assert process.wait(timeout=60) == 1  # the wrapper reports it and exits
+        else:  # the whole job: mdrun dies with its parent
+            process.wait(timeout=60)
+            assert _wait(lambda pid=mdrun: not _alive(pid), 10), "mdrun outlived its killed parent"
+        header = gromacs.checkpoint_header(work / "segment.cpt")
+        assert header["step"] > reached
+        reached = header["step"]
+        assert not (work / "segment.json").exists()
+    assert reached < protocol.segment_steps, "the segment finished before the last kill; make it longer"
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    info = assert_segment(work, protocol, 0)
+    stops = [run["stop_reason"] for run in info["runs"]]
+    assert sum("SIGKILL" in (s or "") for s in stops) == 3
+    assert sum("killed (no record" in (s or "") for s in stops) == 1
+    assert stops[-1] is None
+
+
+def _wait(predicate, timeout):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@needs_gmx
+@pytest.mark.slow
+def test_time_budget_stops_with_a_checkpoint_and_the_next_call_continues(gmx_setup, tmp_path):
+    out, _, _ = gmx_setup
+    protocol = protocol_with(segment_ns=0.06, target_ns=0.06)  # 60 ps: longer than the budget
+    work = tmp_path / "0000"
+    began = time.time()
+    complete, info = gromacs.run_segment(out / "system.tpr", out / "start.cpt", work, 0, protocol,
+                                         threads=THREADS, deadline=time.time() + 8)
+    assert not complete and "time budget" in info["reason"], info
+    assert time.time() - began < 10
+    assert 0 < info["step"] < protocol.segment_steps
+    assert gromacs.checkpoint_header(work / "segment.cpt")["step"] == info["step"]
+    complete, info = gromacs.run_segment(out / "system.tpr", out / "start.cpt", work, 0, protocol, threads=THREADS)
+    assert complete
+    assert_segment(work, protocol, 0)
+    assert any("time budget" in (run["stop_reason"] or "") for run in info["runs"])
+
+
+@needs_gmx
+@pytest.mark.slow
+def test_a_labs_own_tpr_runs_in_two_segments(gmx_setup, tmp_path):
+    out, protocol, _ = gmx_setup
+    lab = gromacs.import_inputs(tpr=out / "system.tpr", out_dir=tmp_path / "lab")
+    assert lab["timestep_fs"] == protocol.timestep_fs and lab["frame_interval_ps"] == protocol.frame_interval_ps
+    assert lab["trajectory_atoms"] == 22  # compressed-x-grps read back from the tpr
+    import mdtraj
+
+    assert mdtraj.load(str(tmp_path / "lab" / "trajectory_topology.pdb")).n_atoms == 22
+    start = None  # segment 0 starts from the tpr's own state
+    for segment in range(2):
+        work = tmp_path / f"lab-{segment}"
+        complete, _ = gromacs.run_segment(tmp_path / "lab" / "system.tpr", start, work, segment, protocol,
+                                          threads=THREADS)
+        assert complete
+        assert_segment(work, protocol, segment)
+        start = work / "final_state.cpt"
+
+
+@needs_gmx
+def test_a_labs_gro_top_mdp_go_through_grompp_and_a_bad_mdp_fails_in_one_line(gmx_setup, tmp_path):
+    out, protocol, _ = gmx_setup
+    lab = tmp_path / "inputs"
+    shutil.copytree(out, lab, ignore=shutil.ignore_patterns("build"))
+    info = gromacs.import_inputs(gro=lab / "start.gro", top=lab / "system.top", mdp=lab / "production.mdp",
+                                 ndx=lab / "index.ndx", out_dir=tmp_path / "ok")
+    assert info["nstxout_compressed"] == protocol.frame_steps and (tmp_path / "ok" / "system.tpr").exists()
+
+    bad = lab / "bad.mdp"
+    bad.write_text((lab / "production.mdp").read_text().replace("dt                       = 0.002",
+                                                                 "dt                       = two"))
+    with pytest.raises(CampaignError) as error:
+        gromacs.import_inputs(gro=lab / "start.gro", top=lab / "system.top", mdp=bad, ndx=lab / "index.ndx",
+                              out_dir=tmp_path / "bad")
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith("gmx grompp failed on ")
+    assert "bad.mdp" in message and "ERROR 1 [file" in message and "'two'" in message
+
+    broken = lab / "broken.top"
+    broken.write_text((lab / "system.top").read_text().replace("[ molecules ]", "[ molecule ]"))
+    with pytest.raises(CampaignError) as error:
+        gromacs.import_inputs(gro=lab / "start.gro", top=broken, mdp=lab / "production.mdp", ndx=lab / "index.ndx",
+                              out_dir=tmp_path / "broken")
+    assert "\n" not in str(error.value) and "broken.top" in str(error.value)
+
+
+@needs_gmx
+def test_a_failing_mdrun_names_the_command_and_the_error(gmx_setup, tmp_path):
+    out, protocol, _ = gmx_setup
+    with pytest.raises(SegmentError, match=r"does not match the protocol: its timestep is 2 fs"):
+        gromacs.run_segment(out / "system.tpr", out / "start.cpt", tmp_path / "w", 0,
+                            protocol_with(timestep_fs=1.0), threads=THREADS)
+    with pytest.raises(SegmentError, match=r"is at step 0, but the segment starts at step 1000"):
+        gromacs.run_segment(out / "system.tpr", out / "start.cpt", tmp_path / "w1", 1, protocol, threads=THREADS)

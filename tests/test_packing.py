@@ -52,6 +52,15 @@ def test_batches_are_one_jobs_worth_and_named_after_their_members():
     assert Packing(slots=3).batch_size == 6 and Packing(slots=3, simulations=4).batch_size == 4
 
 
+def two_replicas(tmp_path: Path, **protocol) -> Path:
+    """Alanine dipeptide in implicit solvent, two replicas: one per slot."""
+    return write_campaign(
+        tmp_path / "campaign",
+        systems=[{"id": "ala", "structure": REPO / "config/structures/alanine-dipeptide.pdb", "replicas": 2}],
+        protocol={"frame_interval_ps": 0.2, **protocol},
+    )
+
+
 def intervals(campaign: Path, simulation: str) -> list[tuple[float, float, dict]]:
     """(start, end, slot) of every run of every segment of a simulation, from the records."""
     spans = []
@@ -64,11 +73,7 @@ def intervals(campaign: Path, simulation: str) -> list[tuple[float, float, dict]
 
 @pytest.mark.slow
 def test_a_packed_job_runs_two_simulations_side_by_side_in_pinned_slots(tmp_path):
-    campaign = write_campaign(
-        tmp_path / "campaign",
-        systems=[{"id": "ala", "structure": REPO / "config/structures/alanine-dipeptide.pdb", "replicas": 2}],
-        protocol={"segment_ns": 0.01, "target_ns": 0.03, "frame_interval_ps": 0.2, "checkpoint_interval_ps": 1.0},
-    )
+    campaign = two_replicas(tmp_path, segment_ns=0.01, target_ns=0.03, checkpoint_interval_ps=1.0)
     result = run_with_profile(campaign, make_profile(tmp_path, "local", config=PACKED))
     assert_complete(campaign, {"ala/r1": 0.03, "ala/r2": 0.03})
     rounds = list((campaign / "results" / "packs").glob("*/round-*.json"))
@@ -97,11 +102,7 @@ def runner_of(campaign: Path, simulation: str) -> int | None:
 
 @pytest.mark.slow
 def test_kill_9_of_one_slot_leaves_the_other_running_and_resumes_exactly(tmp_path):
-    campaign = write_campaign(
-        tmp_path / "campaign",
-        systems=[{"id": "ala", "structure": REPO / "config/structures/alanine-dipeptide.pdb", "replicas": 2}],
-        protocol={"segment_ns": 0.1, "target_ns": 0.1, "frame_interval_ps": 0.2, "checkpoint_interval_ps": 2.0},
-    )
+    campaign = two_replicas(tmp_path, segment_ns=0.1, target_ns=0.1, checkpoint_interval_ps=2.0)
     profile = make_profile(tmp_path, "local", config=PACKED)
     process = subprocess.Popen(["snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--profile", str(profile)],
                                cwd=campaign, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -187,11 +188,7 @@ def test_tune_measures_packings_of_a_set_up_system(tmp_path, prepared_ala):
 
 @pytest.mark.slow
 def test_kill_9_of_the_whole_packed_run_then_the_same_command_continues_exactly(tmp_path):
-    campaign = write_campaign(
-        tmp_path / "campaign",
-        systems=[{"id": "ala", "structure": REPO / "config/structures/alanine-dipeptide.pdb", "replicas": 2}],
-        protocol={"segment_ns": 0.04, "target_ns": 0.12, "frame_interval_ps": 0.2, "checkpoint_interval_ps": 2.0},
-    )
+    campaign = two_replicas(tmp_path, segment_ns=0.04, target_ns=0.12, checkpoint_interval_ps=2.0)
     profile = make_profile(tmp_path, "local", config=PACKED)
     process = subprocess.Popen(["snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--profile", str(profile)],
                                cwd=campaign, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Iterator
 
 from . import layout
-from .configuration import expand_path
+from .configuration import expand_path, read_user_text
 from .errors import CampaignError
 from .forcefields import forcefield_files
 from .sites import ASSIGNMENT_FILE, Site, Work, assign, read_assignment
@@ -426,16 +426,8 @@ def read_systems_table(path: Path, label: str) -> list[tuple[int, dict]]:
     Blank lines and lines starting with '#' are skipped; line numbers are those an
     editor shows.
     """
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise CampaignError(f"{label}: systems table not found (set 'systems' in the config to its path)") from None
-    except IsADirectoryError:
-        raise CampaignError(f"{label}: is a directory, expected a tab-separated table") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise CampaignError(f"{label}: not a text file (expected a UTF-8 tab-separated table)") from None
+    text = read_user_text(path, label, "a UTF-8 tab-separated table",
+                          "systems table not found (set 'systems' in the config to its path)")
     numbered = [
         (number, line)
         for number, line in enumerate(text.splitlines(), start=1)

@@ -59,17 +59,25 @@ def load_yaml_strict(text: str, label: str) -> Any:
         raise CampaignError(f"{label}{where}: not valid YAML ({getattr(error, 'problem', None) or error})") from None
 
 
+def read_user_text(path: Path | str, label: str, kind: str, missing: str) -> str:
+    """A text file the user gave (UTF-8, a byte-order mark allowed); a file that is
+    missing, a folder or binary becomes one line: '<label>: <missing>', or that it is
+    not ``kind``."""
+    try:
+        return Path(path).read_bytes().decode("utf-8-sig")
+    except FileNotFoundError:
+        raise CampaignError(f"{label}: {missing}") from None
+    except IsADirectoryError:
+        raise CampaignError(f"{label}: is a directory, expected {kind}") from None
+    except UnicodeDecodeError:
+        raise CampaignError(f"{label}: not a text file (expected {kind})") from None
+
+
 def read_config_file(path: Path | str) -> dict:
     """Parse a config YAML file; a syntax error becomes one line with its position."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise CampaignError(f"{path}: config file not found (run from the campaign directory or give its path)") from None
-    except IsADirectoryError:
-        raise CampaignError(f"{path}: is a directory, expected a YAML config file") from None
-    except UnicodeDecodeError:
-        raise CampaignError(f"{path}: not a text file (expected YAML)") from None
+    text = read_user_text(path, str(path), "a YAML config file",
+                          "config file not found (run from the campaign directory or give its path)")
     config = load_yaml_strict(text, str(path))
     if not isinstance(config, dict):
         raise CampaignError(f"{path}: expected a mapping of keys to values at the top level")

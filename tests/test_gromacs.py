@@ -14,26 +14,25 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import STRUCTURES, _schema_defaults
 
 from mdcampaign import gromacs
 from mdcampaign.campaign import Protocol
 from mdcampaign.errors import CampaignError, SegmentError
 from mdcampaign.segment import ENERGY_COLUMNS
 
-from conftest import STRUCTURES, _schema_defaults
-
 GMX_VERSION = gromacs.available()
 needs_gmx = pytest.mark.skipif(GMX_VERSION is None, reason="GROMACS is not installed (gmx not found): "
                                                           "apt-get install gromacs")
 
 # 2 fs without HMR, frames every 0.2 ps, segments of 2 ps; about a second per segment
-# on 2 cores for the ~1000 atoms of alanine dipeptide in a 0.8 nm-padded dodecahedron.
+# on 2 cores for the ~1000 atoms of alanine dipeptide in a 1.2 nm-padded dodecahedron.
 GMX_PROTOCOL = {
     "forcefield": "amber99sbildn",
     "solvent": "explicit",
     "water_model": "tip3p",
     "box_shape": "dodecahedron",
-    "padding_nm": 0.8,
+    "padding_nm": 1.2,
     "nonbonded_cutoff_nm": 0.9,
     "timestep_fs": 2.0,
     "hmr": False,
@@ -288,7 +287,7 @@ def test_kill9_of_mdrun_three_times_then_resume_keeps_every_frame_once(gmx_setup
         reached = header["step"]
         assert not (work / "segment.json").exists()
     assert reached < protocol.segment_steps, "the segment finished before the last kill; make it longer"
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     info = assert_segment(work, protocol, 0)
     stops = [run["stop_reason"] for run in info["runs"]]
@@ -308,9 +307,9 @@ def _wait(predicate, timeout):
 
 @needs_gmx
 @pytest.mark.slow
-def test_time_budget_stops_with_a_checkpoint_and_the_next_call_continues(gmx_setup, tmp_path):
+def test_time_budget_and_sigterm_stop_with_a_checkpoint_and_the_next_call_continues(gmx_setup, tmp_path):
     out, _, _ = gmx_setup
-    protocol = protocol_with(segment_ns=0.06, target_ns=0.06)  # 60 ps: longer than the budget
+    protocol = protocol_with(segment_ns=0.03, target_ns=0.03)  # 30 ps: longer than the budget
     work = tmp_path / "0000"
     began = time.time()
     complete, info = gromacs.run_segment(out / "system.tpr", out / "start.cpt", work, 0, protocol,
@@ -319,10 +318,17 @@ def test_time_budget_stops_with_a_checkpoint_and_the_next_call_continues(gmx_set
     assert time.time() - began < 10
     assert 0 < info["step"] < protocol.segment_steps
     assert gromacs.checkpoint_header(work / "segment.cpt")["step"] == info["step"]
+    # SIGTERM (Slurm's warning, Ctrl-C): mdrun checkpoints and stops, the runner exits 75.
+    process = subprocess.Popen(_segment_command(out, protocol, work), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    assert _wait(lambda: gromacs.checkpoint_header(work / "segment.cpt")["step"] > info["step"], 60)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 75
     complete, info = gromacs.run_segment(out / "system.tpr", out / "start.cpt", work, 0, protocol, threads=THREADS)
     assert complete
     assert_segment(work, protocol, 0)
-    assert any("time budget" in (run["stop_reason"] or "") for run in info["runs"])
+    stops = [run["stop_reason"] or "" for run in info["runs"]]
+    assert any("time budget" in s for s in stops) and "signal SIGTERM" in stops, stops
 
 
 @needs_gmx

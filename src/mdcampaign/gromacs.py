@@ -25,15 +25,20 @@ What it provides:
 
 How exactness works. Segment k's input is the tpr made by ``gmx convert-tpr -nsteps
 (k+1)*S`` and the start checkpoint (setup's ``start.cpt`` at step 0, or segment k-1's
-``final_state.cpt`` at step k*S). Its first run is ``mdrun -cpi <start> -noappend``
-(new output files ``segment.partNNNN.*`` in the work directory); every later run of
-the same segment is ``mdrun -cpi segment.cpt`` with appending, and GROMACS itself cuts
-the trajectory, energy file and log back to what that checkpoint covers (it records
-their offsets and checksums and fsyncs them before writing the checkpoint), so a
-``kill -9`` at any moment loses no frame and duplicates none. GROMACS writes the
-frame of the start step again when a run starts; the segment's ``trajectory.xtc``
-and ``energies.csv`` therefore leave out the frame at step k*S (it is segment k-1's
-last frame), like the OpenMM runner.
+``final_state.cpt`` at step k*S). Every run of the segment is ``mdrun -cpi
+<checkpoint> -noappend``: from the start checkpoint the first time, from the segment's
+own newest ``segment.cpt`` (``segment_prev.cpt`` if that one is unreadable) after a
+stop or a ``kill -9``. Each run writes its own part files (``segment.partNNNN.xtc`` /
+``.edr``) beginning with the frame of the step it starts from. (Appending is not an
+option: GROMACS appends only to the files named in the checkpoint, and a segment's
+start checkpoint names the previous segment's files, elsewhere; once a run used
+-noappend, GROMACS never appends again.) When the segment is complete its
+``trajectory.xtc`` and ``energies.csv`` are spliced from the parts in order, each part
+replacing what earlier parts wrote from its start step on (frames a killed run wrote
+after its last checkpoint), and keeping steps first+F .. last: no frame is lost or
+duplicated, and the frame at step k*S, segment k-1's last, is left out as in the
+OpenMM runner. mdrun fsyncs its outputs before each checkpoint and writes checkpoints
+atomically (temp file, then ``_prev`` rotation).
 
 Checkpoints: GROMACS checkpoints by wall-clock time (``-cpt`` minutes), at a
 neighbour-search step. ``checkpoint_interval_ps`` is turned into minutes with the
@@ -41,8 +46,15 @@ speed measured in this segment: the first run of a segment stops after one check
 interval (``-nsteps``), which ends with a checkpoint exactly at that step and measures
 the speed; the rest of the segment then runs in one mdrun with ``-cpt`` set to the
 wall time that interval takes (at least ``MIN_CHECKPOINT_SECONDS``). Where the
-checkpoints fall does not affect exactness (GROMACS truncates to whichever it
-resumes from), only how much work a kill loses.
+checkpoints fall does not affect the splice, only how much work a kill loses.
+
+Bitwise identity: with ``-reprod`` (used on CPUs) the same segment run twice gives
+identical frames, and a restart at constant volume continues bitwise as if
+uninterrupted. With the C-rescale barostat GROMACS 2022.5's restarts are exact in
+state (positions, velocities, box from the checkpoint) but some restarts differ from
+an uninterrupted run in the last bits, which grows into a different (equally valid)
+trajectory after a few hundred steps; GROMACS's own continuation tests compare
+energies within a tolerance for this reason.
 """
 
 from __future__ import annotations
@@ -65,6 +77,7 @@ from pathlib import Path
 from . import engine, xtc
 from .campaign import Protocol
 from .errors import CampaignError, SegmentError
+from .segment import ENERGY_COLUMNS, StopRequest
 from .slots import current_slot
 from .structures import SALT_ION_RESIDUES, WATER_RESIDUES
 
@@ -90,12 +103,12 @@ EQUILIBRATION_ENERGY_PS = 1.0
 COMPRESSIBILITY_PER_BAR = 4.5e-5  # water
 TAU_P_PS = 2.0
 MIN_CHECKPOINT_SECONDS = 1.0
+# mdrun -reprod on CPUs: the same segment run twice gives identical frames (without it,
+# a 2-thread run of 1000 atoms diverges from an identical one within picoseconds), for
+# 0-10% of speed. GPU nonbonded kernels sum in a varying order either way.
+REPRODUCIBLE_ON_CPU = True
 CPT_MAGIC = 171817
 OUTPUT_FILES = ("trajectory.xtc", "energies.csv", "final_state.cpt", "segment.json")
-ENERGY_COLUMNS = (
-    "step", "time_ps", "potential_energy_kJ_mol", "kinetic_energy_kJ_mol", "total_energy_kJ_mol",
-    "temperature_K", "volume_nm3", "density_g_per_mL",
-)  # the same columns as segment.ENERGY_COLUMNS (tests check that they stay equal)
 # energies.csv column -> .edr term, and the factor to the column's unit
 EDR_TERMS = {
     "potential_energy_kJ_mol": ("Potential", 1.0),
@@ -105,7 +118,6 @@ EDR_TERMS = {
     "volume_nm3": ("Volume", 1.0),
     "density_g_per_mL": ("Density", 1e-3),  # kg/m^3 -> g/mL
 }
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 _OPTION = re.compile(r"^-[a-z][a-z0-9_]*$")
 _NUMBER = re.compile(r"^-?\d+(\.\d*)?([eE][-+]?\d+)?$")
 
@@ -117,7 +129,7 @@ class GromacsError(SegmentError):
 # --------------------------------------------------------------------------- gmx calls
 
 
-def gmx_argv(tool: str, options=(), ) -> list[str]:
+def gmx_argv(tool: str, options=()) -> list[str]:
     """The argument list of one gmx call: ``gmx -quiet -nobackup <tool> <options>``.
 
     ``options`` is a sequence of ``(flag, value)`` pairs; value None or True means the
@@ -136,8 +148,6 @@ def gmx_argv(tool: str, options=(), ) -> list[str]:
         argv.append(flag)
         if isinstance(value, Path):
             argv.append(str(value.absolute()))
-        elif isinstance(value, bool):  # pragma: no cover - handled above
-            raise ValueError(flag)
         elif isinstance(value, (int, float)):
             argv.append(repr(value) if isinstance(value, float) else str(value))
         else:
@@ -151,7 +161,6 @@ def gmx_argv(tool: str, options=(), ) -> list[str]:
 def _environment(threads: int | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env["GMX_MAXBACKUP"] = "-1"  # never leave #file.1# backups behind
-    env.pop("GMX_NO_QUOTES", None)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)  # mdrun refuses a differing -ntomp
     else:
@@ -169,7 +178,7 @@ def run_gmx(tool: str, options=(), *, cwd: Path, subject: Path | str | None = No
     argv = gmx_argv(tool, options)
     cwd = Path(cwd).absolute()
     try:
-        result = subprocess.run(argv, cwd=cwd, input=stdin if stdin is not None else "", text=True,
+        result = subprocess.run(argv, check=False, cwd=cwd, input=stdin if stdin is not None else "", text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_environment(threads))
     except FileNotFoundError:
         raise error(f"gmx {tool}: the GROMACS program '{GMX}' was not found; install GROMACS "
@@ -188,7 +197,7 @@ def failure_message(tool: str, subject, output: str, log_path: Path | None, retu
     if not line:
         line = f"exit status {returncode}" if returncode is not None and returncode >= 0 else (
             f"killed by {signal.Signals(-returncode).name}" if returncode else "failed")
-    more = f" (full output: {log_path})" if log_path else ""
+    more = f" (full output: {log_path})" if log_path and str(log_path) != os.devnull else ""
     return f"gmx {tool} failed{where}: {line}{more}"
 
 
@@ -248,8 +257,8 @@ def available() -> str | None:
     if shutil.which(GMX) is None:
         return None
     try:
-        output = subprocess.run([GMX, "-quiet", "--version"], capture_output=True, text=True, timeout=60,
-                                env=_environment()).stdout
+        output = subprocess.run(gmx_argv("--version"), check=False, capture_output=True, text=True, timeout=60,
+                                stdin=subprocess.DEVNULL, env=_environment()).stdout
     except (OSError, subprocess.TimeoutExpired):
         return None
     match = re.search(r"GROMACS version:\s*(\S+)", output)
@@ -278,16 +287,17 @@ def check_protocol(protocol: Protocol) -> list[str]:
             f"of: {', '.join(WATER_MODELS)}"
         )
     if protocol.timestep_fs > MAX_TIMESTEP_FS:
-        problems.append(f"timestep_fs {protocol.timestep_fs}: the GROMACS engine allows at most {MAX_TIMESTEP_FS} fs")
+        problems.append(f"timestep_fs {protocol.timestep_fs}: the GROMACS engine allows at most {MAX_TIMESTEP_FS} fs "
+                        "(with hmr; its leap-frog Langevin integrator is not tested beyond)")
     if not PH_RANGE[0] <= protocol.ph <= PH_RANGE[1]:
         problems.append(
             f"ph {protocol.ph}: pdb2gmx assigns the standard protonation states (pH about 7), so the GROMACS "
             f"engine accepts ph {PH_RANGE[0]}-{PH_RANGE[1]} only"
         )
-    if protocol.equilibration_steps < 2:
+    if protocol.equilibration_steps < 1:
         problems.append(
-            "equilibration_ps must be at least two timesteps with the GROMACS engine (the equilibrated "
-            "state's checkpoint, velocities included, is where segment 0 starts)"
+            "equilibration_ps 0: the GROMACS engine needs at least one step of equilibration (segment 0 "
+            "starts from the equilibration's checkpoint, velocities included)"
         )
     for problem in protocol.problems():
         # Force-field file problems are the OpenMM engine's; ours are above.
@@ -423,23 +433,28 @@ def prepare(structure: Path, protocol: Protocol, out_dir: Path, threads: int | N
         _steps_done(info, f"hydrogen mass repartitioning: {moved} solute hydrogens set to {HYDROGEN_MASS} amu "
                           "in the topology's [ atoms ] masses, taken from the bonded heavy atom (water untouched)")
 
-    # 2. Box, water, ions.
+    # 2. Box, water, ions. The box is OpenMM's (Modeller.addSolvent): image distance =
+    #    bounding-sphere diameter + padding, at least 2 * padding; GROMACS's box shapes
+    #    have the same vectors as OpenMM's for the same image distance.
+    width = _box_width(build / "protein.gro", protocol.padding_nm)
     gmx("editconf", [("-f", build / "protein.gro"), ("-o", build / "box.gro"), ("-c", True),
-                     ("-bt", BOX_TYPES[protocol.box_shape]), ("-d", float(protocol.padding_nm))])
+                     ("-bt", BOX_TYPES[protocol.box_shape]), ("-box", round(width, 4))])
     gmx("solvate", [("-cp", build / "box.gro"), ("-cs", WATER_BOXES[protocol.water_model]),
                     ("-p", build / "topol.top"), ("-o", build / "solvated.gro")])
     (build / "ions.mdp").write_text(_mdp({"integrator": "steep", "nsteps": 0, "cutoff-scheme": "Verlet",
                                           "coulombtype": "PME", "rcoulomb": protocol.nonbonded_cutoff_nm,
                                           "rvdw": protocol.nonbonded_cutoff_nm}))
     gmx("grompp", [("-f", build / "ions.mdp"), ("-c", build / "solvated.gro"), ("-p", build / "topol.top"),
-                   ("-o", build / "ions.tpr"), ("-po", build / "ions.out.mdp"), ("-maxwarn", 0)],
+                   # the one warning allowed: net charge (genion is about to neutralize it)
+                   ("-o", build / "ions.tpr"), ("-po", build / "ions.out.mdp"), ("-maxwarn", 1)],
         subject=structure, error=CampaignError)
     genion = [("-s", build / "ions.tpr"), ("-o", build / "ions.gro"), ("-p", build / "topol.top"),
               ("-pname", "NA"), ("-nname", "CL"), ("-neutral", True)]
     if protocol.ionic_strength_molar > 0:
         genion.append(("-conc", float(protocol.ionic_strength_molar)))
     gmx("genion", genion + [("-seed", seed % 2147483646 + 1)], stdin="SOL\n")  # 0 would mean random
-    _steps_done(info, f"editconf -bt {BOX_TYPES[protocol.box_shape]} -d {protocol.padding_nm}; solvate "
+    _steps_done(info, f"editconf -bt {BOX_TYPES[protocol.box_shape]} -box {width:.3f} (padding {protocol.padding_nm} nm "
+                      f"as in OpenMM: bounding-sphere diameter + padding); solvate "
                       f"({WATER_BOXES[protocol.water_model]}); genion -neutral -conc {protocol.ionic_strength_molar}")
     _check_box(build / "ions.gro", protocol, structure)
 
@@ -463,13 +478,14 @@ def prepare(structure: Path, protocol: Protocol, out_dir: Path, threads: int | N
         "max_iterations": protocol.minimization_max_iterations,
         "seconds": round(time.time() - t0, 1),
     }
-    _steps_done(info, f"energy minimization: steepest descent, at most {protocol.minimization_max_iterations or 'unlimited'} steps")
+    limit = protocol.minimization_max_iterations or "unlimited"
+    _steps_done(info, f"energy minimization: steepest descent, at most {limit} steps")
 
     # 4. Equilibration: half restrained NVT (posre.itp, -DPOSRES), half free NPT. The free
     #    part runs from step -N to step 0 (init-step = -N) so that its final checkpoint is
     #    at step 0, time 0: the production's start.
     total = protocol.equilibration_steps
-    restrained = (total // 2)
+    restrained = total // 2
     free = total - restrained
     energy_steps = max(1, protocol.steps(EQUILIBRATION_ENERGY_PS))
     t0 = time.time()
@@ -477,8 +493,9 @@ def prepare(structure: Path, protocol: Protocol, out_dir: Path, threads: int | N
     start_gro, start_cpt = build / "em.gro", None
     if restrained > 0:
         # t = tinit + dt * step: negative steps give negative times.
-        nvt = {**md, "define": "-DPOSRES", "nsteps": restrained, "tinit": 0.0, "init-step": -total, "continuation": False, "gen-vel": True, "gen-temp": protocol.temperature_K,
-               "gen-seed": seed, "pcoupl": "no", "refcoord-scaling": "no",
+        nvt = {**md, "define": "-DPOSRES", "nsteps": restrained, "tinit": 0.0, "init-step": -total,
+               "continuation": False, "gen-vel": True, "gen-temp": protocol.temperature_K, "gen-seed": seed,
+               "pcoupl": "no", "refcoord-scaling": "no",
                "nstcalcenergy": _nstcalcenergy(energy_steps), "nstenergy": energy_steps, "nstlog": energy_steps}
         (build / "nvt.mdp").write_text(_mdp(nvt))
         gmx("grompp", [("-f", build / "nvt.mdp"), ("-c", build / "em.gro"), ("-r", build / "em.gro"),
@@ -574,6 +591,8 @@ def _thread_options(threads: int | None, pin_offset: int | None = None, gpu: int
         options += [("-pin", "on"), ("-pinoffset", int(pin_offset)), ("-pinstride", 1)]
     if gpu is not None:
         options += [("-nb", "gpu"), ("-gpu_id", str(int(gpu)))]
+    elif REPRODUCIBLE_ON_CPU:
+        options.append(("-reprod", True))
     return options
 
 
@@ -666,6 +685,19 @@ def _check_box(gro: Path, protocol: Protocol, structure: Path) -> None:
         )
 
 
+def _box_width(gro: Path, padding: float) -> float:
+    """OpenMM's box width for a padding: bounding-sphere diameter (around the centre of
+    the coordinates' range) + padding, at least 2 * padding."""
+    lines = gro.read_text().splitlines()
+    count = int(lines[1].strip())
+    xyz = [(float(line[20:28]), float(line[28:36]), float(line[36:44])) for line in lines[2:2 + count]]
+    if not xyz:
+        return 2 * padding
+    center = [0.5 * (min(p[i] for p in xyz) + max(p[i] for p in xyz)) for i in range(3)]
+    radius = max(math.dist(center, p) for p in xyz)
+    return max(2 * radius + padding, 2 * padding)
+
+
 def _read_gro_atoms(gro: Path) -> list[tuple[str, str]]:
     lines = gro.read_text().splitlines()
     count = int(lines[1].strip())
@@ -677,8 +709,7 @@ def _write_index(path: Path, groups: dict[str, list[int]]) -> None:
         for name, indices in groups.items():
             handle.write(f"[ {name} ]\n")
             numbers = [str(i + 1) for i in indices]
-            for start in range(0, len(numbers), 15):
-                handle.write(" ".join(numbers[start:start + 15]) + "\n")
+            handle.writelines(" ".join(numbers[start:start + 15]) + "\n" for start in range(0, len(numbers), 15))
 
 
 def _read_edr(path: Path) -> dict:
@@ -895,28 +926,6 @@ class _MdrunProcess:
             self._output.close()
 
 
-class _StopRequest:
-    def __init__(self):
-        self.signal_name: str | None = None
-        self._previous = {}
-
-    def __enter__(self):
-        for sig in STOP_SIGNALS:
-            try:
-                self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread
-                pass
-        return self
-
-    def _handle(self, signum, frame):
-        self.signal_name = signal.Signals(signum).name
-        log.warning("received %s: mdrun will checkpoint and stop", self.signal_name)
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
 def run_segment(tpr: Path, start_cpt: Path | None, work_dir: Path, segment_index: int, protocol: Protocol,
                 threads: int | None = None, deadline: float | None = None, pin_offset: int | None = None,
                 gpu: int | None = None, name: str = "segment") -> tuple[bool, dict]:
@@ -979,7 +988,7 @@ def run_segment(tpr: Path, start_cpt: Path | None, work_dir: Path, segment_index
 
     stop_reason = None
     redone_end = False
-    with _StopRequest() as stop:
+    with StopRequest() as stop:
         while True:
             resume = _choose_resume(work, first, last)
             if resume and resume[1] >= last:
@@ -1044,13 +1053,18 @@ def run_segment(tpr: Path, start_cpt: Path | None, work_dir: Path, segment_index
             run.update({"to_step": reached, "wall_seconds": round(elapsed, 2),
                         "ns_per_day": _ns_per_day(reached - step, protocol.timestep_ps, elapsed)})
             marker.pop("running", None)
+            output = _tail(gmx_log, start=log_offset)
+            # mdrun stopped by a signal (ours, or the scheduler's) checkpoints, then exits 1.
+            signalled = re.search(r"Received the (?:second )?(?:TERM|INT|INT/TERM) signal", output)
+            if returncode > 0 and signalled:
+                mdrun.stop_reason = mdrun.stop_reason or "signal to mdrun"
+                returncode = 0
             if returncode != 0:
                 run["stop_reason"] = (f"killed by {signal.Signals(-returncode).name}" if returncode < 0
                                       else f"mdrun failed (exit status {returncode})")
                 history.append(run)
                 engine.atomic_write_json(marker_path, marker)
-                output = "" if returncode < 0 else _tail(gmx_log, start=log_offset)
-                message = failure_message("mdrun", seg_tpr, output, gmx_log, returncode)
+                message = failure_message("mdrun", seg_tpr, "" if returncode < 0 else output, gmx_log, returncode)
                 raise GromacsError(f"{name} segment {segment_index} (steps {first}-{last}): {message}; progress "
                                    f"up to the last checkpoint (step {reached}) is kept, run again to continue")
             if calibrating and reached > step and elapsed > 0:
@@ -1197,7 +1211,7 @@ def _spliced_outputs(work: Path, parameters: dict, first: int, last: int):
             found = []
             offsets = _xtc_frames(files["xtc"])
             ends = [o for o, _, _ in offsets[1:]] + [xtc._end_of_frame(files["xtc"], [o for o, _, _ in offsets])]
-            for (offset, stored_step, _), end in zip(offsets, ends):
+            for (offset, stored_step, _), end in zip(offsets, ends[:len(offsets)], strict=True):
                 # XTC keeps the step as a 32-bit integer (its time is a float, too coarse
                 # for long simulations): recover the full step from the segment's range.
                 step = first + (stored_step - first) % 2**32
@@ -1210,7 +1224,7 @@ def _spliced_outputs(work: Path, parameters: dict, first: int, last: int):
                 names, energy_frames = _edr_frames(files["edr"])
             except Exception:  # noqa: BLE001 - an empty or unreadable part: nothing from it
                 continue
-            found = [(step, dict(zip(names, values))) for step, _, values in energy_frames
+            found = [(step, dict(zip(names, values, strict=False))) for step, _, values in energy_frames
                      if (step - first) % frame_steps == 0]
             if found:
                 rows = [r for r in rows if r[0] < found[0][0]] + found
@@ -1312,8 +1326,8 @@ def _mdrun_stop_reason(gmx_log: Path) -> str | None:
     text = _tail(gmx_log)
     if "Run time exceeded" in text:
         return "time budget (-maxh)"
-    if re.search(r"Received the (TERM|INT|second INT/TERM) signal", text):
-        return "signal"
+    if re.search(r"Received the (?:second )?(?:TERM|INT|INT/TERM) signal", text):
+        return "signal to mdrun"
     return None
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from . import layout
 from .campaign import Protocol
 from .errors import CampaignError, DataError, SegmentError, TransferError
+from .slots import pin_to_slot
 
 log = logging.getLogger("mdcampaign")
 
@@ -75,6 +76,7 @@ def main(argv=None) -> int:
     threads = int(_positive(argv[2]) or 1) if len(argv) > 2 else 1
     runtime = _positive(argv[3]) if len(argv) > 3 else None
     context = JobContext(rule, spec["wildcards"], spec.get("params", {}), spec.get("config", {}), threads, runtime)
+    pin_to_slot()  # in a packed job: this slot's cores
     {"stage": stage, "simulate": simulate, "fetch": fetch, "pack": pack, "analyze": analyze}[rule](context)
     return 0
 

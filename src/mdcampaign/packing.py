@@ -195,16 +195,11 @@ def _job(batch: Batch, rule: str, wildcards: dict, member: Member, slot: Slot, t
             "config": batch.job_config}
     runtime = max(1.0, (batch.deadline - time.time()) / 60.0) if batch.deadline else 0
     command = [*batch.command, rule, json.dumps(spec), str(threads if rule == "simulate" else 1), str(runtime)]
-    cores = slot.cores
-
-    def pin():
-        if cores:
-            os.sched_setaffinity(0, cores)
-
     with batch.lock:
         if batch.stopping:
             return EXIT_PAUSED
-        process = subprocess.Popen(command, env={**os.environ, **slot.environment()}, preexec_fn=pin,
+        # The job pins itself to the slot's cores (slots.pin_to_slot) from its environment.
+        process = subprocess.Popen(command, env={**os.environ, **slot.environment()},
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         batch.processes[slot.index] = process
     _, stderr = process.communicate()

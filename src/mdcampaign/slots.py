@@ -90,6 +90,15 @@ def current_slot() -> dict | None:
     }
 
 
+def pin_to_slot() -> None:
+    """Run this process (and the threads it starts) on its slot's cores, if it has a
+    slot. Done by the process itself at start: pinning a child between fork and exec
+    is not safe in the packed job, whose slots are threads."""
+    slot = current_slot()
+    if slot and slot["cores"]:
+        os.sched_setaffinity(0, slot["cores"])
+
+
 def slot_device() -> int | None:
     """The GPU index this process was given, if any."""
     device = os.environ.get(DEVICE_ENV)

@@ -54,15 +54,9 @@ def measure(system_dir: Path, packing: Packing, seconds: float, platform: str, c
     """ns/day of each of ``packing.slots`` copies of a system run side by side."""
     processes = []
     for slot in slot_plan(packing, cpus):
-        cores = slot.cores
-
-        def pin(cores=cores):
-            if cores:
-                os.sched_setaffinity(0, cores)
-
         command = [sys.executable, "-m", "mdcampaign.tune", str(system_dir), platform, str(packing.threads),
                    str(seconds)]
-        processes.append(subprocess.Popen(command, env={**os.environ, **slot.environment()}, preexec_fn=pin,
+        processes.append(subprocess.Popen(command, env={**os.environ, **slot.environment()},
                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     speeds = []
     for process in processes:
@@ -76,7 +70,9 @@ def measure(system_dir: Path, packing: Packing, seconds: float, platform: str, c
 def _worker(system_dir: str, platform: str, threads: int, seconds: float) -> float:
     """Integrate a set-up system for about ``seconds`` after a warm-up; its ns/day."""
     from . import engine
+    from .slots import pin_to_slot
 
+    pin_to_slot()
     setup = json.loads((Path(system_dir) / "setup.json").read_text())
     protocol = setup["protocol"]
     system = engine.read_xml(Path(system_dir) / "system.xml")

@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -204,3 +205,11 @@ def test_kill_9_of_the_whole_packed_run_then_the_same_command_continues_exactly(
     rerun = run_with_profile(campaign, profile)
     assert "cleared the lock left by a run that no longer exists" in rerun.stdout + rerun.stderr
     assert_complete(campaign, {"ala/r1": 0.12, "ala/r2": 0.12})
+
+
+def test_a_slot_process_runs_on_its_own_cores():
+    code = "import os; from mdcampaign.slots import pin_to_slot; pin_to_slot(); print(sorted(os.sched_getaffinity(0)))"
+    core = max(os.sched_getaffinity(0))
+    env = {**os.environ, **slot_plan(Packing(slots=1, threads=1), [core])[0].environment()}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == f"[{core}]"

@@ -186,3 +186,18 @@ def test_nested_command_line_values_are_read_as_numbers():
              "platform": "CPU"}
     assert command_line_values(given) == {
         "protocol": {"segment_ns": 0.02, "replicas": 3, "hmr": False, "forcefield": "amber14"}, "platform": "CPU"}
+
+
+def test_na_in_an_optional_column_keeps_the_default(tmp_path):
+    alanine = STRUCTURES / "alanine-dipeptide.pdb"
+    write_campaign(tmp_path)
+    (tmp_path / "config" / "systems.tsv").write_text(f"id\tstructure\treplicas\ttemperature_K\nala\t{alanine}\tNA\tNA\n")
+    campaign = load(tmp_path)
+    assert campaign.systems["ala"].replicas == 1 and campaign.systems["ala"].protocol.temperature_K == 300.0
+
+
+def test_whole_numbers_given_as_decimals_are_integers(tmp_path):
+    write_campaign(tmp_path, packing={"slots": 2.0, "threads": 1.0}, protocol={"seed": 5.0})
+    campaign = load(tmp_path)
+    assert campaign.packing.slots == 2 and isinstance(campaign.packing.slots, int)
+    assert isinstance(campaign.defaults.seed, int)

@@ -127,14 +127,16 @@ def test_kill_9_of_one_slot_leaves_the_other_running_and_resumes_exactly(tmp_pat
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
-    assert process.returncode != 0
-    assert "ala/r1: simulate of segment 0000 failed (killed by SIGKILL" in output
+    # the job went on (the other slot finished), and the batch's next job resumed the killed one
+    assert process.returncode == 0, output[-3000:]
+    first_job = json.loads(next((campaign / "results" / "packs").glob("*/round-0.json")).read_text())
+    assert first_job["simulations"]["ala/r1"]["state"] == "failed"
+    assert "killed by SIGKILL" in first_job["simulations"]["ala/r1"]["failure"]
+    assert first_job["simulations"]["ala/r2"]["state"] == "done"
     survivor = json.loads((campaign / "results/sims/ala/r2/segments/0000/manifest.json").read_text())
     assert survivor["info"]["runs"][0]["stop_reason"] is None, "the other slot finished its segment undisturbed"
-    rerun = run_with_profile(campaign, profile)
     assert "resumed from checkpoint" in (campaign / "logs/simulate/ala/r1/0000.log").read_text()
     assert_complete(campaign, {"ala/r1": 0.1, "ala/r2": 0.1})
-    assert rerun.returncode == 0
 
 
 @pytest.mark.slow

@@ -198,3 +198,19 @@ def test_exploding_system_fails_with_a_message_naming_the_simulation(prepared_al
                      setup_dir / "topology.pdb", tmp_path / "work", platform="CPU", threads=1)
     with pytest.raises(SegmentError, match=r"ala/r1 segment 0: the simulation became unstable at step \d+"):
         run_segment(job)
+
+
+def test_a_second_runner_of_the_same_segment_is_refused(prepared_ala, tmp_path):
+    import fcntl
+
+    setup_dir, protocol = prepared_ala
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "runner.json").write_text(json.dumps({"pid": 4242, "host": "node7"}))
+    with open(work / "runner.lock", "a") as held:  # what a running runner holds
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        job = SegmentJob("ala/r1", 0, protocol, 7, setup_dir / "system.xml", setup_dir / "state.xml",
+                         setup_dir / "topology.pdb", work, platform="CPU", threads=1)
+        with pytest.raises(SegmentError, match="already being run by pid 4242 on node7"):
+            run_segment(job)
+    assert not (work / "trajectory.xtc").exists(), "the second runner wrote nothing"

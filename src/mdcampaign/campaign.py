@@ -420,6 +420,9 @@ def _protocol(values: dict, where: str) -> Protocol:
     return protocol
 
 
+NAME_COLUMNS = ("id", "structure")
+
+
 def read_systems_table(path: Path, label: str) -> list[tuple[int, dict]]:
     """Rows of the TSV systems table as (line number, {column: text}).
 
@@ -473,8 +476,10 @@ def read_systems_table(path: Path, label: str) -> list[tuple[int, dict]]:
                 f"{label}, line {number}: one field where the header has {len(header)} columns: columns must be "
                 "separated by tabs, not spaces (does your editor turn tabs into spaces?)"
             )
-        # Every cell is text as written: an id 'NA' or 'nan' is a name, not a missing value.
-        row = {column: cell.strip() for column, cell in zip(header, cells) if cell.strip()}
+        # 'NA' is how R and some spreadsheets write an empty cell; an id or a file name
+        # 'NA' (or 'nan') is a name, though.
+        row = {column: cell.strip() for column, cell in zip(header, cells)
+               if cell.strip() and (cell.strip() != "NA" or column in NAME_COLUMNS)}
         rows.append((number, row))
     return rows
 

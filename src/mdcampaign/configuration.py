@@ -23,17 +23,18 @@ class _StrictLoader(_BASE_LOADER):  # type: ignore[misc, valid-type]
 
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
-            seen: dict = {}
+            seen: dict = {}  # key -> the line it was first given on
             for key_node, _ in node.value:
                 if key_node.tag == "tag:yaml.org,2002:merge":
                     continue
                 key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
                 try:
-                    first = seen.setdefault(key, key_node.start_mark.line + 1)
+                    if key in seen:
+                        raise DuplicateKey(key, seen[key], line)
+                    seen[key] = line
                 except TypeError:  # an unhashable key: the constructor reports it
                     continue
-                if first != key_node.start_mark.line + 1:
-                    raise DuplicateKey(key, first, key_node.start_mark.line + 1)
         return super().construct_mapping(node, deep=deep)
 
 

@@ -219,10 +219,12 @@ def simulate(job: JobContext) -> None:
                 outcome.info["reason"], work_dir,
             )
             sys.exit(EXIT_PAUSED)
-        publish(work_dir, {name: output / name for name in layout.SEGMENT_FILES})
         if first:  # the system this simulation starts with, to be kept with it in the store
-            for name in layout.PINNED_FILES:
-                shutil.copyfile(start[name], output / name)
+            output.mkdir(parents=True, exist_ok=True)
+            for name in layout.PINNED_FILES:  # each complete before the segment's files appear
+                shutil.copyfile(start[name], output / f".{name}.partial")
+                os.replace(output / f".{name}.partial", output / name)
+        publish(work_dir, {name: output / name for name in layout.SEGMENT_FILES})
 
 
 def fetch(job: JobContext) -> None:
@@ -263,8 +265,11 @@ def pack(job: JobContext) -> None:
         record, failures = run_batch(members, packing, job.config, _deadline(job.runtime))
         record.update(batch=job.wildcards["batch"], round=int(job.wildcards["round"]))
         log.info("round record: %s", json.dumps(record))
-        if failures:
+        progress = any(run["outcome"] in ("done", "paused") for run in record["segments"])
+        if failures and not progress:
             raise SegmentError(failures)
+        if failures:  # the others went on; the batch's next job tries these again
+            log.warning("FAILED in this job, to be tried again in the next: %s", failures)
         atomic_write_json(job.path(layout.PACK_ROUND), record)
 
 

@@ -45,6 +45,8 @@ def check_location(store: str, base_dir: Path | str = ".") -> str | None:
         )
     if not path.strip():
         return f"names host '{host}' but no path after ':' (write {host}:/path/to/store)"
+    if path.startswith(":") or (host == "rsync" and path.startswith("//")):
+        return "is an rsync daemon address (host::module, rsync://); the store is reached over ssh: write host:/path"
     if re.match(r"~[^/]", path):
         user = path[1:].split("/", 1)[0]
         return (f"starts its path on {host} with '~{user}', which cannot be expanded from here: write the path in "

@@ -93,6 +93,9 @@ class Batch:
     def time_is_up(self) -> bool:
         return self.deadline is not None and self.deadline - time.time() < START_MARGIN_SECONDS
 
+    def past_deadline(self) -> bool:
+        return self.deadline is not None and time.time() >= self.deadline
+
     def stop(self, signum: int) -> None:
         """Stop starting segments; ask the running ones to checkpoint and stop."""
         self.stopping = True
@@ -108,7 +111,8 @@ def run_batch(members: list[Member], packing: Packing, job_config: dict, deadlin
     """Run the batch's segments in ``packing.slots`` slots, until none is left or the
     time is up. Returns what happened (the round's record) and, if any simulation
     failed, one line naming each with its reason and log (the other slots finish
-    their work first)."""
+    their work first). A failed simulation is tried again by the batch's next job,
+    which comes as long as the others make progress."""
     slots = slots or slot_plan(packing)
     batch = Batch(members, job_config, deadline, [sys.executable, str(Path(sys.argv[0]).resolve())])
     started = time.time()
@@ -170,6 +174,8 @@ def _run_segment(batch: Batch, member: Member, segment: int, slot: Slot, threads
     for rule in steps:
         run.log = layout.fill(layout.log_path(rule), **wildcards)
         code = _job(batch, rule, wildcards, member, slot, threads)
+        if code != 0 and (batch.stopping or batch.past_deadline()):
+            code = EXIT_PAUSED  # stopped by the time limit (a SIGTERM may come before its handler is set)
         if code == EXIT_PAUSED:
             run.outcome, run.ended = "paused", time.time()
             log.info("slot %d: %s segment %s paused (time is up); its checkpoint is kept", slot.index, member.name,

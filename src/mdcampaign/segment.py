@@ -29,6 +29,7 @@ import platform as host_platform
 import shutil
 import signal
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -120,6 +121,36 @@ def run_segment(job: SegmentJob) -> Outcome:
     """Run (or resume, or recognise as done) one segment in ``job.work_dir``."""
     work = Path(job.work_dir)
     work.mkdir(parents=True, exist_ok=True)
+    with _sole_runner(work, job):
+        return _run_segment(job, work)
+
+
+@contextmanager
+def _sole_runner(work: Path, job: SegmentJob):
+    """Hold the segment's work folder alone: a second runner of the same segment (a job
+    left running by a killed Snakemake, started again) stops instead of writing the
+    same files. The kernel releases the lock when the holder dies."""
+    import fcntl
+
+    with open(work / "runner.lock", "a") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = json.loads((work / "runner.json").read_text())
+                who = f"pid {holder['pid']} on {holder['host']}"
+            except (OSError, ValueError, KeyError):
+                who = "another process"
+            raise SegmentError(
+                f"{job.name} segment {job.segment} is already being run by {who} (in {work}); a second runner "
+                "would corrupt it: wait for that one to finish, or stop it and run again"
+            ) from None
+        except OSError:  # no locking on this file system: nothing more to check with
+            pass
+        yield
+
+
+def _run_segment(job: SegmentJob, work: Path) -> Outcome:
     start_sha = engine.sha256_file(job.start_state_xml)
     done = _completed_info(work, start_sha)
     if done is not None:

@@ -100,7 +100,23 @@ def validate(data: dict, schema: dict, where: str, fill_defaults: bool = True, k
         if location and key_word:
             raise CampaignError(f"{where}, {key_word} {location}: {describe_error(error, with_location=False)}")
         raise CampaignError(f"{where}: {describe_error(error)}")
+    _integers_as_int(data, schema)
     return data
+
+
+def _integers_as_int(data: dict, schema: dict) -> None:
+    """JSON Schema counts 2.0 as an integer; make it the int 2 that the code expects
+    (as a count, a seed or a range bound)."""
+    properties = schema.get("properties", {})
+    extra = schema.get("additionalProperties")
+    for key, value in data.items():
+        subschema = properties.get(key, extra if isinstance(extra, dict) else None)
+        if not subschema:
+            continue
+        if subschema.get("type") == "integer" and isinstance(value, float):
+            data[key] = int(value)
+        elif isinstance(value, dict):
+            _integers_as_int(value, subschema)
 
 
 def _error_rank(error: jsonschema.ValidationError):

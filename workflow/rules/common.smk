@@ -288,19 +288,19 @@ def pack_inputs(wildcards):
 
 def pack_runtime(wildcards, attempt):
     """Time limit (minutes) of a packed job: its batch's remaining work spread over
-    its slots, with room to spare; at most the partition's limit (the job stops its
-    slots cleanly before it, and the batch's next job continues)."""
-    total = 0.0
+    its slots, but at least its longest simulation's, with room to spare; at most the
+    partition's limit (the job stops its slots cleanly before it, and the batch's next
+    job continues)."""
+    remaining = []  # days of work left per simulation
     for sim in batch_simulations(wildcards.batch):
         done = layout.segments_fetched(sim.system, sim.replica, sim.n_segments)
         speed = measured_ns_per_day(
             sim.system, sim.replica, done, CAMPAIGN.systems[sim.system].replicas
         )
         speed = speed or CAMPAIGN.expected_ns_per_day[sim.protocol.solvent]
-        total += (sim.n_segments - done) * sim.protocol.segment_ns / speed
-    return segment_runtime_minutes(
-        total / PACKING.slots, 1.0, attempt, CAMPAIGN.max_runtime_minutes
-    )
+        remaining.append((sim.n_segments - done) * sim.protocol.segment_ns / speed)
+    days = max([sum(remaining) / PACKING.slots, *remaining])
+    return segment_runtime_minutes(days, 1.0, attempt, CAMPAIGN.max_runtime_minutes)
 
 
 def simulate_inputs(wildcards):

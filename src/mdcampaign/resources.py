@@ -43,5 +43,11 @@ def segment_runtime_minutes(segment_ns: float, ns_per_day: float, attempt: int =
     """Minutes to request for one segment. Each retry asks for proportionally more;
     never more than the partition allows (the runner stops cleanly before the limit
     and a later job continues the segment)."""
-    minutes = math.ceil(SAFETY_FACTOR * segment_ns / ns_per_day * 24 * 60 * attempt) + STARTUP_MINUTES
+    return runtime_minutes(segment_ns / ns_per_day, attempt, max_minutes)
+
+
+def runtime_minutes(days: float, attempt: int = 1, max_minutes: int | None = None) -> int:
+    """Minutes to request for ``days`` of expected work (a segment, or a packed job's
+    share of its batch), with room to spare and the job's start-up."""
+    minutes = math.ceil(SAFETY_FACTOR * days * 24 * 60 * attempt) + STARTUP_MINUTES
     return min(minutes, max_minutes) if max_minutes else minutes

@@ -14,7 +14,11 @@ try:
     from mdcampaign.campaign import account_problem, check_started, load_campaign
     from mdcampaign.configuration import command_line_values, read_config_file
     from mdcampaign.errors import CampaignError
-    from mdcampaign.resources import measured_ns_per_day, segment_runtime_minutes
+    from mdcampaign.resources import (
+        measured_ns_per_day,
+        runtime_minutes,
+        segment_runtime_minutes,
+    )
     from mdcampaign.slots import batches
     from mdcampaign.summary import simulation_identity
 except ModuleNotFoundError as missing:
@@ -300,7 +304,7 @@ def pack_runtime(wildcards, attempt):
         speed = speed or CAMPAIGN.expected_ns_per_day[sim.protocol.solvent]
         remaining.append((sim.n_segments - done) * sim.protocol.segment_ns / speed)
     days = max([sum(remaining) / PACKING.slots, *remaining])
-    return segment_runtime_minutes(days, 1.0, attempt, CAMPAIGN.max_runtime_minutes)
+    return runtime_minutes(days, attempt, CAMPAIGN.max_runtime_minutes)
 
 
 def simulate_inputs(wildcards):

@@ -232,12 +232,12 @@ def _one(simulation: Simulation, campaign: Campaign, directory: Path, scratch: P
         result.state = STAGED
     work = segment_dir / "work"
     progress_ns = 0.0
-    if (work / "checkpoint.chk").exists():
-        from .segment import read_checkpoint
+    if (work / "checkpoint.chk").exists() or (work / "checkpoint.prev.chk").exists():
+        from .segment import latest_checkpoint_header
 
-        header = read_checkpoint(work / "checkpoint.chk")
+        header = latest_checkpoint_header(work)
         if header:
-            progress_ns = (header[0]["step"] - n_done * protocol.segment_steps) * protocol.timestep_ps / 1000.0
+            progress_ns = (header["step"] - n_done * protocol.segment_steps) * protocol.timestep_ps / 1000.0
             result.state = PAUSED
     if (segment_dir / "output" / "segment.json").exists():
         result.state = FETCHED  # simulated, waiting for fetch

@@ -270,20 +270,10 @@ def _fresh_start(context: openmm.Context, paths: _WorkFiles, job: SegmentJob):
     return job.first_step, 0, 0
 
 
-def _keep_as_previous(checkpoint: Path, previous: Path) -> None:
-    """Make ``previous`` a copy of ``checkpoint`` while ``checkpoint`` stays in place, so
-    that a kill at any moment leaves ``checkpoint.chk`` readable (status reads it)."""
-    staged = previous.with_name(f".{previous.name}.tmp")
-    staged.unlink(missing_ok=True)
-    try:
-        os.link(checkpoint, staged)
-    except OSError:  # a file system without hard links
-        shutil.copyfile(checkpoint, staged)
-    os.replace(staged, previous)
-
-
 def latest_checkpoint_header(work: Path) -> dict | None:
-    """Header of the newest intact checkpoint in a segment's work folder, if any."""
+    """Header of the newest intact checkpoint in a segment's work folder, if any. Between
+    rotating ``checkpoint.chk`` to the previous one and writing the new one, only the
+    previous exists: a process killed there resumes from it, and status reads it."""
     paths = _WorkFiles(work)
     for candidate in (paths.checkpoint, paths.previous):
         checkpoint = read_checkpoint(candidate)
@@ -425,7 +415,7 @@ class _Recorder:
             "history": history,
         }
         if self.paths.checkpoint.exists():
-            _keep_as_previous(self.paths.checkpoint, self.paths.previous)
+            os.replace(self.paths.checkpoint, self.paths.previous)
         engine.atomic_write_bytes(self.paths.checkpoint, CHECKPOINT_MAGIC + json.dumps(header).encode() + b"\n" + payload)
 
     def close(self):

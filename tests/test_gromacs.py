@@ -19,7 +19,7 @@ from conftest import STRUCTURES, _schema_defaults
 from mdcampaign import gromacs
 from mdcampaign.campaign import Protocol
 from mdcampaign.errors import CampaignError, SegmentError
-from mdcampaign.segment import ENERGY_COLUMNS
+from mdcampaign.runs import ENERGY_COLUMNS
 
 GMX_VERSION = gromacs.available()
 needs_gmx = pytest.mark.skipif(GMX_VERSION is None, reason="GROMACS is not installed (gmx not found): "

@@ -69,7 +69,7 @@ def test_remote_paths_with_metacharacters_stay_literal(tmp_path, monkeypatch):
     try:
         store.put_directory({"data.txt": source}, f"sims/{nasty}/r1/segments/0000")
         back = tmp_path / "back.txt"
-        from mdcampaign.engine import sha256_file
+        from mdcampaign.files import sha256_file
 
         store.get([(f"sims/{nasty}/r1/segments/0000/data.txt", back, sha256_file(source))])
         assert back.read_text() == "x"
@@ -108,7 +108,7 @@ def test_local_paths_that_look_like_rsync_options_are_only_paths(tmp_path, monke
     never appears, here or on the store host, and every copy works."""
     _ssh_server(monkeypatch)
     from test_ssh import HOST, STORE_ROOT, remote
-    from mdcampaign.engine import sha256_file
+    from mdcampaign.files import sha256_file
     from mdcampaign.store import TransferSettings, open_store
 
     canary = f"CANARY-{uuid.uuid4().hex[:8]}"
@@ -191,7 +191,7 @@ def test_a_remote_store_path_starting_with_a_dash_is_only_a_path(root, tmp_path,
     rm or rsync on the store host."""
     _ssh_server(monkeypatch)
     from test_ssh import HOST, remote
-    from mdcampaign.engine import sha256_file
+    from mdcampaign.files import sha256_file
     from mdcampaign.locations import check_location
     from mdcampaign.store import SshStore, TransferSettings, open_store
 

@@ -76,7 +76,7 @@ def files(tmp_path: Path, sizes: dict[str, int]) -> dict[str, Path]:
 
 
 def test_segment_round_trip_is_verified_and_atomic(tmp_path, remote_root):
-    from mdcampaign.engine import sha256_file
+    from mdcampaign.files import sha256_file
 
     store = open_store(f"{HOST}:{remote_root}", FAST)
     assert isinstance(store, SshStore)
@@ -108,7 +108,7 @@ store.put_directory({p.name: p for p in Path(sys.argv[2]).iterdir()}, "sims/big/
 
 
 def test_server_killed_mid_transfer_then_next_run_completes_cleanly(tmp_path, remote_root, ssh_path):
-    from mdcampaign.engine import sha256_file
+    from mdcampaign.files import sha256_file
 
     source = tmp_path / "segment"
     source.mkdir()
@@ -332,7 +332,7 @@ def test_fetch_whose_last_step_loses_the_connection_still_lands_verified(tmp_pat
     succeeds; nothing is left over."""
     if os.geteuid() != 0:
         pytest.skip("needs to stop and kill the test server's session processes (run as root, like sshd-up)")
-    from mdcampaign.engine import sha256_file
+    from mdcampaign.files import sha256_file
 
     caplog.set_level("WARNING", logger="mdcampaign.store")
     store = open_store(f"{HOST}:{remote_root}", FAST)
@@ -361,13 +361,13 @@ def test_last_step_failure_without_retries_has_a_reason(tmp_path, remote_root):
     assert reason and "\n" not in message, message
     # the rename did happen: running the fetch again completes it
     store.put_directory(sources, segment)
-    from mdcampaign.engine import sha256_file
+    from mdcampaign.files import sha256_file
 
     assert remote_sums(f"{remote_root}/{segment}") == {name: sha256_file(path) for name, path in sources.items()}
 
 
 def test_last_step_is_idempotent_and_refuses_a_copy_it_did_not_send(tmp_path, remote_root):
-    from mdcampaign.engine import sha256_file
+    from mdcampaign.files import sha256_file
 
     store = open_store(f"{HOST}:{remote_root}", FAST)
     sources = files(tmp_path, {"trajectory.xtc": 10_000, "energies.csv": 100})

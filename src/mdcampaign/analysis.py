@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .engine import atomic_write_json
+from .files import atomic_write_json
 from .errors import DataError
 
 log = logging.getLogger(__name__)

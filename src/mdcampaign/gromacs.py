@@ -74,10 +74,10 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import engine, xtc
+from . import files, xtc
 from .campaign import Protocol
 from .errors import CampaignError, SegmentError
-from .segment import ENERGY_COLUMNS, StopRequest
+from .runs import ENERGY_COLUMNS, StopRequest
 from .slots import current_slot
 from .structures import SALT_ION_RESIDUES, WATER_RESIDUES
 
@@ -407,7 +407,7 @@ def prepare(structure: Path, protocol: Protocol, out_dir: Path, threads: int | N
     gmx_log = build / "gromacs.log"
     gmx_log.write_text("")
     info: dict = {"engine": "gromacs", "gmx_version": available(), "structure": str(structure),
-                  "structure_sha256": engine.sha256_file(structure),
+                  "structure_sha256": files.sha256_file(structure),
                   "forcefield": FORCEFIELDS[protocol.forcefield], "water_model": WATER_MODELS[protocol.water_model]}
 
     def gmx(tool, options, *, subject=None, stdin=None, error=GromacsError, nt=None):
@@ -945,7 +945,7 @@ def run_segment(tpr: Path, start_cpt: Path | None, work_dir: Path, segment_index
     start_cpt = Path(start_cpt).absolute() if start_cpt is not None else None
     if start_cpt is None and segment_index != 0:
         raise SegmentError(f"{name} segment {segment_index}: needs the previous segment's final_state.cpt")
-    start_sha = engine.sha256_file(tpr) + ":" + (engine.sha256_file(start_cpt) if start_cpt else "-")
+    start_sha = files.sha256_file(tpr) + ":" + (files.sha256_file(start_cpt) if start_cpt else "-")
     done = _completed_info(work, start_sha)
     if done is not None:
         log.info("%s segment %d is already complete in %s", name, segment_index, work)
@@ -977,7 +977,7 @@ def run_segment(tpr: Path, start_cpt: Path | None, work_dir: Path, segment_index
                 cwd=work, subject=tpr, log_file=gmx_log)
         marker = {"segment": segment_index, "start_sha256": start_sha, "tpr": parameters, "first_step": first,
                   "last_step": last, "history": []}
-        engine.atomic_write_json(marker_path, marker)
+        files.atomic_write_json(marker_path, marker)
     history = marker["history"]
     if marker.get("running"):
         # The previous run was killed with its wrapper (kill -9, node failure).
@@ -1042,7 +1042,7 @@ def run_segment(tpr: Path, start_cpt: Path | None, work_dir: Path, segment_index
                    "slot": current_slot(), "platform": "GROMACS " + (f"GPU {gpu}" if gpu is not None else "CPU"),
                    "threads": threads, "pin_offset": pin_offset, "from_step": step, "started_at": _iso(time.time())}
             marker["running"] = run
-            engine.atomic_write_json(marker_path, marker)
+            files.atomic_write_json(marker_path, marker)
             began = time.time()
             log_offset = gmx_log.stat().st_size if gmx_log.exists() else 0
             mdrun = _MdrunProcess(options, work, threads, gmx_log)
@@ -1063,7 +1063,7 @@ def run_segment(tpr: Path, start_cpt: Path | None, work_dir: Path, segment_index
                 run["stop_reason"] = (f"killed by {signal.Signals(-returncode).name}" if returncode < 0
                                       else f"mdrun failed (exit status {returncode})")
                 history.append(run)
-                engine.atomic_write_json(marker_path, marker)
+                files.atomic_write_json(marker_path, marker)
                 message = failure_message("mdrun", seg_tpr, "" if returncode < 0 else output, gmx_log, returncode)
                 raise GromacsError(f"{name} segment {segment_index} (steps {first}-{last}): {message}; progress "
                                    f"up to the last checkpoint (step {reached}) is kept, run again to continue")
@@ -1073,12 +1073,12 @@ def run_segment(tpr: Path, start_cpt: Path | None, work_dir: Path, segment_index
             if reached < end:
                 run["stop_reason"] = mdrun.stop_reason or _mdrun_stop_reason(gmx_log) or "stopped early"
                 history.append(run)
-                engine.atomic_write_json(marker_path, marker)
+                files.atomic_write_json(marker_path, marker)
                 stop_reason = run["stop_reason"]
                 break
             run["stop_reason"] = None
             history.append(run)
-            engine.atomic_write_json(marker_path, marker)
+            files.atomic_write_json(marker_path, marker)
     if stop_reason is not None:
         reached = _own_checkpoint_step(work) or first
         log.warning("%s segment %d paused at step %d of %d (%s); progress is saved, run again to continue",
@@ -1206,22 +1206,22 @@ def _spliced_outputs(work: Path, parameters: dict, first: int, last: int):
     expected = list(range(first + frame_steps, last + 1, frame_steps))
     frames: list[tuple[int, Path, int, int]] = []  # step, file, offset, length
     rows: list[tuple[int, dict]] = []  # step, values
-    for _, files in _parts(work):
-        if "xtc" in files:
+    for _, part in _parts(work):
+        if "xtc" in part:
             found = []
-            offsets = _xtc_frames(files["xtc"])
-            ends = [o for o, _, _ in offsets[1:]] + [xtc._end_of_frame(files["xtc"], [o for o, _, _ in offsets])]
+            offsets = _xtc_frames(part["xtc"])
+            ends = [o for o, _, _ in offsets[1:]] + [xtc._end_of_frame(part["xtc"], [o for o, _, _ in offsets])]
             for (offset, stored_step, _), end in zip(offsets, ends[:len(offsets)], strict=True):
                 # XTC keeps the step as a 32-bit integer (its time is a float, too coarse
                 # for long simulations): recover the full step from the segment's range.
                 step = first + (stored_step - first) % 2**32
                 if (step - first) % frame_steps == 0:
-                    found.append((step, files["xtc"], offset, end - offset))
+                    found.append((step, part["xtc"], offset, end - offset))
             if found:
                 frames = [f for f in frames if f[0] < found[0][0]] + found
-        if "edr" in files:
+        if "edr" in part:
             try:
-                names, energy_frames = _edr_frames(files["edr"])
+                names, energy_frames = _edr_frames(part["edr"])
             except Exception:  # noqa: BLE001 - an empty or unreadable part: nothing from it
                 continue
             found = [(step, dict(zip(names, values, strict=False))) for step, _, values in energy_frames
@@ -1251,12 +1251,12 @@ def _finish(work: Path, marker: dict, parameters: dict, protocol: Protocol, star
             term, factor = EDR_TERMS[column]
             values.append(f"{float(energies[term]) * factor:.8g}" if term in energies else "")
         lines.append(",".join([str(step), f"{tinit + step * dt:.6f}"] + values))
-    engine.atomic_write_text(work / "energies.csv", "\n".join(lines) + "\n")
+    files.atomic_write_text(work / "energies.csv", "\n".join(lines) + "\n")
     final = work / "segment.cpt"
     header = checkpoint_header(final)
     if header is None or header["step"] != last:
         raise SegmentError(f"{name} segment {segment_index}: the final checkpoint is not at step {last}")
-    engine.atomic_write_bytes(work / "final_state.cpt", final.read_bytes())
+    files.atomic_write_bytes(work / "final_state.cpt", final.read_bytes())
     history = marker["history"]
     total_wall = sum(run.get("wall_seconds") or 0 for run in history)
     info = {
@@ -1281,7 +1281,7 @@ def _finish(work: Path, marker: dict, parameters: dict, protocol: Protocol, star
         "gmx_version": available(),
         "finished_at": _iso(time.time()),
     }
-    engine.atomic_write_json(work / "segment.json", info)
+    files.atomic_write_json(work / "segment.json", info)
     # mdrun's own files are no longer needed; keep its logs, in order, as one.
     with open(work / "mdrun.log.tmp", "wb") as handle:
         for path in sorted(work.glob("segment*.log"), key=lambda p: int(re.sub(r"\D", "", p.name) or 1)):

@@ -122,7 +122,7 @@ def job_logging(log_file: Path | str, what: str):
 
 
 def setup(smk) -> None:
-    from .engine import atomic_write_json
+    from .files import atomic_write_json
     from .prepare import prepare
 
     with job_logging(smk.log[0], f"setup {smk.wildcards.system}"):
@@ -228,7 +228,7 @@ def simulate(job: JobContext) -> None:
 
 
 def fetch(job: JobContext) -> None:
-    from .engine import atomic_write_text
+    from .files import atomic_write_text
     from .transfer import fetch_segment, read_manifest
 
     with job_logging(job.log, job.label):
@@ -252,7 +252,7 @@ def fetch(job: JobContext) -> None:
 
 
 def pack(job: JobContext) -> None:
-    from .engine import atomic_write_json
+    from .files import atomic_write_json
     from .packing import Member, run_batch
     from .slots import Packing
 
@@ -275,7 +275,7 @@ def pack(job: JobContext) -> None:
 
 def analyze(job: JobContext) -> None:
     from .analysis import analyze as run_analysis
-    from .engine import atomic_write_json
+    from .files import atomic_write_json
     from .transfer import read_manifest
 
     with job_logging(job.log, job.label):

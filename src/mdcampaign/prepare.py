@@ -22,7 +22,7 @@ from pathlib import Path
 import openmm
 from openmm import app, unit
 
-from . import engine
+from . import engine, files
 from .campaign import BAROSTAT_INTERVAL_STEPS, Protocol
 from .errors import CampaignError, SegmentError
 from .forcefields import MODELLER_WATER
@@ -63,7 +63,7 @@ def prepare(structure: Path, protocol: Protocol, out_dir: Path, platform: str = 
     started = time.time()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    info: dict = {"structure": str(structure), "structure_sha256": engine.sha256_file(structure)}
+    info: dict = {"structure": str(structure), "structure_sha256": files.sha256_file(structure)}
 
     fixer, fix_info = fix_structure(structure, protocol.ph)
     info["fix"] = fix_info

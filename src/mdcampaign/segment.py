@@ -27,34 +27,29 @@ import math
 import os
 import platform as host_platform
 import shutil
-import signal
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import openmm
 from openmm import app, unit
 
-from . import engine, xtc
+from . import engine, files, xtc
 from .campaign import BAROSTAT_INTERVAL_STEPS, Protocol
 from .errors import SegmentError
 from .prepare import thermo_values, trajectory_atom_indices
+from .runs import ENERGY_COLUMNS, Outcome, StopRequest
 from .slots import current_slot
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_MAGIC = b"MDCAMPAIGN-CHECKPOINT 1\n"
-ENERGY_COLUMNS = (
-    "step", "time_ps", "potential_energy_kJ_mol", "kinetic_energy_kJ_mol", "total_energy_kJ_mol",
-    "temperature_K", "volume_nm3", "density_g_per_mL",
-)
 OUTPUT_FILES = ("trajectory.xtc", "energies.csv", "final_state.xml", "segment.json")
 # Keep each uninterrupted stretch of integration short enough that a stop request
 # (signal or time budget) is honoured within this many seconds.
 MAX_CHUNK_SECONDS = 10.0
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
 
 @dataclass
@@ -85,36 +80,6 @@ class SegmentJob:
     @property
     def segment_seed(self) -> int:
         return (self.seed * 1_000_003 + self.segment * 7919) % 2_147_483_647 or 1
-
-
-@dataclass
-class Outcome:
-    complete: bool
-    info: dict = field(default_factory=dict)
-
-
-class StopRequest:
-    """Records stop signals instead of dying, so the loop can checkpoint first."""
-
-    def __init__(self):
-        self.signal_name: str | None = None
-        self._previous = {}
-
-    def __enter__(self):
-        for sig in STOP_SIGNALS:
-            try:
-                self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread
-                pass
-        return self
-
-    def _handle(self, signum, frame):
-        self.signal_name = signal.Signals(signum).name
-        log.warning("received %s: will checkpoint and stop", self.signal_name)
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 def run_segment(job: SegmentJob) -> Outcome:
@@ -151,7 +116,7 @@ def _sole_runner(work: Path, job: SegmentJob):
 
 
 def _run_segment(job: SegmentJob, work: Path) -> Outcome:
-    start_sha = engine.sha256_file(job.start_state_xml)
+    start_sha = files.sha256_file(job.start_state_xml)
     done = _completed_info(work, start_sha)
     if done is not None:
         log.info("%s segment %d is already complete in %s", job.name, job.segment, work)
@@ -180,7 +145,7 @@ def _run_segment(job: SegmentJob, work: Path) -> Outcome:
     run = _RunLog(history, platform_name, job.threads, step, protocol)
     # Who is working on this segment right now (read by `mdcampaign status`); left
     # behind only if the process is killed, which is how status tells it stopped.
-    engine.atomic_write_json(paths.runner, {"pid": os.getpid(), "host": host_platform.node(),
+    files.atomic_write_json(paths.runner, {"pid": os.getpid(), "host": host_platform.node(),
                                             "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
                                             "slot": current_slot(), "started_at": _iso(time.time())})
     try:
@@ -296,7 +261,7 @@ def read_checkpoint(path: Path) -> tuple[dict, bytes] | None:
     except (ValueError, UnicodeDecodeError):
         return None
     payload = data[end + 1:]
-    if engine.sha256_bytes(payload) != header.get("sha256"):
+    if files.sha256_bytes(payload) != header.get("sha256"):
         return None
     return header, payload
 
@@ -401,7 +366,7 @@ class _Recorder:
         self._energies.flush()
         os.fsync(self._energies.fileno())
         if self.paths.trajectory.exists():
-            engine.fsync_file(self.paths.trajectory)
+            files.fsync_file(self.paths.trajectory)
         payload = self.context.createCheckpoint()
         header = {
             "segment": self.job.segment,
@@ -410,13 +375,13 @@ class _Recorder:
             "rows": self.rows,
             "platform": platform_name,
             "start_state_sha256": start_sha,
-            "sha256": engine.sha256_bytes(payload),
+            "sha256": files.sha256_bytes(payload),
             "written_at": _iso(time.time()),
             "history": history,
         }
         if self.paths.checkpoint.exists():
             os.replace(self.paths.checkpoint, self.paths.previous)
-        engine.atomic_write_bytes(self.paths.checkpoint, CHECKPOINT_MAGIC + json.dumps(header).encode() + b"\n" + payload)
+        files.atomic_write_bytes(self.paths.checkpoint, CHECKPOINT_MAGIC + json.dumps(header).encode() + b"\n" + payload)
 
     def close(self):
         self._energies.close()
@@ -501,7 +466,7 @@ def _finish(context, recorder: _Recorder, job: SegmentJob, start_sha: str, histo
         "openmm_version": openmm.__version__,
         "finished_at": _iso(time.time()),
     }
-    engine.atomic_write_json(recorder.paths.info, info)
+    files.atomic_write_json(recorder.paths.info, info)
     log.info("%s segment %d complete: %d frames, %.1f ns/day on %s", job.name, job.segment, recorder.frames,
              info["ns_per_day"] or 0, info["platform"])
     return info

@@ -15,13 +15,12 @@ from typing import Iterator
 from . import layout
 from .configuration import expand_path, read_user_text
 from .errors import CampaignError
-from .forcefields import forcefield_files
+from .forcefields import ENGINE_PROBLEMS, forcefield_files
 from .sites import ASSIGNMENT_FILE, Site, Work, assign, read_assignment
 from .slots import Packing
 from .structures import STRUCTURE_SUFFIXES, inspect_structure
 from .validation import coerce_cell, load_schema, suggest, validate
 
-BAROSTAT_INTERVAL_STEPS = 25
 # Segment names have layout.SEGMENT_DIGITS digits; more segments also mean more jobs
 # than any allocation would want.
 MAX_SEGMENTS = 10**layout.SEGMENT_DIGITS
@@ -55,6 +54,7 @@ class Protocol:
     checkpoint_interval_ps: float
     trajectory_atoms: str
     seed: int
+    engine: str = "openmm"
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:
@@ -96,12 +96,9 @@ class Protocol:
     def forcefield_files(self) -> list[str]:
         return forcefield_files(self.forcefield, self.solvent, self.water_model, self.implicit_model)
 
-    def problems(self) -> Iterator[str]:
-        """Inconsistencies between keys that the schema cannot express."""
-        try:
-            self.forcefield_files
-        except ValueError as error:
-            yield str(error)
+    def problems(self, engine: str | None = None) -> Iterator[str]:
+        """Inconsistencies between keys that the schema cannot express, and what the
+        engine (``engine``, or the protocol's own) cannot do with them."""
         if self.segment_ns > self.target_ns + 1e-12:
             yield f"segment_ns ({self.segment_ns}) must not exceed target_ns ({self.target_ns})"
         if self.n_segments > MAX_SEGMENTS:
@@ -133,12 +130,7 @@ class Protocol:
                 f"checkpoint_interval_ps ({self.checkpoint_interval_ps}) must be a whole number "
                 f"of frame intervals (frame_interval_ps {self.frame_interval_ps})"
             )
-        if self.explicit and self.frame_steps % BAROSTAT_INTERVAL_STEPS:
-            yield (
-                f"frame_interval_ps ({self.frame_interval_ps}) must be a multiple of "
-                f"{BAROSTAT_INTERVAL_STEPS} timesteps ({BAROSTAT_INTERVAL_STEPS * self.timestep_ps:g} ps), "
-                "the barostat interval, so that restarts reproduce the pressure coupling"
-            )
+        yield from ENGINE_PROBLEMS[engine or self.engine](self)
 
 
 def _is_multiple(value: float, unit: float) -> bool:
@@ -392,7 +384,8 @@ def check_started(campaign: Campaign, base_dir: Path | str = ".") -> None:
             manifest = json.loads(record.read_text())
         except (FileNotFoundError, ValueError):
             continue
-        recorded = manifest.get("protocol") or {}
+        # Records written before engines were a protocol key are OpenMM's.
+        recorded = {"engine": "openmm", **manifest["protocol"]} if manifest.get("protocol") else {}
         started_at = manifest.get("site")
         if campaign.sites and started_at and simulation.site != started_at:
             raise CampaignError(

@@ -97,6 +97,25 @@ def check_software(profile: dict) -> list[Check]:
     return checks
 
 
+def check_engines(campaign) -> list[Check]:
+    """Every MD engine this site's simulations use is installed and runs."""
+    from .engines import engine_for
+
+    users: dict[str, int] = {}
+    for simulation in campaign.share:
+        users[simulation.protocol.engine] = users.get(simulation.protocol.engine, 0) + 1
+    checks = []
+    for name, count in sorted(users.items()):
+        engine = engine_for(name)
+        version = engine.version()
+        if version is None:
+            checks.append(Check(FAIL, f"engine {name} (used by {count} simulations here) is not installed or does "
+                                      "not run", engine.install_hint))
+        else:
+            checks.append(Check(PASS, f"engine {name} {version} ({count} simulations here)"))
+    return checks
+
+
 def check_platforms(config: dict, profile: dict) -> list[Check]:
     from .engine import available_platforms
 
@@ -340,6 +359,7 @@ def run_checks(directory: Path, config_file: str, profile_name: str | None) -> l
     except CampaignError as error:
         checks.append(Check(FAIL, f"the campaign definition is invalid: {error}", "fix the file and line named"))
         return checks
+    checks += check_engines(campaign)
     checks += check_platforms(config, profile)
     checks += check_slurm(profile, config, profile_path) if profile_path else []
     checks += check_slurm_start_up_probe(profile)

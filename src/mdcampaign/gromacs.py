@@ -71,13 +71,14 @@ import signal
 import struct
 import subprocess
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 from . import files, xtc
 from .campaign import Protocol
 from .errors import CampaignError, SegmentError
-from .runs import ENERGY_COLUMNS, StopRequest
+from .forcefields import GROMACS_FORCEFIELDS as FORCEFIELDS
+from .forcefields import GROMACS_WATER_MODELS as WATER_MODELS
+from .runs import ENERGY_COLUMNS, StopRequest, announce_runner, iso_time, sole_runner, withdraw_runner
 from .slots import current_slot
 from .structures import SALT_ION_RESIDUES, WATER_RESIDUES
 
@@ -87,17 +88,13 @@ GMX = os.environ.get("MDCAMPAIGN_GMX", "gmx")
 
 # Protocol value -> GROMACS name. GROMACS 2022 ships amber99sb-ildn (not amber14 or
 # charmm36) and, with it, these of the schema's water models (not tip3pfb or opc).
-FORCEFIELDS = {"amber99sbildn": "amber99sb-ildn"}
-WATER_MODELS = {"tip3p": "tip3p", "spce": "spce", "tip4pew": "tip4pew"}
 # The pre-equilibrated water box solvate fills the box with, per water model.
 WATER_BOXES = {"tip3p": "spc216.gro", "spce": "spc216.gro", "tip4pew": "tip4p.gro"}
 BOX_TYPES = {"cube": "cubic", "dodecahedron": "dodecahedron", "octahedron": "octahedron"}
 # pdb2gmx assigns the standard protonation states (pH ~7): Asp/Glu charged,
 # Lys/Arg charged, His neutral (tautomer from hydrogen bonds), Cys and Tyr neutral.
 # PDBFixer gives the same states for pH between the pKa of His (6.04) and Cys (8.18).
-PH_RANGE = (6.1, 8.1)
 HYDROGEN_MASS = 1.5  # amu, as the OpenMM setup's hydrogenMass
-MAX_TIMESTEP_FS = 4.0  # with hmr; without it, campaign.MAX_TIMESTEP_WITHOUT_HMR_FS
 RESTRAINT_K = 1000.0  # kJ/mol/nm^2, pdb2gmx's posre.itp default and the OpenMM setup's
 EQUILIBRATION_ENERGY_PS = 1.0
 COMPRESSIBILITY_PER_BAR = 4.5e-5  # water
@@ -270,40 +267,7 @@ def available() -> str | None:
 
 def check_protocol(protocol: Protocol) -> list[str]:
     """What the GROMACS engine cannot do with this protocol, one line each (empty: fine)."""
-    problems = []
-    if protocol.forcefield not in FORCEFIELDS:
-        problems.append(
-            f"forcefield '{protocol.forcefield}' is not shipped with GROMACS; the GROMACS engine offers "
-            f"{', '.join(FORCEFIELDS)} ({', '.join(FORCEFIELDS.values())}.ff)"
-        )
-    if not protocol.explicit:
-        problems.append(
-            "solvent 'implicit': GROMACS removed implicit solvent in version 2019; use solvent 'explicit' "
-            "with the GROMACS engine (or the OpenMM engine for implicit solvent)"
-        )
-    elif protocol.water_model not in WATER_MODELS:
-        problems.append(
-            f"water_model '{protocol.water_model}' is not shipped with GROMACS's amber99sb-ildn.ff; choose one "
-            f"of: {', '.join(WATER_MODELS)}"
-        )
-    if protocol.timestep_fs > MAX_TIMESTEP_FS:
-        problems.append(f"timestep_fs {protocol.timestep_fs}: the GROMACS engine allows at most {MAX_TIMESTEP_FS} fs "
-                        "(with hmr; its leap-frog Langevin integrator is not tested beyond)")
-    if not PH_RANGE[0] <= protocol.ph <= PH_RANGE[1]:
-        problems.append(
-            f"ph {protocol.ph}: pdb2gmx assigns the standard protonation states (pH about 7), so the GROMACS "
-            f"engine accepts ph {PH_RANGE[0]}-{PH_RANGE[1]} only"
-        )
-    if protocol.equilibration_steps < 1:
-        problems.append(
-            "equilibration_ps 0: the GROMACS engine needs at least one step of equilibration (segment 0 "
-            "starts from the equilibration's checkpoint, velocities included)"
-        )
-    for problem in protocol.problems():
-        # Force-field file problems are the OpenMM engine's; ours are above.
-        if not re.match(r"^(water_model|implicit_model|forcefield) '", problem) and "barostat interval" not in problem:
-            problems.append(problem)
-    return problems
+    return list(protocol.problems(engine="gromacs"))
 
 
 def _nstcalcenergy(frame_steps: int) -> int:
@@ -862,9 +826,6 @@ def inspect_tpr(tpr: Path, cwd: Path | None = None) -> dict:
 # --------------------------------------------------------------------------- segments
 
 
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="seconds")
-
 
 def _ns_per_day(steps: int, timestep_ps: float, seconds: float) -> float | None:
     if steps <= 0 or seconds <= 0:
@@ -941,6 +902,17 @@ def run_segment(tpr: Path, start_cpt: Path | None, work_dir: Path, segment_index
     progress checkpointed: the same call continues it exactly."""
     work = Path(work_dir).absolute()
     work.mkdir(parents=True, exist_ok=True)
+    with sole_runner(work, name, segment_index):
+        try:
+            return _run_segment(tpr, start_cpt, work, segment_index, protocol, threads, deadline, pin_offset, gpu,
+                                name)
+        finally:
+            withdraw_runner(work)
+
+
+def _run_segment(tpr: Path, start_cpt: Path | None, work: Path, segment_index: int, protocol: Protocol,
+                 threads: int | None, deadline: float | None, pin_offset: int | None, gpu: int | None,
+                 name: str) -> tuple[bool, dict]:
     tpr = Path(tpr).absolute()
     start_cpt = Path(start_cpt).absolute() if start_cpt is not None else None
     if start_cpt is None and segment_index != 0:
@@ -982,12 +954,13 @@ def run_segment(tpr: Path, start_cpt: Path | None, work_dir: Path, segment_index
     if marker.get("running"):
         # The previous run was killed with its wrapper (kill -9, node failure).
         killed = marker.pop("running")
-        reached = _own_checkpoint_step(work)
+        reached = own_checkpoint_step(work)
         history.append({**killed, "stop_reason": "killed (no record of its end)",
                         "to_step": reached if reached is not None else killed["from_step"]})
 
     stop_reason = None
     redone_end = False
+    announce_runner(work)
     with StopRequest() as stop:
         while True:
             resume = _choose_resume(work, first, last)
@@ -1040,7 +1013,7 @@ def run_segment(tpr: Path, start_cpt: Path | None, work_dir: Path, segment_index
             options += _thread_options(threads, pin_offset, gpu)
             run = {"host": host_platform.node(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
                    "slot": current_slot(), "platform": "GROMACS " + (f"GPU {gpu}" if gpu is not None else "CPU"),
-                   "threads": threads, "pin_offset": pin_offset, "from_step": step, "started_at": _iso(time.time())}
+                   "threads": threads, "pin_offset": pin_offset, "from_step": step, "started_at": iso_time(time.time())}
             marker["running"] = run
             files.atomic_write_json(marker_path, marker)
             began = time.time()
@@ -1048,7 +1021,7 @@ def run_segment(tpr: Path, start_cpt: Path | None, work_dir: Path, segment_index
             mdrun = _MdrunProcess(options, work, threads, gmx_log)
             returncode = mdrun.wait(mdrun_deadline, lambda: stop.signal_name)
             elapsed = time.time() - began
-            reached = _own_checkpoint_step(work)
+            reached = own_checkpoint_step(work)
             reached = step if reached is None else reached
             run.update({"to_step": reached, "wall_seconds": round(elapsed, 2),
                         "ns_per_day": _ns_per_day(reached - step, protocol.timestep_ps, elapsed)})
@@ -1080,7 +1053,7 @@ def run_segment(tpr: Path, start_cpt: Path | None, work_dir: Path, segment_index
             history.append(run)
             files.atomic_write_json(marker_path, marker)
     if stop_reason is not None:
-        reached = _own_checkpoint_step(work) or first
+        reached = own_checkpoint_step(work) or first
         log.warning("%s segment %d paused at step %d of %d (%s); progress is saved, run again to continue",
                     name, segment_index, reached, last, stop_reason)
         return False, {"step": reached, "reason": stop_reason}
@@ -1121,7 +1094,7 @@ def _completed_info(work: Path, start_sha: str) -> dict | None:
     return info
 
 
-def _own_checkpoint_step(work: Path) -> int | None:
+def own_checkpoint_step(work: Path) -> int | None:
     header = checkpoint_header(work / "segment.cpt")
     return header["step"] if header else None
 
@@ -1279,7 +1252,7 @@ def _finish(work: Path, marker: dict, parameters: dict, protocol: Protocol, star
         "runs": history,
         "start_sha256": start_sha,
         "gmx_version": available(),
-        "finished_at": _iso(time.time()),
+        "finished_at": iso_time(time.time()),
     }
     files.atomic_write_json(work / "segment.json", info)
     # mdrun's own files are no longer needed; keep its logs, in order, as one.

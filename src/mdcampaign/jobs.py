@@ -122,16 +122,18 @@ def job_logging(log_file: Path | str, what: str):
 
 
 def setup(smk) -> None:
+    from .engines import engine_for
     from .files import atomic_write_json
-    from .prepare import prepare
 
     with job_logging(smk.log[0], f"setup {smk.wildcards.system}"):
-        out_dir = Path(smk.output.system).parent
-        info = prepare(Path(smk.input.structure), Protocol(**smk.params.protocol), out_dir, smk.config["platform"],
-                       smk.threads, smk.params.seed)
+        protocol = Protocol(**smk.params.protocol)
+        out_dir = Path(smk.output.info).parent
+        info = engine_for(protocol.engine).prepare(Path(smk.input.structure), protocol, out_dir,
+                                                   smk.config["platform"], smk.threads, smk.params.seed)
         info["system"] = smk.wildcards.system
+        info["engine"] = protocol.engine
         info["protocol"] = smk.params.protocol
-        atomic_write_json(smk.output.info, info)
+        atomic_write_json(smk.output.info, info)  # last: the engine's own files are complete
 
 
 def store_of(config: dict):
@@ -145,15 +147,22 @@ def stage(job: JobContext) -> None:
 
     with job_logging(job.log, job.label):
         w = job.wildcards
-        staged = {name: job.scratch("input") / name for name in layout.STAGED_FILES}
         previous = read_manifest(layout.segment_record(w["system"], w["replica"], int(w["segment"]) - 1))
+        files = _engine_files(previous)
+        staged = {name: job.scratch("input") / name for name in files.staged_files}
         sim_dir = layout.fill(layout.STORE_SIM, **w)
-        sources = {name: (f"{sim_dir}/{name}", previous["pinned"][name]) for name in layout.PINNED_FILES}
-        sources["start_state.xml"] = (f"{previous['path']}/final_state.xml",
-                                      previous["files"]["final_state.xml"]["sha256"])
+        sources = {name: (f"{sim_dir}/{name}", previous["pinned"][name]) for name in files.pinned_files}
+        sources[files.start_state] = (f"{previous['path']}/{files.final_state}",
+                                      previous["files"][files.final_state]["sha256"])
         info = {"simulation": layout.sim_name(w["system"], w["replica"]), "segment": int(w["segment"]),
                 "pinned": previous["pinned"]}
         stage_segment(store_of(job.config), sources, staged, info)
+
+
+def _engine_files(manifest: dict) -> layout.EngineFiles:
+    """The engine file names of a simulation, from one of its segment records (records
+    written before engines were a protocol key are OpenMM's)."""
+    return layout.ENGINE_FILES[manifest.get("protocol", {}).get("engine", "openmm")]
 
 
 def _deadline(runtime_minutes: float | None) -> float | None:
@@ -185,46 +194,52 @@ def slurm_end_time(job_id: str) -> float | None:
 
 
 def simulate(job: JobContext) -> None:
-    from .segment import SegmentJob, publish, run_segment
+    from .engines import SegmentTask, engine_for
+    from .runs import publish
 
     with job_logging(job.log, job.label):
         w = job.wildcards
+        protocol = Protocol(**job.params["protocol"])
+        engine = engine_for(protocol.engine)
+        files = engine.files
         first = int(w["segment"]) == 0
-        if first:  # straight from setup
-            start = {name: job.path(f"{layout.SETUP_DIR}/{name}") for name in layout.SEGMENT_START_FILES}
-            start_state = start["state.xml"]
-        else:
-            start = {name: job.scratch("input") / name for name in layout.STAGED_FILES}
-            start_state = start["start_state.xml"]
-        output = job.scratch("output")
         work_dir = job.scratch("work")
-        segment = SegmentJob(
+        if first:  # straight from setup
+            setup_dir = job.path(layout.SETUP_DIR)
+            start = {name: setup_dir / name for name in layout.SETUP_OUTPUTS}
+            start[files.system] = engine.simulation_system(setup_dir, job.params["seed"], work_dir)
+            start_state = engine.setup_state(setup_dir)
+        else:
+            start = {name: job.scratch("input") / name for name in files.staged_files}
+            start_state = start[files.start_state]
+        output = job.scratch("output")
+        task = SegmentTask(
             name=layout.sim_name(w["system"], w["replica"]),
             segment=int(w["segment"]),
-            protocol=Protocol(**job.params["protocol"]),
+            protocol=protocol,
             seed=job.params["seed"],
-            system_xml=start["system.xml"],
-            start_state_xml=start_state,
-            topology_pdb=start["topology.pdb"],
+            system=start[files.system],
+            start_state=start_state,
+            topology=start["topology.pdb"],
             work_dir=work_dir,
             platform=job.config["platform"],
             threads=job.threads,
             deadline=_deadline(job.runtime),
         )
-        outcome = run_segment(segment)
+        outcome = engine.run_segment(task)
         if not outcome.complete:
             log.warning(
                 "PAUSED: %s segment %s stopped at step %s (%s). Progress is saved in %s; run the same "
-                "command again to continue.", segment.name, w["segment"], outcome.info["step"],
+                "command again to continue.", task.name, w["segment"], outcome.info["step"],
                 outcome.info["reason"], work_dir,
             )
             sys.exit(EXIT_PAUSED)
         if first:  # the system this simulation starts with, to be kept with it in the store
             output.mkdir(parents=True, exist_ok=True)
-            for name in layout.PINNED_FILES:  # each complete before the segment's files appear
+            for name in files.pinned_files:  # each complete before the segment's files appear
                 shutil.copyfile(start[name], output / f".{name}.partial")
                 os.replace(output / f".{name}.partial", output / name)
-        publish(work_dir, {name: output / name for name in layout.SEGMENT_FILES})
+        publish(work_dir, {name: output / name for name in files.segment_files})
 
 
 def fetch(job: JobContext) -> None:
@@ -235,12 +250,13 @@ def fetch(job: JobContext) -> None:
         w = job.wildcards
         segment = int(w["segment"])
         output = job.scratch("output")
-        segment_files = {name: output / name for name in layout.SEGMENT_FILES}
+        files = layout.ENGINE_FILES[job.params["protocol"]["engine"]]
+        segment_files = {name: output / name for name in files.segment_files}
         info = {"simulation": layout.sim_name(w["system"], w["replica"]), "protocol": job.params["protocol"],
                 "seed": job.params["seed"], "site": job.config.get("site")}
         if segment == 0:
             # the system a simulation starts with is kept with it in the store
-            pinned = {name: output / name for name in layout.PINNED_FILES}
+            pinned = {name: output / name for name in files.pinned_files}
         else:
             pinned = {}
             info["pinned"] = read_manifest(layout.segment_record(w["system"], w["replica"], segment - 1))["pinned"]

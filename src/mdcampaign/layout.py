@@ -17,6 +17,7 @@ Three areas:
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 RESULTS = "results"
 LOGS = "logs"
@@ -29,7 +30,9 @@ SIM = "{system}/r{replica}"
 
 # results/
 SETUP_DIR = f"{RESULTS}/systems/{{system}}"
-SETUP_FILES = ("system.xml", "state.xml", "topology.pdb", "trajectory_topology.pdb", "setup.json")
+# What every engine's setup writes (the rule declares these; the engine's own files,
+# see EngineFiles, are found through setup.json, which is written last).
+SETUP_OUTPUTS = ("topology.pdb", "trajectory_topology.pdb", "setup.json")
 SIM_RECORDS = f"{RESULTS}/sims/{SIM}"
 SEGMENT_RECORD = f"{SIM_RECORDS}/segments/{{segment}}/manifest.json"
 SEGMENT_MARKER = f"{SIM_RECORDS}/segments/{{segment}}.fetched"
@@ -50,19 +53,46 @@ SUMMARY_FIGURE = f"{RESULTS}/summary.png"
 # relative to the store
 STORE_SIM = f"sims/{SIM}"
 STORE_SEGMENT = f"{STORE_SIM}/segments/{{segment}}"
-# The files every segment produces; the same names in scratch and in the store.
-SEGMENT_FILES = ("trajectory.xtc", "energies.csv", "final_state.xml", "segment.json")
-# Files pinned once per simulation (copied with segment 0) so that a simulation keeps
-# using the system it started with even if `setup` is re-run later.
-PINNED_FILES = ("system.xml", "topology.pdb", "trajectory_topology.pdb")
 
-# What a segment starts from: the system, a state and the topologies. Segment 0 reads
-# them from setup (state.xml); later ones from their staged copies (start_state.xml).
-SEGMENT_START_FILES = ("system.xml", "state.xml", "topology.pdb", "trajectory_topology.pdb")
+
+@dataclass(frozen=True)
+class EngineFiles:
+    """The files whose format is an MD engine's own; every other file of a campaign is
+    the same for all engines (XTC trajectories, CSV energies, PDB topologies, JSON)."""
+
+    system: str  # the simulation's system, pinned in the store with segment 0
+    setup_state: str  # setup's equilibrated state, where segment 0 starts
+    final_state: str  # a segment's last state, where the next segment starts
+
+    @property
+    def start_state(self) -> str:
+        """The previous segment's final state, staged for the next segment."""
+        return "start_state" + os.path.splitext(self.final_state)[1]
+
+    @property
+    def segment_files(self) -> tuple[str, ...]:
+        """What every segment produces; the same names in scratch and in the store."""
+        return ("trajectory.xtc", "energies.csv", self.final_state, "segment.json")
+
+    @property
+    def pinned_files(self) -> tuple[str, ...]:
+        """Copied once per simulation (with segment 0), so that a simulation keeps using
+        the system it started with even if `setup` is re-run later."""
+        return (self.system, "topology.pdb", "trajectory_topology.pdb")
+
+    @property
+    def staged_files(self) -> tuple[str, ...]:
+        """What `stage` copies out of the store for segment k >= 1 (plus its record)."""
+        return (self.system, self.start_state, "topology.pdb", "trajectory_topology.pdb", "stage.json")
+
+
+ENGINE_FILES = {
+    "openmm": EngineFiles(system="system.xml", setup_state="state.xml", final_state="final_state.xml"),
+    "gromacs": EngineFiles(system="system.tpr", setup_state="start.cpt", final_state="final_state.cpt"),
+}
 
 # relative to scratch
 SCRATCH_SEGMENT = f"{SIM}/{{segment}}"
-STAGED_FILES = ("system.xml", "start_state.xml", "topology.pdb", "trajectory_topology.pdb", "stage.json")
 
 SEGMENT_DIGITS = 4
 SEGMENT_PATTERN = r"\d\d\d\d+"  # no braces: Snakemake would read {4,} as a wildcard

@@ -165,7 +165,8 @@ def _run_segment(batch: Batch, member: Member, segment: int, slot: Slot, threads
     batch.runs.append(run)
     scratch = Path(layout.fill(f"{batch.job_config['scratch']}/{layout.SCRATCH_SEGMENT}", **wildcards))
     # Steps a killed job finished are not redone (what Snakemake's outputs would tell it).
-    simulated = [*layout.SEGMENT_FILES, *(layout.PINNED_FILES if segment == 0 else ())]
+    files = layout.ENGINE_FILES[member.protocol["engine"]]
+    simulated = [*files.segment_files, *(files.pinned_files if segment == 0 else ())]
     steps = ["fetch"]
     if not all((scratch / "output" / name).exists() for name in simulated):
         steps.insert(0, "simulate")

@@ -23,7 +23,8 @@ import openmm
 from openmm import app, unit
 
 from . import engine, files
-from .campaign import BAROSTAT_INTERVAL_STEPS, Protocol
+from .campaign import Protocol
+from .forcefields import BAROSTAT_INTERVAL_STEPS
 from .errors import CampaignError, SegmentError
 from .forcefields import MODELLER_WATER
 from .structures import SALT_ION_RESIDUES, WATER_RESIDUES, inspect_structure

@@ -1,12 +1,25 @@
 """What every engine's segment runner shares: the columns of the energies table, how a
 stop request (a signal) is caught so that the runner can checkpoint first, and what a
-run of a segment returns. Imports no MD engine."""
+run of a segment returns, and who runs a segment: one runner at a time (a lock), and
+a record of it that `mdcampaign status` reads. Imports no MD engine."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import platform
+import shutil
 import signal
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .errors import SegmentError
+from .files import atomic_write_json
+from .slots import current_slot
 
 log = logging.getLogger(__name__)
 
@@ -45,3 +58,67 @@ class StopRequest:
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+# In a segment's work folder: held (flock) by the one process running the segment, and
+# who that is. The record is left behind only if the runner is killed, which is how
+# `mdcampaign status` tells a stopped segment from a running one.
+RUNNER_LOCK = "runner.lock"
+RUNNER_RECORD = "runner.json"
+
+
+@contextmanager
+def sole_runner(work: Path, name: str, segment: int):
+    """Hold the segment's work folder alone: a second runner of the same segment (a job
+    left running by a killed Snakemake, started again) stops instead of writing the
+    same files. The kernel releases the lock when the holder dies."""
+    import fcntl
+
+    with open(work / RUNNER_LOCK, "a") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = json.loads((work / RUNNER_RECORD).read_text())
+                who = f"pid {holder['pid']} on {holder['host']}"
+            except (OSError, ValueError, KeyError):
+                who = "another process"
+            raise SegmentError(
+                f"{name} segment {segment} is already being run by {who} (in {work}); a second runner "
+                "would corrupt it: wait for that one to finish, or stop it and run again"
+            ) from None
+        except OSError:  # no locking on this file system: nothing more to check with
+            pass
+        yield
+
+
+def announce_runner(work: Path) -> None:
+    """Record that this process is working on the segment now."""
+    atomic_write_json(work / RUNNER_RECORD, {
+        "pid": os.getpid(), "host": platform.node(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "slot": current_slot(), "started_at": iso_time(time.time()),
+    })
+
+
+def withdraw_runner(work: Path) -> None:
+    (work / RUNNER_RECORD).unlink(missing_ok=True)
+
+
+def iso_time(epoch: float) -> str:
+    """A time for the records: UTC, ISO 8601, to the second."""
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="seconds")
+
+
+def publish(work_dir: Path, outputs: dict[str, Path]) -> None:
+    """Expose the finished files under the paths Snakemake expects, then drop the work
+    directory. Hard links keep the data if the job is interrupted in between."""
+    work_dir = Path(work_dir)
+    for name, target in outputs.items():
+        target = Path(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.unlink(missing_ok=True)
+        try:
+            os.link(work_dir / name, target)
+        except OSError:
+            shutil.copy2(work_dir / name, target)
+    shutil.rmtree(work_dir, ignore_errors=True)

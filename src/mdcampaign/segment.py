@@ -26,21 +26,19 @@ import logging
 import math
 import os
 import platform as host_platform
-import shutil
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import openmm
 from openmm import app, unit
 
 from . import engine, files, xtc
-from .campaign import BAROSTAT_INTERVAL_STEPS, Protocol
+from .campaign import Protocol
+from .forcefields import BAROSTAT_INTERVAL_STEPS
 from .errors import SegmentError
 from .prepare import thermo_values, trajectory_atom_indices
-from .runs import ENERGY_COLUMNS, Outcome, StopRequest
+from .runs import ENERGY_COLUMNS, Outcome, StopRequest, announce_runner, iso_time, sole_runner, withdraw_runner
 from .slots import current_slot
 
 log = logging.getLogger(__name__)
@@ -86,33 +84,8 @@ def run_segment(job: SegmentJob) -> Outcome:
     """Run (or resume, or recognise as done) one segment in ``job.work_dir``."""
     work = Path(job.work_dir)
     work.mkdir(parents=True, exist_ok=True)
-    with _sole_runner(work, job):
+    with sole_runner(work, job.name, job.segment):
         return _run_segment(job, work)
-
-
-@contextmanager
-def _sole_runner(work: Path, job: SegmentJob):
-    """Hold the segment's work folder alone: a second runner of the same segment (a job
-    left running by a killed Snakemake, started again) stops instead of writing the
-    same files. The kernel releases the lock when the holder dies."""
-    import fcntl
-
-    with open(work / "runner.lock", "a") as handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            try:
-                holder = json.loads((work / "runner.json").read_text())
-                who = f"pid {holder['pid']} on {holder['host']}"
-            except (OSError, ValueError, KeyError):
-                who = "another process"
-            raise SegmentError(
-                f"{job.name} segment {job.segment} is already being run by {who} (in {work}); a second runner "
-                "would corrupt it: wait for that one to finish, or stop it and run again"
-            ) from None
-        except OSError:  # no locking on this file system: nothing more to check with
-            pass
-        yield
 
 
 def _run_segment(job: SegmentJob, work: Path) -> Outcome:
@@ -143,17 +116,13 @@ def _run_segment(job: SegmentJob, work: Path) -> Outcome:
 
     recorder = _Recorder(context, system, topology, subset, paths, job, frames, rows)
     run = _RunLog(history, platform_name, job.threads, step, protocol)
-    # Who is working on this segment right now (read by `mdcampaign status`); left
-    # behind only if the process is killed, which is how status tells it stopped.
-    files.atomic_write_json(paths.runner, {"pid": os.getpid(), "host": host_platform.node(),
-                                            "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-                                            "slot": current_slot(), "started_at": _iso(time.time())})
+    announce_runner(work)
     try:
         with StopRequest() as stop:
             step = _integrate(context, recorder, job, step, stop, lambda at: recorder.checkpoint(
                 at, platform_name, start_sha, run.history(at)))
     finally:
-        paths.runner.unlink(missing_ok=True)
+        withdraw_runner(work)
     if step < job.last_step:
         recorder.checkpoint(step, platform_name, start_sha, run.history(step, recorder.stop_reason))
         recorder.close()
@@ -188,7 +157,7 @@ class _RunLog:
             "to_step": step,
             "wall_seconds": round(elapsed, 2),
             "ns_per_day": _ns_per_day(step - self.from_step, self.protocol, elapsed),
-            "started_at": _iso(self.started),
+            "started_at": iso_time(self.started),
         }]
 
 
@@ -201,7 +170,6 @@ class _WorkFiles:
         self.previous = work / "checkpoint.prev.chk"
         self.final_state = work / "final_state.xml"
         self.info = work / "segment.json"
-        self.runner = work / "runner.json"
 
 
 def _completed_info(work: Path, start_sha: str) -> dict | None:
@@ -376,7 +344,7 @@ class _Recorder:
             "platform": platform_name,
             "start_state_sha256": start_sha,
             "sha256": files.sha256_bytes(payload),
-            "written_at": _iso(time.time()),
+            "written_at": iso_time(time.time()),
             "history": history,
         }
         if self.paths.checkpoint.exists():
@@ -464,7 +432,7 @@ def _finish(context, recorder: _Recorder, job: SegmentJob, start_sha: str, histo
         "runs": history,
         "start_state_sha256": start_sha,
         "openmm_version": openmm.__version__,
-        "finished_at": _iso(time.time()),
+        "finished_at": iso_time(time.time()),
     }
     files.atomic_write_json(recorder.paths.info, info)
     log.info("%s segment %d complete: %d frames, %.1f ns/day on %s", job.name, job.segment, recorder.frames,
@@ -472,29 +440,11 @@ def _finish(context, recorder: _Recorder, job: SegmentJob, start_sha: str, histo
     return info
 
 
-def publish(work_dir: Path, outputs: dict[str, Path]) -> None:
-    """Expose the finished files under the paths Snakemake expects, then drop the work
-    directory. Hard links keep the data if the job is interrupted in between."""
-    work_dir = Path(work_dir)
-    for name, target in outputs.items():
-        target = Path(target)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.unlink(missing_ok=True)
-        try:
-            os.link(work_dir / name, target)
-        except OSError:
-            shutil.copy2(work_dir / name, target)
-    shutil.rmtree(work_dir, ignore_errors=True)
-
-
 def _ns_per_day(steps: int, protocol: Protocol, seconds: float) -> float | None:
     if steps <= 0 or seconds <= 0:
         return None
     return round(steps * protocol.timestep_ps / 1000.0 / seconds * 86400.0, 3)
 
-
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="seconds")
 
 
 def main(argv=None) -> int:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 from . import layout
 from .campaign import Campaign, Simulation
+from .engines import engine_for
+from .runs import RUNNER_RECORD
 
 # Simulation states, in the order a simulation goes through them.
 WAITING, SET_UP, STAGED, RUNNING, PAUSED, FAILED, FETCHED, ANALYZED, DONE, OTHER_SITE = (
@@ -134,7 +136,7 @@ def failure_of(log: Path) -> dict | None:
 
 def _runner(work: Path) -> dict | None:
     """The runner working on a segment: alive True/False on this host, None elsewhere."""
-    runner = _read_json(str(work / "runner.json"))
+    runner = _read_json(str(work / RUNNER_RECORD))
     if not runner:
         return None
     if runner.get("host") != platform.node():
@@ -232,13 +234,10 @@ def _one(simulation: Simulation, campaign: Campaign, directory: Path, scratch: P
         result.state = STAGED
     work = segment_dir / "work"
     progress_ns = 0.0
-    if (work / "checkpoint.chk").exists() or (work / "checkpoint.prev.chk").exists():
-        from .segment import latest_checkpoint_header
-
-        header = latest_checkpoint_header(work)
-        if header:
-            progress_ns = (header["step"] - n_done * protocol.segment_steps) * protocol.timestep_ps / 1000.0
-            result.state = PAUSED
+    step = engine_for(protocol.engine).checkpoint_step(work) if work.is_dir() else None
+    if step is not None:
+        progress_ns = (step - n_done * protocol.segment_steps) * protocol.timestep_ps / 1000.0
+        result.state = PAUSED
     if (segment_dir / "output" / "segment.json").exists():
         result.state = FETCHED  # simulated, waiting for fetch
         progress_ns = protocol.segment_ns

@@ -96,7 +96,12 @@ def tune(systems: dict[str, Path], cores: int, gpus: int, seconds: float, platfo
     cpus = sorted(os.sched_getaffinity(0))[:cores]
     trials = []
     for name, system_dir in systems.items():
-        atoms = json.loads((system_dir / "setup.json").read_text()).get("atoms", 0)
+        setup = json.loads((system_dir / "setup.json").read_text())
+        atoms = setup.get("atoms", 0)
+        if setup.get("engine", "openmm") != "openmm":
+            report(f"{name}: skipped (tune measures OpenMM systems; {setup['engine']} systems use the packing "
+                   "measured for OpenMM ones of their size)")
+            continue
         for packing in candidates(len(cpus), gpus):
             trial = Trial(name, atoms, packing, measure(system_dir, packing, seconds, platform, cpus))
             trials.append(trial)

@@ -309,14 +309,14 @@ def pack_runtime(wildcards, attempt):
 
 def simulate_inputs(wildcards):
     """Segment 0 starts from its system's setup (on the campaign's file system, read
-    in place: no staging job needed); segment k from what `stage` copied out of the
-    store."""
+    in place: no staging job needed; setup.json stands for the engine's own files,
+    written before it); segment k from what `stage` copied out of the store."""
     if int(wildcards.segment) == 0:
         return {
             name.split(".")[0]: layout.fill(
                 f"{layout.SETUP_DIR}/{name}", system=wildcards.system
             )
-            for name in layout.SEGMENT_START_FILES
+            for name in layout.SETUP_OUTPUTS
         }
     return {"staged": scratch_dir("input")}
 

@@ -2,9 +2,11 @@ rule setup:
     """Prepare a system from its structure: repair, solvate, minimize, equilibrate."""
     input:
         structure=lambda wc: CAMPAIGN.systems[wc.system].structure,
+    # Also writes the engine's own system and equilibrated state (layout.ENGINE_FILES:
+    # system.xml + state.xml, or system.tpr + start.cpt), found through setup.json,
+    # which is written last; they are not declared so that the rule is the same for
+    # every engine.
     output:
-        system=f"{layout.SETUP_DIR}/system.xml",
-        state=f"{layout.SETUP_DIR}/state.xml",
         topology=f"{layout.SETUP_DIR}/topology.pdb",
         trajectory_topology=f"{layout.SETUP_DIR}/trajectory_topology.pdb",
         info=f"{layout.SETUP_DIR}/setup.json",

@@ -1,0 +1,179 @@
+"""The seam between the workflow and the MD engines.
+
+Rules, jobs, packing, status and doctor call an :class:`Engine` (from :func:`engine_for`)
+and never ask which engine it is: setting a system up, where its segment 0 starts, running
+a segment, how far an interrupted segment got, whether the engine is installed. Each
+engine's own module (``segment``/``prepare`` for OpenMM, ``gromacs``) is imported only
+when a job needs it, so that planning a campaign imports neither engine.
+
+An engine's file names (its system, its states) are in :data:`layout.ENGINE_FILES`;
+everything else a segment writes is the same for all engines: ``trajectory.xtc`` with
+absolute steps and times, ``energies.csv`` with the columns of
+:data:`runs.ENERGY_COLUMNS`, ``segment.json``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import layout
+from .campaign import Protocol
+from .runs import Outcome
+
+ENGINES = ("openmm", "gromacs")
+
+
+@dataclass
+class SegmentTask:
+    """One segment of one simulation, for any engine. Paths are this segment's files."""
+
+    name: str  # simulation name, for messages
+    segment: int
+    protocol: Protocol
+    seed: int  # the simulation's seed
+    system: Path  # the simulation's system (layout.EngineFiles.system)
+    start_state: Path | None  # where it starts; None: from the system file's own state
+    topology: Path  # topology.pdb
+    work_dir: Path
+    platform: str = "auto"  # OpenMM's platform preference
+    threads: int | None = None
+    deadline: float | None = None  # epoch seconds by which the runner must have stopped
+
+
+class Engine:
+    name: str
+
+    @property
+    def files(self) -> layout.EngineFiles:
+        return layout.ENGINE_FILES[self.name]
+
+    def check_protocol(self, protocol: Protocol) -> list[str]:
+        """What this engine cannot do with a protocol, one line each (empty: fine)."""
+        raise NotImplementedError
+
+    def version(self) -> str | None:
+        """The installed engine's version, or None when it cannot run here."""
+        raise NotImplementedError
+
+    install_hint = ""
+
+    def prepare(self, structure: Path, protocol: Protocol, out_dir: Path, platform: str, threads: int,
+                seed: int) -> dict:
+        """Set a system up in ``out_dir`` (files: layout.SETUP_OUTPUTS and this engine's
+        system and setup state); returns what setup.json records."""
+        raise NotImplementedError
+
+    def simulation_system(self, setup_dir: Path, seed: int, work_dir: Path) -> Path:
+        """The system file a new simulation (replica) pins, made from setup's."""
+        return setup_dir / self.files.system
+
+    def setup_state(self, setup_dir: Path) -> Path | None:
+        return setup_dir / self.files.setup_state
+
+    def run_segment(self, task: SegmentTask) -> Outcome:
+        raise NotImplementedError
+
+    def checkpoint_step(self, work_dir: Path) -> int | None:
+        """The step an interrupted segment's newest checkpoint is at, if any (cheap:
+        `mdcampaign status` asks it for every running segment)."""
+        raise NotImplementedError
+
+
+class OpenMMEngine(Engine):
+    name = "openmm"
+    install_hint = "pip install openmm (or conda install -c conda-forge openmm)"
+
+    def check_protocol(self, protocol: Protocol) -> list[str]:
+        return list(protocol.problems())
+
+    def version(self) -> str | None:
+        try:
+            import openmm
+        except ImportError:
+            return None
+        return openmm.version.version
+
+    def prepare(self, structure, protocol, out_dir, platform, threads, seed) -> dict:
+        from .prepare import prepare
+
+        return prepare(structure, protocol, out_dir, platform, threads, seed)
+
+    def run_segment(self, task: SegmentTask) -> Outcome:
+        from .segment import SegmentJob, run_segment
+
+        return run_segment(SegmentJob(
+            name=task.name, segment=task.segment, protocol=task.protocol, seed=task.seed, system_xml=task.system,
+            start_state_xml=task.start_state, topology_pdb=task.topology, work_dir=task.work_dir,
+            platform=task.platform, threads=task.threads, deadline=task.deadline,
+        ))
+
+    def checkpoint_step(self, work_dir: Path) -> int | None:
+        from .segment import latest_checkpoint_header
+
+        header = latest_checkpoint_header(work_dir)
+        return header["step"] if header else None
+
+
+class GromacsEngine(Engine):
+    name = "gromacs"
+    install_hint = ("install GROMACS: `apt install gromacs` (Debian/Ubuntu), `module load gromacs` (TACC and most "
+                    "clusters), or `conda install -c conda-forge gromacs`; or point MDCAMPAIGN_GMX at its gmx")
+
+    def check_protocol(self, protocol: Protocol) -> list[str]:
+        from .gromacs import check_protocol
+
+        return check_protocol(protocol)
+
+    def version(self) -> str | None:
+        from .gromacs import available
+
+        return available()
+
+    def prepare(self, structure, protocol, out_dir, platform, threads, seed) -> dict:
+        from .gromacs import prepare
+
+        return prepare(structure, protocol, out_dir, threads, seed)
+
+    def simulation_system(self, setup_dir: Path, seed: int, work_dir: Path) -> Path:
+        """Replicas share the equilibrated state and differ by their Langevin seed, which
+        a tpr holds: each simulation gets its own, made once (grompp) in its first
+        segment's work folder."""
+        from .gromacs import replica_tpr
+
+        replica = work_dir / f"replica-{seed}.tpr"
+        if not replica.exists():
+            work_dir.mkdir(parents=True, exist_ok=True)
+            partial = work_dir / f".replica-{seed}.partial.tpr"
+            replica_tpr(setup_dir, seed, partial)
+            os.replace(partial, replica)
+        return replica
+
+    def run_segment(self, task: SegmentTask) -> Outcome:
+        from .gromacs import run_segment
+        from .slots import slot_device
+
+        complete, info = run_segment(task.system, task.start_state, task.work_dir, task.segment, task.protocol,
+                                     threads=task.threads, deadline=task.deadline, gpu=slot_device(), name=task.name)
+        return Outcome(complete, info)
+
+    def checkpoint_step(self, work_dir: Path) -> int | None:
+        from .gromacs import own_checkpoint_step
+
+        return own_checkpoint_step(work_dir)
+
+
+_ENGINES = {engine.name: engine for engine in (OpenMMEngine(), GromacsEngine())}
+
+
+def engine_for(name: str) -> Engine:
+    return _ENGINES[name]
+
+
+def copy_complete(source: Path, target: Path) -> None:
+    """Copy a file so that ``target`` appears only once complete."""
+    partial = target.with_name(f".{target.name}.partial")
+    shutil.copyfile(source, partial)
+    os.replace(partial, target)

@@ -181,9 +181,11 @@ def assert_complete(campaign: Path, sims: dict[str, float], store: Path | None =
         assert np.allclose(interval, interval[0], atol=1e-3), f"{sim}: gap or duplicate frame"
         assert traj.time[-1] == pytest.approx(target_ns * 1000, abs=1e-3)
         assert row["frames"] == traj.n_frames
+        final_state = {"openmm": "final_state.xml", "gromacs": "final_state.cpt"}[row["engine"]]
         for d in dirs:
             manifest = json.loads((d / "manifest.json").read_text())
-            assert set(manifest["files"]) == {"trajectory.xtc", "energies.csv", "final_state.xml", "segment.json"}
+            assert set(manifest["files"]) == {"trajectory.xtc", "energies.csv", final_state, "segment.json"}
+            assert manifest["protocol"]["engine"] == row["engine"]
 
 
 # -- the closing report: how many fault trials and bad-input cases ended correctly ------

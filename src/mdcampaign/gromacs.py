@@ -73,12 +73,20 @@ import subprocess
 import time
 from pathlib import Path
 
-from . import files, xtc
+from . import xtc
 from .campaign import Protocol
 from .errors import CampaignError, SegmentError
+from .files import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
 from .forcefields import GROMACS_FORCEFIELDS as FORCEFIELDS
 from .forcefields import GROMACS_WATER_MODELS as WATER_MODELS
-from .runs import ENERGY_COLUMNS, StopRequest, announce_runner, iso_time, sole_runner, withdraw_runner
+from .runs import (
+    ENERGY_COLUMNS,
+    StopRequest,
+    announce_runner,
+    iso_time,
+    sole_runner,
+    withdraw_runner,
+)
 from .slots import current_slot
 from .structures import SALT_ION_RESIDUES, WATER_RESIDUES
 
@@ -357,7 +365,9 @@ def prepare(structure: Path, protocol: Protocol, out_dir: Path, threads: int | N
     ``trajectory_topology.pdb``, ``system.top`` (+ its ``.itp`` files),
     ``production.mdp``, ``index.ndx``, ``equilibration.csv``, ``fixed.pdb`` and, in
     ``out_dir/build``, every intermediate file and ``gromacs.log`` (all gmx output)."""
-    from .prepare import fix_structure  # pdbfixer: the same structure repair as the OpenMM setup
+    from .prepare import (
+        fix_structure,  # pdbfixer: the same structure repair as the OpenMM setup
+    )
 
     problems = check_protocol(protocol)
     if problems:
@@ -371,7 +381,7 @@ def prepare(structure: Path, protocol: Protocol, out_dir: Path, threads: int | N
     gmx_log = build / "gromacs.log"
     gmx_log.write_text("")
     info: dict = {"engine": "gromacs", "gmx_version": available(), "structure": str(structure),
-                  "structure_sha256": files.sha256_file(structure),
+                  "structure_sha256": sha256_file(structure),
                   "forcefield": FORCEFIELDS[protocol.forcefield], "water_model": WATER_MODELS[protocol.water_model]}
 
     def gmx(tool, options, *, subject=None, stdin=None, error=GromacsError, nt=None):
@@ -917,7 +927,7 @@ def _run_segment(tpr: Path, start_cpt: Path | None, work: Path, segment_index: i
     start_cpt = Path(start_cpt).absolute() if start_cpt is not None else None
     if start_cpt is None and segment_index != 0:
         raise SegmentError(f"{name} segment {segment_index}: needs the previous segment's final_state.cpt")
-    start_sha = files.sha256_file(tpr) + ":" + (files.sha256_file(start_cpt) if start_cpt else "-")
+    start_sha = sha256_file(tpr) + ":" + (sha256_file(start_cpt) if start_cpt else "-")
     done = _completed_info(work, start_sha)
     if done is not None:
         log.info("%s segment %d is already complete in %s", name, segment_index, work)
@@ -949,7 +959,7 @@ def _run_segment(tpr: Path, start_cpt: Path | None, work: Path, segment_index: i
                 cwd=work, subject=tpr, log_file=gmx_log)
         marker = {"segment": segment_index, "start_sha256": start_sha, "tpr": parameters, "first_step": first,
                   "last_step": last, "history": []}
-        files.atomic_write_json(marker_path, marker)
+        atomic_write_json(marker_path, marker)
     history = marker["history"]
     if marker.get("running"):
         # The previous run was killed with its wrapper (kill -9, node failure).
@@ -1015,7 +1025,7 @@ def _run_segment(tpr: Path, start_cpt: Path | None, work: Path, segment_index: i
                    "slot": current_slot(), "platform": "GROMACS " + (f"GPU {gpu}" if gpu is not None else "CPU"),
                    "threads": threads, "pin_offset": pin_offset, "from_step": step, "started_at": iso_time(time.time())}
             marker["running"] = run
-            files.atomic_write_json(marker_path, marker)
+            atomic_write_json(marker_path, marker)
             began = time.time()
             log_offset = gmx_log.stat().st_size if gmx_log.exists() else 0
             mdrun = _MdrunProcess(options, work, threads, gmx_log)
@@ -1036,7 +1046,7 @@ def _run_segment(tpr: Path, start_cpt: Path | None, work: Path, segment_index: i
                 run["stop_reason"] = (f"killed by {signal.Signals(-returncode).name}" if returncode < 0
                                       else f"mdrun failed (exit status {returncode})")
                 history.append(run)
-                files.atomic_write_json(marker_path, marker)
+                atomic_write_json(marker_path, marker)
                 message = failure_message("mdrun", seg_tpr, "" if returncode < 0 else output, gmx_log, returncode)
                 raise GromacsError(f"{name} segment {segment_index} (steps {first}-{last}): {message}; progress "
                                    f"up to the last checkpoint (step {reached}) is kept, run again to continue")
@@ -1046,12 +1056,12 @@ def _run_segment(tpr: Path, start_cpt: Path | None, work: Path, segment_index: i
             if reached < end:
                 run["stop_reason"] = mdrun.stop_reason or _mdrun_stop_reason(gmx_log) or "stopped early"
                 history.append(run)
-                files.atomic_write_json(marker_path, marker)
+                atomic_write_json(marker_path, marker)
                 stop_reason = run["stop_reason"]
                 break
             run["stop_reason"] = None
             history.append(run)
-            files.atomic_write_json(marker_path, marker)
+            atomic_write_json(marker_path, marker)
     if stop_reason is not None:
         reached = own_checkpoint_step(work) or first
         log.warning("%s segment %d paused at step %d of %d (%s); progress is saved, run again to continue",
@@ -1224,12 +1234,12 @@ def _finish(work: Path, marker: dict, parameters: dict, protocol: Protocol, star
             term, factor = EDR_TERMS[column]
             values.append(f"{float(energies[term]) * factor:.8g}" if term in energies else "")
         lines.append(",".join([str(step), f"{tinit + step * dt:.6f}"] + values))
-    files.atomic_write_text(work / "energies.csv", "\n".join(lines) + "\n")
+    atomic_write_text(work / "energies.csv", "\n".join(lines) + "\n")
     final = work / "segment.cpt"
     header = checkpoint_header(final)
     if header is None or header["step"] != last:
         raise SegmentError(f"{name} segment {segment_index}: the final checkpoint is not at step {last}")
-    files.atomic_write_bytes(work / "final_state.cpt", final.read_bytes())
+    atomic_write_bytes(work / "final_state.cpt", final.read_bytes())
     history = marker["history"]
     total_wall = sum(run.get("wall_seconds") or 0 for run in history)
     info = {
@@ -1254,7 +1264,7 @@ def _finish(work: Path, marker: dict, parameters: dict, protocol: Protocol, star
         "gmx_version": available(),
         "finished_at": iso_time(time.time()),
     }
-    files.atomic_write_json(work / "segment.json", info)
+    atomic_write_json(work / "segment.json", info)
     # mdrun's own files are no longer needed; keep its logs, in order, as one.
     with open(work / "mdrun.log.tmp", "wb") as handle:
         for path in sorted(work.glob("segment*.log"), key=lambda p: int(re.sub(r"\D", "", p.name) or 1)):

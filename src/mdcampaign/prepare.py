@@ -22,11 +22,11 @@ from pathlib import Path
 import openmm
 from openmm import app, unit
 
-from . import engine, files
+from . import engine
 from .campaign import Protocol
-from .forcefields import BAROSTAT_INTERVAL_STEPS
 from .errors import CampaignError, SegmentError
-from .forcefields import MODELLER_WATER
+from .files import sha256_file
+from .forcefields import BAROSTAT_INTERVAL_STEPS, MODELLER_WATER
 from .structures import SALT_ION_RESIDUES, WATER_RESIDUES, inspect_structure
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def prepare(structure: Path, protocol: Protocol, out_dir: Path, platform: str = 
     started = time.time()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    info: dict = {"structure": str(structure), "structure_sha256": files.sha256_file(structure)}
+    info: dict = {"structure": str(structure), "structure_sha256": sha256_file(structure)}
 
     fixer, fix_info = fix_structure(structure, protocol.ph)
     info["fix"] = fix_info

@@ -33,12 +33,27 @@ from pathlib import Path
 import openmm
 from openmm import app, unit
 
-from . import engine, files, xtc
+from . import engine, xtc
 from .campaign import Protocol
-from .forcefields import BAROSTAT_INTERVAL_STEPS
 from .errors import SegmentError
+from .files import (
+    atomic_write_bytes,
+    atomic_write_json,
+    fsync_file,
+    sha256_bytes,
+    sha256_file,
+)
+from .forcefields import BAROSTAT_INTERVAL_STEPS
 from .prepare import thermo_values, trajectory_atom_indices
-from .runs import ENERGY_COLUMNS, Outcome, StopRequest, announce_runner, iso_time, sole_runner, withdraw_runner
+from .runs import (
+    ENERGY_COLUMNS,
+    Outcome,
+    StopRequest,
+    announce_runner,
+    iso_time,
+    sole_runner,
+    withdraw_runner,
+)
 from .slots import current_slot
 
 log = logging.getLogger(__name__)
@@ -89,7 +104,7 @@ def run_segment(job: SegmentJob) -> Outcome:
 
 
 def _run_segment(job: SegmentJob, work: Path) -> Outcome:
-    start_sha = files.sha256_file(job.start_state_xml)
+    start_sha = sha256_file(job.start_state_xml)
     done = _completed_info(work, start_sha)
     if done is not None:
         log.info("%s segment %d is already complete in %s", job.name, job.segment, work)
@@ -229,7 +244,7 @@ def read_checkpoint(path: Path) -> tuple[dict, bytes] | None:
     except (ValueError, UnicodeDecodeError):
         return None
     payload = data[end + 1:]
-    if files.sha256_bytes(payload) != header.get("sha256"):
+    if sha256_bytes(payload) != header.get("sha256"):
         return None
     return header, payload
 
@@ -334,7 +349,7 @@ class _Recorder:
         self._energies.flush()
         os.fsync(self._energies.fileno())
         if self.paths.trajectory.exists():
-            files.fsync_file(self.paths.trajectory)
+            fsync_file(self.paths.trajectory)
         payload = self.context.createCheckpoint()
         header = {
             "segment": self.job.segment,
@@ -343,13 +358,13 @@ class _Recorder:
             "rows": self.rows,
             "platform": platform_name,
             "start_state_sha256": start_sha,
-            "sha256": files.sha256_bytes(payload),
+            "sha256": sha256_bytes(payload),
             "written_at": iso_time(time.time()),
             "history": history,
         }
         if self.paths.checkpoint.exists():
             os.replace(self.paths.checkpoint, self.paths.previous)
-        files.atomic_write_bytes(self.paths.checkpoint, CHECKPOINT_MAGIC + json.dumps(header).encode() + b"\n" + payload)
+        atomic_write_bytes(self.paths.checkpoint, CHECKPOINT_MAGIC + json.dumps(header).encode() + b"\n" + payload)
 
     def close(self):
         self._energies.close()
@@ -434,7 +449,7 @@ def _finish(context, recorder: _Recorder, job: SegmentJob, start_sha: str, histo
         "openmm_version": openmm.__version__,
         "finished_at": iso_time(time.time()),
     }
-    files.atomic_write_json(recorder.paths.info, info)
+    atomic_write_json(recorder.paths.info, info)
     log.info("%s segment %d complete: %d frames, %.1f ns/day on %s", job.name, job.segment, recorder.frames,
              info["ns_per_day"] or 0, info["platform"])
     return info

@@ -27,8 +27,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import files
 from .errors import TransferError
+from .files import fsync_dir, fsync_file, sha256_file
 from .locations import check_location, split_remote
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ def _by_name(files: dict[str, Path]) -> dict[str, Path]:
 
 
 def _checksums(files: dict[str, Path]) -> dict[str, str]:
-    return {name: files.sha256_file(path) for name, path in files.items()}
+    return {name: sha256_file(path) for name, path in files.items()}
 
 
 class LocalStore(Store):
@@ -163,7 +163,7 @@ class LocalStore(Store):
     def pin(self, source: Path, relative: str, sha256: str) -> None:
         target = self.root / relative
         if target.exists():
-            if files.sha256_file(target) != sha256:
+            if sha256_file(target) != sha256:
                 raise TransferError(_changed_system(self.describe(relative)))
             return
         try:
@@ -189,16 +189,16 @@ def _changed_system(where: str) -> str:
 def copy_verified(source: Path, target: Path, sha256: str | None = None) -> None:
     """Copy one file atomically and check the copy's sha256 (against ``sha256`` when
     given, else against the source)."""
-    expected = sha256 or files.sha256_file(source)
+    expected = sha256 or sha256_file(source)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.partial")
     try:
         shutil.copyfile(source, tmp)
-        files.fsync_file(tmp)
+        fsync_file(tmp)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    if files.sha256_file(tmp) != expected:
+    if sha256_file(tmp) != expected:
         tmp.unlink(missing_ok=True)
         raise TransferError(f"{source} does not match its recorded checksum (corrupted, or changed since it was written)")
     os.replace(tmp, target)
@@ -210,7 +210,7 @@ def swap_into_place(partial: Path, target: Path) -> None:
         aside = target.with_name(f".{target.name}.replaced-{int(time.time())}")
         os.replace(target, aside)
     os.replace(partial, target)
-    files.fsync_dir(target.parent)
+    fsync_dir(target.parent)
     if aside is not None:
         shutil.rmtree(aside, ignore_errors=True)
 
@@ -391,7 +391,7 @@ class SshStore(Store):
         for name, sha256 in expected.items():
             if not (cache / name).exists():
                 raise TransferError(f"{self.describe(relative_dir + '/' + name)} is missing from the store")
-            if files.sha256_file(cache / name) != sha256:
+            if sha256_file(cache / name) != sha256:
                 raise TransferError(f"{self.describe(relative_dir + '/' + name)} does not match its manifest's checksum")
         return cache
 

@@ -37,6 +37,7 @@ def simulation_identity(simulation) -> dict:
         "system": simulation.system,
         "replica": simulation.replica,
         "seed": simulation.seed,
+        "engine": simulation.protocol.engine,
         "solvent": simulation.protocol.solvent,
         "temperature_target_K": simulation.protocol.temperature_K,
         "target_ns": simulation.protocol.target_ns,

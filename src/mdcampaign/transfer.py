@@ -15,15 +15,15 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import files
 from .errors import TransferError
+from .files import atomic_write_json, atomic_write_text, sha256_file
 from .store import Store
 
 log = logging.getLogger(__name__)
 
 
 def file_record(path: Path) -> dict:
-    return {"sha256": files.sha256_file(path), "bytes": path.stat().st_size}
+    return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
 
 
 def _now() -> str:
@@ -49,7 +49,7 @@ def stage_segment(store: Store, sources: dict[str, tuple[str, str]], staged: dic
     store.get([(relative, Path(staged[name]), sha) for name, (relative, sha) in sources.items()])
     files = {name: file_record(Path(staged[name])) for name in sources}
     record = {**info, "files": files, "store": store.describe(), "staged_at": _now()}
-    files.atomic_write_json(staged["stage.json"], record)
+    atomic_write_json(staged["stage.json"], record)
     log.info("staged %s segment %s: %s", info.get("simulation"), info.get("segment"), ", ".join(files))
     return record
 
@@ -65,7 +65,7 @@ def fetch_segment(store: Store, segment_files: dict[str, Path], pinned_files: di
     checksums.
     """
     files = {name: file_record(Path(path)) for name, path in segment_files.items()}
-    pinned = {name: files.sha256_file(path) for name, path in pinned_files.items()}
+    pinned = {name: sha256_file(path) for name, path in pinned_files.items()}
     segment_info = json.loads(Path(segment_files["segment.json"]).read_text())
     relative_dir = f"{sim_dir}/segments/{segment}"
     manifest = {
@@ -90,7 +90,7 @@ def fetch_segment(store: Store, segment_files: dict[str, Path], pinned_files: di
         manifest_file.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         store.put_directory({**segment_files, "manifest.json": manifest_file}, relative_dir)
     if not Path(record_path).exists() or Path(record_path).read_text() != manifest_file_text(manifest):
-        files.atomic_write_text(record_path, manifest_file_text(manifest))
+        atomic_write_text(record_path, manifest_file_text(manifest))
     log.info("fetched %s segment %s to %s (%d files, %.1f MB)", manifest["simulation"], segment,
              store.describe(relative_dir), len(files), sum(f["bytes"] for f in files.values()) / 1e6)
     return manifest

@@ -234,3 +234,29 @@ def test_a_packed_job_runs_two_simulations_at_once_and_the_next_job_continues_th
     r2 = [r for r in in_first if r[0] == "ala/r2"]
     assert min(max(r[3] for r in r1), max(r[3] for r in r2)) > max(min(r[2] for r in r1), min(r[2] for r in r2)), \
         "both simulations ran at the same time in one job"
+
+
+def test_openmm_and_gromacs_simulations_share_a_packed_slurm_job(tmp_path):
+    from mdcampaign import gromacs
+
+    if gromacs.available() is None:
+        pytest.skip("GROMACS is not installed (gmx not found): apt-get install gromacs")
+    structure = REPO / "config/structures/alanine-dipeptide.pdb"
+    campaign = write_campaign(tmp_path / "campaign", systems=[
+        {"id": "ala", "structure": structure, "replicas": 1},
+        {"id": "ala-gmx", "structure": structure, "replicas": 1, "engine": "gromacs", "solvent": "explicit",
+         "forcefield": "amber99sbildn", "water_model": "tip3p"},
+    ])
+    profile = make_profile(tmp_path, "ci-slurm", config={"packing": {"slots": 2, "threads": 1}})
+    run_with_profile(campaign, profile, timeout=1200)
+    assert_complete(campaign, {"ala/r1": 0.004, "ala-gmx/r1": 0.004})
+    jobs = slurm_jobs(campaign)
+    assert set(jobs) == {"setup", "pack", "analyze"}, "no per-segment jobs"
+    slots = {}
+    for manifest in campaign.glob("results/sims/*/r1/segments/*/manifest.json"):
+        record = json.loads(manifest.read_text())
+        for run in record["info"]["runs"]:
+            assert run["slurm_job_id"] in jobs["pack"]
+            slots.setdefault(record["protocol"]["engine"], set()).add(run["slot"]["slot"])
+    assert set(slots) == {"openmm", "gromacs"} and all(len(s) == 1 for s in slots.values())
+    assert slots["openmm"] != slots["gromacs"], "each simulation kept its own slot"

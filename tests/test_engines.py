@@ -5,6 +5,7 @@ change a started simulation's engine, and status/doctor for GROMACS."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 
 import mdtraj
@@ -97,3 +98,36 @@ def test_gromacs_refuses_what_it_cannot_do_in_one_line(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "line 2 (id 'ala-gmx')" in result.stderr and "forcefield 'charmm36' is not shipped with GROMACS" in \
         result.stderr
+
+
+def test_a_labs_own_gromacs_inputs_run_as_given(mixed_campaign, tmp_path):
+    # A lab's inputs: the files our GROMACS setup of ala-gmx wrote, as a lab would have them.
+    lab = tmp_path / "lab"
+    shutil.copytree(mixed_campaign / "results/systems/ala-gmx", lab, ignore=shutil.ignore_patterns("build"))
+    campaign = write_campaign(tmp_path / "campaign", systems=[
+        {"id": "own-tpr", "structure": lab / "system.tpr", "replicas": 1, "engine": "gromacs"},
+        {"id": "own-mdp", "structure": lab / "start.gro", "replicas": 2, "engine": "gromacs",
+         "gromacs_topology": lab / "system.top", "gromacs_mdp": lab / "production.mdp",
+         "gromacs_index": lab / "index.ndx"},
+    ])
+    snakemake(campaign)
+    assert_complete(campaign, {"own-tpr/r1": 0.004, "own-mdp/r1": 0.004, "own-mdp/r2": 0.004})
+    sims = campaign / "results" / "sims"
+    first = [mdtraj.load(str(sims / f"own-mdp/{r}/segments/0001/trajectory.xtc"),
+                         top=str(sims / f"own-mdp/{r}/trajectory_topology.pdb")).xyz[-1] for r in ("r1", "r2")]
+    assert not np.allclose(*first, atol=1e-3), "replicas of a lab's .mdp get their own seeds"
+    # A .tpr cannot have replicas (it would run identically), nor run on OpenMM; a
+    # protocol that does not match the inputs is refused by setup in one line.
+    for row, expected in (
+        ({"replicas": 2}, "column replicas: a .tpr runs as given"),
+        ({"engine": "openmm"}, "column engine: a .tpr can only run with engine gromacs"),
+    ):
+        write_systems(campaign, [{"id": "own-tpr", "structure": lab / "system.tpr", "replicas": 1,
+                                  "engine": "gromacs", **row}])
+        result = subprocess.run(["mdcampaign", "validate"], cwd=campaign, capture_output=True, text=True)
+        assert result.returncode != 0 and expected in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    write_systems(campaign, [{"id": "own-2fs", "structure": lab / "system.tpr", "replicas": 1, "engine": "gromacs",
+                              "timestep_fs": 2.0, "hmr": False}])
+    result = snakemake(campaign, check=False)
+    log = (campaign / "logs/setup/own-2fs.log").read_text()
+    assert result.returncode != 0 and "does not match the protocol: its timestep is 4 fs" in log

@@ -19,7 +19,7 @@ from conftest import STRUCTURES, _schema_defaults
 from mdcampaign import gromacs
 from mdcampaign.campaign import Protocol
 from mdcampaign.errors import CampaignError, SegmentError
-from mdcampaign.runs import ENERGY_COLUMNS
+from mdcampaign.runs import ENERGY_COLUMNS, RUNNER_LOCK
 
 GMX_VERSION = gromacs.available()
 needs_gmx = pytest.mark.skipif(GMX_VERSION is None, reason="GROMACS is not installed (gmx not found): "
@@ -93,7 +93,8 @@ def assert_segment(work: Path, protocol: Protocol, segment: int, tinit: float = 
     assert info["frames"] == frames and info["first_step"] == first
     assert gromacs.checkpoint_header(work / "final_state.cpt")["step"] == first + protocol.segment_steps
     # mdrun's own files are gone; its log is kept
-    assert sorted(p.name for p in work.iterdir()) == sorted([*gromacs.OUTPUT_FILES, "gromacs.log", "mdrun.log"])
+    assert sorted(p.name for p in work.iterdir()) == sorted([*gromacs.OUTPUT_FILES, "gromacs.log", "mdrun.log",
+                                                             RUNNER_LOCK])
     return info
 
 

@@ -96,9 +96,11 @@ class Protocol:
     def forcefield_files(self) -> list[str]:
         return forcefield_files(self.forcefield, self.solvent, self.water_model, self.implicit_model)
 
-    def problems(self, engine: str | None = None) -> Iterator[str]:
+    def problems(self, engine: str | None = None, own_inputs: bool = False) -> Iterator[str]:
         """Inconsistencies between keys that the schema cannot express, and what the
-        engine (``engine``, or the protocol's own) cannot do with them."""
+        engine (``engine``, or the protocol's own) cannot do with them; with a lab's
+        own engine inputs (``own_inputs``) the inputs decide the force field, water
+        and preparation, so only the segmenting keys are checked here."""
         if self.segment_ns > self.target_ns + 1e-12:
             yield f"segment_ns ({self.segment_ns}) must not exceed target_ns ({self.target_ns})"
         if self.n_segments > MAX_SEGMENTS:
@@ -130,7 +132,8 @@ class Protocol:
                 f"checkpoint_interval_ps ({self.checkpoint_interval_ps}) must be a whole number "
                 f"of frame intervals (frame_interval_ps {self.frame_interval_ps})"
             )
-        yield from ENGINE_PROBLEMS[engine or self.engine](self)
+        if not own_inputs:
+            yield from ENGINE_PROBLEMS[engine or self.engine](self)
 
 
 def _is_multiple(value: float, unit: float) -> bool:
@@ -147,6 +150,14 @@ class System:
     line: int  # line of the systems table that defines it
     site: str | None = None  # the systems table's `site` column
     heavy_atoms: int = 0  # counted in the structure file (water excluded)
+    # A lab's own engine inputs, run as given instead of set up from the structure:
+    # {"tpr": path} or {"gro", "top", "mdp"[, "ndx"]} (paths as in the systems table).
+    own_inputs: dict = field(default_factory=dict)
+
+    @property
+    def input_files(self) -> list[Path]:
+        """Every file setup reads for this system."""
+        return list(self.own_inputs.values()) if self.own_inputs else [self.structure]
 
     @property
     def estimated_atoms(self) -> float:
@@ -406,9 +417,9 @@ def check_started(campaign: Campaign, base_dir: Path | str = ".") -> None:
             )
 
 
-def _protocol(values: dict, where: str) -> Protocol:
+def _protocol(values: dict, where: str, own_inputs: bool = False) -> Protocol:
     protocol = Protocol(**{key: values[key] for key in Protocol.keys()})
-    for problem in protocol.problems():
+    for problem in protocol.problems(own_inputs=own_inputs):
         raise CampaignError(f"{where}: {problem}")
     return protocol
 
@@ -502,9 +513,65 @@ def _system(row: dict, line: int, label: str, row_schema: dict, protocol_schema:
     validate(overrides, overrides_schema, where, fill_defaults=False, key_word="column")
     if ".." in own["id"]:
         raise CampaignError(f"{where}, column id: must not contain '..' (got {own['id']!r})")
-    protocol = _protocol({**defaults, **overrides}, where)
+    own_inputs = _own_inputs(own, overrides.get("engine", defaults["engine"]), where, base_dir)
+    protocol = _protocol({**defaults, **overrides}, where, own_inputs=bool(own_inputs))
+    if own_inputs.get("tpr"):
+        if own["replicas"] > 1:
+            raise CampaignError(
+                f"{where}, column replicas: a .tpr runs as given, so its {own['replicas']} replicas would be "
+                "identical; give the .gro, .top and .mdp (columns gromacs_topology, gromacs_mdp) to run replicas "
+                "with their own random seeds"
+            )
+        return System(own["id"], own_inputs["tpr"], own["replicas"], protocol, line, own.get("site"), 0, own_inputs)
     structure, heavy_atoms = _structure_path(own["structure"], where, base_dir)
-    return System(own["id"], structure, own["replicas"], protocol, line, own.get("site"), heavy_atoms)
+    return System(own["id"], structure, own["replicas"], protocol, line, own.get("site"), heavy_atoms, own_inputs)
+
+
+# A lab's own GROMACS inputs: column -> (key in System.own_inputs, file suffix).
+GROMACS_INPUT_COLUMNS = {"gromacs_topology": ("top", ".top"), "gromacs_mdp": ("mdp", ".mdp"),
+                         "gromacs_index": ("ndx", ".ndx")}
+TPR_MAGIC = b"VERSION"  # near the start of every .tpr
+
+
+def _own_inputs(own: dict, engine: str, where: str, base_dir: Path) -> dict:
+    """The lab's own engine inputs a row names, checked to exist ({} if none)."""
+    structure = Path(own["structure"])
+    given = {column: own[column] for column in GROMACS_INPUT_COLUMNS if own.get(column)}
+    if structure.suffix.lower() != ".tpr" and not given:
+        return {}
+    if engine != "gromacs":
+        what = "a .tpr" if structure.suffix.lower() == ".tpr" else "GROMACS inputs (" + ", ".join(given) + ")"
+        raise CampaignError(f"{where}, column engine: {what} can only run with engine gromacs (got '{engine}')")
+    inputs = {}
+    if structure.suffix.lower() == ".tpr":
+        if given:
+            raise CampaignError(f"{where}, column {next(iter(given))}: give either a .tpr structure or a .gro "
+                                "with gromacs_topology and gromacs_mdp, not both")
+        inputs["tpr"] = structure
+    else:
+        missing = [c for c in ("gromacs_topology", "gromacs_mdp") if c not in given]
+        if missing or structure.suffix.lower() != ".gro":
+            problem = (f"{' and '.join(missing)} missing" if missing
+                       else f"the structure must be the .gro these inputs go with (got '{structure.name}')")
+            raise CampaignError(f"{where}, column {missing[0] if missing else 'structure'}: a lab's own GROMACS "
+                                f"inputs are a .gro structure, gromacs_topology and gromacs_mdp: {problem}")
+        inputs["gro"] = structure
+        for column, text in given.items():
+            key, suffix = GROMACS_INPUT_COLUMNS[column]
+            if Path(text).suffix.lower() != suffix:
+                raise CampaignError(f"{where}, column {column}: expected a {suffix} file (got '{text}')")
+            inputs[key] = Path(text)
+    for key, path in inputs.items():
+        resolved = path if path.is_absolute() else base_dir / path
+        column = next((c for c, (k, _) in GROMACS_INPUT_COLUMNS.items() if k == key), "structure")
+        if not resolved.is_file():
+            state = "is a directory" if resolved.is_dir() else "does not exist"
+            raise CampaignError(f"{where}, column {column}: file '{path}' {state}")
+        if key == "tpr":
+            with open(resolved, "rb") as handle:
+                if TPR_MAGIC not in handle.read(256):
+                    raise CampaignError(f"{where}, column structure: '{path}' is not a GROMACS run input (.tpr)")
+    return inputs
 
 
 def _without_default(subschema: dict) -> dict:

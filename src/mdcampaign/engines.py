@@ -15,7 +15,6 @@ absolute steps and times, ``energies.csv`` with the columns of
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,10 +59,12 @@ class Engine:
 
     install_hint = ""
 
-    def prepare(self, structure: Path, protocol: Protocol, out_dir: Path, platform: str, threads: int,
+    def prepare(self, inputs: dict[str, Path], protocol: Protocol, out_dir: Path, platform: str, threads: int,
                 seed: int) -> dict:
         """Set a system up in ``out_dir`` (files: layout.SETUP_OUTPUTS and this engine's
-        system and setup state); returns what setup.json records."""
+        system and, unless the system's own inputs carry it, setup state) from
+        ``inputs`` (``structure``, or the lab's own inputs: System.own_inputs); returns
+        what setup.json records."""
         raise NotImplementedError
 
     def simulation_system(self, setup_dir: Path, seed: int, work_dir: Path) -> Path:
@@ -71,6 +72,7 @@ class Engine:
         return setup_dir / self.files.system
 
     def setup_state(self, setup_dir: Path) -> Path | None:
+        """Where segment 0 starts; None: from the system file's own state."""
         return setup_dir / self.files.setup_state
 
     def run_segment(self, task: SegmentTask) -> Outcome:
@@ -96,10 +98,10 @@ class OpenMMEngine(Engine):
             return None
         return openmm.version.version
 
-    def prepare(self, structure, protocol, out_dir, platform, threads, seed) -> dict:
+    def prepare(self, inputs, protocol, out_dir, platform, threads, seed) -> dict:
         from .prepare import prepare
 
-        return prepare(structure, protocol, out_dir, platform, threads, seed)
+        return prepare(inputs["structure"], protocol, out_dir, platform, threads, seed)
 
     def run_segment(self, task: SegmentTask) -> Outcome:
         from .segment import SegmentJob, run_segment
@@ -132,17 +134,21 @@ class GromacsEngine(Engine):
 
         return available()
 
-    def prepare(self, structure, protocol, out_dir, platform, threads, seed) -> dict:
-        from .gromacs import prepare
+    def prepare(self, inputs, protocol, out_dir, platform, threads, seed) -> dict:
+        from .gromacs import import_inputs, prepare
 
-        return prepare(structure, protocol, out_dir, threads, seed)
+        if "structure" in inputs:
+            return prepare(inputs["structure"], protocol, out_dir, threads, seed)
+        return import_inputs(**inputs, out_dir=out_dir, protocol=protocol)
 
     def simulation_system(self, setup_dir: Path, seed: int, work_dir: Path) -> Path:
-        """Replicas share the equilibrated state and differ by their Langevin seed, which
+        """Replicas share the equilibrated state and differ by their random seeds, which
         a tpr holds: each simulation gets its own, made once (grompp) in its first
-        segment's work folder."""
-        from .gromacs import replica_tpr
+        segment's work folder. A lab's .tpr runs as given (one replica)."""
+        from .gromacs import can_reseed, replica_tpr
 
+        if not can_reseed(setup_dir):
+            return setup_dir / self.files.system
         replica = work_dir / f"replica-{seed}.tpr"
         if not replica.exists():
             work_dir.mkdir(parents=True, exist_ok=True)
@@ -150,6 +156,10 @@ class GromacsEngine(Engine):
             replica_tpr(setup_dir, seed, partial)
             os.replace(partial, replica)
         return replica
+
+    def setup_state(self, setup_dir: Path) -> Path | None:
+        state = setup_dir / self.files.setup_state
+        return state if state.exists() else None  # a lab's own inputs start from their tpr
 
     def run_segment(self, task: SegmentTask) -> Outcome:
         from .gromacs import run_segment
@@ -171,9 +181,3 @@ _ENGINES = {engine.name: engine for engine in (OpenMMEngine(), GromacsEngine())}
 def engine_for(name: str) -> Engine:
     return _ENGINES[name]
 
-
-def copy_complete(source: Path, target: Path) -> None:
-    """Copy a file so that ``target`` appears only once complete."""
-    partial = target.with_name(f".{target.name}.partial")
-    shutil.copyfile(source, partial)
-    os.replace(partial, target)

@@ -114,6 +114,9 @@ MIN_CHECKPOINT_SECONDS = 1.0
 REPRODUCIBLE_ON_CPU = True
 CPT_MAGIC = 171817
 OUTPUT_FILES = ("trajectory.xtc", "energies.csv", "final_state.cpt", "segment.json")
+# A lab's own .gro + .top + .mdp, recorded by import_inputs for replica_tpr.
+OWN_INPUTS = "own_inputs.json"
+OWN_MDP = "own_inputs.mdp"
 # energies.csv column -> .edr term, and the factor to the column's unit
 EDR_TERMS = {
     "potential_energy_kJ_mol": ("Potential", 1.0),
@@ -536,11 +539,42 @@ def prepare(structure: Path, protocol: Protocol, out_dir: Path, threads: int | N
 def replica_tpr(setup_dir: Path, seed: int, out_tpr: Path) -> Path:
     """``system.tpr`` with another Langevin seed (``ld-seed``), for a replica: replicas
     share the equilibrated state and differ by their random forces (GROMACS cannot
-    change the seed of an existing tpr, so this runs grompp again)."""
+    change the seed of an existing tpr, so this runs grompp again). For a lab's own
+    .gro + .top + .mdp, their grompp again with ``ld-seed`` and ``gen-seed`` set (the
+    random forces of sd/bd/v-rescale/C-rescale, and velocities where gen-vel = yes)."""
     setup_dir = Path(setup_dir).absolute()
-    _grompp_production(setup_dir, Path(out_tpr).absolute(), seed, setup_dir / "build" / "gromacs.log",
+    out_tpr = Path(out_tpr).absolute()
+    if (setup_dir / OWN_INPUTS).exists():
+        source = json.loads((setup_dir / OWN_INPUTS).read_text())
+        seeded = out_tpr.with_name(out_tpr.stem + ".mdp")
+        seeded.write_text(_with_seeds((setup_dir / OWN_MDP).read_text(), seed))
+        options = [("-f", seeded), ("-c", Path(source["gro"])), ("-p", Path(source["top"])), ("-o", out_tpr),
+                   ("-po", out_tpr.with_name(out_tpr.stem + ".out.mdp")), ("-maxwarn", 0)]
+        if "ndx" in source:
+            options.append(("-n", Path(source["ndx"])))
+        run_gmx("grompp", options, cwd=Path(source["top"]).parent, subject=_grompp_subject(source),
+                error=CampaignError, log_file=setup_dir / "gromacs.log")
+        for leftover in (seeded, out_tpr.with_name(out_tpr.stem + ".out.mdp")):
+            leftover.unlink(missing_ok=True)
+        return out_tpr
+    _grompp_production(setup_dir, out_tpr, seed, setup_dir / "build" / "gromacs.log",
                        setup_dir / "production.mdp")
-    return Path(out_tpr)
+    return out_tpr
+
+
+def can_reseed(setup_dir: Path) -> bool:
+    """Whether :func:`replica_tpr` can give this setup's replicas their own seeds (not
+    for a lab's .tpr, which runs as given)."""
+    return (Path(setup_dir) / "production.mdp").exists() or (Path(setup_dir) / OWN_INPUTS).exists()
+
+
+def _with_seeds(mdp: str, seed: int) -> str:
+    """An .mdp with ld-seed and gen-seed set to ``seed`` (either spelling, any case)."""
+    for key in ("ld-seed", "gen-seed"):
+        pattern = re.compile(rf"(?im)^[ \t]*{key.replace('-', '[-_]')}[ \t]*=.*$")
+        line = f"{key:<24} = {seed}"
+        mdp = pattern.sub(line, mdp) if pattern.search(mdp) else mdp.rstrip("\n") + f"\n{line}\n"
+    return mdp
 
 
 def _grompp_production(setup: Path, tpr: Path, seed: int, gmx_log: Path, subject) -> None:
@@ -1071,7 +1105,8 @@ def _run_segment(tpr: Path, start_cpt: Path | None, work: Path, segment_index: i
     return True, info
 
 
-def _check_tpr_matches(parameters: dict, protocol: Protocol, tpr: Path, name: str) -> None:
+def _check_tpr_matches(parameters: dict, protocol: Protocol, tpr: Path, name: str,
+                       error: type[Exception] = SegmentError) -> None:
     problems = []
     if abs(parameters["dt_ps"] - protocol.timestep_ps) > 1e-9:
         problems.append(f"its timestep is {parameters['dt_ps'] * 1000:g} fs, the protocol's {protocol.timestep_fs} fs")
@@ -1085,7 +1120,8 @@ def _check_tpr_matches(parameters: dict, protocol: Protocol, tpr: Path, name: st
         problems.append(f"its init-step ({parameters['init_step']}) is not a multiple of the frame interval "
                         f"({protocol.frame_steps} steps)")
     if problems:
-        raise SegmentError(f"{name}: {tpr} does not match the protocol: {'; '.join(problems)}")
+        raise error(f"{name}: {tpr} does not match the protocol: {'; '.join(problems)} (set timestep_fs and "
+                    "frame_interval_ps for this system to the inputs' values, as systems-table columns)")
 
 
 def _read_json(path: Path) -> dict:
@@ -1318,11 +1354,16 @@ def _mdrun_stop_reason(gmx_log: Path) -> str | None:
 
 
 def import_inputs(tpr: Path | None = None, gro: Path | None = None, top: Path | None = None,
-                  mdp: Path | None = None, *, out_dir: Path, ndx: Path | None = None) -> dict:
+                  mdp: Path | None = None, *, out_dir: Path, ndx: Path | None = None,
+                  protocol: Protocol | None = None) -> dict:
     """A lab's own GROMACS inputs as ``out_dir/system.tpr``: a ``.tpr`` used as given, or
     ``.gro`` + ``.top`` + ``.mdp`` (and an optional index ``ndx``) through grompp. A bad
     file fails in one line naming it (grompp's error line). Also writes
-    ``topology.pdb`` and returns the run parameters (timestep, frame interval...)."""
+    ``topology.pdb`` and ``trajectory_topology.pdb`` and returns the run parameters
+    (timestep, frame interval...). With a ``protocol``, the inputs must match its
+    timestep and frame interval (one line naming the file and the keys to set).
+    ``.gro`` + ``.top`` + ``.mdp`` are recorded (``own_inputs.json``, and a copy of the
+    .mdp) so that :func:`replica_tpr` can make each replica's tpr with its own seeds."""
     out = Path(out_dir).absolute()
     out.mkdir(parents=True, exist_ok=True)
     gmx_log = out / "gromacs.log"
@@ -1354,7 +1395,12 @@ def import_inputs(tpr: Path | None = None, gro: Path | None = None, top: Path | 
         if re.search(r"(?m)^ERROR \d+", output):  # pragma: no cover - grompp exits non-zero then
             raise CampaignError(failure_message("grompp", files["mdp"], output, gmx_log))
         source = {k: str(v) for k, v in files.items()}
+        shutil.copyfile(files["mdp"], out / OWN_MDP)
+        atomic_write_json(out / OWN_INPUTS, source)
     parameters = inspect_tpr(out / "system.tpr", cwd=out)
+    if protocol is not None:
+        _check_tpr_matches(parameters, protocol, Path(source.get("tpr") or source["mdp"]), "its inputs",
+                           error=CampaignError)
     if parameters["integrator"] not in ("md", "sd", "bd", "md-vv", "md-vv-avek"):
         raise CampaignError(f"GROMACS input {source}: integrator '{parameters['integrator']}' is not dynamics")
     if parameters["nstxout_compressed"] <= 0:

@@ -128,8 +128,9 @@ def setup(smk) -> None:
     with job_logging(smk.log[0], f"setup {smk.wildcards.system}"):
         protocol = Protocol(**smk.params.protocol)
         out_dir = Path(smk.output.info).parent
-        info = engine_for(protocol.engine).prepare(Path(smk.input.structure), protocol, out_dir,
-                                                   smk.config["platform"], smk.threads, smk.params.seed)
+        inputs = {name: Path(path) for name, path in smk.input.items()}
+        info = engine_for(protocol.engine).prepare(inputs, protocol, out_dir, smk.config["platform"], smk.threads,
+                                                   smk.params.seed)
         info["system"] = smk.wildcards.system
         info["engine"] = protocol.engine
         info["protocol"] = smk.params.protocol

@@ -307,6 +307,15 @@ def pack_runtime(wildcards, attempt):
     return runtime_minutes(days, attempt, CAMPAIGN.max_runtime_minutes)
 
 
+def setup_inputs(wildcards):
+    """The structure a system is set up from, or the lab's own engine inputs that it
+    runs as given (named as in System.own_inputs: tpr, or gro, top, mdp, ndx)."""
+    system = CAMPAIGN.systems[wildcards.system]
+    if system.own_inputs:
+        return {key: str(path) for key, path in system.own_inputs.items()}
+    return {"structure": str(system.structure)}
+
+
 def simulate_inputs(wildcards):
     """Segment 0 starts from its system's setup (on the campaign's file system, read
     in place: no staging job needed; setup.json stands for the engine's own files,

@@ -1,7 +1,8 @@
 rule setup:
-    """Prepare a system from its structure: repair, solvate, minimize, equilibrate."""
+    """Prepare a system from its structure (repair, solvate, minimize, equilibrate), or
+    make a lab's own engine inputs ready to run as given."""
     input:
-        structure=lambda wc: CAMPAIGN.systems[wc.system].structure,
+        unpack(setup_inputs),
     # Also writes the engine's own system and equilibrated state (layout.ENGINE_FILES:
     # system.xml + state.xml, or system.tpr + start.cpt), found through setup.json,
     # which is written last; they are not declared so that the rule is the same for

@@ -19,46 +19,88 @@ from pathlib import Path
 import pandas as pd
 
 
-def main(campaign: Path) -> int:
+def block_error(values: pd.Series, blocks: int = 10) -> float:
+    """Standard error of the mean from ``blocks`` consecutive blocks (frames are correlated)."""
+    n = len(values)
+    means = [values[i * n // blocks:(i + 1) * n // blocks].mean() for i in range(blocks)]
+    return float(pd.Series(means).std() / blocks ** 0.5)
+
+
+def measure(campaign: Path) -> list[dict]:
+    """Per simulation: mean temperature and density with block errors, backbone RMSD,
+    helix fraction and speed, from the campaign's own records and analyses."""
     summary = pd.read_csv(campaign / "results" / "summary.tsv", sep="\t")
-    rows, failures = [], []
+    results = []
     for _, sim in summary.iterrows():
         name = sim["simulation"]
         segments = sorted((campaign / "results" / "sims" / name / "segments").glob("[0-9]*/energies.csv"))
         energies = pd.concat([pd.read_csv(p) for p in segments], ignore_index=True)
         folder = sorted((campaign / "results" / "sims" / name / "analysis").glob("[0-9]*"))[-1]
         analysis = json.loads((folder / "analysis.json").read_text())
-        temperature = energies["temperature_K"]
-        n = len(temperature)
-        # standard error from 10 blocks (frames are correlated)
-        blocks = [temperature[i * n // 10:(i + 1) * n // 10].mean() for i in range(10)]
-        error = pd.Series(blocks).std() / len(blocks) ** 0.5
-        row = {
+        setup = json.loads((campaign / "results" / "systems" / sim["system"] / "setup.json").read_text())
+        density = energies["density_g_per_mL"]
+        results.append({
             "simulation": name,
+            "engine": sim.get("engine", "openmm"),
             "solvent": sim["solvent"],
+            "atoms": setup.get("atoms"),
             "ns": sim["simulated_ns"],
-            "T mean (K)": f"{temperature.mean():.1f} ± {error:.1f}",
-            "density (g/mL)": f"{energies['density_g_per_mL'].mean():.3f}" if energies["density_g_per_mL"].notna().any() else "",
-            "backbone RMSD mean / max (nm)": f"{analysis['rmsd_mean_nm']:.3f} / "
-                                             f"{pd.read_csv(folder / 'rmsd.csv')['rmsd_nm'].max():.3f}",
-            "helix fraction": f"{analysis.get('helix_fraction', float('nan')):.2f}",
-            "ns/day": sim["ns_per_day_mean"],
-        }
-        if abs(temperature.mean() - sim["temperature_target_K"]) > max(3.0, 3 * error):
-            failures.append(f"{name}: mean temperature {temperature.mean():.1f} K")
-        if sim["solvent"] == "explicit" and not 1.00 <= energies["density_g_per_mL"].mean() <= 1.04:
-            failures.append(f"{name}: density {energies['density_g_per_mL'].mean():.3f} g/mL")
-        if name.startswith("villin"):
-            if analysis["rmsd_mean_nm"] > 0.3:
-                failures.append(f"{name}: mean backbone RMSD {analysis['rmsd_mean_nm']:.3f} nm")
-            if analysis.get("helix_fraction", 0) < 0.4:
-                failures.append(f"{name}: helix fraction {analysis.get('helix_fraction')}")
-        rows.append(row)
+            "target_K": sim["temperature_target_K"],
+            "T": energies["temperature_K"].mean(),
+            "T_error": block_error(energies["temperature_K"]),
+            "density": density.mean() if density.notna().any() else None,
+            "density_error": block_error(density) if density.notna().any() else None,
+            "rmsd_mean": analysis["rmsd_mean_nm"],
+            "rmsd_max": float(pd.read_csv(folder / "rmsd.csv")["rmsd_nm"].max()),
+            "helix": analysis.get("helix_fraction", float("nan")),
+            "ns_per_day": sim["ns_per_day_mean"],
+        })
+    return results
+
+
+def failures_of(m: dict) -> list[str]:
+    """The criteria of the module docstring for one simulation's measures."""
+    failures = []
+    name = m["simulation"]
+    if abs(m["T"] - m["target_K"]) > max(3.0, 3 * m["T_error"]):
+        failures.append(f"{name}: mean temperature {m['T']:.1f} K")
+    if m["solvent"] == "explicit" and not 1.00 <= m["density"] <= 1.04:
+        failures.append(f"{name}: density {m['density']:.3f} g/mL")
+    if name.startswith("villin"):
+        if m["rmsd_mean"] > 0.3:
+            failures.append(f"{name}: mean backbone RMSD {m['rmsd_mean']:.3f} nm")
+        if not m["helix"] >= 0.4:
+            failures.append(f"{name}: helix fraction {m['helix']}")
+    return failures
+
+
+def table_row(m: dict) -> dict:
+    return {
+        "simulation": m["simulation"],
+        "engine": m["engine"],
+        "solvent": m["solvent"],
+        "atoms": m["atoms"],
+        "ns": m["ns"],
+        "T mean (K)": f"{m['T']:.1f} ± {m['T_error']:.1f}",
+        "density (g/mL)": f"{m['density']:.3f} ± {m['density_error']:.3f}" if m["density"] is not None else "",
+        "backbone RMSD mean / max (nm)": f"{m['rmsd_mean']:.3f} / {m['rmsd_max']:.3f}",
+        "helix fraction": f"{m['helix']:.2f}",
+        "ns/day": m["ns_per_day"],
+    }
+
+
+def print_table(rows: list[dict]) -> None:
     table = pd.DataFrame(rows)
     try:
         print(table.to_markdown(index=False))
     except ImportError:  # to_markdown needs tabulate
         print(table.to_string(index=False))
+
+
+def main(campaign: Path) -> int:
+    measures = measure(campaign)
+    print_table([table_row(m) for m in measures])
+    failures = [failure for m in measures for failure in failures_of(m)]
     for failure in failures:
         print("FAIL:", failure)
     print("all physics checks passed" if not failures else f"{len(failures)} physics check(s) failed")

@@ -162,10 +162,14 @@ def _same_process(pid: int, work: Path) -> bool:
 
 
 def _recently_written(work: Path) -> bool:
+    """Whether a runner wrote anything in the work folder lately (each engine writes
+    its own files: OpenMM the energies table, GROMACS its part files)."""
     try:
-        return time.time() - (work / "energies.csv").stat().st_mtime < ACTIVE_SECONDS
+        with os.scandir(work) as entries:
+            newest = max((entry.stat().st_mtime for entry in entries if entry.is_file()), default=0.0)
     except FileNotFoundError:
         return False
+    return time.time() - newest < ACTIVE_SECONDS
 
 
 def collect(campaign: Campaign, directory: Path | str = ".", use_slurm: bool = True) -> CampaignStatus:

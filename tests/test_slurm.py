@@ -257,6 +257,6 @@ def test_openmm_and_gromacs_simulations_share_a_packed_slurm_job(tmp_path):
         record = json.loads(manifest.read_text())
         for run in record["info"]["runs"]:
             assert run["slurm_job_id"] in jobs["pack"]
-            slots.setdefault(record["protocol"]["engine"], set()).add(run["slot"]["slot"])
+            slots.setdefault(record["protocol"].get("engine", "openmm"), set()).add(run["slot"]["slot"])
     assert set(slots) == {"openmm", "gromacs"} and all(len(s) == 1 for s in slots.values())
     assert slots["openmm"] != slots["gromacs"], "each simulation kept its own slot"

@@ -213,7 +213,7 @@ def test_setup_refuses_atoms_on_top_of_each_other_in_one_line(tmp_path):
 def test_setup_counts_the_pairs_and_names_the_closest(tmp_path):
     from openmm import app
 
-    from mdcampaign.prepare import check_overlapping_atoms
+    from mdcampaign.repair import check_overlapping_atoms
 
     lines = (STRUCTURES / "alanine-dipeptide.pdb").read_text().splitlines()
     atoms = [line for line in lines if line.startswith(("ATOM", "HETATM"))]
@@ -231,15 +231,16 @@ def test_setup_counts_the_pairs_and_names_the_closest(tmp_path):
 
 @pytest.mark.parametrize("name", ["alanine-dipeptide.pdb", "villin-1VII.pdb", "gnnqqny-1YJP.cif"])
 def test_real_structures_have_no_overlapping_atoms(name):
-    from mdcampaign.prepare import _read_structure, check_overlapping_atoms
+    from mdcampaign.repair import check_overlapping_atoms, read_structure
 
-    fixer = _read_structure(STRUCTURES / name)
+    fixer, _ = read_structure(STRUCTURES / name)
     check_overlapping_atoms(fixer.topology, fixer.positions, STRUCTURES / name)
 
 
 def test_alternate_locations_are_not_overlapping_atoms(tmp_path):
-    """Alternate conformations a hair apart: OpenMM's reader keeps the first of each."""
-    from mdcampaign.prepare import _read_structure, check_overlapping_atoms
+    """Alternate conformations a hair apart: setup keeps the one with the highest
+    occupancy (the first on a tie)."""
+    from mdcampaign.repair import check_overlapping_atoms, read_structure
 
     lines = (STRUCTURES / "alanine-dipeptide.pdb").read_text().splitlines()
     out = []
@@ -251,7 +252,7 @@ def test_alternate_locations_are_not_overlapping_atoms(tmp_path):
         else:
             out.append(line)
     path = write(tmp_path, "altloc.pdb", "\n".join(out) + "\n")
-    fixer = _read_structure(path)
+    fixer, _ = read_structure(path)
     assert fixer.topology.getNumAtoms() == 10
     check_overlapping_atoms(fixer.topology, fixer.positions, path)
 
@@ -263,21 +264,29 @@ def test_alternate_locations_are_not_overlapping_atoms(tmp_path):
 ])
 def test_setup_repeats_the_validation_check(tmp_path, name, text, expect):
     """Setup may run where nobody validated the campaign: the same line, not an OpenMM traceback."""
-    from mdcampaign.prepare import fix_structure
+    from mdcampaign.repair import repair
 
     path = write(tmp_path, name, text)
     with pytest.raises(CampaignError) as caught:
-        fix_structure(path, 7.0)
+        repair(path, default_protocol())
     assert str(caught.value) == f"structure '{path}' {expect}"
 
 
 def test_setup_refuses_coordinates_that_are_not_numbers(tmp_path):
-    from mdcampaign.prepare import fix_structure
+    from mdcampaign.repair import repair
 
     lines = (STRUCTURES / "alanine-dipeptide.pdb").read_text().splitlines()
     k = next(i for i, line in enumerate(lines) if line.startswith("ATOM") and line[12:16].strip() == "CB")
     lines[k] = lines[k][:30] + f"{'nan':>8}" + lines[k][38:]
     path = write(tmp_path, "nan.pdb", "\n".join(lines) + "\n")
     with pytest.raises(CampaignError) as caught:
-        fix_structure(path, 7.0)
+        repair(path, default_protocol())
     assert str(caught.value) == f"structure '{path}': atom ALA 2 CB (chain A) has coordinates that are not numbers"
+
+
+def default_protocol():
+    from conftest import _schema_defaults
+
+    from mdcampaign.campaign import Protocol
+
+    return Protocol(**_schema_defaults())

@@ -8,7 +8,7 @@ import hashlib
 import io
 import json
 import math
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -18,7 +18,7 @@ from .errors import CampaignError
 from .forcefields import ENGINE_PROBLEMS, forcefield_files
 from .sites import ASSIGNMENT_FILE, Site, Work, assign, read_assignment
 from .slots import Packing
-from .structures import STRUCTURE_SUFFIXES, inspect_structure
+from .structures import STRUCTURE_SUFFIXES, inspect_structure, structure_suffix
 from .validation import coerce_cell, load_schema, suggest, validate
 
 # Segment names have layout.SEGMENT_DIGITS digits; more segments also mean more jobs
@@ -26,6 +26,11 @@ from .validation import coerce_cell, load_schema, suggest, validate
 MAX_SEGMENTS = 10**layout.SEGMENT_DIGITS
 # Above this timestep, hydrogen mass repartitioning is required for stable dynamics.
 MAX_TIMESTEP_WITHOUT_HMR_FS = 2.5
+
+
+def engine_of(record: dict) -> str:
+    """The engine of a protocol record (Protocol.record, a segment manifest's protocol)."""
+    return record.get("engine", ADDED_KEYS["engine"])
 
 
 @dataclass(frozen=True)
@@ -54,11 +59,25 @@ class Protocol:
     checkpoint_interval_ps: float
     trajectory_atoms: str
     seed: int
+    # Keys added after campaigns existed; their defaults (ADDED_KEYS) mean "as before".
     engine: str = "openmm"
+    chains: str = ""
+    model: int = 1
+    remove_residues: str = ""
+    keep_crystal_water: bool = False
+    mutations: str = ""
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:
         return tuple(f.name for f in fields(cls))
+
+    def record(self) -> dict:
+        """The protocol as rule params and records carry it (``Protocol(**record)``
+        restores it): keys added later are left out at their as-before value, so that
+        upgrading does not change existing jobs' params (Snakemake reruns a job whose
+        params changed) and records read the same as before."""
+        return {key: value for key, value in self.__dict__.items()
+                if not (key in ADDED_KEYS and value == ADDED_KEYS[key])}
 
     @property
     def explicit(self) -> bool:
@@ -134,6 +153,9 @@ class Protocol:
             )
         if not own_inputs:
             yield from ENGINE_PROBLEMS[engine or self.engine](self)
+
+
+ADDED_KEYS = {field.name: field.default for field in fields(Protocol) if field.default is not MISSING}
 
 
 def _is_multiple(value: float, unit: float) -> bool:
@@ -395,8 +417,8 @@ def check_started(campaign: Campaign, base_dir: Path | str = ".") -> None:
             manifest = json.loads(record.read_text())
         except (FileNotFoundError, ValueError):
             continue
-        # Records written before engines were a protocol key are OpenMM's.
-        recorded = {"engine": "openmm", **manifest["protocol"]} if manifest.get("protocol") else {}
+        # Records leave out keys at their as-before value (Protocol.record).
+        recorded = {**ADDED_KEYS, **manifest["protocol"]} if manifest.get("protocol") else {}
         started_at = manifest.get("site")
         if campaign.sites and started_at and simulation.site != started_at:
             raise CampaignError(
@@ -581,10 +603,10 @@ def _without_default(subschema: dict) -> dict:
 def _structure_path(text: str, where: str, base_dir: Path) -> tuple[Path, int]:
     path = Path(text)
     resolved = path if path.is_absolute() else base_dir / path
-    if path.suffix.lower() not in STRUCTURE_SUFFIXES:
+    if structure_suffix(path) not in STRUCTURE_SUFFIXES:
         raise CampaignError(
             f"{where}, column structure: unsupported file type '{path.suffix or path.name}' "
-            f"(allowed: {', '.join(STRUCTURE_SUFFIXES)})"
+            f"(allowed: {', '.join(STRUCTURE_SUFFIXES)}, each also gzipped (.gz))"
         )
     if not resolved.is_file():
         state = "is a directory" if resolved.is_dir() else "does not exist"

@@ -2,7 +2,9 @@
 
 Rules, jobs, packing, status and doctor call an :class:`Engine` (from :func:`engine_for`)
 and never ask which engine it is: setting a system up, where its segment 0 starts, running
-a segment, how far an interrupted segment got, whether the engine is installed. Each
+a segment, how far an interrupted segment got, whether the engine is installed. What an
+engine cannot do with a protocol is checked with the campaign (``forcefields.ENGINE_PROBLEMS``,
+through ``Protocol.problems``), before anything runs. Each
 engine's own module (``segment``/``prepare`` for OpenMM, ``gromacs``) is imported only
 when a job needs it, so that planning a campaign imports neither engine.
 
@@ -49,10 +51,6 @@ class Engine:
     def files(self) -> layout.EngineFiles:
         return layout.ENGINE_FILES[self.name]
 
-    def check_protocol(self, protocol: Protocol) -> list[str]:
-        """What this engine cannot do with a protocol, one line each (empty: fine)."""
-        raise NotImplementedError
-
     def version(self) -> str | None:
         """The installed engine's version, or None when it cannot run here."""
         raise NotImplementedError
@@ -88,9 +86,6 @@ class OpenMMEngine(Engine):
     name = "openmm"
     install_hint = "pip install openmm (or conda install -c conda-forge openmm)"
 
-    def check_protocol(self, protocol: Protocol) -> list[str]:
-        return list(protocol.problems())
-
     def version(self) -> str | None:
         try:
             import openmm
@@ -123,11 +118,6 @@ class GromacsEngine(Engine):
     name = "gromacs"
     install_hint = ("install GROMACS: `apt install gromacs` (Debian/Ubuntu), `module load gromacs` (TACC and most "
                     "clusters), or `conda install -c conda-forge gromacs`; or point MDCAMPAIGN_GMX at its gmx")
-
-    def check_protocol(self, protocol: Protocol) -> list[str]:
-        from .gromacs import check_protocol
-
-        return check_protocol(protocol)
 
     def version(self) -> str | None:
         from .gromacs import available

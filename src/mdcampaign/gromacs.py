@@ -368,9 +368,7 @@ def prepare(structure: Path, protocol: Protocol, out_dir: Path, threads: int | N
     ``trajectory_topology.pdb``, ``system.top`` (+ its ``.itp`` files),
     ``production.mdp``, ``index.ndx``, ``equilibration.csv``, ``fixed.pdb`` and, in
     ``out_dir/build``, every intermediate file and ``gromacs.log`` (all gmx output)."""
-    from .prepare import (
-        fix_structure,  # pdbfixer: the same structure repair as the OpenMM setup
-    )
+    from .repair import repair  # the same structure repair as the OpenMM setup
 
     problems = check_protocol(protocol)
     if problems:
@@ -393,7 +391,11 @@ def prepare(structure: Path, protocol: Protocol, out_dir: Path, threads: int | N
 
     # 1. Structure repair (pdbfixer: water and salt removed, missing heavy atoms added)
     #    and the GROMACS names of caps; pdb2gmx then adds hydrogens itself (-ignh).
-    fixer, fix_info = fix_structure(structure, protocol.ph)
+    fixer, fix_info = repair(structure, protocol)
+    if fix_info.get("metal_ions"):
+        raise CampaignError(f"structure '{structure}': the GROMACS engine does not keep metal ions yet "
+                            f"({', '.join(fix_info['metal_ions'])}); use engine openmm (forcefield amber14, explicit "
+                            f"solvent) or drop them with remove_residues: {next(iter(fix_info['metal_ions']))}")
     info["fix"] = fix_info
     _write_gromacs_pdb(fixer.topology, fixer.positions, out / "fixed.pdb")
     _steps_done(info, "pdbfixer: water and ions removed, missing heavy atoms added, caps renamed for GROMACS")

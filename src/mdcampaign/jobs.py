@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import layout
-from .campaign import Protocol
+from .campaign import Protocol, engine_of
 from .errors import CampaignError, DataError, SegmentError, TransferError
 from .slots import pin_to_slot
 
@@ -161,9 +161,8 @@ def stage(job: JobContext) -> None:
 
 
 def _engine_files(manifest: dict) -> layout.EngineFiles:
-    """The engine file names of a simulation, from one of its segment records (records
-    written before engines were a protocol key are OpenMM's)."""
-    return layout.ENGINE_FILES[manifest.get("protocol", {}).get("engine", "openmm")]
+    """The engine file names of a simulation, from one of its segment records."""
+    return layout.ENGINE_FILES[engine_of(manifest.get("protocol", {}))]
 
 
 def _deadline(runtime_minutes: float | None) -> float | None:
@@ -251,7 +250,7 @@ def fetch(job: JobContext) -> None:
         w = job.wildcards
         segment = int(w["segment"])
         output = job.scratch("output")
-        files = layout.ENGINE_FILES[job.params["protocol"]["engine"]]
+        files = layout.ENGINE_FILES[engine_of(job.params["protocol"])]
         segment_files = {name: output / name for name in files.segment_files}
         info = {"simulation": layout.sim_name(w["system"], w["replica"]), "protocol": job.params["protocol"],
                 "seed": job.params["seed"], "site": job.config.get("site")}

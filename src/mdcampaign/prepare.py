@@ -13,9 +13,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import os
 import platform as host_platform
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,7 +25,8 @@ from .campaign import Protocol
 from .errors import CampaignError, SegmentError
 from .files import sha256_file
 from .forcefields import BAROSTAT_INTERVAL_STEPS, MODELLER_WATER
-from .structures import SALT_ION_RESIDUES, WATER_RESIDUES, inspect_structure
+from .repair import repair
+from .structures import METAL_ION_RESIDUES, SALT_ION_RESIDUES, WATER_RESIDUES
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +34,6 @@ CAP_NAMES = {"ACE", "NME", "NH2"}
 RESTRAINT_K = 1000.0  # kJ/mol/nm^2 on solute heavy atoms during the first equilibration phase
 MINIMIZATION_TOLERANCE = 10.0  # kJ/mol/nm
 THERMO_EVERY_PS = 1.0
-# Atoms closer than this are duplicates or on top of each other (minimization turns them
-# into NaN). Far below any real interatomic distance (H-H contacts are > 0.1 nm);
-# alternate locations never reach the check (OpenMM's readers keep the first).
-OVERLAP_NM = 0.01
 
 
 def solute_atom_indices(topology: app.Topology) -> list[int]:
@@ -66,7 +61,7 @@ def prepare(structure: Path, protocol: Protocol, out_dir: Path, platform: str = 
     out_dir.mkdir(parents=True, exist_ok=True)
     info: dict = {"structure": str(structure), "structure_sha256": sha256_file(structure)}
 
-    fixer, fix_info = fix_structure(structure, protocol.ph)
+    fixer, fix_info = repair(structure, protocol)
     info["fix"] = fix_info
     with open(out_dir / "fixed.pdb", "w") as handle:
         app.PDBFile.writeFile(fixer.topology, fixer.positions, handle, keepIds=True)
@@ -128,127 +123,52 @@ def write_pdb(path: Path, topology: app.Topology, positions) -> None:
         app.PDBFile.writeFile(topology, positions, handle, keepIds=True)
 
 
-def fix_structure(structure: Path, ph: float):
-    """PDBFixer: drop water and salt, replace nonstandard residues, add missing heavy
-    atoms and hydrogens. Missing residues are reported, not modelled."""
-
-    fixer = _read_structure(structure)
-    info: dict = {}
-    removable = [
-        residue
-        for residue in fixer.topology.residues()
-        if residue.name.upper() in WATER_RESIDUES or residue.name.upper() in SALT_ION_RESIDUES
-    ]
-    if removable:
-        modeller = app.Modeller(fixer.topology, fixer.positions)
-        modeller.delete(removable)
-        fixer.topology, fixer.positions = modeller.topology, modeller.positions
-        info["removed_residues"] = sorted({r.name for r in removable})
-    if fixer.topology.getNumAtoms() == 0:
-        raise CampaignError(f"structure '{structure}' has no atoms besides water and salt ions (nothing to simulate)")
-    check_overlapping_atoms(fixer.topology, fixer.positions, structure)
-    fixer.findMissingResidues()
-    info["missing_residues_not_modelled"] = sum(len(v) for v in fixer.missingResidues.values())
-    fixer.missingResidues = {}
-    fixer.findNonstandardResidues()
-    info["replaced_nonstandard"] = [f"{r.name}{r.id}->{name}" for r, name in fixer.nonstandardResidues]
-    fixer.replaceNonstandardResidues()
-    fixer.findMissingAtoms()
-    info["added_heavy_atoms"] = sum(len(v) for v in fixer.missingAtoms.values()) + sum(
-        len(v) for v in fixer.missingTerminals.values()
-    )
-    fixer.addMissingAtoms()
-    fixer.addMissingHydrogens(ph)
-    return fixer, info
-
-
-def _read_structure(structure: Path):
-    from pdbfixer import PDBFixer
-
-    # The validation-time check again: setup may run where the campaign was not validated.
-    problem, _ = inspect_structure(structure)
-    if problem:
-        raise CampaignError(f"structure '{structure}' {problem}")
-    suffix = structure.suffix.lower()
-    try:
-        if suffix == ".gro":
-            return _fixer_from_gro(structure)
-        with open(structure) as handle:
-            if suffix in (".cif", ".mmcif", ".pdbx"):
-                fixer = PDBFixer(pdbxfile=handle)
-            else:
-                fixer = PDBFixer(pdbfile=handle)
-    except Exception as error:  # noqa: BLE001 - parsers raise anything on garbage
-        raise CampaignError(f"structure '{structure}' could not be read: {_one_line(error)}") from None
-    if fixer.topology.getNumAtoms() == 0:
-        raise CampaignError(f"structure '{structure}' contains no atoms")
-    return fixer
-
-
-def _fixer_from_gro(structure: Path):
-    """GRO files carry no elements or chains; mdtraj infers them and writes a PDB."""
-    import mdtraj
-    from pdbfixer import PDBFixer
-
-    traj = mdtraj.load(str(structure))
-    with tempfile.TemporaryDirectory() as tmp:
-        pdb = os.path.join(tmp, "structure.pdb")
-        traj.save_pdb(pdb)
-        with open(pdb) as handle:
-            return PDBFixer(pdbfile=handle)
-
-
-def _one_line(error: Exception) -> str:
-    text = " ".join(str(error).split())
-    return text[:300] or type(error).__name__
-
-
-def check_overlapping_atoms(topology: app.Topology, positions, structure: Path) -> None:
-    """Refuse atoms on top of each other (a duplicated ATOM line, coordinates pasted
-    twice) before pdbfixer and the minimizer turn them into NaN. O(N log N)."""
-    import numpy as np
-    from scipy.spatial import cKDTree  # scipy comes with mdtraj
-
-    xyz = np.asarray(positions.value_in_unit(unit.nanometer) if unit.is_quantity(positions) else positions,
-                     dtype=float).reshape(-1, 3)
-    bad = np.flatnonzero(~np.isfinite(xyz).all(axis=1))
-    if len(bad):
-        atom = list(topology.atoms())[int(bad[0])]
-        more = f" ({len(bad)} such atoms)" if len(bad) > 1 else ""
-        raise CampaignError(f"structure '{structure}': atom {_atom_label(atom)} has coordinates that are not "
-                            f"numbers{more}")
-    if len(xyz) < 2:
-        return
-    pairs = cKDTree(xyz).query_pairs(OVERLAP_NM, output_type="ndarray")
-    if len(pairs) == 0:
-        return
-    distances = np.linalg.norm(xyz[pairs[:, 0]] - xyz[pairs[:, 1]], axis=1)
-    closest = int(np.lexsort((pairs[:, 1], pairs[:, 0], distances))[0])
-    atoms = list(topology.atoms())
-    first, second = (atoms[int(k)] for k in sorted(pairs[closest]))
-    more = f" ({len(pairs)} such pairs)" if len(pairs) > 1 else ""
-    raise CampaignError(
-        f"structure '{structure}': atoms {_atom_label(first)} and {_atom_label(second)} are "
-        f"{distances[closest]:.3f} nm apart, closer than {OVERLAP_NM} nm{more}: duplicated or overlapping atoms; "
-        "remove the duplicates or fix their coordinates"
-    )
-
-
-def _atom_label(atom) -> str:
-    residue = atom.residue
-    return f"{residue.name} {residue.id}{residue.insertionCode.strip()} {atom.name} (chain {residue.chain.id})"
-
-
 def check_templates(forcefield: app.ForceField, topology: app.Topology, structure: Path, protocol: Protocol):
+    """Every residue has a template in the force field, or one line saying what to do."""
     unmatched = forcefield.getUnmatchedResidues(topology)
-    if unmatched:
-        names = sorted({f"{r.name} {r.id} (chain {r.chain.id})" for r in unmatched})
-        shown = ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
+    if not unmatched:
+        return
+    ions = [r for r in unmatched if r.name.upper() in METAL_ION_RESIDUES]
+    if ions:
+        names = sorted({r.name for r in ions})
+        where = ", ".join(ion_forcefields(names[0])) or "none of the force fields offered here"
+        solvent = f"{protocol.solvent} solvent" + (f" ({protocol.water_model})" if protocol.explicit else "")
         raise CampaignError(
-            f"structure '{structure}': residue(s) {shown} have no template in forcefield "
-            f"'{protocol.forcefield}'; remove them from the structure (ligands, modified residues) "
-            "or parameterize them first (small molecules: openmmforcefields' GAFF/SMIRNOFF generators)"
+            f"structure '{structure}': metal ion {names[0]} ({_residue_label(ions[0])}) has no parameters in "
+            f"forcefield '{protocol.forcefield}' with {solvent}; it has with: {where}; choose one of those "
+            f"(forcefield, solvent and water_model columns), or drop the ion with remove_residues: {names[0]}"
         )
+    names = sorted({_residue_label(r) for r in unmatched})
+    shown = ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
+    first = sorted({r.name for r in unmatched})[0]
+    raise CampaignError(
+        f"structure '{structure}': residue(s) {shown} have no template in forcefield '{protocol.forcefield}'; "
+        f"drop them with the column remove_residues (e.g. remove_residues: {first}), or, for a modified residue "
+        "without a standard parent or a ligand, parameterize it first"
+    )
+
+
+def ion_forcefields(ion: str) -> list[str]:
+    """The (forcefield, water model) pairs, explicit solvent, that have parameters for a
+    metal ion: asked of the force fields themselves (only when an ion is missing)."""
+    from .forcefields import PROTEIN_FILES, WATER_FILES
+
+    found = []
+    for forcefield, waters in WATER_FILES.items():
+        probe = app.Topology()
+        residue = probe.addResidue(ion, probe.addChain())
+        probe.addAtom(ion, app.Element.getBySymbol(ion[:2].capitalize()), residue)
+        for water, water_file in waters.items():
+            try:
+                if not app.ForceField(PROTEIN_FILES[forcefield], water_file).getUnmatchedResidues(probe):
+                    found.append(f"{forcefield} + {water}")
+            except Exception:  # noqa: BLE001 - several templates match (FE/FE2): counts as having parameters
+                found.append(f"{forcefield} + {water}")
+    return found
+
+
+def _residue_label(residue) -> str:
+    return f"{residue.name} {residue.id} (chain {residue.chain.id})"
 
 
 def check_box(topology: app.Topology, protocol: Protocol, structure: Path) -> None:

@@ -7,11 +7,27 @@ import re
 from pathlib import Path
 
 STRUCTURE_SUFFIXES = (".pdb", ".ent", ".cif", ".mmcif", ".pdbx", ".gro")
-# Residue names `setup` removes before anything else (crystallographic water, and
-# monovalent salt: addSolvent adds the ions the protocol asks for). The one list for
-# validation (here) and setup (prepare.py imports these); compare upper-cased names.
+# Any of these may also be gzipped (name.pdb.gz), as the PDB serves them.
+GZIP_SUFFIX = ".gz"
+# Residue names `setup` removes before anything else (crystallographic water unless
+# keep_crystal_water, and monovalent salt: solvation adds the ions the protocol asks
+# for). The one list for validation (here) and setup (repair.py); compare upper-cased
+# names.
 WATER_RESIDUES = frozenset({"HOH", "WAT", "H2O", "SOL", "TIP", "TIP3", "TIP4", "SPC", "DOD"})
 SALT_ION_RESIDUES = frozenset({"NA", "CL", "K", "NA+", "CL-", "K+", "SOD", "CLA", "POT"})
+# Crystallization additives, cryoprotectants and buffer molecules (PDB chemical
+# component ids) that setup removes by default and lists in its log and setup.json;
+# a system that needs one kept parameterizes it as a ligand. Documented in
+# config/README.md ("What setup removes").
+ADDITIVE_RESIDUES = frozenset({
+    "GOL", "EDO", "PEG", "PGE", "PG4", "1PE", "P6G", "2PE", "MPD", "MRD", "IPA", "EOH", "MOH", "DMS", "BME",
+    "ACT", "ACY", "FMT", "CIT", "FLC", "TAR", "TLA", "MLI", "MLA", "SIN", "SO4", "PO4", "NO3", "SCN",
+    "TRS", "MES", "EPE", "MPO", "BTB", "B3P", "CAC", "IMD", "DTT", "DTU", "BU3", "AZI", "NH4",
+    "UNX", "UNL",
+})
+# Monatomic metal ions that setup keeps (where the force field has parameters for
+# them; it says which one does otherwise), with the atoms that coordinate them.
+METAL_ION_RESIDUES = frozenset({"ZN", "MG", "CA", "MN", "FE", "FE2", "CO", "NI", "CU", "CU1", "CD", "HG", "SR", "BA"})
 HYDROGEN_ELEMENTS = ("H", "D")
 MMCIF_COORDINATES = ("Cartn_x", "Cartn_y", "Cartn_z")
 
@@ -28,7 +44,10 @@ def inspect_structure(path: Path) -> tuple[str | None, int]:
     without coordinates) before anything runs. One pass over the lines, no parsing of
     coordinates: it runs for every system at every `snakemake` start.
     """
-    data = path.read_bytes()
+    try:
+        data = read_structure_bytes(path)
+    except ValueError as error:
+        return str(error), 0
     if not data.strip():
         return "is empty", 0
     if b"\x00" in data[:65536]:
@@ -37,7 +56,7 @@ def inspect_structure(path: Path) -> tuple[str | None, int]:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         text = data.decode("latin-1")
-    suffix = path.suffix.lower()
+    suffix = structure_suffix(path)
     lines = text.splitlines()
     if suffix in (".pdb", ".ent"):
         problem, atoms = _pdb_atoms(lines)
@@ -48,6 +67,28 @@ def inspect_structure(path: Path) -> tuple[str | None, int]:
     if problem:
         return problem, 0
     return _count(atoms)
+
+
+def structure_suffix(path: Path) -> str:
+    """The format suffix of a structure file name, under a .gz: '.pdb' for x.pdb.gz."""
+    name = Path(path).name.lower()
+    if name.endswith(GZIP_SUFFIX):
+        name = name[: -len(GZIP_SUFFIX)]
+    return Path(name).suffix
+
+
+def read_structure_bytes(path: Path) -> bytes:
+    """A structure file's content, uncompressed if it is gzipped (ValueError: a .gz
+    that is not one, the message completing "'file' ...")."""
+    import gzip
+
+    data = Path(path).read_bytes()
+    if Path(path).name.lower().endswith(GZIP_SUFFIX):
+        try:
+            return gzip.decompress(data)
+        except (OSError, EOFError) as error:
+            raise ValueError(f"is named .gz but could not be uncompressed ({error})") from None
+    return data
 
 
 def _count(atoms) -> tuple[str | None, int]:

@@ -182,7 +182,7 @@ def simulation_of(wildcards):
 
 
 def protocol_of(wildcards):
-    return CAMPAIGN.systems[wildcards.system].protocol.__dict__
+    return CAMPAIGN.systems[wildcards.system].protocol.record()
 
 
 def segment_record(system, replica, segment):
@@ -268,7 +268,7 @@ def pack_members(wildcards):
         {
             **sim.wildcards,
             "n_segments": sim.n_segments,
-            "protocol": sim.protocol.__dict__,
+            "protocol": sim.protocol.record(),
             "seed": sim.seed,
         }
         for sim in batch_simulations(wildcards.batch)

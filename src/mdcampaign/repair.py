@@ -70,6 +70,7 @@ def repair(structure: Path, protocol: Protocol):
         log.info("modified residues replaced by their standard parent: %s", ", ".join(info["replaced_nonstandard"]))
     fixer.replaceNonstandardResidues()
     fixer.findMissingAtoms()
+    _drop_hydrogens_of_incomplete_residues(fixer)
     info["added_heavy_atoms"] = sum(len(v) for v in fixer.missingAtoms.values()) + sum(
         len(v) for v in fixer.missingTerminals.values()
     )
@@ -79,6 +80,20 @@ def repair(structure: Path, protocol: Protocol):
     modeller.addHydrogens(pH=protocol.ph, variants=variants)
     fixer.topology, fixer.positions = modeller.topology, modeller.positions
     return fixer, info
+
+
+def _drop_hydrogens_of_incomplete_residues(fixer) -> None:
+    """A residue with missing heavy atoms may carry hydrogens where those atoms belong
+    (a cysteine modelled without SG, three hydrogens on its CB): drop its hydrogens, and
+    add them all again with the missing atoms."""
+    incomplete = set(fixer.missingAtoms) | set(fixer.missingTerminals)
+    hydrogens = [atom for residue in incomplete for atom in residue.atoms() if atom.element == app.element.hydrogen]
+    if not hydrogens:
+        return
+    modeller = app.Modeller(fixer.topology, fixer.positions)
+    modeller.delete(hydrogens)
+    fixer.topology, fixer.positions = modeller.topology, modeller.positions
+    fixer.findMissingAtoms()
 
 
 # --------------------------------------------------------------------------- reading
@@ -323,14 +338,17 @@ def _metal_site_variants(topology: app.Topology, positions) -> tuple[list, list]
                           "distance_nm": round(float(distances[nearest]), 3)})
     for residue, atoms in bound.items():
         if residue.name == "CYS":
-            variants[residue.index] = "CYM"
+            # Modeller's name for a cysteine without HG (its disulfide form); with no
+            # disulfide bond the force field then matches the deprotonated CYM template.
+            variants[residue.index] = "CYX"
         elif atoms == {"ND1"}:
             variants[residue.index] = "HIE"
         elif atoms == {"NE2"}:
             variants[residue.index] = "HID"
     for site in sites:
         residue = next(r for r in bound if _label(r) == site["residue"])
-        site["protonation"] = variants[residue.index] or "by pH"
+        site["protonation"] = {"CYX": "CYM (deprotonated)"}.get(variants[residue.index], variants[residue.index]) \
+            or "by pH"
     if sites:
         log.info("metal sites: %s", "; ".join(f"{s['residue']} {s['atom']} - {s['ion']}: {s['protonation']}"
                                              for s in sites))

@@ -1,0 +1,142 @@
+"""Structures as labs have them (tests/data/structures, see PROVENANCE.md there):
+crystallization additives, a zinc site, selenomethionine, an NMR ensemble, a PDB
+another MD tool wrote, gzipped files, chains and mutations; then a campaign of them
+through the real workflow, without editing any structure file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from openmm import app
+
+from conftest import STRUCTURES, _schema_defaults, assert_complete, snakemake, write_campaign
+from mdcampaign.campaign import Protocol
+from mdcampaign.errors import CampaignError
+from mdcampaign.prepare import check_templates
+from mdcampaign.repair import first_bad_pdb_line, read_structure, repair
+
+DATA = Path(__file__).parent / "data" / "structures"
+
+
+def protocol(**changes) -> Protocol:
+    return Protocol(**{**_schema_defaults(), **changes})
+
+
+def residue_names(fixer) -> set[str]:
+    return {residue.name for residue in fixer.topology.residues()}
+
+
+def test_crystallization_additives_and_water_are_removed_and_listed():
+    fixer, info = repair(DATA / "4E43-additives.pdb.gz", protocol())
+    assert info["removed"] == {"additive": {"ACT": 1, "BME": 1, "DMS": 4, "GOL": 10}, "water": {"HOH": 188}}
+    assert not residue_names(fixer) & {"GOL", "DMS", "ACT", "BME", "HOH"}
+    assert info["alternate_locations"]["residues"] > 0, "alternate locations were chosen by occupancy"
+    forcefield = app.ForceField("amber14-all.xml", "implicit/obc2.xml")
+    assert forcefield.getUnmatchedResidues(fixer.topology) == [], "every residue left has a template"
+
+
+def test_chains_and_crystal_water_are_chosen_per_system():
+    fixer, info = repair(DATA / "4E43-additives.pdb.gz", protocol(chains="C", keep_crystal_water=True))
+    assert {chain.id for chain in fixer.topology.chains()} == {"C"} and info["chains"] == ["C"]
+    assert "water" not in info.get("removed", {})
+    with pytest.raises(CampaignError) as caught:
+        repair(DATA / "4E43-additives.pdb.gz", protocol(chains="A,X"))
+    assert "chains asks for chain X, which the file does not have (its chains: A, B, C)" in str(caught.value)
+
+
+def test_a_zinc_site_keeps_its_ion_and_deprotonates_what_binds_it():
+    fixer, info = repair(DATA / "5A7U-zinc-finger.pdb", protocol())
+    assert info["metal_ions"] == {"ZN": 1}
+    sites = {site["residue"]: site["protonation"] for site in info["metal_sites"]}
+    assert sites == {"CYS 8 (chain A)": "CYM (deprotonated)", "HIS 21 (chain A)": "HID", "HIS 26 (chain A)": "HID"}
+    cys8 = next(r for r in fixer.topology.residues() if r.name == "CYS" and r.id == "8")
+    assert "HG" not in {atom.name for atom in cys8.atoms()}
+    check_templates(app.ForceField("amber14-all.xml", "amber14/tip3p.xml"), fixer.topology, Path("zn.pdb"),
+                    protocol())  # amber14 has the zinc ion and CYM
+    with pytest.raises(CampaignError) as caught:
+        check_templates(app.ForceField("amber99sbildn.xml", "amber99_obc.xml"), fixer.topology, Path("zn.pdb"),
+                        protocol(forcefield="amber99sbildn", solvent="implicit"))
+    message = str(caught.value)
+    assert "\n" not in message and "metal ion ZN (ZN 162 (chain A)) has no parameters in forcefield " \
+        "'amber99sbildn' with implicit solvent" in message
+    assert "amber14 + tip3p" in message and "remove_residues: ZN" in message
+
+
+def test_selenomethionine_becomes_methionine():
+    fixer, info = repair(DATA / "1A8O-selenomethionine.pdb", protocol())
+    assert info["replaced_nonstandard"] == [f"MSE {n} (chain A) -> MET" for n in (151, 185, 214, 215)]
+    assert "MSE" not in residue_names(fixer)
+
+
+def test_a_model_of_an_nmr_ensemble_is_chosen():
+    first, info = read_structure(DATA / "1A1P-nmr-ensemble.pdb.gz")
+    fifth, info5 = read_structure(DATA / "1A1P-nmr-ensemble.pdb.gz", model=5)
+    assert info["models_in_file"] == 21 and info5["model"] == 5
+    assert not np.allclose(np.asarray(first.positions._value), np.asarray(fifth.positions._value), atol=0.01)
+    with pytest.raises(CampaignError) as caught:
+        read_structure(DATA / "1A1P-nmr-ensemble.pdb.gz", model=22)
+    assert "model 22 was asked for (column model) but the file has 21 models" in str(caught.value)
+
+
+def test_a_pdb_other_tools_wrote_is_read_through_another_reader():
+    fixer, info = repair(DATA / "1V6P-cobrotoxin-written-by-mdanalysis.pdb", protocol())
+    assert info["reader"] == "mdtraj" and info["removed"] == {"salt": {"CL": 11, "NA": 8}}
+    assert app.ForceField("amber14-all.xml", "amber14/tip3p.xml").getUnmatchedResidues(fixer.topology) == []
+
+
+def test_an_unreadable_pdb_names_its_line(tmp_path):
+    lines = (STRUCTURES / "alanine-dipeptide.pdb").read_text().splitlines()
+    k = next(i for i, line in enumerate(lines) if line.startswith("ATOM") and line[12:16].strip() == "CB")
+    lines[k] = lines[k][:22] + "  x " + lines[k][26:]
+    (tmp_path / "bad.pdb").write_text("\n".join(lines) + "\n")
+    assert first_bad_pdb_line((tmp_path / "bad.pdb").read_text()).startswith(
+        f"line {k + 1}: the residue number is '  x ', not a number (PDB columns 23-26)")
+
+
+def test_gzipped_mmcif_is_read():
+    fixer, info = repair(DATA / "1YJP.cif.gz", protocol())
+    assert info["removed"] == {"water": {"HOH": 7}} and fixer.topology.getNumResidues() == 7
+
+
+def test_mutations_are_applied_and_wrong_ones_refused_in_one_line():
+    fixer, info = repair(STRUCTURES / "villin-1VII.pdb", protocol(mutations="A:L42A;A:S43G"))
+    names = {r.id: r.name for r in fixer.topology.residues()}
+    assert (names["42"], names["43"]) == ("ALA", "GLY") and info["mutations"] == ["A:L42A", "A:S43G"]
+    for mutations, expect in (("A:L99A", "mutation A:L99A: chain A has no residue 99"),
+                              ("A:K42A", "mutation A:K42A: residue 42 of chain A is LEU, not LYS (K)")):
+        with pytest.raises(CampaignError) as caught:
+            repair(STRUCTURES / "villin-1VII.pdb", protocol(mutations=mutations))
+        assert expect in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.slow
+def test_a_campaign_of_real_structures_runs_without_editing_them(tmp_path):
+    """Additives and altlocs, a zinc site, selenomethionine, an NMR model, a mutant
+    series and another tool's PDB, through setup and a segment each."""
+    implicit = {"solvent": "implicit", "forcefield": "amber14"}
+    systems = [
+        {"id": "protease", "structure": DATA / "4E43-additives.pdb.gz", "replicas": 1, "chains": "A", **implicit},
+        {"id": "zinc-finger", "structure": DATA / "5A7U-zinc-finger.pdb", "replicas": 1, "solvent": "explicit",
+         "forcefield": "amber14", "padding_nm": 0.8},
+        {"id": "mse", "structure": DATA / "1A8O-selenomethionine.pdb", "replicas": 1, **implicit},
+        {"id": "nmr-model-3", "structure": DATA / "1A1P-nmr-ensemble.pdb.gz", "replicas": 1, "model": 3, **implicit},
+        {"id": "villin-L42A", "structure": STRUCTURES / "villin-1VII.pdb", "replicas": 1, "mutations": "A:L42A",
+         **implicit},
+        {"id": "cobrotoxin", "structure": DATA / "1V6P-cobrotoxin-written-by-mdanalysis.pdb", "replicas": 1,
+         **implicit},
+    ]
+    campaign = write_campaign(tmp_path / "campaign", systems=systems, protocol={"target_ns": 0.002})
+    snakemake(campaign)
+    assert_complete(campaign, {f"{s['id']}/r1": 0.002 for s in systems})
+    setup = {s["id"]: json.loads((campaign / f"results/systems/{s['id']}/setup.json").read_text())["fix"]
+             for s in systems}
+    assert setup["protease"]["removed"]["additive"]["GOL"] == 10 and setup["protease"]["chains"] == ["A"]
+    assert setup["zinc-finger"]["metal_ions"] == {"ZN": 1}
+    assert len(setup["mse"]["replaced_nonstandard"]) == 4
+    assert setup["nmr-model-3"]["model"] == 3 and setup["villin-L42A"]["mutations"] == ["A:L42A"]
+    assert setup["cobrotoxin"]["reader"] == "mdtraj"
+    log = (campaign / "logs/setup/protease.log").read_text()
+    assert "removed (additive): ACT x1, BME x1, DMS x4, GOL x10" in log

@@ -164,6 +164,28 @@ def _is_multiple(value: float, unit: float) -> bool:
 
 
 @dataclass(frozen=True)
+class LigandSpec:
+    """A system's small-molecule ligand, as the systems table gives it (see ligands.py)."""
+
+    residue: str  # its residue name in the structure
+    chemistry_file: Path | None = None  # SDF/MOL2 with bond orders (and the pose)
+    smiles: str | None = None
+    charge: int | None = None
+
+    def record(self) -> dict:
+        return {"residue": self.residue, "file": str(self.chemistry_file) if self.chemistry_file else None,
+                "smiles": self.smiles, "charge": self.charge}
+
+    @classmethod
+    def from_record(cls, record: dict) -> LigandSpec:
+        return cls(record["residue"], Path(record["file"]) if record.get("file") else None, record.get("smiles"),
+                   record.get("charge"))
+
+
+LIGAND_CHEMISTRY_SUFFIXES = (".sdf", ".mol", ".mol2")
+
+
+@dataclass(frozen=True)
 class System:
     id: str
     structure: Path
@@ -175,11 +197,13 @@ class System:
     # A lab's own engine inputs, run as given instead of set up from the structure:
     # {"tpr": path} or {"gro", "top", "mdp"[, "ndx"]} (paths as in the systems table).
     own_inputs: dict = field(default_factory=dict)
+    ligand: LigandSpec | None = None
 
     @property
     def input_files(self) -> list[Path]:
         """Every file setup reads for this system."""
-        return list(self.own_inputs.values()) if self.own_inputs else [self.structure]
+        files = list(self.own_inputs.values()) if self.own_inputs else [self.structure]
+        return files + ([self.ligand.chemistry_file] if self.ligand and self.ligand.chemistry_file else [])
 
     @property
     def estimated_atoms(self) -> float:
@@ -546,7 +570,39 @@ def _system(row: dict, line: int, label: str, row_schema: dict, protocol_schema:
             )
         return System(own["id"], own_inputs["tpr"], own["replicas"], protocol, line, own.get("site"), 0, own_inputs)
     structure, heavy_atoms = _structure_path(own["structure"], where, base_dir)
-    return System(own["id"], structure, own["replicas"], protocol, line, own.get("site"), heavy_atoms, own_inputs)
+    ligand = _ligand(own, protocol, where, base_dir)
+    return System(own["id"], structure, own["replicas"], protocol, line, own.get("site"), heavy_atoms, own_inputs,
+                  ligand)
+
+
+def _ligand(own: dict, protocol: Protocol, where: str, base_dir: Path) -> LigandSpec | None:
+    """The row's ligand columns, checked (None without a ligand)."""
+    given = [column for column in ("ligand_file", "ligand_smiles", "ligand_charge") if own.get(column) is not None]
+    if not own.get("ligand"):
+        if given:
+            raise CampaignError(f"{where}, column {given[0]}: also give the column ligand (the ligand's residue name "
+                                "in the structure)")
+        return None
+    if ("ligand_file" in given) == ("ligand_smiles" in given):
+        raise CampaignError(f"{where}, column ligand: give the ligand's chemistry in exactly one of ligand_file "
+                            "(SDF/MOL2 with bond orders and its pose) or ligand_smiles (the pose is then the "
+                            "structure's residue)")
+    if protocol.engine != "openmm":
+        raise CampaignError(f"{where}, column ligand: the {protocol.engine} engine does not parameterize ligands yet; "
+                            "use engine openmm for this system")
+    if not protocol.explicit:
+        raise CampaignError(f"{where}, column ligand: ligands need solvent explicit (the implicit-solvent models "
+                            "have no parameters for GAFF2 atom types)")
+    chemistry = None
+    if own.get("ligand_file"):
+        chemistry = Path(own["ligand_file"])
+        if chemistry.suffix.lower() not in LIGAND_CHEMISTRY_SUFFIXES:
+            raise CampaignError(f"{where}, column ligand_file: expected {', '.join(LIGAND_CHEMISTRY_SUFFIXES)} (got "
+                                f"'{chemistry.name}')")
+        resolved = chemistry if chemistry.is_absolute() else base_dir / chemistry
+        if not resolved.is_file():
+            raise CampaignError(f"{where}, column ligand_file: file '{chemistry}' does not exist")
+    return LigandSpec(own["ligand"], chemistry, own.get("ligand_smiles"), own.get("ligand_charge"))
 
 
 # A lab's own GROMACS inputs: column -> (key in System.own_inputs, file suffix).

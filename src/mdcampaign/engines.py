@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import layout
-from .campaign import Protocol
+from .campaign import LigandSpec, Protocol
 from .runs import Outcome
 
 ENGINES = ("openmm", "gromacs")
@@ -58,11 +58,11 @@ class Engine:
     install_hint = ""
 
     def prepare(self, inputs: dict[str, Path], protocol: Protocol, out_dir: Path, platform: str, threads: int,
-                seed: int) -> dict:
+                seed: int, ligand: LigandSpec | None = None) -> dict:
         """Set a system up in ``out_dir`` (files: layout.SETUP_OUTPUTS and this engine's
         system and, unless the system's own inputs carry it, setup state) from
-        ``inputs`` (``structure``, or the lab's own inputs: System.own_inputs); returns
-        what setup.json records."""
+        ``inputs`` (``structure``, or the lab's own inputs: System.own_inputs) and its
+        ``ligand``, if any; returns what setup.json records."""
         raise NotImplementedError
 
     def simulation_system(self, setup_dir: Path, seed: int, work_dir: Path) -> Path:
@@ -93,10 +93,10 @@ class OpenMMEngine(Engine):
             return None
         return openmm.version.version
 
-    def prepare(self, inputs, protocol, out_dir, platform, threads, seed) -> dict:
+    def prepare(self, inputs, protocol, out_dir, platform, threads, seed, ligand=None) -> dict:
         from .prepare import prepare
 
-        return prepare(inputs["structure"], protocol, out_dir, platform, threads, seed)
+        return prepare(inputs["structure"], protocol, out_dir, platform, threads, seed, ligand)
 
     def run_segment(self, task: SegmentTask) -> Outcome:
         from .segment import SegmentJob, run_segment
@@ -124,7 +124,7 @@ class GromacsEngine(Engine):
 
         return available()
 
-    def prepare(self, inputs, protocol, out_dir, platform, threads, seed) -> dict:
+    def prepare(self, inputs, protocol, out_dir, platform, threads, seed, ligand=None) -> dict:
         from .gromacs import import_inputs, prepare
 
         if "structure" in inputs:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import layout
-from .campaign import Protocol, engine_of
+from .campaign import LigandSpec, Protocol, engine_of
 from .errors import CampaignError, DataError, SegmentError, TransferError
 from .slots import pin_to_slot
 
@@ -126,14 +126,16 @@ def setup(smk) -> None:
     from .files import atomic_write_json
 
     with job_logging(smk.log[0], f"setup {smk.wildcards.system}"):
-        protocol = Protocol(**smk.params.protocol)
+        record = dict(smk.params.protocol)
+        ligand = record.pop("ligand", None)
+        protocol = Protocol(**record)
         out_dir = Path(smk.output.info).parent
         inputs = {name: Path(path) for name, path in smk.input.items()}
         info = engine_for(protocol.engine).prepare(inputs, protocol, out_dir, smk.config["platform"], smk.threads,
-                                                   smk.params.seed)
+                                                   smk.params.seed, LigandSpec.from_record(ligand) if ligand else None)
         info["system"] = smk.wildcards.system
         info["engine"] = protocol.engine
-        info["protocol"] = smk.params.protocol
+        info["protocol"] = record
         atomic_write_json(smk.output.info, info)  # last: the engine's own files are complete
 
 

@@ -49,6 +49,8 @@ PACK_ROUND = f"{RESULTS}/packs/{{batch}}/round-{{round}}.json"
 BATCH_PATTERN = r"b[0-9a-f]+"
 ROUND_PATTERN = r"\d+"
 SUMMARY_FIGURE = f"{RESULTS}/summary.png"
+# Ligand parameters, one folder per distinct ligand (see ligands.py), shared by systems.
+LIGAND_CACHE = f"{RESULTS}/ligands"
 
 # relative to the store
 STORE_SIM = f"sims/{SIM}"

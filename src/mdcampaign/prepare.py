@@ -21,7 +21,7 @@ import openmm
 from openmm import app, unit
 
 from . import engine
-from .campaign import Protocol
+from .campaign import LigandSpec, Protocol
 from .errors import CampaignError, SegmentError
 from .files import sha256_file
 from .forcefields import BAROSTAT_INTERVAL_STEPS, MODELLER_WATER
@@ -54,19 +54,20 @@ def trajectory_atom_indices(topology: app.Topology, mode: str) -> list[int] | No
 
 
 def prepare(structure: Path, protocol: Protocol, out_dir: Path, platform: str = "auto",
-            threads: int | None = None, seed: int = 1) -> dict:
+            threads: int | None = None, seed: int = 1, ligand: LigandSpec | None = None) -> dict:
     """Run the whole setup; returns the content written to setup.json."""
     started = time.time()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     info: dict = {"structure": str(structure), "structure_sha256": sha256_file(structure)}
 
-    fixer, fix_info = repair(structure, protocol)
+    fixer, fix_info = repair(structure, protocol, ligand)
     info["fix"] = fix_info
     with open(out_dir / "fixed.pdb", "w") as handle:
         app.PDBFile.writeFile(fixer.topology, fixer.positions, handle, keepIds=True)
 
-    forcefield = app.ForceField(*protocol.forcefield_files)
+    forcefield_files = protocol.forcefield_files + ([fix_info["ligand"]["forcefield_file"]] if ligand else [])
+    forcefield = app.ForceField(*forcefield_files)
     check_templates(forcefield, fixer.topology, structure, protocol)
     modeller = app.Modeller(fixer.topology, fixer.positions)
     if protocol.explicit:
@@ -85,7 +86,7 @@ def prepare(structure: Path, protocol: Protocol, out_dir: Path, platform: str = 
     info["atoms"] = topology.getNumAtoms()
     info["solute_atoms"] = len(solute_atom_indices(topology))
     info["waters"] = sum(1 for r in topology.residues() if r.name in WATER_RESIDUES)
-    info["forcefield_files"] = protocol.forcefield_files
+    info["forcefield_files"] = forcefield_files
 
     platform_name = engine.choose_platform(platform)
     info["platform"] = platform_name

@@ -27,7 +27,8 @@ from pathlib import Path
 
 from openmm import app, unit
 
-from .campaign import Protocol
+from . import layout
+from .campaign import LigandSpec, Protocol
 from .errors import CampaignError
 from .structures import (
     ADDITIVE_RESIDUES,
@@ -52,11 +53,16 @@ ONE_LETTER = {"A": "ALA", "C": "CYS", "D": "ASP", "E": "GLU", "F": "PHE", "G": "
               "T": "THR", "V": "VAL", "W": "TRP", "Y": "TYR"}
 
 
-def repair(structure: Path, protocol: Protocol):
-    """The structure made ready for an engine: (PDBFixer with the result, what was done)."""
+def repair(structure: Path, protocol: Protocol, ligand: LigandSpec | None = None, ligand_cache: Path | None = None):
+    """The structure made ready for an engine: (PDBFixer with the result, what was done).
+
+    With a ``ligand``, its residue is taken out of the structure first and the
+    parameterized ligand (ligands.py; parameters cached in ``ligand_cache``) is put back
+    last; ``info["ligand"]["forcefield_file"]`` is then its force-field file."""
     structure = Path(structure)
     fixer, info = read_structure(structure, protocol.model)
     _keep_chains(fixer, protocol.chains, structure, info)
+    ligand_atoms = _take_out(fixer, ligand.residue) if ligand else None
     _remove_residues(fixer, protocol, structure, info)
     check_overlapping_atoms(fixer.topology, fixer.positions, structure)
     _mutate(fixer, protocol.mutations, structure, info)
@@ -78,8 +84,30 @@ def repair(structure: Path, protocol: Protocol):
     variants, info["metal_sites"] = _metal_site_variants(fixer.topology, fixer.positions)
     modeller = app.Modeller(fixer.topology, fixer.positions)
     modeller.addHydrogens(pH=protocol.ph, variants=variants)
+    if ligand:
+        from .ligands import place_ligand
+
+        placed = place_ligand(ligand, ligand_atoms, Path(ligand_cache or layout.LIGAND_CACHE),
+                              f"structure '{structure}'")
+        modeller.add(placed.topology, placed.positions)
+        info["ligand"] = {**placed.info, "forcefield_file": str(placed.forcefield_file)}
     fixer.topology, fixer.positions = modeller.topology, modeller.positions
     return fixer, info
+
+
+def _take_out(fixer, name: str) -> list | None:
+    """Remove a residue (every copy) from the structure; the atoms of its first copy as
+    (name, element symbol, (x, y, z) in nm), or None if the structure has none."""
+    residues = [residue for residue in fixer.topology.residues() if residue.name == name]
+    if not residues:
+        return None
+    positions = fixer.positions.value_in_unit(unit.nanometer)
+    atoms = [(atom.name, atom.element.symbol if atom.element else atom.name[:1], tuple(positions[atom.index]))
+             for atom in residues[0].atoms()]
+    modeller = app.Modeller(fixer.topology, fixer.positions)
+    modeller.delete(residues)
+    fixer.topology, fixer.positions = modeller.topology, modeller.positions
+    return atoms
 
 
 def _drop_hydrogens_of_incomplete_residues(fixer) -> None:

@@ -308,12 +308,24 @@ def pack_runtime(wildcards, attempt):
 
 
 def setup_inputs(wildcards):
-    """The structure a system is set up from, or the lab's own engine inputs that it
-    runs as given (named as in System.own_inputs: tpr, or gro, top, mdp, ndx)."""
+    """The structure a system is set up from (and its ligand's chemistry file), or the
+    lab's own engine inputs that it runs as given (named as in System.own_inputs: tpr,
+    or gro, top, mdp, ndx)."""
     system = CAMPAIGN.systems[wildcards.system]
     if system.own_inputs:
         return {key: str(path) for key, path in system.own_inputs.items()}
-    return {"structure": str(system.structure)}
+    inputs = {"structure": str(system.structure)}
+    if system.ligand and system.ligand.chemistry_file:
+        inputs["ligand_file"] = str(system.ligand.chemistry_file)
+    return inputs
+
+
+def setup_protocol(wildcards):
+    """setup's protocol param: the protocol record, and the system's ligand if it has
+    one (only then, so that the params of systems without one stay as they were)."""
+    system = CAMPAIGN.systems[wildcards.system]
+    record = system.protocol.record()
+    return {**record, "ligand": system.ligand.record()} if system.ligand else record
 
 
 def simulate_inputs(wildcards):

@@ -20,7 +20,7 @@ rule setup:
         "../envs/mdcampaign.yaml"
     threads: 1
     params:
-        protocol=protocol_of,
+        protocol=setup_protocol,
         seed=lambda wc: CAMPAIGN.systems[wc.system].protocol.seed + 1,
     script:
         "../../scripts/setup.py"

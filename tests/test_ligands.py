@@ -1,0 +1,89 @@
+"""Ligands, for real: T4 lysozyme L99A with p-xylene in its cavity (tests/data/structures),
+parameterized with GAFF2 and AM1-BCC charges by AmberTools (antechamber, sqm, parmchk2),
+cached per ligand, and simulated through the workflow with the ligand staying in its
+pocket. Skipped, with the reason, where the ligand tools are not installed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mdtraj
+import numpy as np
+import pytest
+from openmm import app
+
+from conftest import _schema_defaults, assert_complete, snakemake, write_campaign
+from mdcampaign.campaign import LigandSpec, Protocol
+from mdcampaign.errors import CampaignError
+from mdcampaign.ligands import missing_tools
+from mdcampaign.repair import repair
+
+DATA = Path(__file__).parent / "data" / "structures"
+COMPLEX = DATA / "T4L-L99A-p-xylene-complex.pdb.gz"
+XYLENE = "Cc1ccc(C)cc1"
+
+pytestmark = pytest.mark.skipif(bool(missing_tools()), reason=f"ligand tools not installed ({', '.join(missing_tools())}):"
+                                                              " pip install -e '.[ligands]'")
+
+
+def protocol() -> Protocol:
+    return Protocol(**_schema_defaults())
+
+
+def ligand_residues(fixer) -> list:
+    return [r for r in fixer.topology.residues() if r.name == "TMP"]
+
+
+def test_a_ligand_from_its_mol2_is_parameterized_once_and_matched(tmp_path):
+    cache = tmp_path / "ligands"
+    fixer, info = repair(COMPLEX, protocol(), LigandSpec("TMP", chemistry_file=DATA / "p-xylene.mol2"), cache)
+    (ligand,) = ligand_residues(fixer)
+    assert len(list(ligand.atoms())) == 18 and info["ligand"]["from_cache"] is False
+    assert info["ligand"]["smiles"] == XYLENE and info["ligand"]["net_charge"] == 0
+    forcefield = app.ForceField("amber14-all.xml", "amber14/tip3p.xml", info["ligand"]["forcefield_file"])
+    system = forcefield.createSystem(fixer.topology, nonbondedMethod=app.NoCutoff)
+    charges = [system.getForce(k) for k in range(system.getNumForces())
+               if type(system.getForce(k)).__name__ == "NonbondedForce"][0]
+    ligand_charge = sum(charges.getParticleParameters(atom.index)[0]._value for atom in ligand.atoms())
+    assert abs(ligand_charge) < 1e-3
+    # The same chemistry again, its pose from the structure and its bond orders from SMILES: from the cache.
+    again, info2 = repair(COMPLEX, protocol(), LigandSpec("TMP", smiles=XYLENE), cache)
+    assert info2["ligand"]["from_cache"] is True and len(list(cache.iterdir())) == 1
+    before = np.array([p._value if hasattr(p, "_value") else p for p in fixer.positions])
+    assert len(ligand_residues(again)) == 1 and before.shape[1] == 3
+
+
+@pytest.mark.parametrize("spec, expect", [
+    (LigandSpec("TMP", smiles="C1CC"), "ligand_smiles 'C1CC' is not valid SMILES"),
+    (LigandSpec("TMP", smiles="Cc1ccccc1"), "do not match ligand_smiles 'Cc1ccccc1'"),
+    (LigandSpec("XYZ", smiles=XYLENE), "the structure has no residue XYZ to take the pose from"),
+    (LigandSpec("TMP", smiles=XYLENE, charge=1), "ligand TMP: AM1-BCC charges could not be computed"),
+])
+def test_a_ligand_that_cannot_be_parameterized_fails_in_one_line(tmp_path, spec, expect):
+    with pytest.raises(CampaignError) as caught:
+        repair(COMPLEX, protocol(), spec, tmp_path / "ligands")
+    message = str(caught.value)
+    assert expect in message and "\n" not in message, message
+    assert not any((tmp_path / "ligands").glob("[!.]*")), "no cache entry from a failure"
+
+
+@pytest.mark.slow
+def test_a_protein_ligand_complex_runs_and_the_ligand_stays_in_its_pocket(tmp_path):
+    campaign = write_campaign(tmp_path / "campaign", systems=[
+        {"id": "t4l-xylene", "structure": COMPLEX, "replicas": 1, "ligand": "TMP",
+         "ligand_file": DATA / "p-xylene.mol2", "solvent": "explicit", "forcefield": "amber14", "padding_nm": 0.8},
+    ], protocol={"target_ns": 0.002, "equilibration_ps": 2.0})
+    snakemake(campaign, timeout=1800)
+    assert_complete(campaign, {"t4l-xylene/r1": 0.002})
+    setup = json.loads((campaign / "results/systems/t4l-xylene/setup.json").read_text())
+    assert setup["fix"]["ligand"]["smiles"] == XYLENE and (campaign / "results/ligands").is_dir()
+    sim = campaign / "results/sims/t4l-xylene/r1"
+    topology = str(sim / "trajectory_topology.pdb")
+    start = mdtraj.load(topology)
+    traj = mdtraj.load(str(sim / "segments/0000/trajectory.xtc"), top=topology)
+    protein = start.topology.select("protein and name CA")
+    ligand = start.topology.select("resname TMP and not element H")
+    traj.superpose(start, atom_indices=protein)
+    rmsd = np.sqrt(((traj.xyz[:, ligand] - start.xyz[0, ligand]) ** 2).sum(axis=2).mean(axis=1))
+    assert rmsd.max() < 0.2, f"ligand RMSD {rmsd.max():.3f} nm: it left its pocket"

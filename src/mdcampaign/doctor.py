@@ -116,6 +116,20 @@ def check_engines(campaign) -> list[Check]:
     return checks
 
 
+def check_ligand_tools(campaign) -> list[Check]:
+    """The ligand toolchain, where this site's systems have ligands."""
+    from .ligands import INSTALL_HINT, missing_tools
+
+    with_ligand = {s.system for s in campaign.share if campaign.systems[s.system].ligand}
+    if not with_ligand:
+        return []
+    missing = missing_tools()
+    if missing:
+        return [Check(FAIL, f"{len(with_ligand)} systems have ligands, but {', '.join(missing)} are not installed",
+                      INSTALL_HINT)]
+    return [Check(PASS, f"ligand tools (AmberTools, RDKit, ParmEd) for {len(with_ligand)} systems")]
+
+
 def check_platforms(config: dict, profile: dict) -> list[Check]:
     from .engine import available_platforms
 
@@ -360,6 +374,7 @@ def run_checks(directory: Path, config_file: str, profile_name: str | None) -> l
         checks.append(Check(FAIL, f"the campaign definition is invalid: {error}", "fix the file and line named"))
         return checks
     checks += check_engines(campaign)
+    checks += check_ligand_tools(campaign)
     checks += check_platforms(config, profile)
     checks += check_slurm(profile, config, profile_path) if profile_path else []
     checks += check_slurm_start_up_probe(profile)

@@ -91,9 +91,10 @@ def place_ligand(spec: LigandSpec, residue_atoms: list | None, cache: Path, subj
 
 def _molecule(spec: LigandSpec, residue_atoms, subject: str):
     """An RDKit molecule with hydrogens and 3D coordinates (Angstrom) in the structure's frame."""
-    from rdkit import Chem
+    from rdkit import Chem, RDLogger
     from rdkit.Chem import AllChem
 
+    RDLogger.DisableLog("rdApp.*")  # its warnings go to stderr; what matters is raised below
     label = f"{subject}: ligand {spec.residue}"
     if spec.chemistry_file is not None:
         path = Path(spec.chemistry_file)

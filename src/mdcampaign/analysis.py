@@ -102,9 +102,13 @@ def analyze(trajectories: list[Path], energies: list[Path], topology: Path, fram
 
 
 def _make_whole(traj):
-    """Make molecules whole across periodic boundaries before any geometry."""
+    """Make molecules whole across periodic boundaries before any geometry (GROMACS
+    writes atoms wrapped into the box; OpenMM's frames are whole already). The largest
+    molecule is the anchor: mdtraj's own guess wants one larger than every other, and a
+    solute-only trajectory of one protein has only that one."""
     try:
-        return traj.image_molecules(inplace=False)
+        molecules = sorted(traj.topology.find_molecules(), key=len, reverse=True)
+        return traj.image_molecules(inplace=False, anchor_molecules=molecules[:1], other_molecules=molecules[1:])
     except Exception as error:  # noqa: BLE001 - mdtraj needs bonds; keep raw frames
         log.warning("could not image molecules (%s); using raw coordinates", error)
         return traj

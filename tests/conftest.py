@@ -185,7 +185,7 @@ def assert_complete(campaign: Path, sims: dict[str, float], store: Path | None =
         for d in dirs:
             manifest = json.loads((d / "manifest.json").read_text())
             assert set(manifest["files"]) == {"trajectory.xtc", "energies.csv", final_state, "segment.json"}
-            assert manifest["protocol"].get("engine", "openmm") == row["engine"]
+            assert manifest["protocol"].get("engine", "openmm") == row["engine"] == manifest["info"]["engine"]
 
 
 # -- the closing report: how many fault trials and bad-input cases ended correctly ------

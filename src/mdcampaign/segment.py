@@ -433,6 +433,7 @@ def _finish(context, recorder: _Recorder, job: SegmentJob, start_sha: str, histo
     info = {
         "simulation": job.name,
         "segment": job.segment,
+        "engine": "openmm",
         "first_step": job.first_step,
         "last_step": job.last_step,
         "timestep_fs": protocol.timestep_fs,

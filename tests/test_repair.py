@@ -140,3 +140,9 @@ def test_a_campaign_of_real_structures_runs_without_editing_them(tmp_path):
     assert setup["cobrotoxin"]["reader"] == "mdtraj"
     log = (campaign / "logs/setup/protease.log").read_text()
     assert "removed (additive): ACT x1, BME x1, DMS x4, GOL x10" in log
+    import pandas as pd  # what setup decided is in the campaign table (and so in the report)
+
+    table = pd.read_csv(campaign / "results/summary.tsv", sep="\t").set_index("simulation")
+    assert "GOL x10" in table.loc["protease/r1", "setup_removed"]
+    assert "CYM" in table.loc["zinc-finger/r1", "setup_metal_sites"]
+    assert table.loc["villin-L42A/r1", "setup_mutations"] == "A:L42A"

@@ -344,16 +344,20 @@ def analyze(job: JobContext) -> None:
 
 
 def summary(smk) -> None:
-    from .summary import read_json, summary_row, write_summary
+    from .summary import read_json, setup_columns, summary_row, write_summary
 
     with job_logging(smk.log[0], "summary"):
         rows = []
+        setups: dict[str, dict] = {}
         for sim, path in zip(smk.params.simulations, smk.params.analyses):
             if not os.path.exists(path):
                 raise DataError(
                     f"the analysis of {sim['simulation']} is missing ({path}); delete "
                     f"{Path(path).parent.parent}/complete-*.json and run the same command to redo it")
-            rows.append(summary_row(sim, read_json(path)))
+            if sim["system"] not in setups:  # another site's systems may be set up elsewhere only
+                setup = Path(layout.fill(f"{layout.SETUP_DIR}/setup.json", system=sim["system"]))
+                setups[sim["system"]] = setup_columns(read_json(setup) if setup.exists() else {})
+            rows.append({**summary_row(sim, read_json(path)), **setups[sim["system"]]})
         write_summary(rows, Path(smk.output.table), Path(smk.output.figure), smk.params.campaign)
 
 

@@ -17,6 +17,24 @@ ANALYSIS_COLUMNS = (
 )
 
 
+def setup_columns(setup: dict) -> dict:
+    """What setup decided about a system's structure (setup.json), as table columns:
+    empty where nothing was decided, so that plain systems keep plain rows."""
+    fix = setup.get("fix", {})
+    removed = {name: count for counts in fix.get("removed", {}).values() for name, count in counts.items()}
+    ligand = fix.get("ligand")
+    return {
+        "setup_removed": ", ".join(f"{name} x{count}" for name, count in sorted(removed.items())),
+        "setup_replaced": ", ".join(fix.get("replaced_nonstandard", [])),
+        "setup_metal_sites": ", ".join(f"{site['residue']} {site['atom']}: {site['protonation']}"
+                                       for site in fix.get("metal_sites", [])),
+        "setup_mutations": ";".join(fix.get("mutations", [])),
+        "setup_chains": ",".join(fix.get("chains", [])),
+        "setup_model": fix.get("model", ""),
+        "ligand": f"{ligand['residue']} {ligand['smiles']} (charge {ligand['net_charge']:+d})" if ligand else "",
+    }
+
+
 def summary_row(simulation: dict, analysis: dict) -> dict:
     """One row of the campaign table: the simulation's identity (``simulation``, see
     :func:`simulation_identity`) followed by its analysis numbers."""

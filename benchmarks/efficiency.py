@@ -35,7 +35,8 @@ sys.path.insert(0, str(REPO / "src"))
 from mdcampaign import engine  # noqa: E402
 from mdcampaign.campaign import Protocol  # noqa: E402
 from mdcampaign.prepare import prepare  # noqa: E402
-from mdcampaign.segment import SegmentJob, run_segment  # noqa: E402
+from mdcampaign.runs import SegmentTask  # noqa: E402
+from mdcampaign.segment import run_segment  # noqa: E402
 from mdcampaign.validation import load_schema  # noqa: E402
 
 DEFAULTS = {k: v["default"] for k, v in load_schema("config.schema.yaml")["properties"]["protocol"]["properties"].items()}
@@ -91,7 +92,7 @@ def runner_run(setup: Path, protocol: Protocol, threads: int, work: Path, clock:
     """The runner's ns/day, and the share of its wall time spent integrating."""
     clock.seconds = 0.0
     started = time.perf_counter()
-    info = run_segment(SegmentJob("bench", 0, protocol, 1, setup / "system.xml", setup / "state.xml",
+    info = run_segment(SegmentTask("bench", 0, protocol, 1, setup / "system.xml", setup / "state.xml",
                                   setup / "topology.pdb", work, platform="CPU", threads=threads)).info
     return info["ns_per_day"], clock.seconds / (time.perf_counter() - started)
 

@@ -9,7 +9,8 @@ import pytest
 
 from mdcampaign.analysis import TrajectoryError, analyze
 from mdcampaign.campaign import Protocol
-from mdcampaign.segment import SegmentJob, run_segment
+from mdcampaign.runs import SegmentTask
+from mdcampaign.segment import run_segment
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,7 @@ def two_segments(prepared_ala, tmp_path_factory):
     works = []
     for k in range(2):
         work = root / f"s{k}"
-        run_segment(SegmentJob("ala/r1", k, protocol, 3, setup_dir / "system.xml", state, setup_dir / "topology.pdb",
+        run_segment(SegmentTask("ala/r1", k, protocol, 3, setup_dir / "system.xml", state, setup_dir / "topology.pdb",
                                work, platform="CPU", threads=1))
         state = work / "final_state.xml"
         works.append(work)

@@ -18,7 +18,8 @@ import pytest
 from mdcampaign import xtc
 from mdcampaign.campaign import Protocol
 from mdcampaign.errors import SegmentError
-from mdcampaign.segment import SegmentJob, read_checkpoint, run_segment
+from mdcampaign.runs import SegmentTask
+from mdcampaign.segment import read_checkpoint, run_segment
 
 LONG = {"segment_ns": 0.02, "target_ns": 0.02, "frame_interval_ps": 0.1, "checkpoint_interval_ps": 1.0}
 
@@ -92,10 +93,10 @@ def assert_exact_segment(work: Path, topology: Path, protocol: Protocol, segment
 def test_segment_runs_with_absolute_time_and_continues(prepared_ala, tmp_path):
     setup_dir, base = prepared_ala
     protocol = protocol_with(base, segment_ns=0.002, target_ns=0.004)
-    first = SegmentJob("ala/r1", 0, protocol, 7, setup_dir / "system.xml", setup_dir / "state.xml",
+    first = SegmentTask("ala/r1", 0, protocol, 7, setup_dir / "system.xml", setup_dir / "state.xml",
                        setup_dir / "topology.pdb", tmp_path / "s0", platform="CPU", threads=1)
     assert run_segment(first).complete
-    second = SegmentJob("ala/r1", 1, protocol, 7, setup_dir / "system.xml", tmp_path / "s0" / "final_state.xml",
+    second = SegmentTask("ala/r1", 1, protocol, 7, setup_dir / "system.xml", tmp_path / "s0" / "final_state.xml",
                         setup_dir / "topology.pdb", tmp_path / "s1", platform="CPU", threads=1)
     assert run_segment(second).complete
     assert_exact_segment(tmp_path / "s0", setup_dir / "trajectory_topology.pdb", protocol, 0)
@@ -194,7 +195,7 @@ def test_exploding_system_fails_with_a_message_naming_the_simulation(prepared_al
     context.setPositions(positions)
     context.setVelocities(state.getVelocities())
     context_state.write_text(openmm.XmlSerializer.serialize(context.getState(getPositions=True, getVelocities=True)))
-    job = SegmentJob("ala/r1", 0, protocol_with(base, segment_ns=0.002), 7, setup_dir / "system.xml", context_state,
+    job = SegmentTask("ala/r1", 0, protocol_with(base, segment_ns=0.002), 7, setup_dir / "system.xml", context_state,
                      setup_dir / "topology.pdb", tmp_path / "work", platform="CPU", threads=1)
     with pytest.raises(SegmentError, match=r"ala/r1 segment 0: the simulation became unstable at step \d+"):
         run_segment(job)
@@ -209,7 +210,7 @@ def test_a_second_runner_of_the_same_segment_is_refused(prepared_ala, tmp_path):
     (work / "runner.json").write_text(json.dumps({"pid": 4242, "host": "node7"}))
     with open(work / "runner.lock", "a") as held:  # what a running runner holds
         fcntl.flock(held.fileno(), fcntl.LOCK_EX)
-        job = SegmentJob("ala/r1", 0, protocol, 7, setup_dir / "system.xml", setup_dir / "state.xml",
+        job = SegmentTask("ala/r1", 0, protocol, 7, setup_dir / "system.xml", setup_dir / "state.xml",
                          setup_dir / "topology.pdb", work, platform="CPU", threads=1)
         with pytest.raises(SegmentError, match="already being run by pid 4242 on node7"):
             run_segment(job)

@@ -97,14 +97,18 @@ def print_table(rows: list[dict]) -> None:
         print(table.to_string(index=False))
 
 
+def verdict(failures: list[str], passed: str) -> int:
+    """Print each failure and the outcome; the exit status."""
+    for failure in failures:
+        print("FAIL:", failure)
+    print(passed if not failures else f"{len(failures)} check(s) failed")
+    return 1 if failures else 0
+
+
 def main(campaign: Path) -> int:
     measures = measure(campaign)
     print_table([table_row(m) for m in measures])
-    failures = [failure for m in measures for failure in failures_of(m)]
-    for failure in failures:
-        print("FAIL:", failure)
-    print("all physics checks passed" if not failures else f"{len(failures)} physics check(s) failed")
-    return 1 if failures else 0
+    return verdict([failure for m in measures for failure in failures_of(m)], "all physics checks passed")
 
 
 if __name__ == "__main__":

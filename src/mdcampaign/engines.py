@@ -17,31 +17,13 @@ absolute steps and times, ``energies.csv`` with the columns of
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from . import layout
 from .campaign import LigandSpec, Protocol
-from .runs import Outcome
+from .runs import Outcome, SegmentTask
 
 ENGINES = ("openmm", "gromacs")
-
-
-@dataclass
-class SegmentTask:
-    """One segment of one simulation, for any engine. Paths are this segment's files."""
-
-    name: str  # simulation name, for messages
-    segment: int
-    protocol: Protocol
-    seed: int  # the simulation's seed
-    system: Path  # the simulation's system (layout.EngineFiles.system)
-    start_state: Path | None  # where it starts; None: from the system file's own state
-    topology: Path  # topology.pdb
-    work_dir: Path
-    platform: str = "auto"  # OpenMM's platform preference
-    threads: int | None = None
-    deadline: float | None = None  # epoch seconds by which the runner must have stopped
 
 
 class Engine:
@@ -99,13 +81,9 @@ class OpenMMEngine(Engine):
         return prepare(inputs["structure"], protocol, out_dir, platform, threads, seed, ligand)
 
     def run_segment(self, task: SegmentTask) -> Outcome:
-        from .segment import SegmentJob, run_segment
+        from .segment import run_segment
 
-        return run_segment(SegmentJob(
-            name=task.name, segment=task.segment, protocol=task.protocol, seed=task.seed, system_xml=task.system,
-            start_state_xml=task.start_state, topology_pdb=task.topology, work_dir=task.work_dir,
-            platform=task.platform, threads=task.threads, deadline=task.deadline,
-        ))
+        return run_segment(task)
 
     def checkpoint_step(self, work_dir: Path) -> int | None:
         from .segment import latest_checkpoint_header

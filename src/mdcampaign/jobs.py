@@ -196,8 +196,8 @@ def slurm_end_time(job_id: str) -> float | None:
 
 
 def simulate(job: JobContext) -> None:
-    from .engines import SegmentTask, engine_for
-    from .runs import publish
+    from .engines import engine_for
+    from .runs import SegmentTask, publish
 
     with job_logging(job.log, job.label):
         w = job.wildcards

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .campaign import Protocol
 from .errors import SegmentError
 from .files import atomic_write_json
 from .slots import current_slot
@@ -28,6 +29,36 @@ ENERGY_COLUMNS = (
     "temperature_K", "volume_nm3", "density_g_per_mL",
 )
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
+
+@dataclass
+class SegmentTask:
+    """One segment of one simulation, for any engine. Paths are this segment's files."""
+
+    name: str  # simulation name, for messages
+    segment: int
+    protocol: Protocol
+    seed: int  # the simulation's seed
+    system: Path  # the simulation's system (layout.EngineFiles.system)
+    start_state: Path | None  # where it starts; None: from the system file's own state
+    topology: Path  # topology.pdb
+    work_dir: Path
+    platform: str = "auto"  # OpenMM's platform preference
+    threads: int | None = None
+    deadline: float | None = None  # epoch seconds by which the runner must have stopped
+    stop_margin_seconds: float | None = None  # default: 5% of the time left at start, 5-60 s
+
+    @property
+    def first_step(self) -> int:
+        return self.segment * self.protocol.segment_steps
+
+    @property
+    def last_step(self) -> int:
+        return self.first_step + self.protocol.segment_steps
+
+    @property
+    def segment_seed(self) -> int:
+        return (self.seed * 1_000_003 + self.segment * 7919) % 2_147_483_647 or 1
 
 
 @dataclass

@@ -27,7 +27,6 @@ import math
 import os
 import platform as host_platform
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import openmm
@@ -48,6 +47,7 @@ from .prepare import thermo_values, trajectory_atom_indices
 from .runs import (
     ENERGY_COLUMNS,
     Outcome,
+    SegmentTask,
     StopRequest,
     announce_runner,
     iso_time,
@@ -65,37 +65,7 @@ OUTPUT_FILES = ("trajectory.xtc", "energies.csv", "final_state.xml", "segment.js
 MAX_CHUNK_SECONDS = 10.0
 
 
-@dataclass
-class SegmentJob:
-    """Everything one segment needs. Paths are files staged for this segment."""
-
-    name: str  # simulation name, for messages
-    segment: int
-    protocol: Protocol
-    seed: int  # the simulation's seed
-    system_xml: Path
-    start_state_xml: Path
-    topology_pdb: Path
-    work_dir: Path
-    platform: str = "auto"
-    threads: int | None = None
-    deadline: float | None = None  # epoch seconds by which the runner must have stopped
-    stop_margin_seconds: float | None = None  # default: 5% of the time left at start, 5-60 s
-
-    @property
-    def first_step(self) -> int:
-        return self.segment * self.protocol.segment_steps
-
-    @property
-    def last_step(self) -> int:
-        return self.first_step + self.protocol.segment_steps
-
-    @property
-    def segment_seed(self) -> int:
-        return (self.seed * 1_000_003 + self.segment * 7919) % 2_147_483_647 or 1
-
-
-def run_segment(job: SegmentJob) -> Outcome:
+def run_segment(job: SegmentTask) -> Outcome:
     """Run (or resume, or recognise as done) one segment in ``job.work_dir``."""
     work = Path(job.work_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -103,16 +73,16 @@ def run_segment(job: SegmentJob) -> Outcome:
         return _run_segment(job, work)
 
 
-def _run_segment(job: SegmentJob, work: Path) -> Outcome:
-    start_sha = sha256_file(job.start_state_xml)
+def _run_segment(job: SegmentTask, work: Path) -> Outcome:
+    start_sha = sha256_file(job.start_state)
     done = _completed_info(work, start_sha)
     if done is not None:
         log.info("%s segment %d is already complete in %s", job.name, job.segment, work)
         return Outcome(True, done)
 
     protocol = job.protocol
-    system = engine.read_xml(job.system_xml)
-    topology = app.PDBFile(str(job.topology_pdb)).topology
+    system = engine.read_xml(job.system)
+    topology = app.PDBFile(str(job.topology)).topology
     subset = trajectory_atom_indices(topology, protocol.trajectory_atoms)
     platform_name = engine.choose_platform(job.platform)
     integrator = engine.langevin(protocol.temperature_K, protocol.friction_per_ps, protocol.timestep_fs,
@@ -199,10 +169,10 @@ def _completed_info(work: Path, start_sha: str) -> dict | None:
     return info
 
 
-def _fresh_start(context: openmm.Context, paths: _WorkFiles, job: SegmentJob):
+def _fresh_start(context: openmm.Context, paths: _WorkFiles, job: SegmentTask):
     for path in (paths.trajectory, paths.energies, paths.checkpoint, paths.previous, paths.final_state, paths.info):
         path.unlink(missing_ok=True)
-    state = engine.read_xml(job.start_state_xml)
+    state = engine.read_xml(job.start_state)
     if job.protocol.explicit:
         context.setPeriodicBoxVectors(*state.getPeriodicBoxVectors())
     context.setPositions(state.getPositions())
@@ -249,7 +219,7 @@ def read_checkpoint(path: Path) -> tuple[dict, bytes] | None:
     return header, payload
 
 
-def _resume(context, paths: _WorkFiles, job: SegmentJob, start_sha: str, platform_name: str):
+def _resume(context, paths: _WorkFiles, job: SegmentTask, start_sha: str, platform_name: str):
     for candidate in (paths.checkpoint, paths.previous):
         if not candidate.exists():
             continue
@@ -295,7 +265,7 @@ def _resume(context, paths: _WorkFiles, job: SegmentJob, start_sha: str, platfor
 class _Recorder:
     """Writes frames, energy rows and checkpoints, in that order of durability."""
 
-    def __init__(self, context, system, topology, subset, paths: _WorkFiles, job: SegmentJob, frames, rows):
+    def __init__(self, context, system, topology, subset, paths: _WorkFiles, job: SegmentTask, frames, rows):
         self.context = context
         self.paths = paths
         self.job = job
@@ -380,7 +350,7 @@ def _placeholder_topology(n_atoms: int, box_vectors) -> app.Topology:
     return topology
 
 
-def _integrate(context, recorder: _Recorder, job: SegmentJob, step: int, stop: StopRequest, checkpoint) -> int:
+def _integrate(context, recorder: _Recorder, job: SegmentTask, step: int, stop: StopRequest, checkpoint) -> int:
     """Integrate to the end of the segment or until asked to stop; returns the step
     reached. Frames are written at frame boundaries, checkpoints at checkpoint ones."""
     protocol = job.protocol
@@ -423,7 +393,7 @@ def _integrate(context, recorder: _Recorder, job: SegmentJob, step: int, stop: S
     return step
 
 
-def _finish(context, recorder: _Recorder, job: SegmentJob, start_sha: str, history: list) -> dict:
+def _finish(context, recorder: _Recorder, job: SegmentTask, start_sha: str, history: list) -> dict:
     recorder.checkpoint(job.last_step, context.getPlatform().getName(), start_sha, history)
     recorder.close()
     state = context.getState(getPositions=True, getVelocities=True, enforcePeriodicBox=False)
@@ -486,7 +456,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     protocol = Protocol(**json.loads(args.protocol.read_text()))
-    job = SegmentJob("segment", args.segment, protocol, args.seed, args.system, args.state, args.topology, args.work,
+    job = SegmentTask("segment", args.segment, protocol, args.seed, args.system, args.state, args.topology, args.work,
                      platform=args.platform, threads=args.threads,
                      deadline=time.time() + args.budget_seconds if args.budget_seconds else None,
                      stop_margin_seconds=0.0 if args.budget_seconds else None)

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from check import failures_of, measure, print_table, table_row  # noqa: E402
+from check import failures_of, measure, print_table, table_row, verdict  # noqa: E402
 
 
 def disagreements(a: dict, b: dict) -> list[str]:
@@ -37,10 +37,7 @@ def main(campaign: Path) -> int:
     failures += [f"OpenMM vs GROMACS: {problem}" for problem in disagreements(openmm, gromacs)]
     print(f"\nGROMACS / OpenMM speed on this machine: {gromacs['ns_per_day'] / openmm['ns_per_day']:.1f}x "
           f"({gromacs['ns_per_day']:.1f} vs {openmm['ns_per_day']:.1f} ns/day)")
-    for failure in failures:
-        print("FAIL:", failure)
-    print("the engines agree and pass the physics checks" if not failures else f"{len(failures)} check(s) failed")
-    return 1 if failures else 0
+    return verdict(failures, "the engines agree and pass the physics checks")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,7 +193,7 @@ def _forcefield_xml(mol2: Path, frcmod: Path, out: Path) -> None:
 def _amber_data(*parts: str) -> Path:
     """A file of AmberTools' data folder (next to its bin/ folder when pip-installed)."""
     antechamber = Path(shutil.which("antechamber")).resolve()
-    for root in filter(None, (os.environ.get("AMBERHOME"), antechamber.parent.parent)):
+    for root in filter(None, (os.environ.get("AMBERHOME"), antechamber.parent.parent, sys.prefix)):
         path = Path(root) / "dat" / "leap" / Path(*parts)
         if path.exists():
             return path

@@ -38,6 +38,17 @@ def test_crystallization_additives_and_water_are_removed_and_listed():
     assert forcefield.getUnmatchedResidues(fixer.topology) == [], "every residue left has a template"
 
 
+def test_alternate_locations_by_occupancy_or_by_name():
+    text = "".join(f"ATOM  {i:5d}  CA {loc}SER A  10      {x:6.3f}   0.000   0.000  {occ:4.2f}  0.00           C\n"
+                   for i, (loc, x, occ) in enumerate([("A", 1.0, 0.3), ("B", 2.0, 0.7)], start=1))
+    from mdcampaign.repair import choose_alternate_locations
+
+    kept, info = choose_alternate_locations(text)
+    assert kept.count("ATOM") == 1 and "   2.000" in kept and info["chosen"] == {"10 (chain A)": "B"}
+    kept, _ = choose_alternate_locations(text, "A")
+    assert kept.count("ATOM") == 1 and "   1.000" in kept and kept[16] == " "
+
+
 def test_chains_and_crystal_water_are_chosen_per_system():
     fixer, info = repair(DATA / "4E43-additives.pdb.gz", protocol(chains="C", keep_crystal_water=True))
     assert {chain.id for chain in fixer.topology.chains()} == {"C"} and info["chains"] == ["C"]

@@ -63,6 +63,7 @@ class Protocol:
     engine: str = "openmm"
     chains: str = ""
     model: int = 1
+    altloc: str = ""
     remove_residues: str = ""
     keep_crystal_water: bool = False
     mutations: str = ""

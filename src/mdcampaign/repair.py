@@ -60,7 +60,7 @@ def repair(structure: Path, protocol: Protocol, ligand: LigandSpec | None = None
     parameterized ligand (ligands.py; parameters cached in ``ligand_cache``) is put back
     last; ``info["ligand"]["forcefield_file"]`` is then its force-field file."""
     structure = Path(structure)
-    fixer, info = read_structure(structure, protocol.model)
+    fixer, info = read_structure(structure, protocol.model, protocol.altloc)
     _keep_chains(fixer, protocol.chains, structure, info)
     ligand_atoms = _take_out(fixer, ligand.residue) if ligand else None
     _remove_residues(fixer, protocol, structure, info)
@@ -127,8 +127,9 @@ def _drop_hydrogens_of_incomplete_residues(fixer) -> None:
 # --------------------------------------------------------------------------- reading
 
 
-def read_structure(structure: Path, model: int = 1):
-    """A PDBFixer of the chosen model of a structure file, and what reading decided."""
+def read_structure(structure: Path, model: int = 1, altloc: str = ""):
+    """A PDBFixer of the chosen model (and alternate locations) of a structure file,
+    and what reading decided."""
     from pdbfixer import PDBFixer
 
     # The validation-time check again: setup may run where the campaign was not validated.
@@ -139,7 +140,7 @@ def read_structure(structure: Path, model: int = 1):
     text = read_structure_bytes(structure).decode("utf-8", errors="replace")
     info: dict = {}
     if suffix in (".pdb", ".ent"):
-        text, info["alternate_locations"] = choose_alternate_locations(text)
+        text, info["alternate_locations"] = choose_alternate_locations(text, altloc)
     with tempfile.TemporaryDirectory(prefix="mdcampaign-structure-") as tmp:
         path = Path(tmp) / f"structure{suffix}"
         path.write_text(text)
@@ -172,9 +173,10 @@ def read_structure(structure: Path, model: int = 1):
     return fixer, info
 
 
-def choose_alternate_locations(text: str) -> tuple[str, dict]:
-    """Keep, per residue, the alternate location with the highest occupancy (the first
-    one on a tie) and blank the altLoc column; returns the text and what was chosen."""
+def choose_alternate_locations(text: str, preferred: str = "") -> tuple[str, dict]:
+    """Keep, per residue, the ``preferred`` alternate location where the residue has
+    it, else the one with the highest occupancy (the first one on a tie), and blank the
+    altLoc column; returns the text and what was chosen."""
     lines = text.splitlines(keepends=True)
     occupancy: dict[tuple, Counter] = {}
     for line in lines:
@@ -188,7 +190,8 @@ def choose_alternate_locations(text: str) -> tuple[str, dict]:
             occupancy[key][line[16]] += value
     if not occupancy:
         return text, {}
-    chosen = {key: max(counts, key=lambda loc: (counts[loc], -ord(loc))) for key, counts in occupancy.items()}
+    chosen = {key: preferred if preferred in counts else max(counts, key=lambda loc: (counts[loc], -ord(loc)))
+              for key, counts in occupancy.items()}
     kept = []
     for line in lines:
         if line.startswith(("ATOM  ", "HETATM", "ANISOU")) and len(line) > 16 and line[16] != " ":

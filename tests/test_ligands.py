@@ -70,10 +70,13 @@ def test_a_ligand_that_cannot_be_parameterized_fails_in_one_line(tmp_path, spec,
 
 @pytest.mark.slow
 def test_a_protein_ligand_complex_runs_and_the_ligand_stays_in_its_pocket(tmp_path):
+    # A solvated protein needs a real minimization before 4 fs steps (the tiny test
+    # protocol's 50 iterations let it blow up in restrained equilibration once in CI).
     campaign = write_campaign(tmp_path / "campaign", systems=[
         {"id": "t4l-xylene", "structure": COMPLEX, "replicas": 1, "ligand": "TMP",
-         "ligand_file": DATA / "p-xylene.mol2", "solvent": "explicit", "forcefield": "amber14", "padding_nm": 0.8},
-    ], protocol={"target_ns": 0.002, "equilibration_ps": 2.0})
+         "ligand_file": DATA / "p-xylene.mol2", "solvent": "explicit", "forcefield": "amber14", "padding_nm": 0.8,
+         "box_shape": "dodecahedron"},
+    ], protocol={"target_ns": 0.002, "equilibration_ps": 2.0, "minimization_max_iterations": 1000})
     snakemake(campaign, timeout=1800)
     assert_complete(campaign, {"t4l-xylene/r1": 0.002})
     setup = json.loads((campaign / "results/systems/t4l-xylene/setup.json").read_text())

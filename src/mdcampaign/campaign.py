@@ -33,6 +33,11 @@ def engine_of(record: dict) -> str:
     return record.get("engine", ADDED_KEYS["engine"])
 
 
+def engine_files(record: dict) -> layout.EngineFiles:
+    """The engine's file names for a protocol record."""
+    return layout.ENGINE_FILES[engine_of(record)]
+
+
 @dataclass(frozen=True)
 class Protocol:
     """Simulation protocol of one system. Field names are the schema's keys."""

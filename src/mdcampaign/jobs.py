@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import layout
-from .campaign import LigandSpec, Protocol, engine_of
+from .campaign import LigandSpec, Protocol, engine_files
 from .errors import CampaignError, DataError, SegmentError, TransferError
 from .slots import pin_to_slot
 
@@ -151,7 +151,7 @@ def stage(job: JobContext) -> None:
     with job_logging(job.log, job.label):
         w = job.wildcards
         previous = read_manifest(layout.segment_record(w["system"], w["replica"], int(w["segment"]) - 1))
-        files = _engine_files(previous)
+        files = engine_files(previous.get("protocol", {}))
         staged = {name: job.scratch("input") / name for name in files.staged_files}
         sim_dir = layout.fill(layout.STORE_SIM, **w)
         sources = {name: (f"{sim_dir}/{name}", previous["pinned"][name]) for name in files.pinned_files}
@@ -160,11 +160,6 @@ def stage(job: JobContext) -> None:
         info = {"simulation": layout.sim_name(w["system"], w["replica"]), "segment": int(w["segment"]),
                 "pinned": previous["pinned"]}
         stage_segment(store_of(job.config), sources, staged, info)
-
-
-def _engine_files(manifest: dict) -> layout.EngineFiles:
-    """The engine file names of a simulation, from one of its segment records."""
-    return layout.ENGINE_FILES[engine_of(manifest.get("protocol", {}))]
 
 
 def _deadline(runtime_minutes: float | None) -> float | None:
@@ -252,7 +247,7 @@ def fetch(job: JobContext) -> None:
         w = job.wildcards
         segment = int(w["segment"])
         output = job.scratch("output")
-        files = layout.ENGINE_FILES[engine_of(job.params["protocol"])]
+        files = engine_files(job.params["protocol"])
         segment_files = {name: output / name for name in files.segment_files}
         info = {"simulation": layout.sim_name(w["system"], w["replica"]), "protocol": job.params["protocol"],
                 "seed": job.params["seed"], "site": job.config.get("site")}

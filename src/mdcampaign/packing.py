@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import layout
-from .campaign import engine_of
+from .campaign import engine_files
 from .slots import Packing, Slot, slot_plan
 
 log = logging.getLogger(__name__)
@@ -166,7 +166,7 @@ def _run_segment(batch: Batch, member: Member, segment: int, slot: Slot, threads
     batch.runs.append(run)
     scratch = Path(layout.fill(f"{batch.job_config['scratch']}/{layout.SCRATCH_SEGMENT}", **wildcards))
     # Steps a killed job finished are not redone (what Snakemake's outputs would tell it).
-    files = layout.ENGINE_FILES[engine_of(member.protocol)]
+    files = engine_files(member.protocol)
     simulated = [*files.segment_files, *(files.pinned_files if segment == 0 else ())]
     steps = ["fetch"]
     if not all((scratch / "output" / name).exists() for name in simulated):

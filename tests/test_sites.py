@@ -83,17 +83,30 @@ def load(directory):
     return load_campaign(config, "config/config.yaml", base_dir=directory)
 
 
+PINNED_SYSTEMS = [
+    {"id": f"ala{i}", "structure": STRUCTURES / "alanine-dipeptide.pdb", "replicas": 2} for i in range(4)
+] + [{"id": "pinned", "structure": STRUCTURES / "alanine-dipeptide.pdb", "replicas": 3, "site": "beta"}]
+
+
 def test_each_site_gets_a_share_and_the_column_overrides(tmp_path):
-    systems = [
-        {"id": f"ala{i}", "structure": STRUCTURES / "alanine-dipeptide.pdb", "replicas": 2} for i in range(4)
-    ] + [{"id": "pinned", "structure": STRUCTURES / "alanine-dipeptide.pdb", "replicas": 3, "site": "beta"}]
-    alpha = load(campaign_with_sites(tmp_path / "a", systems=systems, site="alpha"))
-    beta = load(campaign_with_sites(tmp_path / "b", systems=systems, site="beta"))
+    static = {"pulling": {"enabled": False}}
+    alpha = load(campaign_with_sites(tmp_path / "a", systems=PINNED_SYSTEMS, site="alpha", **static))
+    beta = load(campaign_with_sites(tmp_path / "b", systems=PINNED_SYSTEMS, site="beta", **static))
     names_alpha = {s.name for s in alpha.share}
     names_beta = {s.name for s in beta.share}
     assert names_alpha and names_beta and not names_alpha & names_beta
     assert names_alpha | names_beta == {s.name for s in alpha.simulations}
     assert {"pinned/r1", "pinned/r2", "pinned/r3"} <= names_beta
+
+
+def test_pulling_sites_may_run_everything_not_pinned_elsewhere(tmp_path):
+    alpha = load(campaign_with_sites(tmp_path / "a", systems=PINNED_SYSTEMS, site="alpha"))
+    beta = load(campaign_with_sites(tmp_path / "b", systems=PINNED_SYSTEMS, site="beta"))
+    assert alpha.pulls and beta.pulls
+    pinned = {"pinned/r1", "pinned/r2", "pinned/r3"}
+    everything = {s.name for s in alpha.simulations}
+    assert {s.name for s in alpha.share} == everything - pinned
+    assert {s.name for s in beta.share} == everything
 
 
 def test_site_errors_are_one_line(tmp_path):

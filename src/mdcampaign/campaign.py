@@ -204,6 +204,7 @@ class System:
     # {"tpr": path} or {"gro", "top", "mdp"[, "ndx"]} (paths as in the systems table).
     own_inputs: dict = field(default_factory=dict)
     ligand: LigandSpec | None = None
+    migrate: bool | None = None  # the systems table's `migrate` column (None: pulling.migrate)
 
     @property
     def input_files(self) -> list[Path]:
@@ -246,6 +247,20 @@ class Simulation:
         return {"system": self.system, "replica": self.replica}
 
 
+@dataclass(frozen=True)
+class Pulling:
+    """``pulling:`` of the config (see claims.py and README "Many machines, one campaign")."""
+
+    enabled: bool = True
+    lease_minutes: float = 30.0
+    poll_seconds: float = 60.0
+    migrate: bool = True
+
+    @property
+    def lease_seconds(self) -> float:
+        return 60.0 * self.lease_minutes
+
+
 @dataclass
 class Campaign:
     name: str
@@ -263,6 +278,7 @@ class Campaign:
     site: str | None = None  # the site this run is
     scratch_here: str = "scratch"  # this run's scratch (the site's, or `scratch`), expanded
     packing: Packing = field(default_factory=Packing)
+    pulling: Pulling = field(default_factory=Pulling)
     simulations: list[Simulation] = field(default_factory=list)
     _by_key: dict = field(default_factory=dict, repr=False)
 
@@ -273,11 +289,22 @@ class Campaign:
         return self._by_key[(system, int(replica))]
 
     @property
+    def pulls(self) -> bool:
+        """Whether this run's site takes work from the store (claims) rather than a fixed share."""
+        return bool(self.sites) and self.pulling.enabled
+
+    @property
     def share(self) -> list[Simulation]:
-        """The simulations this run is responsible for: all of them, or this site's."""
+        """The simulations this run may run: all of them; or this site's share; or,
+        when sites pull, every simulation not pinned to another site."""
         if self.site is None:
             return self.simulations
-        return [s for s in self.simulations if s.site == self.site]
+        return [s for s in self.simulations if s.site == self.site or (self.pulls and s.site is None)]
+
+    def may_migrate(self, simulation: Simulation) -> bool:
+        """Whether a started simulation may continue on another site."""
+        own = self.systems[simulation.system].migrate
+        return self.pulling.migrate if own is None else own
 
 
 
@@ -346,10 +373,12 @@ def load_campaign(config: dict, config_file: str = "config/config.yaml", base_di
     scratch_key = f"sites.{site}.scratch" if site and sites[site].scratch else "scratch"
     scratch_here = expand_path(sites[site].scratch if scratch_key != "scratch" else config["scratch"],
                                f"{config_file}: {scratch_key}")
+    pulling = Pulling(**config["pulling"])
     if sites:
         plan = read_assignment(base_dir / ASSIGNMENT_FILE, sites)
-        placed = site_assignment(simulations, systems, sites, plan)
-        simulations = [replace(s, site=placed[layout.sim_name(s.system, s.replica)]) for s in simulations]
+        placed = (pinned_sites(simulations, systems, plan) if pulling.enabled
+                  else site_assignment(simulations, systems, sites, plan))
+        simulations = [replace(s, site=placed.get(layout.sim_name(s.system, s.replica))) for s in simulations]
     return Campaign(
         name=config["campaign"],
         config_file=config_file,
@@ -358,6 +387,7 @@ def load_campaign(config: dict, config_file: str = "config/config.yaml", base_di
         scratch=config["scratch"],
         scratch_here=scratch_here,
         packing=Packing(**config["packing"]),
+        pulling=pulling,
         platform=config["platform"],
         defaults=defaults,
         systems=systems,
@@ -414,6 +444,18 @@ def planning_work(simulations: list[Simulation], systems: dict[str, System], don
     return works
 
 
+def pinned_sites(simulations: list[Simulation], systems: dict[str, System], plan: dict[str, str]) -> dict[str, str]:
+    """The simulations pinned to a site (the frozen plan, then the table's site column):
+    with pulling, every other simulation may run on any site."""
+    pinned = {}
+    for simulation in simulations:
+        name = layout.sim_name(simulation.system, simulation.replica)
+        site = plan.get(name) or systems[simulation.system].site
+        if site:
+            pinned[name] = site
+    return pinned
+
+
 def site_assignment(simulations: list[Simulation], systems: dict[str, System], sites: dict,
                     plan: dict[str, str]) -> dict[str, str]:
     """Site of every simulation: frozen plan, then the table's site column, then
@@ -450,7 +492,7 @@ def check_started(campaign: Campaign, base_dir: Path | str = ".") -> None:
         # Records leave out keys at their as-before value (Protocol.record).
         recorded = {**ADDED_KEYS, **manifest["protocol"]} if manifest.get("protocol") else {}
         started_at = manifest.get("site")
-        if campaign.sites and started_at and simulation.site != started_at:
+        if campaign.sites and not campaign.pulls and started_at and simulation.site != started_at:
             raise CampaignError(
                 f"{simulation.name} was started on site '{started_at}' ({record}) but is now assigned to site "
                 f"'{simulation.site}'; a started simulation stays where it is: put it back with the systems "
@@ -574,11 +616,12 @@ def _system(row: dict, line: int, label: str, row_schema: dict, protocol_schema:
                 "identical; give the .gro, .top and .mdp (columns gromacs_topology, gromacs_mdp) to run replicas "
                 "with their own random seeds"
             )
-        return System(own["id"], own_inputs["tpr"], own["replicas"], protocol, line, own.get("site"), 0, own_inputs)
+        return System(own["id"], own_inputs["tpr"], own["replicas"], protocol, line, own.get("site"), 0, own_inputs,
+                      migrate=own.get("migrate"))
     structure, heavy_atoms = _structure_path(own["structure"], where, base_dir)
     ligand = _ligand(own, protocol, where, base_dir)
     return System(own["id"], structure, own["replicas"], protocol, line, own.get("site"), heavy_atoms, own_inputs,
-                  ligand)
+                  ligand, own.get("migrate"))
 
 
 def _ligand(own: dict, protocol: Protocol, where: str, base_dir: Path) -> LigandSpec | None:

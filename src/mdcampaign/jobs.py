@@ -65,6 +65,8 @@ class JobContext:
         w = self.wildcards
         if "batch" in w:
             return f"{self.rule} {w['batch']} round {w['round']}"
+        if "worker" in w:
+            return f"{self.rule} site {w['site']} worker {w['worker']}" + (f" round {w['round']}" if "round" in w else "")
         name = layout.sim_name(w["system"], w["replica"]) if "replica" in w else w["system"]
         return f"{self.rule} {name}" + (f" segment {w['segment']}" if "segment" in w else "")
 
@@ -77,7 +79,8 @@ def main(argv=None) -> int:
     runtime = _positive(argv[3]) if len(argv) > 3 else None
     context = JobContext(rule, spec["wildcards"], spec.get("params", {}), spec.get("config", {}), threads, runtime)
     pin_to_slot()  # in a packed job: this slot's cores
-    {"stage": stage, "simulate": simulate, "fetch": fetch, "pack": pack, "analyze": analyze}[rule](context)
+    {"stage": stage, "simulate": simulate, "fetch": fetch, "pack": pack, "analyze": analyze, "pull": pull,
+     "await_work": await_work, "pulled": pulled}[rule](context)
     return 0
 
 
@@ -143,6 +146,15 @@ def store_of(config: dict):
     from .store import TransferSettings, open_store
 
     return open_store(config["store"], TransferSettings(**config.get("transfer", {})))
+
+
+def _claim(job: JobContext):
+    """(board, lease) when this job runs a pulled simulation, else (None, None)."""
+    if "lease" not in job.config:
+        return None, None
+    from .claims import ClaimBoard, Lease
+
+    return ClaimBoard(store_of(job.config), job.config["lease_seconds"]), Lease(**job.config["lease"])
 
 
 def stage(job: JobContext) -> None:
@@ -257,11 +269,16 @@ def fetch(job: JobContext) -> None:
         else:
             pinned = {}
             info["pinned"] = read_manifest(layout.segment_record(w["system"], w["replica"], segment - 1))["pinned"]
+        board, lease = _claim(job)
         manifest = fetch_segment(
             store_of(job.config), segment_files, pinned, info, layout.fill(layout.STORE_SIM, **w), w["segment"],
             Path(layout.segment_record(w["system"], w["replica"], segment)),
+            guard=board.guard_script(lease) if board else None,
         )
         atomic_write_text(job.path(layout.SEGMENT_MARKER), json.dumps({"fetched_at": manifest["fetched_at"]}) + "\n")
+        if board and not board.published(lease, segment + 1, job.config["site"], manifest["info"].get("ns_per_day")):
+            log.warning("%s: segment %s is in the store, but the claim was taken over since", info["simulation"],
+                        w["segment"])
 
 
 def pack(job: JobContext) -> None:
@@ -286,6 +303,57 @@ def pack(job: JobContext) -> None:
         atomic_write_json(job.path(layout.PACK_ROUND), record)
 
 
+def _pulling_campaign(job: JobContext):
+    from .campaign import load_campaign
+
+    return load_campaign(json.loads(json.dumps(job.config["campaign"])), job.config["config_file"])
+
+
+def pull(job: JobContext) -> None:
+    """One job of a pulling site: its slots claim simulations in the store and run them
+    until nothing is left to claim or the job's time is up."""
+    from .files import atomic_write_json
+    from .packing import run_batch
+    from .pulljob import StoreClaimer
+    from .slots import Packing
+
+    with job_logging(job.log, job.label):
+        campaign = _pulling_campaign(job)
+        packing = campaign.packing if campaign.packing.enabled else Packing(slots=1, threads=job.threads)
+        log.info("site %s: %d slots of %d threads%s take work from %s", campaign.site, packing.slots,
+                 packing.threads, f" on {packing.gpus} GPUs" if packing.gpus else "", job.config["store"])
+        record, failures = run_batch([], packing, job.config, _deadline(job.runtime),
+                                     claimer=StoreClaimer(campaign, store_of(job.config)))
+        record.update(site=campaign.site, worker=int(job.wildcards["worker"]), round=int(job.wildcards["round"]))
+        log.info("round record: %s", json.dumps(record))
+        if failures:  # released as failed: tried again by a later claim, anywhere
+            log.warning("FAILED in this job, to be tried again: %s", failures)
+        atomic_write_json(job.path(layout.PULL_ROUND), record)
+
+
+def await_work(job: JobContext) -> None:
+    """Wait, where Snakemake runs, until this site has work to pull or is done."""
+    from .pulljob import await_work as wait
+
+    with job_logging(job.log, job.label):
+        campaign = _pulling_campaign(job)
+        decision = wait(campaign, store_of(job.config), job.path(layout.PULL_DIR), int(job.wildcards["worker"]),
+                        job.path(layout.PULL_AWAIT))
+        log.info("decision: %s", json.dumps(decision))
+
+
+def pulled(job: JobContext) -> None:
+    """The end of one worker's rounds: the site has nothing left to do."""
+    from .files import atomic_write_json
+
+    with job_logging(job.log, job.label):
+        final = json.loads(Path(job.params["final"]).read_text())
+        if final.get("given_up"):
+            log.warning("given up after repeated failures (their logs say why; `mdcampaign status` lists them): %s",
+                        ", ".join(final["given_up"]))
+        atomic_write_json(job.path(layout.PULL_END), final)
+
+
 def analyze(job: JobContext) -> None:
     from .analysis import analyze as run_analysis
     from .files import atomic_write_json
@@ -305,6 +373,7 @@ def analyze(job: JobContext) -> None:
         cache = job.path(layout.analysis_cache(job.config["scratch"]))
         local = store.local_copy(sim_dir, cache, expected)
         folder = job.path(layout.ANALYSIS_DIR)
+        folder.mkdir(parents=True, exist_ok=True)  # made by Snakemake for the rule; not in a pulling job
         out = {"json": folder / "analysis.json", "png": folder / "analysis.png",
                **{key: folder / f"{key}.csv" for key in ("rmsd", "rg", "rmsf", "dssp")}}
         segments = [local / "segments" / layout.segment_name(m["segment"]) for m in manifests]
@@ -336,16 +405,28 @@ def analyze(job: JobContext) -> None:
             elif older.name.startswith("complete-") and older.name != f"complete-{w['segments']}.json":
                 older.unlink(missing_ok=True)
         atomic_write_json(layout.completion_record(w["system"], w["replica"], len(manifests)), summary)
+        board, lease = _claim(job)
+        if board:
+            board.published(lease, len(manifests), job.config["site"], analyzed=True)
 
 
 def summary(smk) -> None:
+    import tempfile
+
     from .summary import read_json, setup_columns, summary_row, write_summary
 
-    with job_logging(smk.log[0], "summary"):
+    with job_logging(smk.log[0], "summary"), tempfile.TemporaryDirectory(prefix="mdcampaign-summary-") as cache:
+        analyses = list(smk.params.analyses)
+        if smk.params.store:  # pulling sites: every site's analyses, from the store (one transfer)
+            root = store_of(smk.params.store).collect("sims", "analysis.json", Path(cache))
+            analyses = [str(root / path.split("/", 1)[1]) for path in analyses]
         rows = []
         setups: dict[str, dict] = {}
-        for sim, path in zip(smk.params.simulations, smk.params.analyses):
+        for sim, path in zip(smk.params.simulations, analyses):
             if not os.path.exists(path):
+                if smk.params.store:  # given up, or pinned to a site that has not finished
+                    rows.append({**summary_row(sim, {}), "status": "not analyzed"})
+                    continue
                 raise DataError(
                     f"the analysis of {sim['simulation']} is missing ({path}); delete "
                     f"{Path(path).parent.parent}/complete-*.json and run the same command to redo it")

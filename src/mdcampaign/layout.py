@@ -49,12 +49,22 @@ PACK_ROUND = f"{RESULTS}/packs/{{batch}}/round-{{round}}.json"
 BATCH_PATTERN = r"b[0-9a-f]+"
 ROUND_PATTERN = r"\d+"
 SUMMARY_FIGURE = f"{RESULTS}/summary.png"
+# A pulling site's jobs (see pulling.py), per version of its work ({digest}): each of
+# its {worker}s alternates waiting for work (await) and a job that pulls it (pull).
+PULL_DIR = f"{RESULTS}/pulls/{{site}}/{{digest}}"
+PULL_AWAIT = f"{PULL_DIR}/w{{worker}}/{{round}}.await.json"
+PULL_ROUND = f"{PULL_DIR}/w{{worker}}/{{round}}.pull.json"
+PULL_END = f"{PULL_DIR}/w{{worker}}.done.json"
+DIGEST_PATTERN = r"[0-9a-f]+"
+WORKER_PATTERN = r"\d+"
 # Ligand parameters, one folder per distinct ligand (see ligands.py), shared by systems.
 LIGAND_CACHE = f"{RESULTS}/ligands"
 
 # relative to the store
 STORE_SIM = f"sims/{SIM}"
 STORE_SEGMENT = f"{STORE_SIM}/segments/{{segment}}"
+# Which site and job holds which simulation, when sites pull work (see claims.py).
+STORE_CLAIMS = "claims"
 
 
 @dataclass(frozen=True)
@@ -156,6 +166,16 @@ def segments_fetched(system: str, replica, limit: int, root: str = ".") -> int:
     return done
 
 
+def store_segments(simulation: str) -> str:
+    """The folder of a simulation's segments in the store (``simulation``: its name)."""
+    return f"sims/{simulation}/segments"
+
+
+def store_analysis(simulation: str, segments: int, name: str = "analysis.json") -> str:
+    """The analysis of a simulation's first ``segments`` segments, in the store."""
+    return f"sims/{simulation}/analysis/{segments:0{SEGMENT_DIGITS}d}/{name}"
+
+
 def log_path(rule: str) -> str:
     """The log of one job of a rule (a pattern with the rule's wildcards)."""
     return LOG_PATTERNS[rule]
@@ -169,6 +189,9 @@ LOG_PATTERNS = {
     "analyze": f"{LOGS}/analyze/{SIM}/{{segments}}.log",
     "summary": f"{LOGS}/summary.log",
     "pack": f"{LOGS}/pack/{{batch}}/{{round}}.log",
+    "await_work": f"{LOGS}/pull/{{site}}/{{digest}}/w{{worker}}/{{round}}.await.log",
+    "pull": f"{LOGS}/pull/{{site}}/{{digest}}/w{{worker}}/{{round}}.log",
+    "pulled": f"{LOGS}/pull/{{site}}/{{digest}}/w{{worker}}.done.log",
 }
 
 

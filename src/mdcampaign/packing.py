@@ -9,6 +9,11 @@ limit is the per-segment path's; this module only schedules.
 
 A simulation is held by one slot at a time, and a batch's rounds run one after the
 other (a checkpoint), so no segment ever runs twice at the same time.
+
+When sites pull work (`pull` rule), the job has no fixed batch: a free slot claims
+the simulation its site prefers in the store (see pulling.py and claims.py), runs
+its segments and its analysis while the job renews the claim, and releases it; a
+slot whose claim was taken over stops that simulation and discards its segment.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from pathlib import Path
 
 from . import layout
 from .campaign import engine_files
+from .claims import RENEWALS_PER_LEASE, ClaimBoard, Lease
 from .slots import Packing, Slot, slot_plan
 
 log = logging.getLogger(__name__)
@@ -46,8 +52,10 @@ class Member:
     n_segments: int
     protocol: dict
     seed: int
-    state: str = "waiting"  # waiting, running, done, paused, failed
+    state: str = "waiting"  # waiting, running, done, paused, failed, lost (its claim)
     failure: str | None = None
+    lease: Lease | None = None  # its claim in the store, when pulled
+    frame_interval_ps: float = 0.0  # for its analysis, when pulled
 
     @property
     def name(self) -> str:
@@ -80,16 +88,37 @@ class Batch:
     stopping: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
     processes: dict = field(default_factory=dict)  # slot -> running Popen
+    claimer: "Claimer | None" = None  # pulling: where free slots get their next simulation
 
-    def take(self) -> Member | None:
+    def take(self, slot: Slot) -> Member | None:
         with self.lock:
             if self.stopping or self.time_is_up():
                 return None
+            if self.claimer is not None:
+                member = self.claimer.next(slot)
+                if member is not None:
+                    member.state = "running"
+                    self.members.append(member)
+                return member
             for member in self.members:
                 if member.state == "waiting":
                     member.state = "running"
                     return member
         return None
+
+    def held(self) -> list[Member]:
+        with self.lock:
+            return [m for m in self.members if m.lease is not None and m.state == "running"]
+
+    def lose(self, member: Member) -> None:
+        """Its claim was taken over: stop its segment now; nothing it made is published."""
+        with self.lock:
+            member.state = "lost"
+            for slot, (process, running) in list(self.processes.items()):
+                if running is member and process.poll() is None:
+                    process.send_signal(signal.SIGTERM)
+        log.warning("%s: the claim was taken over by another site; stopping it here and discarding its "
+                    "segment in progress", member.name)
 
     def time_is_up(self) -> bool:
         return self.deadline is not None and self.deadline - time.time() < START_MARGIN_SECONDS
@@ -101,21 +130,39 @@ class Batch:
         """Stop starting segments; ask the running ones to checkpoint and stop."""
         self.stopping = True
         with self.lock:
-            for process in self.processes.values():
+            for process, _ in self.processes.values():
                 if process.poll() is None:
                     process.send_signal(signal.SIGTERM)
         log.warning("received %s: the running segments checkpoint and stop", signal.Signals(signum).name)
 
 
+class Claimer:
+    """What a pulling job's free slots take (implemented in pulljob.py)."""
+
+    board: ClaimBoard
+
+    def next(self, slot: Slot) -> Member | None:
+        raise NotImplementedError
+
+    def finish(self, member: Member) -> None:
+        """The slot is done with ``member`` (done, paused, failed or lost): release it."""
+        raise NotImplementedError
+
+    def holds(self, member: Member) -> bool:
+        """Whether ``member``'s claim is still this job's (asks the store; True if it
+        cannot be reached, since publishing checks again)."""
+        raise NotImplementedError
+
+
 def run_batch(members: list[Member], packing: Packing, job_config: dict, deadline: float | None,
-              slots: list[Slot] | None = None) -> tuple[dict, str | None]:
+              slots: list[Slot] | None = None, claimer: Claimer | None = None) -> tuple[dict, str | None]:
     """Run the batch's segments in ``packing.slots`` slots, until none is left or the
     time is up. Returns what happened (the round's record) and, if any simulation
     failed, one line naming each with its reason and log (the other slots finish
     their work first). A failed simulation is tried again by the batch's next job,
     which comes as long as the others make progress."""
     slots = slots or slot_plan(packing)
-    batch = Batch(members, job_config, deadline, [sys.executable, str(Path(sys.argv[0]).resolve())])
+    batch = Batch(members, job_config, deadline, [sys.executable, str(Path(sys.argv[0]).resolve())], claimer=claimer)
     started = time.time()
     for slot in slots:
         log.info("slot %d: cores %s, GPU %s", slot.index, ",".join(map(str, slot.cores)) if slot.cores else "any",
@@ -124,13 +171,19 @@ def run_batch(members: list[Member], packing: Packing, job_config: dict, deadlin
                for slot in slots]
     previous = {sig: signal.signal(sig, lambda signum, frame: batch.stop(signum))
                 for sig in (signal.SIGTERM, signal.SIGINT)}
+    renewing = threading.Event()
+    renewer = (threading.Thread(target=_renew_claims, args=(batch, renewing), name="renew", daemon=True)
+               if claimer is not None else None)
     try:
+        if renewer is not None:
+            renewer.start()
         for thread in threads:
             thread.start()
         for thread in threads:
             while thread.is_alive():
                 thread.join(timeout=1.0)  # wakes up for signals
     finally:
+        renewing.set()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     ended = time.time()
@@ -138,11 +191,31 @@ def run_batch(members: list[Member], packing: Packing, job_config: dict, deadlin
     return _record(batch, slots, started, ended), "; ".join(f"{m.name}: {m.failure}" for m in failed) or None
 
 
+def _renew_claims(batch: Batch, stop: threading.Event) -> None:
+    """Renew the job's claims every sixth of the lease; stop the simulations whose
+    claim was lost. A store that cannot be reached is tried again at the next turn:
+    the segments go on, and publishing checks the claim anyway."""
+    board = batch.claimer.board
+    while not stop.wait(board.lease_seconds / RENEWALS_PER_LEASE):
+        held = batch.held()
+        try:
+            lost = board.renew([m.lease for m in held])
+        except Exception as error:  # noqa: BLE001 - the store may come back; the segments go on meanwhile
+            log.warning("could not renew the claims (%s); trying again in %.0f s", error,
+                        board.lease_seconds / RENEWALS_PER_LEASE)
+            continue
+        for member in held:
+            if member.lease in lost:
+                batch.lose(member)
+
+
 def _slot_loop(batch: Batch, slot: Slot, threads: int) -> None:
-    while (member := batch.take()) is not None:
-        while True:
+    while (member := batch.take(slot)) is not None:
+        while member.state == "running":
             segment = member.fetched()
             if segment >= member.n_segments:
+                if member.lease is not None and not _analyze(batch, member, slot):
+                    break
                 member.state = "done"
                 break
             if batch.stopping or batch.time_is_up():
@@ -150,14 +223,31 @@ def _slot_loop(batch: Batch, slot: Slot, threads: int) -> None:
                 break
             outcome = _run_segment(batch, member, segment, slot, threads)
             if outcome != "done":
-                member.state = outcome
+                member.state = "lost" if member.state == "lost" else outcome
                 break
+        if batch.claimer is not None:
+            batch.claimer.finish(member)
     log.info("slot %d: no more work", slot.index)
+
+
+def _analyze(batch: Batch, member: Member, slot: Slot) -> bool:
+    """A pulled simulation's analysis, by the slot that ran its last segment."""
+    segments = layout.segment_name(member.n_segments)
+    if Path(layout.completion_record(member.system, member.replica, member.n_segments)).exists():
+        return True
+    wildcards = {"system": member.system, "replica": member.replica, "segments": segments}
+    code = _job(batch, "analyze", wildcards, member, slot, 1, {"frame_interval_ps": member.frame_interval_ps})
+    if code != 0 and member.state != "lost":
+        log_file = layout.fill(layout.log_path("analyze"), **wildcards)
+        member.state, member.failure = "failed", f"analyze failed ({_reason(log_file, code)}; log: {log_file})"
+        log.error("slot %d: %s %s", slot.index, member.name, member.failure)
+    return code == 0
 
 
 def _run_segment(batch: Batch, member: Member, segment: int, slot: Slot, threads: int) -> str:
     """Stage (if it continues from the store), simulate and fetch one segment:
-    'done', 'paused' (time is up; its checkpoint is kept) or 'failed'."""
+    'done', 'paused' (time is up; its checkpoint is kept), 'failed' or 'lost' (its
+    claim was taken over: the segment is discarded)."""
     from .jobs import EXIT_PAUSED
 
     name = layout.segment_name(segment)
@@ -176,6 +266,12 @@ def _run_segment(batch: Batch, member: Member, segment: int, slot: Slot, threads
     for rule in steps:
         run.log = layout.fill(layout.log_path(rule), **wildcards)
         code = _job(batch, rule, wildcards, member, slot, threads)
+        if code != 0 and member.lease is not None and member.state != "lost" and not batch.claimer.holds(member):
+            batch.lose(member)
+        if member.state == "lost":
+            shutil.rmtree(scratch, ignore_errors=True)  # another site runs this segment now
+            run.outcome, run.ended = "lost", time.time()
+            return "lost"
         if code != 0 and (batch.stopping or batch.past_deadline()):
             code = EXIT_PAUSED  # stopped by the time limit (a SIGTERM may come before its handler is set)
         if code == EXIT_PAUSED:
@@ -195,21 +291,27 @@ def _run_segment(batch: Batch, member: Member, segment: int, slot: Slot, threads
     return "done"
 
 
-def _job(batch: Batch, rule: str, wildcards: dict, member: Member, slot: Slot, threads: int) -> int:
+def _job(batch: Batch, rule: str, wildcards: dict, member: Member, slot: Slot, threads: int,
+         params: dict | None = None) -> int:
     """One per-segment job command, as the rule would run it, in this slot."""
     from .jobs import EXIT_PAUSED
 
-    spec = {"wildcards": wildcards, "params": {"protocol": member.protocol, "seed": member.seed},
-            "config": batch.job_config}
+    config = batch.job_config
+    if member.lease is not None:  # fetch and analyze check and record the claim
+        config = {**config, "lease": member.lease.to_json(), "lease_seconds": batch.claimer.board.lease_seconds}
+    spec = {"wildcards": wildcards, "params": params or {"protocol": member.protocol, "seed": member.seed},
+            "config": config}
     runtime = max(1.0, (batch.deadline - time.time()) / 60.0) if batch.deadline else 0
     command = [*batch.command, rule, json.dumps(spec), str(threads if rule == "simulate" else 1), str(runtime)]
     with batch.lock:
         if batch.stopping:
             return EXIT_PAUSED
         # The job pins itself to the slot's cores (slots.pin_to_slot) from its environment.
+        if member.state == "lost":
+            return EXIT_PAUSED
         process = subprocess.Popen(command, env={**os.environ, **slot.environment()},
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        batch.processes[slot.index] = process
+        batch.processes[slot.index] = (process, member)
     _, stderr = process.communicate()
     with batch.lock:
         batch.processes.pop(slot.index, None)

@@ -92,6 +92,47 @@ def projected_days(assignment: dict[str, str], works: list[Work], sites: list[Si
     return {name: total[name] / by_name[name].capacity for name in total}
 
 
+# A site leaves a simulation to another live site that would run it at least this many
+# times faster, when that site has a free slot for it (see `preferred_order`).
+LEAVE_TO_FASTER = 2.0
+
+
+def preferred_order(site: Site, claimable: list[Work], sites: list[Site], live: set[str],
+                    free: dict[str, int], speeds: dict[tuple[str, str], float] | None = None) -> list[Work]:
+    """The order in which ``site`` takes claimable simulations (pulling), without those
+    it should leave to a faster site.
+
+    The rule: a site takes first the simulations it is best suited to, judged by its
+    expected days for a simulation divided by the fewest days any live site (``live``:
+    sites holding a lease now, and this one) would need; among equals the largest
+    first (the longest-processing-time rule, so that the campaign does not end waiting
+    for a large simulation started last). A simulation is left alone when a live site
+    would run it ``LEAVE_TO_FASTER`` times faster and has a free slot (``free``: site ->
+    slots not holding a lease): this site leaves the simulations it is least suited
+    to, up to the free slots of the faster sites; those start there about as soon and
+    finish much sooner. Deterministic: ties go by name.
+    """
+    speeds = speeds or {}
+    alive = [s for s in sites if s.name in live or s.name == site.name]
+    ranked = []
+    for work in claimable:
+        here = days(work, site, speeds)
+        fastest = min(days(work, other, speeds) for other in alive)
+        ranked.append((here / fastest if fastest > 0 else 1.0, -work.ns * work.size, work.name, work))
+    ranked.sort(key=lambda item: item[:3])
+    others = [s for s in alive if s.name != site.name]
+
+    def faster_site(work: Work) -> bool:
+        return any(days(work, site, speeds) >= LEAVE_TO_FASTER * days(work, other, speeds) for other in others)
+
+    # the faster sites' free slots, each filled with what this site is least suited to
+    budget = sum(free.get(other.name, 0) for other in others
+                 if any(days(w, site, speeds) >= LEAVE_TO_FASTER * days(w, other, speeds) for w in claimable))
+    leavable = [work for *_, work in ranked if faster_site(work)]
+    left = {work.name for work in leavable[len(leavable) - min(budget, len(leavable)):]}
+    return [work for *_, work in ranked if work.name not in left]
+
+
 def read_assignment(path: Path, sites: dict) -> dict[str, str]:
     """The frozen plan: simulation -> site."""
     if not path.exists():

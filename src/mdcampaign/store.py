@@ -92,14 +92,25 @@ class Store:
     def describe(self, relative: str = "") -> str:
         raise NotImplementedError
 
-    def put_directory(self, files: dict[str, Path], relative_dir: str) -> None:
+    def put_directory(self, files: dict[str, Path], relative_dir: str, guard: str | None = None) -> None:
         """Make ``relative_dir`` hold exactly ``files`` (name -> local path; or key ->
-        path, stored under the path's own name), verified by checksum."""
+        path, stored under the path's own name), verified by checksum. ``guard``: a
+        shell script run in the store's root just before the rename into place; if it
+        fails, nothing is put in place (a lease check, see claims.py)."""
         raise NotImplementedError
 
-    def pin(self, source: Path, relative: str, sha256: str) -> None:
+    def run_script(self, script: str, what: str) -> str:
+        """Run a POSIX shell script with the store's root as its working directory, on
+        the store's host (the one way claims reach the store, see claims.py); its
+        output. TransferError if it fails."""
+        raise NotImplementedError
+
+    def pin(self, source: Path, relative: str, sha256: str, guard: str | None = None) -> None:
         """Store a per-simulation file once; an identical copy is left alone and a
-        different one is an error (a simulation never changes its system)."""
+        different one is an error (a simulation never changes its system), except
+        under ``guard`` (the claim of a simulation whose first segment is not stored:
+        a site that lost its claim before storing segment 0 may have pinned its own
+        setup's files, which the new holder replaces with its own)."""
         raise NotImplementedError
 
     def get(self, items: list[tuple[str, Path, str]]) -> None:
@@ -142,7 +153,18 @@ class LocalStore(Store):
     def describe(self, relative: str = "") -> str:
         return str(self.root / relative) if relative else str(self.root)
 
-    def put_directory(self, files: dict[str, Path], relative_dir: str) -> None:
+    def run_script(self, script: str, what: str) -> str:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise TransferError(f"cannot create the store at {self.root}: {error.strerror or error}") from None
+        result = subprocess.run(["sh", "-c", script], cwd=self.root, capture_output=True, text=True)
+        if result.returncode != 0:
+            said = " ".join(result.stderr.split())[-300:] or f"exit {result.returncode}"
+            raise TransferError(f"{what} failed at {self.root}: {said}")
+        return result.stdout
+
+    def put_directory(self, files: dict[str, Path], relative_dir: str, guard: str | None = None) -> None:
         files = _by_name(files)
         sums = _checksums(files)
         target = self.root / relative_dir
@@ -158,14 +180,22 @@ class LocalStore(Store):
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise
+        if guard:
+            try:
+                self.run_script(guard, f"checking before storing {self.describe(relative_dir)}")
+            except TransferError:
+                shutil.rmtree(partial, ignore_errors=True)
+                raise
         swap_into_place(partial, target)
 
-    def pin(self, source: Path, relative: str, sha256: str) -> None:
+    def pin(self, source: Path, relative: str, sha256: str, guard: str | None = None) -> None:
         target = self.root / relative
         if target.exists():
-            if sha256_file(target) != sha256:
+            if sha256_file(target) == sha256:
+                return
+            if not guard:
                 raise TransferError(_changed_system(self.describe(relative)))
-            return
+            self.run_script(guard, f"checking before replacing {self.describe(relative)}")
         try:
             copy_verified(Path(source), target, sha256)
         except OSError as error:
@@ -300,7 +330,11 @@ class SshStore(Store):
 
     # -- operations -------------------------------------------------------------------
 
-    def put_directory(self, files: dict[str, Path], relative_dir: str) -> None:
+    def run_script(self, script: str, what: str) -> str:
+        root = shlex.quote(self.root)
+        return self._remote(f"mkdir -p -- {root} && cd -- {root} && sh -c {shlex.quote(script)}", what, "").stdout
+
+    def put_directory(self, files: dict[str, Path], relative_dir: str, guard: str | None = None) -> None:
         files = _by_name(files)
         sums = _checksums(files)
         parent, name = posixpath.split(relative_dir)
@@ -312,9 +346,9 @@ class SshStore(Store):
             self._remote(f"mkdir -p -- {shlex.quote(self._path(partial))}", f"creating {self.describe(parent)}", parent)
             self._rsync(["--delete"], [f"{staging}/"], f"{self._remote_arg(partial)}/",
                         f"copying to {self.describe(relative_dir)}", self.describe(relative_dir), cleanup=partial)
-        self._finish(parent, name, sums, stamp=int(time.time()))
+        self._finish(parent, name, sums, stamp=int(time.time()), guard=guard)
 
-    def _finish(self, parent: str, name: str, sums: dict[str, str], stamp: int) -> None:
+    def _finish(self, parent: str, name: str, sums: dict[str, str], stamp: int, guard: str | None = None) -> None:
         """Check the partial copy where it landed and rename it into place, replacing an
         older copy. Retried like every other step, so it must be idempotent: when the
         partial copy is gone and the target holds exactly these files (an attempt whose
@@ -325,9 +359,13 @@ class SshStore(Store):
                                   for n in (f".{name}.partial", name, f".{name}.replaced-{stamp}"))
         script = "\n".join([
             "set -e",
+            "home=$(pwd)",
             f"cd {shlex.quote(self._path(parent))}",
             f"if [ -d {partial} ]; then",
             f"  ( cd {partial} && rm -rf ./.rsync-partial && printf '%s\\n' {checks} | sha256sum --quiet -c - )",
+            *([f"  ( cd \"$home\" && cd -- {shlex.quote(self.root)} && sh -c {shlex.quote(guard)} ) || "
+              f"{{ rm -rf {partial}; exit 1; }}"]
+              if guard else []),
             f"  if [ -e {target} ]; then rm -rf {aside}; mv -- {target} {aside}; fi",
             f"  mv -- {partial} {target}",
             f"elif [ -d {target} ]; then",
@@ -342,22 +380,23 @@ class SshStore(Store):
         self._remote(script, f"verifying the copy of the segment at {self.describe(posixpath.join(parent, name))} and "
                              "moving it into place", posixpath.join(parent, name))
 
-    def pin(self, source: Path, relative: str, sha256: str) -> None:
+    def pin(self, source: Path, relative: str, sha256: str, guard: str | None = None) -> None:
         path = self._path(relative)
         check = self._remote(f"if [ -e {shlex.quote(path)} ]; then sha256sum < {shlex.quote(path)}; fi",
                              f"checking {self.describe(relative)}", relative)
         existing = check.stdout.split()[0] if check.stdout.strip() else None
         if existing == sha256:
             return
-        if existing is not None:
+        if existing is not None and not guard:
             raise TransferError(_changed_system(self.describe(relative)))
         parent, name = posixpath.split(relative)
         tmp = posixpath.join(parent, f".{name}.partial")
         self._remote(f"mkdir -p -- {shlex.quote(self._path(parent))}", f"creating {self.describe(parent)}", parent)
         self._rsync([], [str(Path(source).absolute())], self._remote_arg(tmp),
                     f"copying {Path(source).name} to {self.describe(relative)}", self.describe(relative), cleanup=tmp)
+        check = f"( cd -- {shlex.quote(self.root)} && sh -c {shlex.quote(guard)} ) && " if guard else ""
         self._remote(
-            f"cd {shlex.quote(self._path(parent))} && echo {shlex.quote(sha256 + '  .' + name + '.partial')} | "
+            f"{check}cd {shlex.quote(self._path(parent))} && echo {shlex.quote(sha256 + '  .' + name + '.partial')} | "
             f"sha256sum --quiet -c - && mv -- {shlex.quote('./.' + name + '.partial')} {shlex.quote('./' + name)}",
             f"verifying {self.describe(relative)}", relative,
         )

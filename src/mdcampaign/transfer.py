@@ -55,14 +55,14 @@ def stage_segment(store: Store, sources: dict[str, tuple[str, str]], staged: dic
 
 
 def fetch_segment(store: Store, segment_files: dict[str, Path], pinned_files: dict[str, Path], info: dict,
-                  sim_dir: str, segment: str, record_path: Path) -> dict:
+                  sim_dir: str, segment: str, record_path: Path, guard: str | None = None) -> dict:
     """Send a finished segment to the store, verified, then write its local record.
 
     ``segment_files``: name -> scratch path of the segment's outputs. ``pinned_files``:
     name -> scratch path of the files kept once per simulation (segment 0 only).
     ``sim_dir``: the simulation's directory relative to the store. ``info``: the
     simulation's name, protocol, seed and site, and (after segment 0) its pinned files'
-    checksums.
+    checksums. ``guard``: see Store.put_directory (a pulled simulation's claim check).
     """
     files = {name: file_record(Path(path)) for name, path in segment_files.items()}
     pinned = {name: sha256_file(path) for name, path in pinned_files.items()}
@@ -84,11 +84,11 @@ def fetch_segment(store: Store, segment_files: dict[str, Path], pinned_files: di
     }
     # A simulation's system reaches the store before its first segment does.
     for name, path in pinned_files.items():
-        store.pin(Path(path), f"{sim_dir}/{name}", pinned[name])
+        store.pin(Path(path), f"{sim_dir}/{name}", pinned[name], guard=guard)
     with tempfile.TemporaryDirectory(prefix="mdcampaign-manifest-") as tmp:
         manifest_file = Path(tmp) / "manifest.json"
         manifest_file.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        store.put_directory({**segment_files, "manifest.json": manifest_file}, relative_dir)
+        store.put_directory({**segment_files, "manifest.json": manifest_file}, relative_dir, guard=guard)
     if not Path(record_path).exists() or Path(record_path).read_text() != manifest_file_text(manifest):
         atomic_write_text(record_path, manifest_file_text(manifest))
     log.info("fetched %s segment %s to %s (%d files, %.1f MB)", manifest["simulation"], segment,

@@ -2,6 +2,7 @@ import json
 import os
 import shlex
 import sys
+import time
 from pathlib import Path
 
 from snakemake.settings.types import DeploymentMethod
@@ -19,6 +20,9 @@ try:
         runtime_minutes,
         segment_runtime_minutes,
     )
+    from mdcampaign.pulling import campaign_digest, workers
+    from mdcampaign.pulljob import site_view
+    from mdcampaign.store import TransferSettings, open_store
     from mdcampaign.slots import batches
     from mdcampaign.summary import simulation_identity
 except ModuleNotFoundError as missing:
@@ -79,6 +83,14 @@ BATCH_OF = (
     else {}
 )
 SIMULATION_NAMED = {sim.name: sim for sim in SIMULATIONS}
+# When sites pull work (see mdcampaign.pulling), this site runs WORKERS chains of
+# jobs, each waiting for work (await_work) and pulling it (pull) in turn; no job is
+# planned per simulation.
+PULLS = CAMPAIGN.pulls
+PULL_WILDCARDS = (
+    {"site": CAMPAIGN.site, "digest": campaign_digest(CAMPAIGN)} if PULLS else {}
+)
+WORKERS = workers(CAMPAIGN) if PULLS else 0
 MEMBERS = {}
 for simulation_name, batch_name in BATCH_OF.items():
     MEMBERS.setdefault(batch_name, []).append(simulation_name)
@@ -91,6 +103,8 @@ wildcard_constraints:
     segments=layout.SEGMENT_PATTERN,
     batch=layout.BATCH_PATTERN,
     round=layout.ROUND_PATTERN,
+    digest=layout.DIGEST_PATTERN,
+    worker=layout.WORKER_PATTERN,
 
 
 def runs_locally(rule_name):
@@ -125,6 +139,8 @@ JOB_CONFIG = {
     "site": CAMPAIGN.site,
     "scratch": SCRATCH,
 }
+# Pulling jobs decide what to run when they run, from the whole campaign.
+PULL_JOB_CONFIG = {**JOB_CONFIG, "campaign": config, "config_file": CONFIG_FILE}
 JOB_SCRIPT = str(
     Path(workflow.current_basedir.get_path_or_uri(secret_free=True)).parents[1]
     / "scripts"
@@ -132,18 +148,26 @@ JOB_SCRIPT = str(
 )
 
 
-def job_spec(**values):
+def job_spec(config=None, **values):
     """A params function giving a shell-run job what it needs, as one JSON argument:
-    its wildcards, these values (functions of the wildcards) and JOB_CONFIG. (Only
-    wildcards: asking for threads or resources here would evaluate every job's
-    resources while planning.)"""
+    its wildcards, these values (functions of the wildcards, or of the wildcards and
+    the input) and ``config`` (JOB_CONFIG by default). (Only wildcards and input:
+    asking for threads or resources here would evaluate every job's resources while
+    planning.)"""
 
-    def spec(wildcards):
+    def spec(wildcards, input):
         return json.dumps(
             {
                 "wildcards": dict(wildcards),
-                "params": {key: value(wildcards) for key, value in values.items()},
-                "config": JOB_CONFIG,
+                "params": {
+                    key: (
+                        value(wildcards, input)
+                        if value.__code__.co_argcount == 2
+                        else value(wildcards)
+                    )
+                    for key, value in values.items()
+                },
+                "config": config or JOB_CONFIG,
             }
         )
 
@@ -205,16 +229,31 @@ FULL_PLAN = "--report" in sys.argv
 
 
 # Every simulation's analysis, in the order of SIMULATIONS.
+# The summary's rows: this run's share; when sites pull, the whole campaign, whose
+# analyses it reads from the store (paths relative to the store).
+SUMMARIZED = CAMPAIGN.simulations if PULLS else SIMULATIONS
 ANALYSIS_FILES = [
-    layout.analysis_file(sim.system, sim.replica, sim.n_segments) for sim in SIMULATIONS
+    (
+        layout.store_analysis(sim.name, sim.n_segments)
+        if PULLS
+        else layout.analysis_file(sim.system, sim.replica, sim.n_segments)
+    )
+    for sim in SUMMARIZED
 ]
 
 
-def unfinished_analyses(wildcards):
+def summary_inputs(wildcards):
     """The summary's inputs: the analyses still to be made. A finished, analyzed
     simulation (its completion record exists, a file no rule makes) is not an input
     at all, so that re-planning a mostly finished campaign neither creates jobs nor
-    checks files for it; the summary reads every analysis from ANALYSIS_FILES."""
+    checks files for it; the summary reads every analysis from ANALYSIS_FILES. When
+    the site pulls: the end of each of its workers (the summary then reads the
+    analyses of the whole campaign from the store)."""
+    if PULLS:
+        return [
+            layout.fill(layout.PULL_END, **PULL_WILDCARDS, worker=worker)
+            for worker in range(WORKERS)
+        ]
     return [
         analysis
         for sim, analysis in zip(SIMULATIONS, ANALYSIS_FILES)
@@ -350,3 +389,75 @@ def stage_inputs(wildcards):
     return {
         "previous": segment_record(wildcards.system, wildcards.replica, segment - 1)
     }
+
+
+def pull_rounds_of(wildcards):
+    return {**PULL_WILDCARDS, "worker": wildcards.worker}
+
+
+def worker_rounds(wildcards):
+    """One worker's rounds so far, each a wait for work then a job pulling it, up to
+    the wait that found everything complete: the input of its `pulled` end."""
+    rounds = []
+    number = 0
+    while True:
+        wait = checkpoints.await_work.get(
+            **pull_rounds_of(wildcards), round=str(number)
+        ).output.decision
+        with open(wait) as handle:
+            if json.load(handle)["next"] == "done":
+                return rounds + [wait]
+        rounds += [
+            wait,
+            checkpoints.pull.get(
+                **pull_rounds_of(wildcards), round=str(number)
+            ).output.round,
+        ]
+        number += 1
+
+
+def pull_inputs(wildcards):
+    """A pull job's decision to run, and the systems it may start, set up: the site's
+    next unstarted simulations in its order of preference (a slice per worker, two
+    per slot). Inside the job itself only the decision: what the job claims is
+    decided when it runs, and needs no more than what is set up by then."""
+    inputs = {
+        "decision": layout.fill(
+            layout.PULL_AWAIT,
+            **PULL_WILDCARDS,
+            worker=wildcards.worker,
+            round=wildcards.round,
+        )
+    }
+    if not workflow.is_main_process:
+        return inputs
+    per_worker = 2 * (PACKING.slots if PACKING.enabled else 1)
+    unstarted = [
+        sim
+        for sim in planning_view().preferred()
+        if planning_view().listing.of(sim.name).done == 0
+    ]
+    start = int(wildcards.worker) * per_worker
+    inputs["setups"] = sorted(
+        {
+            layout.fill(f"{layout.SETUP_DIR}/setup.json", system=sim.system)
+            for sim in unstarted[start : start + per_worker]
+        }
+    )
+    return inputs
+
+
+_VIEW = {}
+
+
+def planning_view():
+    """The site's view of the claims for planning: one listing of the store, read
+    again when older than pulling.poll_seconds."""
+    if _VIEW.get("at", 0) < time.time() - CAMPAIGN.pulling.poll_seconds:
+        _VIEW.update(
+            view=site_view(
+                CAMPAIGN, open_store(STORE, TransferSettings(**config["transfer"]))
+            ),
+            at=time.time(),
+        )
+    return _VIEW["view"]

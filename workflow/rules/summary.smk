@@ -1,7 +1,7 @@
 rule summary:
     """The campaign table (one row per simulation) and the campaign figure."""
     input:
-        unfinished_analyses,
+        summary_inputs,
     output:
         table=report(
             layout.SUMMARY_TABLE, caption="../report/summary.rst", category="Campaign"
@@ -15,8 +15,10 @@ rule summary:
     conda:
         "../envs/mdcampaign.yaml"
     params:
-        simulations=[simulation_identity(sim) for sim in SIMULATIONS],
+        simulations=[simulation_identity(sim) for sim in SUMMARIZED],
         analyses=ANALYSIS_FILES,
         campaign=CAMPAIGN.name,
+        # pulling: every site's analyses, from the store
+        store=JOB_CONFIG if PULLS else None,
     script:
         "../../scripts/summary.py"

@@ -1,0 +1,126 @@
+"""Pulling: what a site takes from the store, and when it has nothing left to do.
+
+Every decision here is a function of the campaign and one listing of the claims
+(claims.Listing), so planning, the jobs that wait for work, the jobs that take it and
+`mdcampaign status` decide alike. Plain data and arithmetic: planning imports this.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import socket
+import statistics
+from dataclasses import dataclass
+
+from .campaign import Campaign, Simulation, planning_work
+from .claims import MAX_FAILURES, Listing
+from .sites import preferred_order
+
+
+def workers(campaign: Campaign) -> int:
+    """Jobs this site runs at once: its capacity (simulations) over the slots of a job."""
+    site = campaign.sites[campaign.site]
+    return max(1, math.ceil(site.capacity / slots_per_job(campaign)))
+
+
+def slots_per_job(campaign: Campaign) -> int:
+    return campaign.packing.slots if campaign.packing.enabled else 1
+
+
+def campaign_digest(campaign: Campaign) -> str:
+    """Names this site's work as configured (simulations and their lengths): a new
+    target or new systems give new names, so that a finished site looks again."""
+    text = "\n".join(f"{s.name}\t{s.n_segments}" for s in campaign.share)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def dead_holders(listing: Listing, host: str | None = None) -> set[str]:
+    """Holders on this host whose process is gone (a killed job): their claims need not
+    wait for the lease time. Holders elsewhere cannot be checked from here."""
+    host = host or socket.gethostname().split(".")[0]
+    dead = set()
+    for claims in listing.simulations.values():
+        job = claims.holder_job
+        if not job or claims.ended:
+            continue
+        who = job.split(".s", 1)[0]
+        owner, _, pid = who.rpartition("-")
+        if owner == host and pid.isdigit() and not _alive(int(pid)):
+            dead.add(claims.holder)
+    return dead
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass(frozen=True)
+class SiteView:
+    """One site's view of the campaign at one listing."""
+
+    campaign: Campaign
+    listing: Listing
+    dead: frozenset = frozenset()
+
+    def complete(self, simulation: Simulation) -> bool:
+        claims = self.listing.of(simulation.name)
+        return claims.done >= simulation.n_segments and claims.analyzed >= simulation.n_segments
+
+    def given_up(self, simulation: Simulation) -> bool:
+        return self.listing.of(simulation.name).failures >= MAX_FAILURES
+
+    def held(self, simulation: Simulation) -> bool:
+        return self.listing.of(simulation.name).held(self.campaign.pulling.lease_seconds, self.dead)
+
+    def bound_elsewhere(self, simulation: Simulation) -> bool:
+        """Started on another site, and not allowed to move."""
+        origin = self.listing.of(simulation.name).origin
+        return bool(origin) and origin != self.campaign.site and not self.campaign.may_migrate(simulation)
+
+    def unfinished(self) -> list[Simulation]:
+        """What this site waits for: its share, not complete, not given up."""
+        return [s for s in self.campaign.share
+                if not self.complete(s) and not self.given_up(s) and not self.bound_elsewhere(s)]
+
+    def claimable(self) -> list[Simulation]:
+        return [s for s in self.unfinished() if not self.held(s)]
+
+    def live_sites(self) -> dict[str, int]:
+        """Sites holding live claims, and how many each holds."""
+        held: dict[str, int] = {}
+        for claims in self.listing.simulations.values():
+            if claims.held(self.campaign.pulling.lease_seconds, self.dead):
+                held[claims.holder_site] = held.get(claims.holder_site, 0) + 1
+        return held
+
+    def measured_speeds(self) -> dict[tuple[str, str], float]:
+        """Median ns/day per (site, system), as the claims recorded them."""
+        samples: dict[tuple[str, str], list[float]] = {}
+        for name, claims in self.listing.simulations.items():
+            system = name.rsplit("/", 1)[0]
+            for site, speed in claims.speeds.items():
+                samples.setdefault((site, system), []).append(speed)
+        return {key: statistics.median(values) for key, values in samples.items()}
+
+    def preferred(self) -> list[Simulation]:
+        """The claimable simulations in the order this site takes them (sites.preferred_order)."""
+        claimable = self.claimable()
+        if not claimable:
+            return []
+        campaign = self.campaign
+        done_ns = {s.name: self.listing.of(s.name).done * s.protocol.segment_ns for s in claimable}
+        works = planning_work(claimable, campaign.systems, done_ns)
+        live = self.live_sites()
+        free = {name: max(0, site.capacity - live.get(name, 0)) for name, site in campaign.sites.items()}
+        by_name = {s.name: s for s in claimable}
+        order = preferred_order(campaign.sites[campaign.site], works, list(campaign.sites.values()), set(live), free,
+                                self.measured_speeds())
+        return [by_name[work.name] for work in order]

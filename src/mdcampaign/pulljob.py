@@ -1,0 +1,177 @@
+"""The jobs of a pulling site (see pulling.py): `pull` runs slots that claim work in
+the store, and `await_work` waits, on the machine running Snakemake, until there is
+work to claim or the site is done.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+from . import layout
+from .campaign import Campaign
+from .claims import ClaimBoard, holder_name
+from .files import atomic_write_text
+from .packing import Claimer, Member
+from .pulling import SiteView, dead_holders
+from .runs import iso_time
+from .slots import Slot
+from .store import LocalStore, Store
+from .transfer import manifest_file_text
+
+log = logging.getLogger(__name__)
+
+
+def claim_board(campaign: Campaign, store: Store) -> ClaimBoard:
+    return ClaimBoard(store, campaign.pulling.lease_seconds)
+
+
+def site_view(campaign: Campaign, store: Store) -> SiteView:
+    """This site's view of the campaign now: one listing of the store's claims."""
+    listing = claim_board(campaign, store).listing()
+    return SiteView(campaign, listing, frozenset(dead_holders(listing)))
+
+
+class StoreClaimer(Claimer):
+    """Free slots take the simulation their site prefers, by a claim in the store."""
+
+    def __init__(self, campaign: Campaign, store: Store, root: Path | str = "."):
+        self.campaign = campaign
+        self.store = store
+        self.board = claim_board(campaign, store)
+        self.root = Path(root)
+        self.tried: set[str] = set()  # simulations this job took once already
+
+    def next(self, slot: Slot) -> Member | None:
+        listing = self.board.listing()
+        view = SiteView(self.campaign, listing, frozenset(dead_holders(listing)))
+        for simulation in view.preferred():
+            if simulation.name in self.tried:
+                continue
+            set_up = self.root / layout.fill(f"{layout.SETUP_DIR}/setup.json", system=simulation.system)
+            if listing.of(simulation.name).done == 0 and not set_up.exists():
+                continue  # its system is set up by a job of this site's next round
+            holder = holder_name(self.campaign.site, slot.index)
+            info = json.dumps({"host": os.uname().nodename, "pid": os.getpid(), "claimed_at": iso_time(time.time()),
+                               "slurm_job_id": os.environ.get("SLURM_JOB_ID")})
+            result = self.board.claim(simulation.name, simulation.n_segments, holder, info,
+                                      self.campaign.may_migrate(simulation), self.campaign.site,
+                                      tuple(sorted(view.dead)))
+            if result.outcome != "claimed":
+                log.info("slot %d: %s not taken (%s %s)", slot.index, simulation.name, result.outcome, result.detail)
+                continue
+            self.tried.add(simulation.name)
+            adopt_records(self.store, simulation.name, result.done, self.campaign.scratch_here, self.root)
+            log.info("slot %d: claimed %s (claim %s) at segment %d of %d", slot.index, simulation.name,
+                     result.lease.generation, result.done, simulation.n_segments)
+            return Member(simulation.system, simulation.replica, simulation.n_segments, simulation.protocol.record(),
+                          simulation.seed, lease=result.lease, frame_interval_ps=simulation.protocol.frame_interval_ps)
+        return None
+
+    def finish(self, member: Member) -> None:
+        if member.state == "lost":
+            return
+        try:
+            self.board.release(member.lease, failed=member.state == "failed")
+            log.info("released %s (%s)", member.name, member.state)
+        except Exception as error:  # noqa: BLE001 - the claim then expires by itself
+            log.warning("could not release %s (%s); it is free again after the lease time", member.name, error)
+
+    def holds(self, member: Member) -> bool:
+        try:
+            return not self.board.renew([member.lease])
+        except Exception:  # noqa: BLE001 - unreachable: publishing checks the claim again
+            return True
+
+
+def adopt_records(store: Store, simulation: str, done: int, scratch: str, root: Path | str = ".") -> None:
+    """Make this site's records of a claimed simulation match the store: the manifests
+    of its first ``done`` segments (written by whichever site ran them), so that
+    staging, fetching and the analysis find them here; and drop scratch folders of
+    segments already in the store (left by an earlier claim here)."""
+    root = Path(root)
+    system, replica = simulation.rsplit("/r", 1)
+    local = root / layout.RESULTS / "sims" / simulation
+    if done > 0 and layout.segments_fetched(system, replica, done, str(root)) < done:
+        source = _store_sim(store, simulation, root)
+        for segment in range(done):
+            record = root / layout.segment_record(system, replica, segment)
+            if record.exists():
+                continue
+            manifest = json.loads((source / "segments" / layout.segment_name(segment) / "manifest.json").read_text())
+            atomic_write_text(record, manifest_file_text(manifest))
+            atomic_write_text(root / layout.segment_marker(system, replica, segment),
+                              json.dumps({"fetched_at": manifest["fetched_at"]}) + "\n")
+        log.info("%s: took the records of %d segments from the store into %s", simulation, done, local)
+    for segment in range(done):
+        shutil.rmtree(root / layout.fill(f"{scratch}/{layout.SCRATCH_SEGMENT}", system=system, replica=replica,
+                                         segment=layout.segment_name(segment)), ignore_errors=True)
+
+
+def _store_sim(store: Store, simulation: str, root: Path) -> Path:
+    if isinstance(store, LocalStore):
+        return store.root / f"sims/{simulation}"
+    cache = root / ".snakemake" / "mdcampaign" / "manifests" / simulation
+    return store.collect(f"sims/{simulation}", "manifest.json", cache)
+
+
+def await_work(campaign: Campaign, store: Store, digest_dir: Path, worker: int, output: Path) -> dict:
+    """Wait until this worker should pull (claimable work beyond what the site's other
+    pulling jobs will take) or the site is done (everything it may run is complete),
+    looking at the store every ``pulling.poll_seconds``. Writes and returns the
+    decision: {"next": "pull" | "done", ...}."""
+    import fcntl
+
+    board = claim_board(campaign, store)
+    slots = max(1, campaign.packing.slots if campaign.packing.enabled else 1)
+    waited_since = time.time()
+    announced = False
+    while True:
+        listing = board.listing()
+        view = SiteView(campaign, listing, frozenset(dead_holders(listing)))
+        unfinished = view.unfinished()
+        lock_file = digest_dir / ".decide.lock"
+        lock_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock_file, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # the site's workers decide one at a time
+            decision = None
+            if not unfinished:
+                given_up = [s.name for s in campaign.share if view.given_up(s)]
+                decision = {"next": "done", "given_up": given_up}
+            else:
+                preferred = view.preferred()
+                pulling = pending_pulls(digest_dir, exclude=worker)
+                if len(preferred) > pulling * slots:
+                    decision = {"next": "pull", "claimable": len(preferred), "other_jobs_pulling": pulling}
+            if decision is not None:
+                decision.update(worker=worker, decided_at=iso_time(time.time()),
+                                waited_seconds=round(time.time() - waited_since, 1), unfinished=len(unfinished))
+                atomic_write_text(output, json.dumps(decision, indent=2) + "\n")
+                return decision
+        if not announced:
+            held = {s.name: view.listing.of(s.name).holder for s in unfinished if view.held(s)}
+            log.info("nothing to take now: %d unfinished simulations, %d held by running jobs (%s); looking again "
+                     "every %.0f s", len(unfinished), len(held), ", ".join(sorted(set(held.values())))[:300],
+                     campaign.pulling.poll_seconds)
+            announced = True
+        time.sleep(campaign.pulling.poll_seconds)
+
+
+def pending_pulls(digest_dir: Path, exclude: int | None = None) -> int:
+    """This site's pull jobs asked for and not finished (from its await and pull records)."""
+    count = 0
+    for worker_dir in digest_dir.glob("w*"):
+        if exclude is not None and worker_dir.name == f"w{exclude}":
+            continue
+        for decision in worker_dir.glob("*.await.json"):
+            try:
+                wants_pull = json.loads(decision.read_text()).get("next") == "pull"
+            except (OSError, ValueError):
+                continue
+            if wants_pull and not decision.with_name(decision.name.replace(".await.", ".pull.")).exists():
+                count += 1
+    return count

@@ -36,14 +36,15 @@ def campaign_digest(campaign: Campaign) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def dead_holders(listing: Listing, host: str | None = None) -> set[str]:
-    """Holders on this host whose process is gone (a killed job): their claims need not
-    wait for the lease time. Holders elsewhere cannot be checked from here."""
+def dead_holders(listing: Listing, site: str, host: str | None = None) -> set[str]:
+    """This site's holders on this host whose process is gone (a killed job, a run
+    interrupted by a reboot): the site takes their claims back at once instead of
+    waiting for the lease time. Other sites' claims always wait for it."""
     host = host or socket.gethostname().split(".")[0]
     dead = set()
     for claims in listing.simulations.values():
         job = claims.holder_job
-        if not job or claims.ended:
+        if not job or claims.ended or claims.holder_site != site:
             continue
         who = job.split(".s", 1)[0]
         owner, _, pid = who.rpartition("-")

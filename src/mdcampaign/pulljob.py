@@ -15,6 +15,7 @@ from pathlib import Path
 from . import layout
 from .campaign import Campaign
 from .claims import ClaimBoard, holder_name
+from .errors import TransferError
 from .files import atomic_write_text
 from .packing import Claimer, Member
 from .pulling import SiteView, dead_holders
@@ -33,7 +34,7 @@ def claim_board(campaign: Campaign, store: Store) -> ClaimBoard:
 def site_view(campaign: Campaign, store: Store) -> SiteView:
     """This site's view of the campaign now: one listing of the store's claims."""
     listing = claim_board(campaign, store).listing()
-    return SiteView(campaign, listing, frozenset(dead_holders(listing)))
+    return SiteView(campaign, listing, frozenset(dead_holders(listing, campaign.site)))
 
 
 class StoreClaimer(Claimer):
@@ -48,7 +49,7 @@ class StoreClaimer(Claimer):
 
     def next(self, slot: Slot) -> Member | None:
         listing = self.board.listing()
-        view = SiteView(self.campaign, listing, frozenset(dead_holders(listing)))
+        view = SiteView(self.campaign, listing, frozenset(dead_holders(listing, self.campaign.site)))
         for simulation in view.preferred():
             if simulation.name in self.tried:
                 continue
@@ -131,8 +132,13 @@ def await_work(campaign: Campaign, store: Store, digest_dir: Path, worker: int, 
     waited_since = time.time()
     announced = False
     while True:
-        listing = board.listing()
-        view = SiteView(campaign, listing, frozenset(dead_holders(listing)))
+        try:
+            listing = board.listing()
+        except TransferError as error:  # the store may come back: the site's work is not done
+            log.warning("cannot read the claims (%s); trying again in %.0f s", error, campaign.pulling.poll_seconds)
+            time.sleep(campaign.pulling.poll_seconds)
+            continue
+        view = SiteView(campaign, listing, frozenset(dead_holders(listing, campaign.site)))
         unfinished = view.unfinished()
         lock_file = digest_dir / ".decide.lock"
         lock_file.parent.mkdir(parents=True, exist_ok=True)

@@ -109,8 +109,8 @@ def preferred_order(site: Site, claimable: list[Work], sites: list[Site], live: 
     for a large simulation started last). A simulation is left alone when a live site
     would run it ``LEAVE_TO_FASTER`` times faster and has a free slot (``free``: site ->
     slots not holding a lease): this site leaves the simulations it is least suited
-    to, up to the free slots of the faster sites; those start there about as soon and
-    finish much sooner. Deterministic: ties go by name.
+    to, and among those the largest, up to the free slots of the faster sites; those
+    start there about as soon and finish much sooner. Deterministic: ties go by name.
     """
     speeds = speeds or {}
     alive = [s for s in sites if s.name in live or s.name == site.name]
@@ -118,18 +118,20 @@ def preferred_order(site: Site, claimable: list[Work], sites: list[Site], live: 
     for work in claimable:
         here = days(work, site, speeds)
         fastest = min(days(work, other, speeds) for other in alive)
-        ranked.append((here / fastest if fastest > 0 else 1.0, -work.ns * work.size, work.name, work))
+        # rounded: equal speed ratios must compare equal whatever the floating-point noise
+        ranked.append((round(here / fastest, 6) if fastest > 0 else 1.0, -work.ns * work.size, work.name, work))
     ranked.sort(key=lambda item: item[:3])
     others = [s for s in alive if s.name != site.name]
 
     def faster_site(work: Work) -> bool:
         return any(days(work, site, speeds) >= LEAVE_TO_FASTER * days(work, other, speeds) for other in others)
 
-    # the faster sites' free slots, each filled with what this site is least suited to
+    # the faster sites' free slots, each filled with what this site is least suited to,
+    # the largest first (a slow site should not be the one to run the largest)
     budget = sum(free.get(other.name, 0) for other in others
                  if any(days(w, site, speeds) >= LEAVE_TO_FASTER * days(w, other, speeds) for w in claimable))
-    leavable = [work for *_, work in ranked if faster_site(work)]
-    left = {work.name for work in leavable[len(leavable) - min(budget, len(leavable)):]}
+    leavable = sorted((item for item in ranked if faster_site(item[3])), key=lambda item: (-item[0], item[1], item[2]))
+    left = {item[2] for item in leavable[:budget]}
     return [work for *_, work in ranked if work.name not in left]
 
 

@@ -432,12 +432,13 @@ def pull_inputs(wildcards):
     if not workflow.is_main_process:
         return inputs
     per_worker = 2 * (PACKING.slots if PACKING.enabled else 1)
-    unstarted = [
-        sim
-        for sim in planning_view().preferred()
-        if planning_view().listing.of(sim.name).done == 0
-    ]
+    view = planning_view()
+    unstarted = [sim for sim in view.preferred() if view.listing.of(sim.name).done == 0]
     start = int(wildcards.worker) * per_worker
+    if start >= len(
+        unstarted
+    ):  # fewer waiting than this worker's slice: the first ones
+        start = 0
     inputs["setups"] = sorted(
         {
             layout.fill(f"{layout.SETUP_DIR}/setup.json", system=sim.system)

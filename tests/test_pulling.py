@@ -1,0 +1,191 @@
+"""Pulling work across sites: claims on the store (exclusive, leased, taken over,
+guarded), the preference rule, and a site's view, on a real local store with real
+processes. Sites running real campaigns against one store over real SSH are in
+test_pulling_ssh.py."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import STRUCTURES, write_campaign
+from mdcampaign.claims import MAX_FAILURES, ClaimBoard
+from mdcampaign.errors import TransferError
+from mdcampaign.pulling import SiteView, dead_holders
+from mdcampaign.sites import Site, Work, preferred_order
+from mdcampaign.store import LocalStore
+
+LEASE = 12.0  # seconds: the shortest that keeps renewals (every 2 s) well inside it
+
+
+def board(root: Path, lease: float = LEASE) -> ClaimBoard:
+    return ClaimBoard(LocalStore(root), lease)
+
+
+def _claim_in_process(args) -> str:
+    root, holder = args
+    return board(Path(root)).claim("sys/r1", 3, holder, "{}").outcome
+
+
+def test_of_many_processes_claiming_at_once_exactly_one_wins(tmp_path):
+    holders = [(str(tmp_path), f"site{i % 3}+host-{i}.s0") for i in range(12)]
+    with multiprocessing.get_context("spawn").Pool(6) as pool:
+        outcomes = pool.map(_claim_in_process, holders)
+    assert outcomes.count("claimed") == 1, outcomes
+    assert set(outcomes) <= {"claimed", "held", "lost"}  # lost: it tried the same new claim at once
+    listing = board(tmp_path).listing()
+    assert listing.of("sys/r1").holder == holders[outcomes.index("claimed")][1]
+
+
+def test_an_expired_claim_is_taken_over_and_its_old_holder_cannot_publish(tmp_path):
+    store = LocalStore(tmp_path)
+    claims = board(tmp_path)
+    first = claims.claim("sys/r1", 3, "alpha+host-1.s0").lease
+    assert claims.claim("sys/r1", 3, "beta+host-2.s0").outcome == "held"
+    assert claims.renew([first]) == set()
+    time.sleep(LEASE + 1.5)  # no renewal: the claim expires (by the store's clock)
+    second = claims.claim("sys/r1", 3, "beta+host-2.s0")
+    assert second.outcome == "claimed" and second.lease.generation > first.generation
+    # the old holder comes back: it has lost, and its segment never reaches the store
+    assert claims.renew([first]) == {first}
+    segment = tmp_path / "made"
+    segment.mkdir()
+    (segment / "trajectory.xtc").write_bytes(b"old holder's frames")
+    with pytest.raises(TransferError, match="lease lost: another site took over sys/r1"):
+        store.put_directory({"trajectory.xtc": segment / "trajectory.xtc"}, "sims/sys/r1/segments/0000",
+                            guard=claims.guard_script(first))
+    assert not (tmp_path / "sims/sys/r1/segments/0000").exists()
+    assert not list((tmp_path / "sims/sys/r1/segments").iterdir()), "no partial copy left behind"
+    # the new holder publishes
+    store.put_directory({"trajectory.xtc": segment / "trajectory.xtc"}, "sims/sys/r1/segments/0000",
+                        guard=claims.guard_script(second.lease))
+    assert (tmp_path / "sims/sys/r1/segments/0000/trajectory.xtc").exists()
+    # releasing a lost claim changes nothing; the holder's own release frees the simulation
+    claims.release(first)
+    assert claims.listing().of("sys/r1").ended is None
+    claims.release(second.lease)
+    assert claims.listing().of("sys/r1").ended == "released"
+    assert claims.claim("sys/r1", 3, "alpha+host-1.s0").outcome == "claimed"
+
+
+def test_claims_count_the_segments_in_the_store_not_the_listing(tmp_path):
+    claims = board(tmp_path)
+    for segment in ("0000", "0001"):
+        folder = tmp_path / "sims/sys/r1/segments" / segment
+        folder.mkdir(parents=True)
+        (folder / "manifest.json").write_text("{}")
+    result = claims.claim("sys/r1", 3, "alpha+host-1.s0")
+    assert (result.outcome, result.done) == ("claimed", 2)
+    claims.release(result.lease)
+    (tmp_path / "sims/sys/r1/segments/0002").mkdir()
+    (tmp_path / "sims/sys/r1/segments/0002/manifest.json").write_text("{}")
+    assert claims.claim("sys/r1", 3, "beta+host-2.s0").outcome == "claimed", "complete only once analyzed"
+    analysis = tmp_path / "sims/sys/r1/analysis/0003"
+    analysis.mkdir(parents=True)
+    (analysis / "analysis.json").write_text("{}")
+    time.sleep(LEASE + 1.5)
+    assert claims.claim("sys/r1", 3, "alpha+host-1.s0").outcome == "complete"
+    assert claims.listing().of("sys/r1").done == 3
+
+
+def test_a_simulation_that_keeps_failing_is_given_up(tmp_path):
+    claims = board(tmp_path)
+    for attempt in range(MAX_FAILURES):
+        result = claims.claim("sys/r1", 2, f"alpha+host-{attempt}.s0")
+        assert result.outcome == "claimed"
+        claims.release(result.lease, failed=True)
+    assert claims.claim("sys/r1", 2, "beta+host-9.s0").outcome == "failed"
+    assert claims.listing().of("sys/r1").failures == MAX_FAILURES
+
+
+def test_a_started_simulation_stays_on_its_site_when_it_may_not_migrate(tmp_path):
+    claims = board(tmp_path)
+    first = claims.claim("sys/r1", 2, "alpha+host-1.s0", site="alpha").lease
+    assert claims.published(first, 1, "alpha", 100.0)
+    claims.release(first)
+    refused = claims.claim("sys/r1", 2, "beta+host-2.s0", migrate=False, site="beta")
+    assert (refused.outcome, refused.detail) == ("pinned", "alpha")
+    assert claims.claim("sys/r1", 2, "alpha+host-1.s0", migrate=False, site="alpha").outcome == "claimed"
+
+
+def test_a_killed_job_of_this_site_on_this_host_is_taken_back_at_once(tmp_path):
+    claims = board(tmp_path, lease=600)
+    dead = subprocess.Popen(["sleep", "0"])
+    dead.wait()
+    host = "thishost"
+    claims.claim("sys/r1", 2, f"alpha+{host}-{dead.pid}.s0")
+    claims.claim("sys/r2", 2, f"beta+{host}-{dead.pid}.s0")
+    listing = claims.listing()
+    assert dead_holders(listing, "alpha", host) == {f"alpha+{host}-{dead.pid}.s0"}
+    assert claims.claim("sys/r1", 2, "alpha+thishost-1.s0", dead=(f"alpha+{host}-{dead.pid}.s0",)).outcome == "claimed"
+    # another site's claim waits for its lease, wherever its holder ran
+    assert dead_holders(listing, "alpha", host) == {f"alpha+{host}-{dead.pid}.s0"}
+    assert claims.claim("sys/r2", 2, "alpha+thishost-1.s0").outcome == "held"
+
+
+def test_lease_ages_come_from_the_store_clock(tmp_path):
+    claims = board(tmp_path)
+    claims.claim("sys/r1", 2, "alpha+host-1.s0")
+    listing = claims.listing()
+    stamp = (tmp_path / "claims/.clock").stat().st_mtime
+    assert listing.now == pytest.approx(int(stamp), abs=1)
+    assert 0 <= listing.of("sys/r1").age < 3
+
+
+# -- the preference rule ------------------------------------------------------------
+
+SITES = [Site("workstation", 300.0, 2), Site("stampede", 40.0, 40), Site("frontera", 200.0, 16)]
+
+
+def test_a_slow_site_leaves_the_largest_to_faster_sites_with_room_and_takes_the_rest_largest_first():
+    works = [Work(f"s{i}/r1", f"s{i}", 100.0, 0.5 + i) for i in range(10)]
+    everyone = {"workstation", "frontera"}
+    alone = preferred_order(SITES[1], works, SITES, live=set(), free={})
+    assert [w.name for w in alone] == [w.name for w in sorted(works, key=lambda w: -w.size)]
+    crowded = preferred_order(SITES[1], works, SITES, live=everyone, free={"workstation": 2, "frontera": 3})
+    assert len(crowded) == 5, "the 5 free slots of faster sites get 5 simulations"
+    assert [w.name for w in crowded] == [w.name for w in alone][5:], "the largest are left to the faster sites"
+    full = preferred_order(SITES[1], works, SITES, live=everyone, free={"workstation": 0, "frontera": 0})
+    assert len(full) == 10, "with no room elsewhere, the slow site takes everything"
+    # the fastest site never leaves anything
+    assert len(preferred_order(SITES[0], works, SITES, live=everyone, free={"frontera": 16})) == 10
+
+
+def test_measured_speeds_decide_which_site_a_system_suits():
+    works = [Work("big/r1", "big", 10.0, 1.0), Work("small/r1", "small", 10.0, 1.0)]
+    sites = [Site("gpu", 100.0, 1), Site("cpu", 100.0, 1)]
+    speeds = {("gpu", "big"): 500.0, ("gpu", "small"): 100.0, ("cpu", "big"): 100.0, ("cpu", "small"): 100.0}
+    order = preferred_order(sites[1], works, sites, live={"gpu"}, free={"gpu": 1}, speeds=speeds)
+    assert [w.name for w in order] == ["small/r1"], "the CPU site leaves the system the GPU runs 5x faster"
+
+
+# -- a site's view --------------------------------------------------------------------
+
+def test_a_sites_view_follows_pins_claims_and_completion(tmp_path):
+    from mdcampaign.campaign import load_campaign
+
+    import yaml
+
+    systems = [{"id": "ala", "structure": STRUCTURES / "alanine-dipeptide.pdb", "replicas": 3},
+               {"id": "mine", "structure": STRUCTURES / "alanine-dipeptide.pdb", "replicas": 1, "site": "beta"}]
+    sites = {"alpha": {"ns_per_day": 100, "capacity": 1}, "beta": {"ns_per_day": 100, "capacity": 1}}
+    directory = write_campaign(tmp_path / "c", systems=systems, sites=sites, site="alpha", store=str(tmp_path / "s"))
+    campaign = load_campaign(yaml.safe_load((directory / "config/config.yaml").read_text()), base_dir=directory)
+    claims = board(tmp_path / "s", campaign.pulling.lease_seconds)
+    held = claims.claim("ala/r1", 2, "beta+elsewhere-1.s0").lease
+    view = SiteView(campaign, claims.listing())
+    assert [s.name for s in view.unfinished()] == ["ala/r1", "ala/r2", "ala/r3"], "mine/r1 is pinned to beta"
+    assert [s.name for s in view.claimable()] == ["ala/r2", "ala/r3"]
+    assert view.live_sites() == {"beta": 1}
+    claims.published(held, 2, "beta", 250.0)
+    claims.published(held, 2, "beta", analyzed=True)
+    view = SiteView(campaign, claims.listing())
+    assert [s.name for s in view.unfinished()] == ["ala/r2", "ala/r3"]
+    assert view.measured_speeds() == {("beta", "ala"): 250.0}
+    record = json.loads(json.dumps(view.listing.of("ala/r1").__dict__))
+    assert record["holder"] == "beta+elsewhere-1.s0" and record["analyzed"] == 2

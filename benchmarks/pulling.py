@@ -1,45 +1,52 @@
 """Pulling work across sites (issue 17): a discrete-event simulation of one campaign
 spread over three sites, today's static assignment against pulling, both against a
-lower bound. No MD runs; only `mdcampaign.sites` is used.
+lower bound. No MD runs; the decisions are `mdcampaign.sites`' own.
 
     python benchmarks/pulling.py [--seeds 5] [--simulations 500]
 
-The model, in days:
+The model (times in days):
 
 - Campaign: --simulations simulations of 10 segments each, 50, 100 or 200 ns in all
   (equally likely), system size factor log-uniform in 0.3-3; work = ns x size. The
-  campaign of seed s is drawn from random.Random(s); seeds 1..--seeds.
-- Sites: a workstation (300 ns/day per simulation, 2 slots, no queue, always up),
-  stampede (40 ns/day, 5 batch jobs x 8 slots) and frontera (200 ns/day, 4 jobs x 4
-  slots). A simulation runs at the site's ns/day / size (`sites.days`).
-- Batch jobs: each job stream (stampede 5, frontera 4) submits a job, which waits in
-  the queue a lognormal time (median 2 h on stampede, 6 h on frontera; sigma 1.2 and
-  1.0, so a day or two now and then; capped at 3 days), then runs until its 48 h wall
-  time or until none of its slots has anything to do, and is submitted again while
-  there is work left for it. The k-th job of a stream waits the k-th draw of that
-  stream's own generator in every policy and in the bound, so all see the same queue.
+  campaign of seed s is drawn from random.Random(s), seeds 1 to --seeds.
+- Sites: a workstation (300 ns/day per simulation, 1 job of 2 slots, no queue, no
+  wall time, always up), stampede (40 ns/day, 5 workers of 8-slot jobs) and frontera
+  (200 ns/day, 4 workers of 4-slot jobs). A simulation runs at the site's ns/day /
+  size (`sites.days`), the speed the rule is given too (no measurement noise).
+- Jobs, as the `pull` and `await_work` rules run them (in both policies): each worker
+  waits until its site has more simulations to take than its other workers' queued
+  and running jobs have slots, then submits a job (looking at every event, where the
+  rule looks every minute; setting up systems is not modelled). A batch job waits in the queue a lognormal time
+  (median 2 h on stampede, 6 h on frontera; sigma 1.2 and 1.0, so a day or two now and
+  then; capped at 3 days) and runs until its 48 h wall time or until every slot has
+  found nothing to take: a slot takes a simulation, runs it to its end, takes the
+  next, and stops for the rest of the job when there is none. The k-th job of a worker
+  waits the k-th draw of that worker's own generator in both policies and the bound.
 - Scenario "frontera down": frontera runs and starts no job from day 2 to day 3; its
-  running jobs are killed at day 2 (jobs due to start meanwhile start at day 3).
-- A slot keeps a simulation until it finishes or the job ends; then the simulation is
-  kept at its last finished segment (the current segment's progress is lost) and can
-  be claimed again: at once after a job's end, 30 minutes (the lease) after a kill.
-  Idle slots claim at every event, sites in the order above.
+  running jobs are killed at day 2 (jobs due to start meanwhile start at day 3), their
+  claims held until the 30-minute lease expires.
+- A job's end (wall time or kill) leaves each simulation it ran at its last finished
+  segment; the current segment's progress is a checkpoint in that site's scratch,
+  which the same site resumes and any other site redoes (counted as "redone").
 - STATIC: `assign(works, sites, largest_first=True)` binds every simulation to one
-  site in advance; a site's slots take only its own simulations, largest first.
-- PULLING: a free slot takes the first of `preferred_order(site, claimable, sites,
-  live, free)`, claimable = neither running, finished nor leased; live = sites with a
-  running job; free = idle slots of each live site. An empty list leaves it idle.
-- LOWER BOUND: the availability integrated is that of job streams that never run out
-  of work: the same queue-wait draws, every job running its full wall time (killed at
-  day 2 on frontera in that scenario), the workstation always. The bound is the time at
-  which that availability, at each site's ns/day per slot in work units, adds up to the
-  campaign's work, or the longest simulation alone on the fastest site if later. It
-  ignores segments lost at job ends, leases and that a simulation runs in one slot at a
-  time, so no policy reaches it; it is exact only for the availability it integrates
-  (a policy whose jobs end early re-queues them at other times than these streams).
+  site in advance; a site's slots take only its own simulations, largest first (more
+  freedom than today's packed jobs have: each of those runs a batch fixed in advance).
+- PULLING: a slot takes the first of `preferred_order(site, claimable, sites, live,
+  free)` as `pulling.SiteView` calls it: claimable = neither running, finished nor
+  under an unexpired lease; live = sites holding claims; free = each site's capacity
+  minus the claims it holds (queued jobs' slots count as free).
+- LOWER BOUND: the availability integrated is that of workers that never run out of
+  work: the same queue-wait draws, every job running its full wall time (killed at day
+  2 on frontera in that scenario), the workstation always. The bound is the day at
+  which that availability, at each site's ns/day per slot, adds up to the campaign's
+  work, or the longest simulation alone on the fastest site if later. It ignores
+  redone segments, leases and that a simulation runs in one slot at a time, so no
+  policy reaches it; and it holds only for the availability it integrates (a policy
+  whose jobs end early queues its next ones at other times than these workers do).
 
 Prints, per scenario, a Markdown table of the campaign's finish (days) per seed and the
-median (min-max) over seeds, and where pulling's last simulation ran.
+median (min-max) over seeds, with pulling's redone work (% of the campaign's) and where
+its last simulation ran.
 """
 
 from __future__ import annotations
@@ -60,22 +67,22 @@ SITES = [Site("workstation", 300.0, 2), Site("stampede", 40.0, 40), Site("fronte
 
 @dataclass(frozen=True)
 class Batch:
-    jobs: int
     slots: int
-    queue_median: float  # days
-    queue_sigma: float
+    queue_median: float = 0.0  # days; 0: no queue
+    queue_sigma: float = 0.0
+    wall_time: float = math.inf
 
 
-BATCH = {"stampede": Batch(5, 8, 2 / 24, 1.2), "frontera": Batch(4, 4, 6 / 24, 1.0)}
-WALL_TIME = 2.0
+# per site: slots of one job; workers = capacity / slots, as pulling.workers() counts them
+BATCH = {"workstation": Batch(2), "stampede": Batch(8, 2 / 24, 1.2, 2.0), "frontera": Batch(4, 6 / 24, 1.0, 2.0)}
 QUEUE_CAP = 3.0
 LEASE = 0.5 / 24
 SEGMENTS = 10
 NS = (50, 100, 200)
 SIZES = (0.3, 3.0)
 SCENARIOS = {"all sites up": None, "frontera down from day 2 to day 3": ("frontera", 2.0, 3.0)}
-# at one moment, simulation finishes before job ends (a segment ending at the wall time counts) before job starts
-FINISH, END, DOWN, START, LEASED = range(5)
+# Events at one moment: a simulation finishing at its job's wall time finishes; starts come last.
+FINISH, END, DOWN, LEASED, START = range(5)
 
 
 def campaign(seed: int, simulations: int) -> list[Work]:
@@ -84,24 +91,26 @@ def campaign(seed: int, simulations: int) -> list[Work]:
                  math.exp(rng.uniform(math.log(SIZES[0]), math.log(SIZES[1])))) for i in range(simulations)]
 
 
+def workers(site: Site) -> int:
+    return math.ceil(site.capacity / BATCH[site.name].slots)
+
+
 class Queues:
-    """Queue waits per job stream, the k-th draw the same whoever asks first."""
+    """Queue waits per worker; the k-th draw is the same whoever asks for it first."""
 
     def __init__(self, seed: int):
         self.seed = seed
-        self.draws: dict[tuple[str, int], list[float]] = {}
+        self.draws: dict[tuple[str, int], tuple[random.Random, list[float]]] = {}
 
-    def wait(self, site: str, stream: int, number: int) -> float:
-        draws = self.draws.setdefault((site, stream), [])
-        if not draws:
-            self.draws[(site, stream, "rng")] = random.Random(f"{self.seed}:{site}:{stream}")
-        rng, batch = self.draws[(site, stream, "rng")], BATCH[site]
+    def start(self, site: str, worker: int, number: int, submitted: float, outage) -> float:
+        """When the worker's job number ``number``, submitted then, starts."""
+        batch = BATCH[site]
+        if not batch.queue_median:
+            return submitted
+        rng, draws = self.draws.setdefault((site, worker), (random.Random(f"{self.seed}:{site}:{worker}"), []))
         while len(draws) <= number:
             draws.append(min(QUEUE_CAP, rng.lognormvariate(math.log(batch.queue_median), batch.queue_sigma)))
-        return draws[number]
-
-    def start(self, site: str, stream: int, number: int, submitted: float, outage) -> float:
-        start = submitted + self.wait(site, stream, number)
+        start = submitted + draws[number]
         if outage and outage[0] == site and outage[1] <= start < outage[2]:
             start = outage[2]
         return start
@@ -110,29 +119,33 @@ class Queues:
 @dataclass(eq=False)
 class Sim:
     work: Work
-    site: str | None = None  # STATIC only
+    site: str | None = None  # STATIC: where it runs
     done: int = 0  # segments finished
+    checkpoint: tuple[str, float] | None = None  # (site, part of the next segment done there)
     slot: Slot | None = None
-    claimable_from: float = 0.0
+    lease: tuple[str, float] | None = None  # (site, expiry) of a killed job's claim
     finished: float | None = None
     ran_on: list = field(default_factory=list)  # (site, day claimed)
 
     def remaining(self) -> Work:
+        """What the claims show: the segments finished, not the checkpoints."""
         return replace(self.work, ns=self.work.ns * (SEGMENTS - self.done) / SEGMENTS)
 
 
 @dataclass(eq=False)
 class Slot:
+    job: Job
     sim: Sim | None = None
     since: float = 0.0
+    progress: float = 0.0  # segments of its simulation finished or checkpointed when it took it
+    stopped: bool = False
 
 
 @dataclass(eq=False)
 class Job:
     site: Site
-    stream: int
-    number: int
-    slots: list[Slot]
+    worker: int
+    slots: list[Slot] = field(default_factory=list)
     running: bool = False
 
 
@@ -147,111 +160,145 @@ class Run:
         self.now = 0.0
         self.events: list = []
         self.order = itertools.count()
-        self.jobs: list[Job] = []
-        for site in SITES:
-            if site.name in BATCH:
-                for stream in range(BATCH[site.name].jobs):
-                    self.submit(site, stream, 0)
-            else:
-                self.push(0.0, START, Job(site, 0, 0, [Slot() for _ in range(site.capacity)]))
+        self.jobs: list[Job] = []  # running
+        self.pending: dict[tuple[str, int], Job | None] = {(s.name, w): None for s in SITES for w in range(workers(s))}
+        self.submitted = {key: 0 for key in self.pending}
+        self.redone = 0.0  # work units of checkpoints left behind by simulations that moved
         if outage:
             self.push(outage[1], DOWN, outage[0])
 
     def push(self, time: float, kind: int, what) -> None:
         heapq.heappush(self.events, (time, kind, next(self.order), what))
 
-    def submit(self, site: Site, stream: int, number: int) -> None:
-        start = self.queues.start(site.name, stream, number, self.now, self.outage)
-        job = Job(site, stream, number, [Slot() for _ in range(BATCH[site.name].slots)])
-        self.push(start, START, job)
-        self.push(start + WALL_TIME, END, job)
+    def segment_days(self, sim: Sim, site: Site) -> float:
+        return days(replace(sim.work, ns=sim.work.ns / SEGMENTS), site, {})
 
-    def unfinished(self, site: Site) -> bool:
-        return any(sim.finished is None and (self.pulling or sim.site == site.name) for sim in self.sims)
+    def held(self, sim: Sim) -> str | None:
+        """The site holding a claim on it, if any."""
+        if sim.slot:
+            return sim.slot.job.site.name
+        return sim.lease[0] if sim.lease and sim.lease[1] > self.now else None
 
-    def stop(self, job: Job, claimable_from: float) -> None:
+    def preferred(self, site: Site) -> list[Sim]:
+        claimable = [sim for sim in self.sims if sim.finished is None and self.held(sim) is None
+                     and (self.pulling or sim.site == site.name)]
+        if not self.pulling:
+            return sorted(claimable, key=lambda sim: (-sim.work.ns * sim.work.size, sim.work.name))
+        holding: dict[str, int] = {}
+        for sim in self.sims:
+            if (holder := self.held(sim)) is not None:
+                holding[holder] = holding.get(holder, 0) + 1
+        free = {other.name: max(0, other.capacity - holding.get(other.name, 0)) for other in SITES}
+        by_name = {sim.work.name: sim for sim in claimable}
+        # what the claims tell: the site that released a simulation mid-segment can resume it
+        resumable = frozenset(sim.work.name for sim in claimable if sim.checkpoint and sim.checkpoint[0] == site.name)
+        elsewhere = {sim.work.name: sim.checkpoint[0] for sim in claimable
+                     if sim.checkpoint and sim.checkpoint[0] != site.name and sim.checkpoint[0] in holding}
+        order = preferred_order(site, [sim.remaining() for sim in claimable], SITES, set(holding), free,
+                                resumable=resumable, elsewhere=elsewhere)
+        return [by_name[work.name] for work in order]
+
+    def take(self, slot: Slot) -> None:
+        """The slot takes the site's first preferred simulation, or stops for the rest of the job."""
+        site = slot.job.site
+        choice = self.preferred(site)
+        if not choice:
+            slot.stopped = True
+            if all(other.stopped for other in slot.job.slots):
+                self.end(slot.job, killed=False)
+            return
+        sim = choice[0]
+        if sim.checkpoint and sim.checkpoint[0] != site.name:
+            self.redone += sim.checkpoint[1] * sim.work.ns / SEGMENTS * sim.work.size
+        part = sim.checkpoint[1] if sim.checkpoint and sim.checkpoint[0] == site.name else 0.0
+        slot.sim, slot.since, slot.progress, sim.slot, sim.lease = sim, self.now, sim.done + part, slot, None
+        sim.ran_on.append((site.name, self.now))
+        self.push(self.now + (SEGMENTS - slot.progress) * self.segment_days(sim, site), FINISH, (slot, sim))
+
+    def end(self, job: Job, killed: bool) -> None:
+        """The job ends; its simulations are left at their last segment, a killed job's
+        still claimed until the lease expires."""
         job.running = False
         self.jobs.remove(job)
+        self.pending[(job.site.name, job.worker)] = None
         for slot in job.slots:
-            if slot.sim:
-                segment = days(replace(slot.sim.work, ns=slot.sim.work.ns / SEGMENTS), job.site, {})
-                slot.sim.done += int((self.now - slot.since) / segment + 1e-9)
-                slot.sim.slot, slot.sim.claimable_from, slot.sim = None, claimable_from, None
-                if claimable_from > self.now:
-                    self.push(claimable_from, LEASED, None)
-        if self.unfinished(job.site):
-            self.submit(job.site, job.stream, job.number + 1)
+            sim = slot.sim
+            if sim is None:
+                continue
+            progress = slot.progress + (self.now - slot.since) / self.segment_days(sim, job.site)
+            sim.done = int(progress + 1e-9)
+            sim.checkpoint = (job.site.name, progress - sim.done) if progress - sim.done > 1e-9 else None
+            sim.slot, slot.sim = None, None
+            if killed:
+                sim.lease = (job.site.name, self.now + LEASE)
+                self.push(self.now + LEASE, LEASED, None)
 
-    def claim(self, site: Site, live: set[str], free: dict[str, int]) -> Sim | None:
-        claimable = [sim for sim in self.sims if sim.finished is None and sim.slot is None
-                     and sim.claimable_from <= self.now and (self.pulling or sim.site == site.name)]
-        if not claimable:
-            return None
-        if not self.pulling:
-            return max(claimable, key=lambda sim: (sim.work.ns * sim.work.size, sim.work.name))
-        by_name = {sim.work.name: sim for sim in claimable}
-        order = preferred_order(site, [sim.remaining() for sim in claimable], SITES, live, free)
-        return by_name[order[0].name] if order else None
-
-    def fill(self) -> None:
-        """Every idle slot claims; a batch job none of whose slots has work ends."""
+    def submit_waiting(self) -> None:
+        """Each idle worker submits a job when its site has more to take than its other
+        workers' jobs have slots (`await_work`)."""
         for site in SITES:
-            for job in [job for job in self.jobs if job.site is site]:
-                for slot in job.slots:
-                    if slot.sim:
-                        continue
-                    live = {other.site.name for other in self.jobs}
-                    free = {name: sum(idle.sim is None for other in self.jobs if other.site.name == name
-                                      for idle in other.slots) for name in live}
-                    sim = self.claim(site, live, free)
-                    if sim is None:
-                        break  # nothing changed for this site's other slots either
-                    slot.sim, slot.since, sim.slot = sim, self.now, slot
-                    sim.ran_on.append((site.name, self.now))
-                    self.push(self.now + days(sim.remaining(), site, {}), FINISH, (slot, sim, self.now))
-        for job in list(self.jobs):
-            if job.site.name in BATCH and all(slot.sim is None for slot in job.slots):
-                self.stop(job, self.now)
+            idle = [key for key, job in self.pending.items() if key[0] == site.name and job is None]
+            if not idle:
+                continue
+            wanted = len(self.preferred(site))
+            for key in idle:
+                others = sum(job is not None for (name, _), job in self.pending.items() if name == site.name)
+                if wanted <= others * BATCH[site.name].slots:
+                    break
+                job = Job(site, key[1])
+                job.slots = [Slot(job) for _ in range(BATCH[site.name].slots)]
+                start = self.queues.start(site.name, key[1], self.submitted[key], self.now, self.outage)
+                self.submitted[key] += 1
+                self.pending[key] = job
+                self.push(start, START, job)
 
     def finish(self) -> float:
         """Runs the campaign to its end; returns the day its last simulation finished."""
+        self.submit_waiting()
         while any(sim.finished is None for sim in self.sims):
-            self.now = self.events[0][0]
-            while self.events and self.events[0][0] == self.now:
-                _, kind, _, what = heapq.heappop(self.events)
-                if kind == START:
-                    what.running = True
-                    self.jobs.append(what)
-                elif kind == FINISH:
-                    slot, sim, since = what
-                    if slot.sim is sim and slot.since == since:  # not ended or killed meanwhile
-                        sim.done, sim.finished, sim.slot, slot.sim = SEGMENTS, self.now, None, None
-                elif kind == END and what.running:
-                    self.stop(what, self.now)
-                elif kind == DOWN:
-                    for job in [job for job in self.jobs if job.site.name == what]:
-                        self.stop(job, self.now + LEASE)
-            self.fill()
+            if not self.events:
+                raise RuntimeError(f"day {self.now:.2f}: simulations left and no site will take them")
+            self.now, kind, _, what = heapq.heappop(self.events)
+            if kind == START:
+                what.running = True
+                self.jobs.append(what)
+                if BATCH[what.site.name].wall_time < math.inf:
+                    self.push(self.now + BATCH[what.site.name].wall_time, END, what)
+                for slot in what.slots:
+                    if what.running:
+                        self.take(slot)
+            elif kind == FINISH:
+                slot, sim = what
+                if slot.sim is sim:  # not ended or killed meanwhile
+                    sim.done, sim.finished, sim.checkpoint, sim.slot, slot.sim = SEGMENTS, self.now, None, None, None
+                    self.take(slot)
+            elif kind == END and what.running:
+                self.end(what, killed=False)
+            elif kind == DOWN:
+                for job in [job for job in self.jobs if job.site.name == what]:
+                    self.end(job, killed=True)
+            # after every event (a lease expiring among them) the waiting workers look again
+            self.submit_waiting()
         return max(sim.finished for sim in self.sims)
 
 
 def lower_bound(works: list[Work], queues: Queues, outage) -> float:
-    """The first day at which always-busy job streams could have done the campaign's work."""
+    """The first day at which workers that never run out of work could have done the campaign's work."""
     total = sum(work.ns * work.size for work in works)
     longest = max(min(days(work, site, {}) for site in SITES) for work in works)
-    # the sites without a queue alone would be done by then
-    horizon = total / sum(site.capacity * site.ns_per_day for site in SITES if site.name not in BATCH)
+    always = [site for site in SITES if BATCH[site.name].wall_time == math.inf]
+    horizon = total / sum(site.capacity * site.ns_per_day for site in always)  # they alone are done by then
     changes = []  # (day, change of work units per day)
     for site in SITES:
-        if site.name not in BATCH:
-            changes.append((0.0, site.capacity * site.ns_per_day))
-            continue
         rate = BATCH[site.name].slots * site.ns_per_day
-        for stream in range(BATCH[site.name].jobs):
+        if site in always:
+            changes += [(0.0, rate)] * workers(site)
+            continue
+        for worker in range(workers(site)):
             submitted, number = 0.0, 0
             while submitted < horizon:
-                start = queues.start(site.name, stream, number, submitted, outage)
-                end = start + WALL_TIME
+                start = queues.start(site.name, worker, number, submitted, outage)
+                end = start + BATCH[site.name].wall_time
                 if outage and outage[0] == site.name and start < outage[1] < end:
                     end = outage[1]
                 changes += [(start, rate), (end, -rate)]
@@ -264,8 +311,8 @@ def lower_bound(works: list[Work], queues: Queues, outage) -> float:
     return max(longest, last + (total - done) / rate)
 
 
-def spread(values: list[float], digits: int = 1) -> str:
-    return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}–{max(values):.{digits}f})"
+def spread(values: list[float], digits: int = 1, unit: str = "") -> str:
+    return f"{statistics.median(values):.{digits}f}{unit} ({min(values):.{digits}f}–{max(values):.{digits}f})"
 
 
 def main() -> int:
@@ -279,20 +326,22 @@ def main() -> int:
             works, queues = campaign(seed, args.simulations), Queues(seed)
             static = Run(works, False, outage, queues).finish()
             pulling = Run(works, True, outage, queues)
-            bound = lower_bound(works, queues, outage)
-            rows.append((seed, static, pulling.finish(), bound, max(pulling.sims, key=lambda sim: sim.finished)))
+            finished = pulling.finish()
+            total = sum(work.ns * work.size for work in works)
+            rows.append((seed, static, finished, lower_bound(works, queues, outage), pulling.redone / total,
+                         max(pulling.sims, key=lambda sim: sim.finished)))
         print(f"\n### {scenario}\n")
-        print("| seed | static | pulling | lower bound | pulling / bound | static / bound "
-              "| pulling's last simulation: work, where it ran (site, day claimed) |")
-        print("|---|---|---|---|---|---|---|")
-        for seed, static, pulled, bound, last in rows:
-            where = ", ".join(f"{site} {day:.1f}" for site, day in last.ran_on)
+        print("| seed | static | pulling | lower bound | pulling / bound | static / bound | pulling: work redone "
+              "| pulling's last simulation: ns × size, claims (site, day) |")
+        print("|---|---|---|---|---|---|---|---|")
+        for seed, static, pulled, bound, redone, last in rows:
+            claims = ", ".join(f"{site} {day:.1f}" for site, day in last.ran_on)
             print(f"| {seed} | {static:.1f} | {pulled:.1f} | {bound:.1f} | {pulled / bound:.2f} | {static / bound:.2f} "
-                  f"| {last.work.ns:.0f} ns × {last.work.size:.2f}: {where} |")
-        columns = list(zip(*rows))
-        print(f"| median (min–max) | {spread(columns[1])} | {spread(columns[2])} | {spread(columns[3])} "
-              f"| {spread([p / b for p, b in zip(columns[2], columns[3])], 2)} "
-              f"| {spread([s / b for s, b in zip(columns[1], columns[3])], 2)} | |")
+                  f"| {100 * redone:.1f}% | {last.work.ns:.0f} × {last.work.size:.2f}: {claims} |")
+        _, static, pulled, bound, redone, _ = zip(*rows)
+        ratios = [p / b for p, b in zip(pulled, bound)], [s / b for s, b in zip(static, bound)]
+        print(f"| median (min–max) | {spread(static)} | {spread(pulled)} | {spread(bound)} | {spread(ratios[0], 2)} "
+              f"| {spread(ratios[1], 2)} | {spread([100 * r for r in redone], unit='%')} | |")
     return 0
 
 

@@ -260,3 +260,38 @@ def test_openmm_and_gromacs_simulations_share_a_packed_slurm_job(tmp_path):
             slots.setdefault(record["protocol"].get("engine", "openmm"), set()).add(run["slot"]["slot"])
     assert set(slots) == {"openmm", "gromacs"} and all(len(s) == 1 for s in slots.values())
     assert slots["openmm"] != slots["gromacs"], "each simulation kept its own slot"
+
+
+def test_a_cluster_site_and_a_workstation_site_pull_one_campaign(tmp_path):
+    """Two sites share a store (a shared folder): one runs packed pull jobs through
+    Slurm, the other pulls on this machine; both take work, each segment runs once."""
+    systems = [{"id": "ala", "structure": REPO / "config/structures/alanine-dipeptide.pdb", "replicas": 8}]
+    store = tmp_path / "store"
+    sites = {"cluster": {"scratch": str(tmp_path / "scratch-cluster"), "capacity": 2, "ns_per_day": 100},
+             "desk": {"scratch": str(tmp_path / "scratch-desk"), "capacity": 1, "ns_per_day": 100}}
+    common = {"store": str(store), "sites": sites, "pulling": {"lease_minutes": 0.5, "poll_seconds": 2}}
+    cluster = write_campaign(tmp_path / "at-cluster", systems=systems, **common)
+    desk = write_campaign(tmp_path / "at-desk", systems=systems, site="desk", **common)
+    profile = make_profile(tmp_path, "ci-slurm", config={"site": "cluster", "packing": {"slots": 2, "threads": 1}})
+    at_cluster = subprocess.Popen(["snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--profile", str(profile)],
+                                  cwd=cluster, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300  # the desk joins once the cluster's first job has claimed work
+    while time.time() < deadline and not list(store.glob("claims/ala/r*/*/holder+cluster+*")):
+        time.sleep(0.2)
+    at_desk = subprocess.Popen(["snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--profile",
+                                str(REPO / "profiles" / "local")], cwd=desk, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    for process in (at_cluster, at_desk):
+        out, _ = process.communicate(timeout=900)
+        assert process.returncode == 0, out[-4000:]
+    assert set(slurm_jobs(cluster)) == {"setup", "pull"}, "segments and analyses ran inside the pull jobs"
+    fetched = {}
+    for site in (cluster, desk):
+        for log in (site / "logs" / "fetch").glob("ala/r*/*.log"):
+            lines = [line for line in log.read_text().splitlines() if " INFO fetched " in line]
+            fetched[(log.parent.name, log.stem)] = fetched.get((log.parent.name, log.stem), 0) + len(lines)
+    assert fetched == {(f"r{r}", f"{k:04d}"): 1 for r in range(1, 9) for k in range(2)}
+    worked = {json.loads(path.read_text())["site"] for path in store.glob("sims/ala/r*/segments/*/manifest.json")}
+    assert worked == {"cluster", "desk"}
+    for site in (cluster, desk):
+        assert_complete(site, {f"ala/r{r}": 0.004 for r in range(1, 9)}, store=store)

@@ -190,7 +190,7 @@ def test_campaign_with_its_store_on_the_ssh_host(tmp_path, remote_root, ssh_path
 
 
 @pytest.mark.slow
-def test_two_sites_share_one_store_and_the_summary_covers_everything(tmp_path, remote_root, ssh_path):
+def test_two_sites_with_a_fixed_assignment_share_one_store_and_the_summary_covers_everything(tmp_path, remote_root, ssh_path):
     systems = [
         {"id": "ala", "structure": STRUCTURES / "alanine-dipeptide.pdb", "replicas": 3},
         {"id": "ala-b", "structure": STRUCTURES / "alanine-dipeptide.pdb", "replicas": 1},
@@ -200,7 +200,7 @@ def test_two_sites_share_one_store_and_the_summary_covers_everything(tmp_path, r
     directories = {}
     for site in sites:
         directories[site] = write_campaign(tmp_path / f"at-{site}", systems=systems, store=f"{HOST}:{remote_root}",
-                                           sites=sites, site=site)
+                                           sites=sites, site=site, pulling={"enabled": False})
     ran = {}
     for site, directory in directories.items():
         snakemake(directory, env={"PATH": ssh_path})

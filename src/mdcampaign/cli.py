@@ -76,6 +76,10 @@ def cmd_plan(args) -> int:
     if not campaign.sites:
         print("This campaign defines no sites: every simulation runs wherever you run it.")
         return 0
+    if campaign.pulls and args.write:
+        raise CampaignError(f"sites pull work from the store: a written plan ({ASSIGNMENT_FILE}) would pin every "
+                            "simulation to one site; to pin some, use the systems table's site column, or set "
+                            "`pulling: {enabled: false}` to assign all of them in advance")
     with tempfile.TemporaryDirectory(prefix="mdcampaign-plan-") as cache:
         manifests = read_manifests(Path(args.directory) / layout.RESULTS / "sims")
         try:
@@ -85,6 +89,8 @@ def cmd_plan(args) -> int:
     started, done, speeds = progress(manifests)
     works = planning_work(campaign.simulations, campaign.systems, done)
     sites = list(campaign.sites.values())
+    if campaign.pulls and not args.write:
+        return _pulling_plan(campaign, config, manifests, works, args.verbose)
     assignment = {s.name: s.site for s in campaign.simulations}
     if args.write:
         fixed = dict(started)
@@ -107,6 +113,42 @@ def cmd_plan(args) -> int:
                 print(f"    {work.name}: {work.ns:g} ns{flag}")
     if args.write:
         print(f"\nWrote {ASSIGNMENT_FILE}: copy it to every site (it is part of the campaign's config).")
+    return 0
+
+
+def _pulling_plan(campaign, config, manifests: list[dict], works: list, verbose: bool) -> int:
+    """What each pulling site has done and holds, and when the campaign should end if
+    every site keeps its slots busy (the work left spread over all their throughput)."""
+    from .claims import ClaimBoard
+
+    try:
+        listing = ClaimBoard(_store(campaign, config), campaign.pulling.lease_seconds).listing()
+    except TransferError as error:
+        print(f"note: could not read the claims ({error})", file=sys.stderr)
+        listing = None
+    done_ns: dict[str, float] = {}
+    for manifest in manifests:
+        site = manifest.get("site") or "?"
+        done_ns[site] = done_ns.get(site, 0.0) + manifest["info"]["simulated_ns"]
+    holds: dict[str, list[str]] = {}
+    if listing is not None:
+        for name, claims in listing.simulations.items():
+            if claims.held(campaign.pulling.lease_seconds):
+                holds.setdefault(claims.holder_site, []).append(f"{name} ({claims.holder_job})")
+    left = [w for w in works if w.ns > 0]
+    # the work left (ns of a typical system) over what all sites do per day together
+    throughput = sum(site.capacity * site.ns_per_day for site in campaign.sites.values())
+    finish = sum(w.ns * w.size for w in left) / throughput
+    print(f"Campaign '{campaign.name}': {len(works)} simulations, {sum(w.ns for w in left):g} ns left in "
+          f"{len(left)}; sites pull work from the store (lease {campaign.pulling.lease_minutes:g} min)")
+    for name, site in campaign.sites.items():
+        held = holds.get(name, [])
+        print(f"\n  {name}: {done_ns.get(name, 0.0):g} ns done, holds {len(held)} of capacity {site.capacity}"
+              + (f" (profile {site.profile})" if site.profile else ""))
+        if verbose:
+            for entry in sorted(held):
+                print(f"    {entry}")
+    print(f"\nProjected finish, if every site keeps all its slots busy (configured speeds): {finish:.1f} days")
     return 0
 
 
@@ -143,8 +185,17 @@ def cmd_summary(args) -> int:
 def cmd_status(args) -> int:
     from .status import collect, render
 
-    campaign, _ = _load(args, check=False)
-    status = collect(campaign, Path(args.directory), use_slurm=not args.no_slurm)
+    campaign, config = _load(args, check=False)
+    listing = None
+    if campaign.pulls:  # what every site holds and has done: one listing of the store
+        from .claims import ClaimBoard
+
+        try:
+            listing = ClaimBoard(_store(campaign, config), campaign.pulling.lease_seconds).listing()
+        except TransferError as error:
+            print(f"note: could not read the claims in the store ({error}); showing this site's records only",
+                  file=sys.stderr)
+    status = collect(campaign, Path(args.directory), use_slurm=not args.no_slurm, listing=listing)
     if args.json:
         print(json.dumps(status.to_json(), indent=2))
     else:

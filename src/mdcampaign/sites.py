@@ -98,7 +98,8 @@ LEAVE_TO_FASTER = 2.0
 
 
 def preferred_order(site: Site, claimable: list[Work], sites: list[Site], live: set[str],
-                    free: dict[str, int], speeds: dict[tuple[str, str], float] | None = None) -> list[Work]:
+                    free: dict[str, int], speeds: dict[tuple[str, str], float] | None = None,
+                    resumable: frozenset = frozenset(), elsewhere: dict[str, str] | None = None) -> list[Work]:
     """The order in which ``site`` takes claimable simulations (pulling), without those
     it should leave to a faster site.
 
@@ -111,8 +112,16 @@ def preferred_order(site: Site, claimable: list[Work], sites: list[Site], live: 
     slots not holding a lease): this site leaves the simulations it is least suited
     to, and among those the largest, up to the free slots of the faster sites; those
     start there about as soon and finish much sooner. Deterministic: ties go by name.
+
+    Before all that, a site takes back what it can resume (``resumable``: simulations
+    it released mid-segment, whose checkpoint is in its scratch) and takes last what
+    another live site can resume (``elsewhere``: simulation -> that site), since a
+    move costs the segment in flight; but not where a site at least
+    ``LEAVE_TO_FASTER`` times faster could take it: then moving pays.
     """
     speeds = speeds or {}
+    elsewhere = elsewhere or {}
+    by_name = {s.name: s for s in sites}
     alive = [s for s in sites if s.name in live or s.name == site.name]
     ranked = []
     for work in claimable:
@@ -120,11 +129,20 @@ def preferred_order(site: Site, claimable: list[Work], sites: list[Site], live: 
         fastest = min(days(work, other, speeds) for other in alive)
         # rounded: equal speed ratios must compare equal whatever the floating-point noise
         ranked.append((round(here / fastest, 6) if fastest > 0 else 1.0, -work.ns * work.size, work.name, work))
-    ranked.sort(key=lambda item: item[:3])
     others = [s for s in alive if s.name != site.name]
 
     def faster_site(work: Work) -> bool:
         return any(days(work, site, speeds) >= LEAVE_TO_FASTER * days(work, other, speeds) for other in others)
+
+    def resume_first(work: Work) -> int:
+        if work.name in resumable and not faster_site(work):
+            return 0
+        there = by_name.get(elsewhere.get(work.name, ""))
+        if there is not None and LEAVE_TO_FASTER * days(work, site, speeds) > days(work, there, speeds):
+            return 2
+        return 1
+
+    ranked.sort(key=lambda item: (resume_first(item[3]), *item[:3]))
 
     # the faster sites' free slots, each filled with what this site is least suited to,
     # the largest first (a slow site should not be the one to run the largest)

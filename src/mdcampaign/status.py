@@ -19,6 +19,7 @@ from pathlib import Path
 
 from . import layout
 from .campaign import Campaign, Simulation
+from .claims import MAX_FAILURES, Listing, SimulationClaims
 from .engines import engine_for
 from .runs import RUNNER_RECORD
 
@@ -44,6 +45,7 @@ class SimulationStatus:
     slurm: dict | None = None  # job id and state of a queued/running Slurm job
     failure: dict | None = None  # rule, reason, log, last lines
     slot: int | None = None  # the slot of a packed job running it
+    claim: dict | None = None  # pulling sites: the site and job holding it, and the lease's age
 
 
 @dataclass
@@ -172,7 +174,10 @@ def _recently_written(work: Path) -> bool:
     return time.time() - newest < ACTIVE_SECONDS
 
 
-def collect(campaign: Campaign, directory: Path | str = ".", use_slurm: bool = True) -> CampaignStatus:
+def collect(campaign: Campaign, directory: Path | str = ".", use_slurm: bool = True,
+            listing: Listing | None = None) -> CampaignStatus:
+    """Every simulation's status. ``listing``: when sites pull, the store's claims (one
+    listing, see claims.py), which say what other sites hold and have done."""
     directory = Path(directory)
     queue = slurm_jobs() if use_slurm else {}
     scratch = Path(campaign.scratch_here)
@@ -184,8 +189,9 @@ def collect(campaign: Campaign, directory: Path | str = ".", use_slurm: bool = T
         if simulation.system not in setups:
             setup_dir = directory / layout.fill(layout.SETUP_DIR, system=simulation.system)
             setups[simulation.system] = (setup_dir / "setup.json").exists()
+        claims = listing.of(simulation.name) if listing is not None else None
         status.simulations.append(
-            _one(simulation, campaign, directory, scratch, setups[simulation.system], queue))
+            _one(simulation, campaign, directory, scratch, setups[simulation.system], queue, claims))
     return status
 
 
@@ -199,7 +205,7 @@ def _read_json(path: str) -> dict:
 
 
 def _one(simulation: Simulation, campaign: Campaign, directory: Path, scratch: Path, set_up: bool,
-         queue: dict) -> SimulationStatus:
+         queue: dict, claims: SimulationClaims | None = None) -> SimulationStatus:
     wildcards = simulation.wildcards
     protocol = simulation.protocol
     segments_total = simulation.n_segments
@@ -217,13 +223,38 @@ def _one(simulation: Simulation, campaign: Campaign, directory: Path, scratch: P
         if n_done:
             last = os.path.join(root, layout.segment_record(simulation.system, simulation.replica, n_done - 1))
             speed = _read_json(last).get("info", {}).get("ns_per_day")
+    if claims is not None:  # other sites' progress, from the claims
+        n_done = max(n_done, min(claims.done, segments_total))
+        analyzed = analyzed or claims.analyzed >= segments_total
+        speed = speed or (max(claims.speeds.values()) if claims.speeds else None)
     simulated = n_done * protocol.segment_ns
     expected_speed = speed or campaign.expected_ns_per_day[protocol.solvent]
     remaining = max(0.0, target_ns - simulated)
     eta = remaining / expected_speed if remaining else 0.0
     result = SimulationStatus(simulation.name, simulation.site, WAITING, None, segments_total, round(simulated, 6),
                               round(target_ns, 6), speed, round(eta, 4))
-    if campaign.site is not None and simulation.site != campaign.site:
+    if claims is not None:
+        held = claims.held(campaign.pulling.lease_seconds)
+        if claims.holder:
+            result.claim = {"site": claims.holder_site, "job": claims.holder_job, "claim": claims.generation,
+                            "state": claims.ended or ("held" if held else "expired"),
+                            "renewed_seconds_ago": round(claims.age, 1) if claims.age is not None else None}
+        result.site = claims.holder_site if held else (claims.origin or simulation.site)
+        if n_done >= segments_total and analyzed:
+            result.state = DONE
+            return result
+        if claims.failures >= MAX_FAILURES:
+            result.state = FAILED
+            result.failure = {"rule": "pull", "reason": f"failed {claims.failures} times, on any site; given up",
+                              "log": str(directory / layout.LOGS),
+                              "message": f"remove {layout.STORE_CLAIMS}/{simulation.name} in the store to try again "
+                                         "after fixing the cause (the failing site's logs say why)",
+                              "last_lines": []}
+            return result
+        if held and claims.holder_site != campaign.site:
+            result.state = RUNNING
+            return result
+    elif campaign.site is not None and simulation.site != campaign.site:
         result.state = OTHER_SITE
         result.eta_days = None
         return result
@@ -310,6 +341,12 @@ def _duration(days: float | None) -> str:
     return f"{days:.1f} d"
 
 
+def _seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
 def _bar(fraction: float, width: int = 12) -> str:
     filled = int(round(max(0.0, min(1.0, fraction)) * width))
     return "█" * filled + "░" * (width - filled)
@@ -331,11 +368,17 @@ def render(status: CampaignStatus, colour: bool) -> str:
         slurm = f"{s.slurm['job_id']} {s.slurm['state']}" if s.slurm else ""
         if s.slot is not None:
             slurm = f"{slurm} slot {s.slot}".strip()
-        rows.append((s.simulation, s.site or "", state, progress, speed, _duration(s.eta_days), slurm, s.state))
-    headers = ("simulation", "site", "state", "simulated / target", "ns/day", "ETA", "slurm job / slot")
+        claim = ""
+        if s.claim and s.claim["state"] in ("held", "expired"):
+            claim = f"{s.claim['site']} {s.claim['job']}, renewed {_seconds(s.claim['renewed_seconds_ago'])} ago"
+            claim += " (expired)" if s.claim["state"] == "expired" else ""
+        rows.append((s.simulation, s.site or "", state, progress, speed, _duration(s.eta_days), slurm, claim,
+                     s.state))
+    headers = ("simulation", "site", "state", "simulated / target", "ns/day", "ETA", "slurm job / slot", "held by")
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    if not any(r[1] for r in rows):
-        widths[1] = 0
+    for column in (1, 6, 7):  # no empty columns
+        if rows and not any(r[column] for r in rows):
+            widths[column] = 0
     lines = []
 
     def line(cells, state=None):
@@ -344,7 +387,7 @@ def render(status: CampaignStatus, colour: bool) -> str:
 
     lines.append(line(headers, None))
     for row in rows:
-        lines.append(line(row[:7], row[7]))
+        lines.append(line(row[:8], row[8]))
     for s in status.simulations:
         if s.failure:
             lines.append("")

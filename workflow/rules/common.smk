@@ -432,12 +432,10 @@ def pull_inputs(wildcards):
     if not workflow.is_main_process:
         return inputs
     per_worker = 2 * (PACKING.slots if PACKING.enabled else 1)
-    view = planning_view()
-    unstarted = [sim for sim in view.preferred() if view.listing.of(sim.name).done == 0]
+    unstarted = planning_view()["unstarted"]
     start = int(wildcards.worker) * per_worker
-    if start >= len(
-        unstarted
-    ):  # fewer waiting than this worker's slice: the first ones
+    # fewer waiting than this worker's slice: the first ones
+    if start >= len(unstarted):
         start = 0
     inputs["setups"] = sorted(
         {
@@ -452,13 +450,16 @@ _VIEW = {}
 
 
 def planning_view():
-    """The site's view of the claims for planning: one listing of the store, read
-    again when older than pulling.poll_seconds."""
+    """What the site's planning needs of the claims: the unstarted simulations it would
+    take, in its order of preference. From one listing of the store, read again (and
+    the order worked out again) when older than pulling.poll_seconds."""
     if _VIEW.get("at", 0) < time.time() - CAMPAIGN.pulling.poll_seconds:
+        store = open_store(STORE, TransferSettings(**config["transfer"]))
+        view = site_view(CAMPAIGN, store)
         _VIEW.update(
-            view=site_view(
-                CAMPAIGN, open_store(STORE, TransferSettings(**config["transfer"]))
-            ),
+            unstarted=[
+                sim for sim in view.preferred() if view.listing.of(sim.name).done == 0
+            ],
             at=time.time(),
         )
-    return _VIEW["view"]
+    return _VIEW

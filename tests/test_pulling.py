@@ -164,6 +164,17 @@ def test_measured_speeds_decide_which_site_a_system_suits():
     assert [w.name for w in order] == ["small/r1"], "the CPU site leaves the system the GPU runs 5x faster"
 
 
+def test_a_site_takes_back_what_it_can_resume_unless_a_much_faster_site_is_live():
+    works = [Work(f"s{i}/r1", f"s{i}", 100.0, 1.0 + i) for i in range(4)]
+    sites = [Site("one", 100.0, 2), Site("two", 100.0, 2), Site("fast", 1000.0, 1)]
+    order = preferred_order(sites[0], works, sites, live={"two"}, free={"two": 0}, resumable=frozenset({"s0/r1"}),
+                            elsewhere={"s3/r1": "two"})
+    assert [w.name for w in order] == ["s0/r1", "s2/r1", "s1/r1", "s3/r1"], "own checkpoint first, another's last"
+    order = preferred_order(sites[0], works, sites, live={"two", "fast"}, free={"two": 0, "fast": 0},
+                            resumable=frozenset({"s0/r1"}), elsewhere={"s3/r1": "two"})
+    assert order[0].name != "s0/r1", "with a 10x faster site live, resuming here is no reason to go first"
+
+
 # -- a site's view --------------------------------------------------------------------
 
 def test_a_sites_view_follows_pins_claims_and_completion(tmp_path):

@@ -39,17 +39,27 @@ from mdcampaign.runs import SegmentTask  # noqa: E402
 from mdcampaign.segment import run_segment  # noqa: E402
 from mdcampaign.validation import load_schema  # noqa: E402
 
-DEFAULTS = {k: v["default"] for k, v in load_schema("config.schema.yaml")["properties"]["protocol"]["properties"].items()}
+DEFAULTS = {
+    k: v["default"] for k, v in load_schema("config.schema.yaml")["properties"]["protocol"]["properties"].items()
+}
 SYSTEMS = {
     "villin, implicit solvent (OBC2)": (
-        "villin-1VII.pdb", {"forcefield": "amber99sbildn", "solvent": "implicit", "segment_ns": 0.01}),
+        "villin-1VII.pdb",
+        {"forcefield": "amber99sbildn", "solvent": "implicit", "segment_ns": 0.01},
+    ),
     "alanine dipeptide in TIP3P water (PME, barostat)": (
-        "alanine-dipeptide.pdb", {"forcefield": "amber14", "solvent": "explicit", "padding_nm": 1.2,
-                                  "segment_ns": 0.01}),
+        "alanine-dipeptide.pdb",
+        {"forcefield": "amber14", "solvent": "explicit", "padding_nm": 1.2, "segment_ns": 0.01},
+    ),
 }
 # frames every ps and checkpoints every 5 ps: denser than the defaults (10 and 100 ps)
-OUTPUT = {"frame_interval_ps": 1.0, "checkpoint_interval_ps": 5.0, "equilibration_ps": 2.0, "target_ns": 0.01,
-          "minimization_max_iterations": 200}
+OUTPUT = {
+    "frame_interval_ps": 1.0,
+    "checkpoint_interval_ps": 5.0,
+    "equilibration_ps": 2.0,
+    "target_ns": 0.01,
+    "minimization_max_iterations": 200,
+}
 
 
 def bare_ns_per_day(setup: Path, protocol: Protocol, threads: int) -> float:
@@ -92,8 +102,20 @@ def runner_run(setup: Path, protocol: Protocol, threads: int, work: Path, clock:
     """The runner's ns/day, and the share of its wall time spent integrating."""
     clock.seconds = 0.0
     started = time.perf_counter()
-    info = run_segment(SegmentTask("bench", 0, protocol, 1, setup / "system.xml", setup / "state.xml",
-                                  setup / "topology.pdb", work, platform="CPU", threads=threads)).info
+    info = run_segment(
+        SegmentTask(
+            "bench",
+            0,
+            protocol,
+            1,
+            setup / "system.xml",
+            setup / "state.xml",
+            setup / "topology.pdb",
+            work,
+            platform="CPU",
+            threads=threads,
+        )
+    ).info
     return info["ns_per_day"], clock.seconds / (time.perf_counter() - started)
 
 
@@ -104,7 +126,7 @@ def efficiency(repeat: int, threads: int, tmp: Path) -> list[tuple]:
         protocol = Protocol(**{**DEFAULTS, **OUTPUT, **changes})
         setup = tmp / f"{Path(structure).stem}-{changes['solvent']}"
         info = prepare(REPO / "config" / "structures" / structure, protocol, setup, platform="CPU", threads=threads)
-        bare, ours, shares = [], [], []
+        bare, ours = [], []
         for attempt in range(repeat):  # alternating which goes first, against drifting machine load
             work = tmp / f"{setup.name}-{attempt}"
             if attempt % 2:
@@ -117,15 +139,27 @@ def efficiency(repeat: int, threads: int, tmp: Path) -> list[tuple]:
         share = statistics.median(share for _, share in ours)
         ratio = statistics.median(speeds) / statistics.median(bare)
         rows.append((f"{label} ({info['atoms']} atoms)", bare, speeds, ratio, share))
-        print(f"{label}: bare {statistics.median(bare):.1f}, runner {statistics.median(speeds):.1f} ns/day, "
-              f"ratio {ratio:.3f}, integrating {100 * share:.1f}% of the runner's wall time", file=sys.stderr)
+        print(
+            f"{label}: bare {statistics.median(bare):.1f}, runner {statistics.median(speeds):.1f} ns/day, "
+            f"ratio {ratio:.3f}, integrating {100 * share:.1f}% of the runner's wall time",
+            file=sys.stderr,
+        )
     return rows
 
 
 def kill_cost(kills: int, threads: int, tmp: Path) -> dict:
-    protocol = Protocol(**{**DEFAULTS, "forcefield": "amber99sbildn", "solvent": "implicit", "segment_ns": 0.05,
-                           "target_ns": 0.05, "frame_interval_ps": 0.2, "checkpoint_interval_ps": 2.0,
-                           "equilibration_ps": 1.0})
+    protocol = Protocol(
+        **{
+            **DEFAULTS,
+            "forcefield": "amber99sbildn",
+            "solvent": "implicit",
+            "segment_ns": 0.05,
+            "target_ns": 0.05,
+            "frame_interval_ps": 0.2,
+            "checkpoint_interval_ps": 2.0,
+            "equilibration_ps": 1.0,
+        }
+    )
     setup = tmp / "kill-setup"
     prepare(REPO / "config" / "structures" / "alanine-dipeptide.pdb", protocol, setup, platform="CPU", threads=1)
     (tmp / "protocol.json").write_text(json.dumps(protocol.__dict__))
@@ -133,9 +167,25 @@ def kill_cost(kills: int, threads: int, tmp: Path) -> dict:
     lost = []
     for trial in range(kills):
         work = tmp / f"kill-{trial}"
-        command = [sys.executable, "-m", "mdcampaign.segment", "--system", str(setup / "system.xml"), "--state",
-                   str(setup / "state.xml"), "--topology", str(setup / "topology.pdb"), "--work", str(work),
-                   "--protocol", str(tmp / "protocol.json"), "--platform", "CPU", "--threads", str(threads)]
+        command = [
+            sys.executable,
+            "-m",
+            "mdcampaign.segment",
+            "--system",
+            str(setup / "system.xml"),
+            "--state",
+            str(setup / "state.xml"),
+            "--topology",
+            str(setup / "topology.pdb"),
+            "--work",
+            str(work),
+            "--protocol",
+            str(tmp / "protocol.json"),
+            "--platform",
+            "CPU",
+            "--threads",
+            str(threads),
+        ]
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(rng.uniform(1.5, 3.0))
         if process.poll() is not None:
@@ -149,8 +199,12 @@ def kill_cost(kills: int, threads: int, tmp: Path) -> dict:
             lost.append((int(match.group(2)) + 1) * protocol.frame_interval_ps)
         elif "steps 0-" in resumed.stderr:  # killed before the first checkpoint: the segment restarted
             lost.append(protocol.checkpoint_interval_ps)
-    return {"kills": len(lost), "mean_ps": statistics.mean(lost) if lost else 0.0, "max_ps": max(lost, default=0.0),
-            "checkpoint_ps": protocol.checkpoint_interval_ps}
+    return {
+        "kills": len(lost),
+        "mean_ps": statistics.mean(lost) if lost else 0.0,
+        "max_ps": max(lost, default=0.0),
+        "checkpoint_ps": protocol.checkpoint_interval_ps,
+    }
 
 
 def main() -> int:
@@ -162,16 +216,22 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="mdcampaign-efficiency-") as tmp:
         rows = efficiency(args.repeat, args.threads, Path(tmp))
         kills = kill_cost(args.kills, 1, Path(tmp))
-    print(f"| system (CPU, {args.threads} threads, {args.repeat} runs each) | bare OpenMM ns/day, median (min–max) "
-          "| segment runner ns/day, median (min–max) | ratio of medians | runner's wall time spent integrating |")
+    print(
+        f"| system (CPU, {args.threads} threads, {args.repeat} runs each) | bare OpenMM ns/day, median (min–max) "
+        "| segment runner ns/day, median (min–max) | ratio of medians | runner's wall time spent integrating |"
+    )
     print("|---|---|---|---|---|")
     for label, bare, ours, ratio, share in rows:
-        print(f"| {label} | {statistics.median(bare):.1f} ({min(bare):.1f}–{max(bare):.1f}) | "
-              f"{statistics.median(ours):.1f} ({min(ours):.1f}–{max(ours):.1f}) | {ratio:.3f} | {100 * share:.1f}% |")
+        print(
+            f"| {label} | {statistics.median(bare):.1f} ({min(bare):.1f}–{max(bare):.1f}) | "
+            f"{statistics.median(ours):.1f} ({min(ours):.1f}–{max(ours):.1f}) | {ratio:.3f} | {100 * share:.1f}% |"
+        )
     print()
     print("| kills | work redone per kill, mean | max | checkpoint interval |")
     print("|---|---|---|---|")
-    print(f"| {kills['kills']} | {kills['mean_ps']:.2f} ps | {kills['max_ps']:.2f} ps | {kills['checkpoint_ps']:g} ps |")
+    print(
+        f"| {kills['kills']} | {kills['mean_ps']:.2f} ps | {kills['max_ps']:.2f} ps | {kills['checkpoint_ps']:g} ps |"
+    )
     return 0
 
 

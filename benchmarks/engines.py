@@ -30,17 +30,28 @@ sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from efficiency import bare_ns_per_day  # noqa: E402
-
 from mdcampaign import gromacs  # noqa: E402
 from mdcampaign.campaign import Protocol  # noqa: E402
 from mdcampaign.prepare import prepare  # noqa: E402
 from mdcampaign.validation import load_schema  # noqa: E402
 
-DEFAULTS = {k: v["default"] for k, v in load_schema("config.schema.yaml")["properties"]["protocol"]["properties"].items()}
-PROTOCOL = {**DEFAULTS, "forcefield": "amber99sbildn", "solvent": "explicit", "water_model": "tip3p",
-            "box_shape": "dodecahedron", "padding_nm": 1.0, "equilibration_ps": 2.0,
-            "minimization_max_iterations": 200, "segment_ns": 0.05, "target_ns": 0.05, "frame_interval_ps": 1.0,
-            "checkpoint_interval_ps": 10.0}
+DEFAULTS = {
+    k: v["default"] for k, v in load_schema("config.schema.yaml")["properties"]["protocol"]["properties"].items()
+}
+PROTOCOL = {
+    **DEFAULTS,
+    "forcefield": "amber99sbildn",
+    "solvent": "explicit",
+    "water_model": "tip3p",
+    "box_shape": "dodecahedron",
+    "padding_nm": 1.0,
+    "equilibration_ps": 2.0,
+    "minimization_max_iterations": 200,
+    "segment_ns": 0.05,
+    "target_ns": 0.05,
+    "frame_interval_ps": 1.0,
+    "checkpoint_interval_ps": 10.0,
+}
 STRUCTURE = REPO / "config" / "structures" / "villin-1VII.pdb"
 
 
@@ -48,13 +59,22 @@ def bare_mdrun(setup: Path, protocol: Protocol, threads: int, work: Path) -> flo
     """ns/day of `gmx mdrun` running the segment the runner runs, wall time of the
     mdrun process."""
     work.mkdir(parents=True)
-    gromacs.run_gmx("convert-tpr", [("-s", setup / "system.tpr"), ("-nsteps", protocol.segment_steps),
-                                    ("-o", work / "bare.tpr")], cwd=work)
-    options = [("-s", work / "bare.tpr"), ("-cpi", setup / "start.cpt"), ("-noappend", True), ("-deffnm", "bare"),
-               *gromacs._thread_options(threads)]
+    gromacs.run_gmx(
+        "convert-tpr",
+        [("-s", setup / "system.tpr"), ("-nsteps", protocol.segment_steps), ("-o", work / "bare.tpr")],
+        cwd=work,
+    )
+    options = [
+        ("-s", work / "bare.tpr"),
+        ("-cpi", setup / "start.cpt"),
+        ("-noappend", True),
+        ("-deffnm", "bare"),
+        *gromacs._thread_options(threads),
+    ]
     started = time.perf_counter()
-    subprocess.run(gromacs.gmx_argv("mdrun", options), cwd=work, check=True, capture_output=True,
-                   env=gromacs._environment(threads))
+    subprocess.run(
+        gromacs.gmx_argv("mdrun", options), cwd=work, check=True, capture_output=True, env=gromacs._environment(threads)
+    )
     return protocol.segment_ns / (time.perf_counter() - started) * 86400
 
 
@@ -85,13 +105,20 @@ def main() -> int:
         for attempt in range(args.repeat):
             measures = [
                 lambda: openmm_speeds.append(bare_ns_per_day(tmp / "openmm", openmm_protocol, args.threads)),
-                lambda: bare_speeds.append(bare_mdrun(tmp / "gromacs", protocol, args.threads, tmp / f"bare-{attempt}")),
-                lambda: runner_speeds.append(runner(tmp / "gromacs", protocol, args.threads, tmp / f"run-{attempt}")),
+                lambda attempt=attempt: bare_speeds.append(
+                    bare_mdrun(tmp / "gromacs", protocol, args.threads, tmp / f"bare-{attempt}")
+                ),
+                lambda attempt=attempt: runner_speeds.append(
+                    runner(tmp / "gromacs", protocol, args.threads, tmp / f"run-{attempt}")
+                ),
             ]
-            for measure in (measures if attempt % 2 == 0 else measures[::-1]):
+            for measure in measures if attempt % 2 == 0 else measures[::-1]:
                 measure()
-            print(f"round {attempt + 1}: OpenMM {openmm_speeds[-1]:.1f}, gmx mdrun {bare_speeds[-1]:.1f}, "
-                  f"runner {runner_speeds[-1]:.1f} ns/day", file=sys.stderr)
+            print(
+                f"round {attempt + 1}: OpenMM {openmm_speeds[-1]:.1f}, gmx mdrun {bare_speeds[-1]:.1f}, "
+                f"runner {runner_speeds[-1]:.1f} ns/day",
+                file=sys.stderr,
+            )
     atoms = {"openmm": openmm_setup["atoms"], "gromacs": gmx_setup["atoms"]}
 
     def cell(values):
@@ -102,20 +129,28 @@ def main() -> int:
 
     openmm_rate = atom_steps(statistics.median(openmm_speeds), atoms["openmm"], protocol.timestep_fs)
     gmx_rate = atom_steps(statistics.median(bare_speeds), atoms["gromacs"], protocol.timestep_fs)
-    print(f"| villin in TIP3P water, CPU, {args.threads} threads, {args.repeat} rounds | atoms | ns/day, median "
-          "(min–max) | atom-steps/s | vs OpenMM |")
+    print(
+        f"| villin in TIP3P water, CPU, {args.threads} threads, {args.repeat} rounds | atoms | ns/day, median "
+        "(min–max) | atom-steps/s | vs OpenMM |"
+    )
     print("|---|---|---|---|---|")
     print(f"| OpenMM (bare loop) | {atoms['openmm']} | {cell(openmm_speeds)} | {openmm_rate:.3g} | 1 |")
-    print(f"| GROMACS (bare `gmx mdrun`) | {atoms['gromacs']} | {cell(bare_speeds)} | {gmx_rate:.3g} | "
-          f"{statistics.median(bare_speeds) / statistics.median(openmm_speeds):.2f}× ns/day, "
-          f"{gmx_rate / openmm_rate:.2f}× atom-steps |")
+    print(
+        f"| GROMACS (bare `gmx mdrun`) | {atoms['gromacs']} | {cell(bare_speeds)} | {gmx_rate:.3g} | "
+        f"{statistics.median(bare_speeds) / statistics.median(openmm_speeds):.2f}× ns/day, "
+        f"{gmx_rate / openmm_rate:.2f}× atom-steps |"
+    )
     print()
-    print(f"| one 50 ps segment, checkpoints every 10 ps ({args.repeat} rounds) | ns/day, median (min–max) "
-          "| ratio of medians |")
+    print(
+        f"| one 50 ps segment, checkpoints every 10 ps ({args.repeat} rounds) | ns/day, median (min–max) "
+        "| ratio of medians |"
+    )
     print("|---|---|---|")
     print(f"| bare `gmx mdrun` (same tpr, checkpoint, threads) | {cell(bare_speeds)} | 1 |")
-    print(f"| our runner (`gromacs.run_segment`, everything included) | {cell(runner_speeds)} | "
-          f"{statistics.median(runner_speeds) / statistics.median(bare_speeds):.3f} |")
+    print(
+        f"| our runner (`gromacs.run_segment`, everything included) | {cell(runner_speeds)} | "
+        f"{statistics.median(runner_speeds) / statistics.median(bare_speeds):.3f} |"
+    )
     return 0
 
 

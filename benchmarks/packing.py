@@ -38,8 +38,13 @@ JOBCOMP = Path(os.environ.get("MDCAMPAIGN_CI_DIR", "/tmp/mdcampaign-ci")) / "slu
 
 def snakemake(campaign: Path, profile: Path, *args: str) -> float:
     started = time.perf_counter()
-    subprocess.run(["snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--profile", str(profile), *args],
-                   cwd=campaign, check=True, capture_output=True, text=True)
+    subprocess.run(
+        ["snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--profile", str(profile), *args],
+        cwd=campaign,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return time.perf_counter() - started
 
 
@@ -58,8 +63,11 @@ def aggregate(tmp: Path, seconds: float, repeat: int) -> list[str]:
 
     campaign = tmp / "example"
     shutil.copytree(REPO / "config", campaign / "config")
-    systems = [line.split("\t")[0] for line in (campaign / "config/systems.tsv").read_text().splitlines()[1:]
-               if line.strip() and not line.startswith("#")]
+    systems = [
+        line.split("\t")[0]
+        for line in (campaign / "config/systems.tsv").read_text().splitlines()[1:]
+        if line.strip() and not line.startswith("#")
+    ]
     snakemake(campaign, REPO / "profiles" / "local", *(f"results/systems/{s}/setup.json" for s in systems))
     cpus = sorted(os.sched_getaffinity(0))[:2]
     rows = []
@@ -71,17 +79,25 @@ def aggregate(tmp: Path, seconds: float, repeat: int) -> list[str]:
             one.append(sum(measure(folder, Packing(slots=1, threads=2), seconds, "CPU", cpus)))
             two.append(sum(measure(folder, Packing(slots=2, threads=1), seconds, "CPU", cpus)))
         print(f"{system}: 1x2 {one}, 2x1 {two}", file=sys.stderr)
-        rows.append(f"| {system} ({atoms} atoms) | {statistics.median(one):.1f} ({min(one):.1f}–{max(one):.1f}) | "
-                    f"{statistics.median(two):.1f} ({min(two):.1f}–{max(two):.1f}) | "
-                    f"{statistics.median(two) / statistics.median(one):.2f} |")
-    return ["| system (CPU, 2 cores) | one at a time: 1 slot × 2 threads, ns/day | packed: 2 slots × 1 thread, "
-            "total ns/day | packed / one at a time |", "|---|---|---|---|", *rows]
+        rows.append(
+            f"| {system} ({atoms} atoms) | {statistics.median(one):.1f} ({min(one):.1f}–{max(one):.1f}) | "
+            f"{statistics.median(two):.1f} ({min(two):.1f}–{max(two):.1f}) | "
+            f"{statistics.median(two) / statistics.median(one):.2f} |"
+        )
+    return [
+        "| system (CPU, 2 cores) | one at a time: 1 slot × 2 threads, ns/day | packed: 2 slots × 1 thread, "
+        "total ns/day | packed / one at a time |",
+        "|---|---|---|---|",
+        *rows,
+    ]
 
 
 def example_campaign(tmp: Path) -> list[str]:
     rows = []
-    for label, config in (("profiles/local as shipped (a job per segment, 2 threads)", {}),
-                          ("packed: {slots: 2, threads: 1}", {"packing": {"slots": 2, "threads": 1}})):
+    for label, config in (
+        ("profiles/local as shipped (a job per segment, 2 threads)", {}),
+        ("packed: {slots: 2, threads: 1}", {"packing": {"slots": 2, "threads": 1}}),
+    ):
         campaign = tmp / f"campaign-{len(rows)}"
         shutil.copytree(REPO / "config", campaign / "config")
         profile = profile_with(tmp, "local", f"profile-{len(rows)}", config)
@@ -99,8 +115,9 @@ def slurm_busy_fraction(tmp: Path) -> list[str]:
         systems=[{"id": "ala", "structure": REPO / "config/structures/alanine-dipeptide.pdb", "replicas": 2}],
         protocol={"segment_ns": 2.0, "target_ns": 6.0, "frame_interval_ps": 10.0, "checkpoint_interval_ps": 100.0},
     )
-    profile = profile_with(tmp, "ci-slurm", "profile-slurm", {"packing": {"slots": 2, "threads": 1},
-                                                               "max_runtime_minutes": 30})
+    profile = profile_with(
+        tmp, "ci-slurm", "profile-slurm", {"packing": {"slots": 2, "threads": 1}, "max_runtime_minutes": 30}
+    )
     snakemake(campaign, profile)
     integrating: dict[str, float] = {}
     for manifest in campaign.glob("results/sims/*/r*/segments/*/manifest.json"):
@@ -113,10 +130,14 @@ def slurm_busy_fraction(tmp: Path) -> list[str]:
             start, end = (datetime.fromisoformat(fields[key]) for key in ("StartTime", "EndTime"))
             elapsed = (end - start).total_seconds()
             busy = integrating[fields["JobId"]] / (2 * elapsed)
-            rows.append(f"| {fields['JobId']} | 2 | {elapsed:.0f} s | {integrating[fields['JobId']]:.0f} s | "
-                        f"{busy:.2f} |")
-    return ["| packed Slurm job | slots | Slurm elapsed | segment runners' wall time, summed | busy fraction |",
-            "|---|---|---|---|---|", *rows]
+            rows.append(
+                f"| {fields['JobId']} | 2 | {elapsed:.0f} s | {integrating[fields['JobId']]:.0f} s | {busy:.2f} |"
+            )
+    return [
+        "| packed Slurm job | slots | Slurm elapsed | segment runners' wall time, summed | busy fraction |",
+        "|---|---|---|---|---|",
+        *rows,
+    ]
 
 
 def main() -> int:

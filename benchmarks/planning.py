@@ -44,8 +44,12 @@ def timed(command: list[str], cwd: Path, env: dict | None = None) -> tuple[float
 
 def summarize(runs: list[tuple[float, float]]) -> dict:
     walls = [wall for wall, _ in runs]
-    return {"median": statistics.median(walls), "min": min(walls), "max": max(walls),
-            "rss": max(rss for _, rss in runs)}
+    return {
+        "median": statistics.median(walls),
+        "min": min(walls),
+        "max": max(walls),
+        "rss": max(rss for _, rss in runs),
+    }
 
 
 def round_robin(commands: dict, repeat: int) -> dict:
@@ -75,8 +79,17 @@ def main() -> int:
     for warning in check_slurm_start_up_probe({}):  # 9 s of waiting per start would swamp every figure
         print(f"{warning.what}; measuring with the fix: {warning.fix}", file=sys.stderr)
         os.environ["SLURM_CONF"] = "/dev/null"
-    snakemake = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--profile",
-                 str(REPO / "profiles" / "local"), "-n", "--quiet"]
+    snakemake = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "workflow" / "Snakefile"),
+        "--profile",
+        str(REPO / "profiles" / "local"),
+        "-n",
+        "--quiet",
+    ]
     status = [sys.executable, "-m", "mdcampaign.cli", "status", "--json", "--no-slurm"]
     cases = []  # (sims, segments, label, campaign directory, signac project or None)
     with tempfile.TemporaryDirectory(prefix="mdcampaign-bench-") as tmp:
@@ -86,33 +99,68 @@ def main() -> int:
         commands = {"floor": ([sys.executable, "-m", "snakemake", "-n", "--quiet", "-c1"], trivial)}
         for sims, segments in shapes:
             for done, mode in ((0.0, "sims"), (0.9, "sims"), (0.9, "segments")):
-                label = "fresh" if not done else ("90% of simulations done" if mode == "sims"
-                                                  else "90% of every simulation done")
+                label = (
+                    "fresh"
+                    if not done
+                    else ("90% of simulations done" if mode == "sims" else "90% of every simulation done")
+                )
                 directory = Path(tmp) / f"c{sims}x{segments}-{done}-{mode}"
-                subprocess.run([sys.executable, str(HERE / "synthetic.py"), str(directory), "--sims", str(sims),
-                                "--segments", str(segments), "--done", str(done), "--done-mode", mode], check=True)
+                subprocess.run(
+                    [
+                        sys.executable,
+                        str(HERE / "synthetic.py"),
+                        str(directory),
+                        "--sims",
+                        str(sims),
+                        "--segments",
+                        str(segments),
+                        "--done",
+                        str(done),
+                        "--done-mode",
+                        mode,
+                    ],
+                    check=True,
+                )
                 key = (sims, segments, label)
                 commands[("plan", key)] = (snakemake, directory)
                 commands[("status", key)] = (status, directory)
                 if args.signac and mode == "sims":
                     project = Path(tmp) / f"s{sims}x{segments}-{done}"
-                    subprocess.run([args.signac, str(HERE / "signac_flow_project.py"), str(project), "--sims",
-                                    str(sims), "--segments", str(segments), "--done", str(done)], check=True)
+                    subprocess.run(
+                        [
+                            args.signac,
+                            str(HERE / "signac_flow_project.py"),
+                            str(project),
+                            "--sims",
+                            str(sims),
+                            "--segments",
+                            str(segments),
+                            "--done",
+                            str(done),
+                        ],
+                        check=True,
+                    )
                     commands[("signac", key)] = ([args.signac, "project.py", "status"], project)
                 cases.append(key)
         results = round_robin(commands, args.repeat)
     floor = results["floor"]
-    rows = [(*key, results[("plan", key)], results[("status", key)], results.get(("signac", key)))
-            for key in cases]
+    rows = [(*key, results[("plan", key)], results[("status", key)], results.get(("signac", key))) for key in cases]
     print(f"Snakemake's own start-up (dry run of a one-rule Snakefile): {fmt(floor)}, {floor['rss']:.0f} MB\n")
-    print("| sims × segments | campaign state | `snakemake -n` | above the floor | peak RSS | `mdcampaign status` "
-          "| signac-flow `status` | plan / signac | status / signac |")
+    print(
+        "| sims × segments | campaign state | `snakemake -n` | above the floor | peak RSS | `mdcampaign status` "
+        "| signac-flow `status` | plan / signac | status / signac |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for sims, segments, label, plan, stat, signac in rows:
-        ratios = (f"{plan['median'] / signac['median']:.1f}", f"{stat['median'] / signac['median']:.2f}") \
-            if signac else ("-", "-")
-        print(f"| {sims} × {segments} | {label} | {fmt(plan)} | {plan['median'] - floor['median']:.2f} s | "
-              f"{plan['rss']:.0f} MB | {fmt(stat)} | {fmt(signac) if signac else '-'} | {ratios[0]} | {ratios[1]} |")
+        ratios = (
+            (f"{plan['median'] / signac['median']:.1f}", f"{stat['median'] / signac['median']:.2f}")
+            if signac
+            else ("-", "-")
+        )
+        print(
+            f"| {sims} × {segments} | {label} | {fmt(plan)} | {plan['median'] - floor['median']:.2f} s | "
+            f"{plan['rss']:.0f} MB | {fmt(stat)} | {fmt(signac) if signac else '-'} | {ratios[0]} | {ratios[1]} |"
+        )
     return 0
 
 

@@ -31,16 +31,18 @@ REPO = HERE.parent
 
 def pulling_config(directory: Path, capacity: int) -> None:
     with open(directory / "config" / "config.yaml", "a") as handle:
-        handle.write(f"store: {directory / 'store'}\nsite: alpha\n"
-                     f"sites:\n  alpha: {{capacity: {capacity}, ns_per_day: 100}}\n"
-                     f"  beta: {{capacity: {capacity}, ns_per_day: 100}}\n")
+        handle.write(
+            f"store: {directory / 'store'}\nsite: alpha\n"
+            f"sites:\n  alpha: {{capacity: {capacity}, ns_per_day: 100}}\n"
+            f"  beta: {{capacity: {capacity}, ns_per_day: 100}}\n"
+        )
 
 
 def fake_claims(directory: Path, sims: int, segments: int, fraction: float) -> None:
     """The store's claims of a campaign with ``fraction`` of its simulations complete."""
     systems = max(1, sims // REPLICAS)
     names = [(f"s{i:05d}", r) for i in range(systems) for r in range(1, REPLICAS + 1)]
-    for system, replica in names[:int(fraction * len(names))]:
+    for system, replica in names[: int(fraction * len(names))]:
         folder = directory / "store" / "claims" / system / f"r{replica}"
         (folder / "000000").mkdir(parents=True)
         (folder / "000000" / "holder+beta+node-1.s0").touch()
@@ -56,7 +58,6 @@ def view_cost(directory: Path) -> float:
 
     from mdcampaign.campaign import load_campaign
     from mdcampaign.pulljob import site_view
-
     from mdcampaign.store import LocalStore
 
     cwd = os.getcwd()
@@ -79,8 +80,17 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     os.environ.setdefault("SLURM_CONF", "/dev/null")  # the Slurm plugin's start-up probe is not ours (README)
-    snakemake = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "-n", "--quiet",
-                 "--cores", "2"]
+    snakemake = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "workflow" / "Snakefile"),
+        "-n",
+        "--quiet",
+        "--cores",
+        "2",
+    ]
     with tempfile.TemporaryDirectory(prefix="mdcampaign-pull-bench-") as tmp:
         static, fresh, done = (Path(tmp) / name for name in ("static", "pull-fresh", "pull-90"))
         for directory in (static, fresh, done):
@@ -101,8 +111,10 @@ def main() -> int:
     print("| command | wall time, median (min-max) | peak RSS |\n|---|---|---|")
     for name, result in {**results, **baseline}.items():
         print(f"| {name} | {fmt(result)} | {result['rss']:.0f} MB |")
-    print(f"| a site's view and order of preference, in-process (90% done) | {sorted(view)[len(view) // 2]:.2f} s "
-          f"({min(view):.2f}-{max(view):.2f}) | - |")
+    print(
+        f"| a site's view and order of preference, in-process (90% done) | {sorted(view)[len(view) // 2]:.2f} s "
+        f"({min(view):.2f}-{max(view):.2f}) | - |"
+    )
     return 0
 
 

@@ -87,8 +87,15 @@ FINISH, END, DOWN, LEASED, START = range(5)
 
 def campaign(seed: int, simulations: int) -> list[Work]:
     rng = random.Random(seed)
-    return [Work(f"sim{i:04d}", f"sim{i:04d}", float(rng.choice(NS)),
-                 math.exp(rng.uniform(math.log(SIZES[0]), math.log(SIZES[1])))) for i in range(simulations)]
+    return [
+        Work(
+            f"sim{i:04d}",
+            f"sim{i:04d}",
+            float(rng.choice(NS)),
+            math.exp(rng.uniform(math.log(SIZES[0]), math.log(SIZES[1]))),
+        )
+        for i in range(simulations)
+    ]
 
 
 def workers(site: Site) -> int:
@@ -180,8 +187,11 @@ class Run:
         return sim.lease[0] if sim.lease and sim.lease[1] > self.now else None
 
     def preferred(self, site: Site) -> list[Sim]:
-        claimable = [sim for sim in self.sims if sim.finished is None and self.held(sim) is None
-                     and (self.pulling or sim.site == site.name)]
+        claimable = [
+            sim
+            for sim in self.sims
+            if sim.finished is None and self.held(sim) is None and (self.pulling or sim.site == site.name)
+        ]
         if not self.pulling:
             return sorted(claimable, key=lambda sim: (-sim.work.ns * sim.work.size, sim.work.name))
         holding: dict[str, int] = {}
@@ -192,10 +202,20 @@ class Run:
         by_name = {sim.work.name: sim for sim in claimable}
         # what the claims tell: the site that released a simulation mid-segment can resume it
         resumable = frozenset(sim.work.name for sim in claimable if sim.checkpoint and sim.checkpoint[0] == site.name)
-        elsewhere = {sim.work.name: sim.checkpoint[0] for sim in claimable
-                     if sim.checkpoint and sim.checkpoint[0] != site.name and sim.checkpoint[0] in holding}
-        order = preferred_order(site, [sim.remaining() for sim in claimable], SITES, set(holding), free,
-                                resumable=resumable, elsewhere=elsewhere)
+        elsewhere = {
+            sim.work.name: sim.checkpoint[0]
+            for sim in claimable
+            if sim.checkpoint and sim.checkpoint[0] != site.name and sim.checkpoint[0] in holding
+        }
+        order = preferred_order(
+            site,
+            [sim.remaining() for sim in claimable],
+            SITES,
+            set(holding),
+            free,
+            resumable=resumable,
+            elsewhere=elsewhere,
+        )
         return [by_name[work.name] for work in order]
 
     def take(self, slot: Slot) -> None:
@@ -328,20 +348,37 @@ def main() -> int:
             pulling = Run(works, True, outage, queues)
             finished = pulling.finish()
             total = sum(work.ns * work.size for work in works)
-            rows.append((seed, static, finished, lower_bound(works, queues, outage), pulling.redone / total,
-                         max(pulling.sims, key=lambda sim: sim.finished)))
+            rows.append(
+                (
+                    seed,
+                    static,
+                    finished,
+                    lower_bound(works, queues, outage),
+                    pulling.redone / total,
+                    max(pulling.sims, key=lambda sim: sim.finished),
+                )
+            )
         print(f"\n### {scenario}\n")
-        print("| seed | static | pulling | lower bound | pulling / bound | static / bound | pulling: work redone "
-              "| pulling's last simulation: ns × size, claims (site, day) |")
+        print(
+            "| seed | static | pulling | lower bound | pulling / bound | static / bound | pulling: work redone "
+            "| pulling's last simulation: ns × size, claims (site, day) |"
+        )
         print("|---|---|---|---|---|---|---|---|")
         for seed, static, pulled, bound, redone, last in rows:
             claims = ", ".join(f"{site} {day:.1f}" for site, day in last.ran_on)
-            print(f"| {seed} | {static:.1f} | {pulled:.1f} | {bound:.1f} | {pulled / bound:.2f} | {static / bound:.2f} "
-                  f"| {100 * redone:.1f}% | {last.work.ns:.0f} × {last.work.size:.2f}: {claims} |")
-        _, static, pulled, bound, redone, _ = zip(*rows)
-        ratios = [p / b for p, b in zip(pulled, bound)], [s / b for s, b in zip(static, bound)]
-        print(f"| median (min–max) | {spread(static)} | {spread(pulled)} | {spread(bound)} | {spread(ratios[0], 2)} "
-              f"| {spread(ratios[1], 2)} | {spread([100 * r for r in redone], unit='%')} | |")
+            print(
+                f"| {seed} | {static:.1f} | {pulled:.1f} | {bound:.1f} | {pulled / bound:.2f} | {static / bound:.2f} "
+                f"| {100 * redone:.1f}% | {last.work.ns:.0f} × {last.work.size:.2f}: {claims} |"
+            )
+        _, static, pulled, bound, redone, _ = zip(*rows, strict=True)
+        ratios = (
+            [p / b for p, b in zip(pulled, bound, strict=True)],
+            [s / b for s, b in zip(static, bound, strict=True)],
+        )
+        print(
+            f"| median (min–max) | {spread(static)} | {spread(pulled)} | {spread(bound)} | {spread(ratios[0], 2)} "
+            f"| {spread(ratios[1], 2)} | {spread([100 * r for r in redone], unit='%')} | |"
+        )
     return 0
 
 

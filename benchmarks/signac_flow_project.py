@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-PROJECT = '''
+PROJECT = """
 import os
 from flow import FlowProject
 
@@ -52,7 +52,7 @@ def analyze(job):
 
 if __name__ == "__main__":
     Campaign().main()
-'''
+"""
 
 
 def main() -> None:
@@ -66,7 +66,7 @@ def main() -> None:
 
     args.directory.mkdir(parents=True, exist_ok=True)
     project = signac.init_project(str(args.directory))
-    finished = int(round(args.done * args.sims))
+    finished = round(args.done * args.sims)
     for index in range(args.sims):
         job = project.open_job({"system": f"s{index // 10:05d}", "replica": index % 10 + 1}).init()
         if index < finished:

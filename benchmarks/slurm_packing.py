@@ -62,8 +62,10 @@ def run(sims: int, segments: int, pack: int, tmp: Path, slots: int = 0) -> dict:
     """``pack``: segments per Slurm job with Snakemake job groups (1: none);
     ``slots``: with packing (the `pack` rule) instead, its slots."""
     campaign = tmp / f"campaign-pack{pack}-slots{slots}"
-    subprocess.run([sys.executable, str(HERE / "synthetic.py"), str(campaign), "--sims", str(sims), "--segments",
-                    str(segments)], check=True)
+    subprocess.run(
+        [sys.executable, str(HERE / "synthetic.py"), str(campaign), "--sims", str(sims), "--segments", str(segments)],
+        check=True,
+    )
     profile = yaml.safe_load((REPO / "profiles" / "ci-slurm" / "config.yaml").read_text())
     profile["jobs"] = 8
     if pack > 1:
@@ -76,11 +78,19 @@ def run(sims: int, segments: int, pack: int, tmp: Path, slots: int = 0) -> dict:
     profile_dir.mkdir()
     (profile_dir / "config.yaml").write_text(yaml.safe_dump(profile))
     started = time.perf_counter()
-    result = subprocess.run(["snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--profile", str(profile_dir)],
-                            cwd=campaign, capture_output=True, text=True, timeout=3600)
+    result = subprocess.run(
+        ["snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--profile", str(profile_dir)],
+        cwd=campaign,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
     wall = time.perf_counter() - started
-    subprocess.run(["snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--profile", str(profile_dir),
-                    "--unlock"], cwd=campaign, capture_output=True)
+    subprocess.run(
+        ["snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--profile", str(profile_dir), "--unlock"],
+        cwd=campaign,
+        capture_output=True,
+    )
     logs = list((campaign / ".snakemake" / "slurm_logs").rglob("*.log"))
     outcome = {"pack": pack, "slots": slots, "wall": wall, "slurm_jobs": len(logs), "ok": result.returncode == 0}
     if result.returncode != 0:
@@ -109,10 +119,14 @@ def main() -> int:
         for pack, slots in ((1, 0), (args.pack, 0), (1, 2)):
             rows.append(run(args.sims, args.segments, pack, Path(tmp), slots))
             print(f"{pack} segment(s) per job, {slots} slots: {rows[-1]['wall']:.0f} s", file=sys.stderr)
-    print(f"{args.sims} simulations × {args.segments} segments of alanine dipeptide (0.4 ps each: the MD takes "
-          "well under a second), on the one-node test cluster.\n")
-    print("| segments per Slurm job | campaign wall time | Slurm jobs | simulate or pack job: Slurm elapsed − runner "
-          "wall per slot (median, min–max, jobs) | outcome |")
+    print(
+        f"{args.sims} simulations × {args.segments} segments of alanine dipeptide (0.4 ps each: the MD takes "
+        "well under a second), on the one-node test cluster.\n"
+    )
+    print(
+        "| segments per Slurm job | campaign wall time | Slurm jobs | simulate or pack job: Slurm elapsed − runner "
+        "wall per slot (median, min–max, jobs) | outcome |"
+    )
     print("|---|---|---|---|---|")
     for row in rows:
         label = "1 (one segment per job)" if row["pack"] == 1 else f"up to {row['pack']} (Snakemake job groups)"

@@ -46,7 +46,7 @@ def fake_done(directory: Path, sims: int, segments: int, fraction: float, mode: 
         setup.mkdir(parents=True, exist_ok=True)
         for file in ("system.xml", "state.xml", "topology.pdb", "trajectory_topology.pdb", "setup.json"):
             (setup / file).write_text("{}")
-    finished_sims = int(round(fraction * len(names))) if mode == "sims" else 0
+    finished_sims = round(fraction * len(names)) if mode == "sims" else 0
     for index, (system, replica) in enumerate(names):
         if mode == "sims":
             done = segments if index < finished_sims else 0
@@ -56,18 +56,34 @@ def fake_done(directory: Path, sims: int, segments: int, fraction: float, mode: 
         for k in range(done):
             record = sim / "segments" / f"{k:04d}"
             record.mkdir(parents=True, exist_ok=True)
-            (record / "manifest.json").write_text(json.dumps({
-                "simulation": f"{system}/r{replica}", "segment": k, "path": f"sims/{system}/r{replica}/segments/{k:04d}",
-                "files": {}, "pinned": {}, "site": None,
-                "info": {"simulated_ns": SEGMENT_NS, "ns_per_day": 500.0, "platform": "CPU"}}))
+            (record / "manifest.json").write_text(
+                json.dumps(
+                    {
+                        "simulation": f"{system}/r{replica}",
+                        "segment": k,
+                        "path": f"sims/{system}/r{replica}/segments/{k:04d}",
+                        "files": {},
+                        "pinned": {},
+                        "site": None,
+                        "info": {"simulated_ns": SEGMENT_NS, "ns_per_day": 500.0, "platform": "CPU"},
+                    }
+                )
+            )
             (sim / "segments" / f"{k:04d}.fetched").write_text("{}")
         if done == segments:
             analysis = sim / "analysis" / f"{segments:04d}"
             analysis.mkdir(parents=True, exist_ok=True)
             for file in ("rmsd.csv", "rg.csv", "rmsf.csv", "dssp.csv", "analysis.png"):
                 (analysis / file).write_text("")
-            summary = json.dumps({"segments": segments, "segment_simulated_ns": SEGMENT_NS * segments,
-                                  "ns_per_day_mean": 500.0, "platforms": ["CPU"], "site": None})
+            summary = json.dumps(
+                {
+                    "segments": segments,
+                    "segment_simulated_ns": SEGMENT_NS * segments,
+                    "ns_per_day_mean": 500.0,
+                    "platforms": ["CPU"],
+                    "site": None,
+                }
+            )
             (analysis / "analysis.json").write_text(summary)
             (sim / "analysis" / f"complete-{segments:04d}.json").write_text(summary)
     # the records must look newer than the setup they came from, as after a real run

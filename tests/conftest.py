@@ -33,8 +33,13 @@ TINY_PROTOCOL = {
 
 TINY_SYSTEMS = [
     {"id": "ala", "structure": str(STRUCTURES / "alanine-dipeptide.pdb"), "replicas": 2},
-    {"id": "ala-water", "structure": str(STRUCTURES / "alanine-dipeptide.pdb"), "replicas": 1,
-     "solvent": "explicit", "forcefield": "amber14"},
+    {
+        "id": "ala-water",
+        "structure": str(STRUCTURES / "alanine-dipeptide.pdb"),
+        "replicas": 1,
+        "solvent": "explicit",
+        "forcefield": "amber14",
+    },
 ]
 
 
@@ -53,8 +58,13 @@ def write_campaign(directory: Path, systems=None, protocol=None, **config) -> Pa
     """Write config/config.yaml and config/systems.tsv for a campaign in `directory`."""
     systems = systems if systems is not None else TINY_SYSTEMS
     (directory / "config").mkdir(parents=True, exist_ok=True)
-    settings = {"campaign": "test", "systems": "config/systems.tsv", "platform": "CPU",
-                "protocol": {**TINY_PROTOCOL, **(protocol or {})}, **config}
+    settings = {
+        "campaign": "test",
+        "systems": "config/systems.tsv",
+        "platform": "CPU",
+        "protocol": {**TINY_PROTOCOL, **(protocol or {})},
+        **config,
+    }
     (directory / "config" / "config.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
     write_systems(directory, systems)
     return directory
@@ -66,12 +76,19 @@ def write_systems(directory: Path, systems: list[dict]) -> None:
     (directory / "config" / "systems.tsv").write_text("\n".join(lines) + "\n")
 
 
-def snakemake(directory: Path, *args: str, profile: str = "local", timeout: float = 900, check: bool = True,
-              env: dict | None = None) -> subprocess.CompletedProcess:
+def snakemake(
+    directory: Path,
+    *args: str,
+    profile: str = "local",
+    timeout: float = 900,
+    check: bool = True,
+    env: dict | None = None,
+) -> subprocess.CompletedProcess:
     """Run the real workflow in `directory` with one of the repository's profiles."""
     command = ["snakemake", "-s", str(SNAKEFILE), "--profile", str(REPO / "profiles" / profile), *args]
-    result = subprocess.run(command, cwd=directory, capture_output=True, text=True, timeout=timeout,
-                            env={**os.environ, **(env or {})})
+    result = subprocess.run(
+        command, cwd=directory, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )
     if check and result.returncode != 0:
         raise AssertionError(
             f"snakemake {' '.join(args)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
@@ -88,7 +105,7 @@ def executed_jobs(output) -> dict[str, int]:
     lines = output.splitlines()
     for i, line in enumerate(lines):
         if line.startswith("Job stats:"):
-            for row in lines[i + 3:]:
+            for row in lines[i + 3 :]:
                 parts = row.split()
                 if len(parts) != 2 or not parts[1].isdigit() or parts[0] == "total":
                     break
@@ -102,12 +119,16 @@ def exploding_system(directory: Path, system_id: str = "hot") -> dict:
     0.015 nm from ACE's methyl (just past setup's overlap check), one minimization step, no
     equilibration."""
     clash = directory / "clash.pdb"
-    clash.write_text("\n".join(
-        line[:30] + "%8.3f%8.3f%8.3f" % (2.15, 2.09, 0.0) + line[54:]
-        if line.startswith("HETATM") and line[12:16].strip() == "C" and line[17:20] == "NME" else line
-        for line in (STRUCTURES / "alanine-dipeptide.pdb").read_text().splitlines()) + "\n")
-    return {"id": system_id, "structure": clash, "replicas": 1, "equilibration_ps": 0,
-            "minimization_max_iterations": 1}
+    clash.write_text(
+        "\n".join(
+            line[:30] + f"{2.15:8.3f}{2.09:8.3f}{0.0:8.3f}" + line[54:]
+            if line.startswith("HETATM") and line[12:16].strip() == "C" and line[17:20] == "NME"
+            else line
+            for line in (STRUCTURES / "alanine-dipeptide.pdb").read_text().splitlines()
+        )
+        + "\n"
+    )
+    return {"id": system_id, "structure": clash, "replicas": 1, "equilibration_ps": 0, "minimization_max_iterations": 1}
 
 
 @pytest.fixture
@@ -156,7 +177,9 @@ def run_with_profile(directory: Path, profile: Path, *args: str, timeout: float 
     command = ["snakemake", "-s", str(SNAKEFILE), "--profile", str(profile), *args]
     result = subprocess.run(command, cwd=directory, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
-        raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
+        raise AssertionError(
+            f"snakemake failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
+        )
     return result
 
 
@@ -203,5 +226,7 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.section("mdcampaign fault-injection and bad-input report")
     for suite, outcomes in sorted(_REPORT.items()):
         correct = sum(1 for _, ok in outcomes if ok)
-        terminalreporter.write_line(f"{suite}: {len(outcomes)} trials/cases, {correct} ended with correct data "
-                                    f"or the expected one-line error, {len(outcomes) - correct} did not")
+        terminalreporter.write_line(
+            f"{suite}: {len(outcomes)} trials/cases, {correct} ended with correct data "
+            f"or the expected one-line error, {len(outcomes) - correct} did not"
+        )

@@ -22,24 +22,48 @@ def two_segments(prepared_ala, tmp_path_factory):
     works = []
     for k in range(2):
         work = root / f"s{k}"
-        run_segment(SegmentTask("ala/r1", k, protocol, 3, setup_dir / "system.xml", state, setup_dir / "topology.pdb",
-                               work, platform="CPU", threads=1))
+        run_segment(
+            SegmentTask(
+                "ala/r1",
+                k,
+                protocol,
+                3,
+                setup_dir / "system.xml",
+                state,
+                setup_dir / "topology.pdb",
+                work,
+                platform="CPU",
+                threads=1,
+            )
+        )
         state = work / "final_state.xml"
         works.append(work)
     return works, setup_dir / "trajectory_topology.pdb", protocol
 
 
 def outputs(directory):
-    names = {"rmsd": "rmsd.csv", "rg": "rg.csv", "rmsf": "rmsf.csv", "dssp": "dssp.csv", "json": "a.json",
-             "png": "a.png"}
+    names = {
+        "rmsd": "rmsd.csv",
+        "rg": "rg.csv",
+        "rmsf": "rmsf.csv",
+        "dssp": "dssp.csv",
+        "json": "a.json",
+        "png": "a.png",
+    }
     return {key: directory / name for key, name in names.items()}
 
 
 def test_analysis_over_joined_segments(two_segments, tmp_path):
     works, topology, protocol = two_segments
     out = outputs(tmp_path)
-    summary = analyze([w / "trajectory.xtc" for w in works], [w / "energies.csv" for w in works], topology,
-                      protocol.frame_interval_ps, out, "ala/r1")
+    summary = analyze(
+        [w / "trajectory.xtc" for w in works],
+        [w / "energies.csv" for w in works],
+        topology,
+        protocol.frame_interval_ps,
+        out,
+        "ala/r1",
+    )
     frames = 2 * protocol.segment_steps // protocol.frame_steps
     assert summary["frames"] == frames
     assert summary["simulated_ns"] == pytest.approx(0.004)
@@ -56,5 +80,11 @@ def test_analysis_over_joined_segments(two_segments, tmp_path):
 def test_a_missing_segment_is_detected_as_a_time_gap(two_segments, tmp_path):
     works, topology, protocol = two_segments
     with pytest.raises(TrajectoryError, match="time is not continuous"):
-        analyze([works[0] / "trajectory.xtc", works[0] / "trajectory.xtc"], [works[0] / "energies.csv"] * 2,
-                topology, protocol.frame_interval_ps, outputs(tmp_path), "ala/r1")
+        analyze(
+            [works[0] / "trajectory.xtc", works[0] / "trajectory.xtc"],
+            [works[0] / "energies.csv"] * 2,
+            topology,
+            protocol.frame_interval_ps,
+            outputs(tmp_path),
+            "ala/r1",
+        )

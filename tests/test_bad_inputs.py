@@ -18,8 +18,15 @@ from mdcampaign.errors import CampaignError, SegmentError
 
 CASES = yaml.safe_load((Path(__file__).parent / "data" / "bad_inputs.yaml").read_text())
 # Representative cases also run through the real `snakemake -n`, as users meet them.
-THROUGH_SNAKEMAKE = {"negative temperature", "config YAML syntax error", "duplicate system ids", "id with a slash",
-                     "comma-separated table", "binary PDB file", "site column naming an unknown site"}
+THROUGH_SNAKEMAKE = {
+    "negative temperature",
+    "config YAML syntax error",
+    "duplicate system ids",
+    "id with a slash",
+    "comma-separated table",
+    "binary PDB file",
+    "site column naming an unknown site",
+}
 
 
 def build(case: dict, directory: Path) -> Path:
@@ -64,8 +71,13 @@ def setup_error(directory: Path) -> str:
     config = read_config_file(directory / "config" / "config.yaml")
     campaign = load_campaign(config, "config/config.yaml", base_dir=directory)
     system = next(iter(campaign.systems.values()))
-    prepare(directory / system.structure, system.protocol, directory / "results" / "systems" / system.id,
-            platform="CPU", threads=1)
+    prepare(
+        directory / system.structure,
+        system.protocol,
+        directory / "results" / "systems" / system.id,
+        platform="CPU",
+        threads=1,
+    )
     raise AssertionError("setup accepted the structure")
 
 
@@ -74,8 +86,12 @@ def test_bad_input_fails_early_with_one_clear_line(case, tmp_path):
     directory = build(case, tmp_path / "campaign")
     stage = case.get("stage", "validation")
     if stage == "cli":
-        result = subprocess.run(["snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "-n", "--profile",
-                                 case["profile"]], cwd=directory, capture_output=True, text=True)
+        result = subprocess.run(
+            ["snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "-n", "--profile", case["profile"]],
+            cwd=directory,
+            capture_output=True,
+            text=True,
+        )
         message = (result.stdout + result.stderr).strip()
         assert result.returncode != 0 and "Traceback" not in message
     else:

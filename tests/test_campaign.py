@@ -71,7 +71,10 @@ def test_comment_and_blank_lines_are_skipped_and_lines_counted(tmp_path):
     "change, expected",
     [
         ({"protocol": {"temperature_K": -5}}, "config/config.yaml: protocol.temperature_K: must be > 0 (got -5)"),
-        ({"protocol": {"forcefield": "amber99"}}, "protocol.forcefield: must be one of: amber14, amber99sbildn, charmm36"),
+        (
+            {"protocol": {"forcefield": "amber99"}},
+            "protocol.forcefield: must be one of: amber14, amber99sbildn, charmm36",
+        ),
         ({"protocol": {"temprature_K": 300}}, "unknown key 'temprature_K' (did you mean 'temperature_K'?)"),
         ({"platform": "GPU"}, "platform: must be one of: auto, CUDA, OpenCL, CPU, Reference (got 'GPU')"),
         ({"protocol": {"segment_ns": 0.01, "target_ns": 0.004}}, "segment_ns (0.01) must not exceed target_ns (0.004)"),
@@ -134,8 +137,16 @@ def test_unusable_structure_files_fail_before_anything_runs(tmp_path, content, e
 
 
 def test_protocol_steps_follow_from_lengths():
-    protocol = Protocol(**{**{k: v for k, v in load_defaults().items()}, "timestep_fs": 2.0, "segment_ns": 1.0,
-                           "frame_interval_ps": 10.0, "checkpoint_interval_ps": 100.0, "target_ns": 10.0})
+    protocol = Protocol(
+        **{
+            **{k: v for k, v in load_defaults().items()},
+            "timestep_fs": 2.0,
+            "segment_ns": 1.0,
+            "frame_interval_ps": 10.0,
+            "checkpoint_interval_ps": 100.0,
+            "target_ns": 10.0,
+        }
+    )
     assert protocol.segment_steps == 500_000
     assert protocol.frame_steps == 5_000
     assert protocol.checkpoint_steps == 50_000
@@ -169,8 +180,12 @@ def test_home_and_environment_variables_in_paths_are_expanded(tmp_path, monkeypa
     assert campaign.store == f"{tmp_path}/work/store"
     assert campaign.scratch_here == f"{tmp_path}/home/scratch"
     # another site's scratch is expanded on that site, not here (its variables may not exist here)
-    write_campaign(tmp_path, site="here", scratch="$MDCAMPAIGN_UNSET_HERE/x",
-                   sites={"here": {"scratch": "${MDCAMPAIGN_TEST_WORK}/md"}, "there": {"scratch": "$ELSEWHERE/md"}})
+    write_campaign(
+        tmp_path,
+        site="here",
+        scratch="$MDCAMPAIGN_UNSET_HERE/x",
+        sites={"here": {"scratch": "${MDCAMPAIGN_TEST_WORK}/md"}, "there": {"scratch": "$ELSEWHERE/md"}},
+    )
     assert load(tmp_path).scratch_here == f"{tmp_path}/work/md"
 
 
@@ -182,16 +197,22 @@ def test_a_remote_store_is_not_expanded_here(tmp_path):
 def test_nested_command_line_values_are_read_as_numbers():
     from mdcampaign.configuration import command_line_values
 
-    given = {"protocol": {"segment_ns": "0.02", "replicas": "3", "hmr": "false", "forcefield": "amber14"},
-             "platform": "CPU"}
+    given = {
+        "protocol": {"segment_ns": "0.02", "replicas": "3", "hmr": "false", "forcefield": "amber14"},
+        "platform": "CPU",
+    }
     assert command_line_values(given) == {
-        "protocol": {"segment_ns": 0.02, "replicas": 3, "hmr": False, "forcefield": "amber14"}, "platform": "CPU"}
+        "protocol": {"segment_ns": 0.02, "replicas": 3, "hmr": False, "forcefield": "amber14"},
+        "platform": "CPU",
+    }
 
 
 def test_na_in_an_optional_column_keeps_the_default(tmp_path):
     alanine = STRUCTURES / "alanine-dipeptide.pdb"
     write_campaign(tmp_path)
-    (tmp_path / "config" / "systems.tsv").write_text(f"id\tstructure\treplicas\ttemperature_K\nala\t{alanine}\tNA\tNA\n")
+    (tmp_path / "config" / "systems.tsv").write_text(
+        f"id\tstructure\treplicas\ttemperature_K\nala\t{alanine}\tNA\tNA\n"
+    )
     campaign = load(tmp_path)
     assert campaign.systems["ala"].replicas == 1 and campaign.systems["ala"].protocol.temperature_K == 300.0
 

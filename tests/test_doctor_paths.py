@@ -25,28 +25,51 @@ CONFIG = "config/config.yaml"
 def campaign(store: str = "store", scratch: str = "scratch", site: str | None = None, site_scratch: str | None = None):
     """What doctor reads of a campaign (store and scratch already expanded)."""
     sites = {site: SimpleNamespace(scratch=site_scratch)} if site else {}
-    return SimpleNamespace(store=store, scratch=scratch, scratch_here=site_scratch or scratch, sites=sites, site=site,
-                           config_file=CONFIG, simulations=[], systems={}, share=[])
+    return SimpleNamespace(
+        store=store,
+        scratch=scratch,
+        scratch_here=site_scratch or scratch,
+        sites=sites,
+        site=site,
+        config_file=CONFIG,
+        simulations=[],
+        systems={},
+        share=[],
+    )
 
 
 # -- check_location ------------------------------------------------------------------
 
-NOT_A_HOST = ("which is not a host name (letters, digits, '.', '-' and '_', optionally user@ before it; not "
-              "starting with '-'); a local folder with ':' in its name is written ./NAME")
+NOT_A_HOST = (
+    "which is not a host name (letters, digits, '.', '-' and '_', optionally user@ before it; not "
+    "starting with '-'); a local folder with ':' in its name is written ./NAME"
+)
 
 
-@pytest.mark.parametrize("store, problem", [
-    ("x:", "names host 'x' but no path after ':' (write x:/path/to/store)"),
-    ("me@cluster.edu:", "names host 'me@cluster.edu' but no path after ':' (write me@cluster.edu:/path/to/store)"),
-    ("-oProxyCommand=touch C:/x", f"names host '-oProxyCommand=touch C', {NOT_A_HOST}"),
-    ("me@-x:/store", f"names host 'me@-x', {NOT_A_HOST}"),
-    ("host:$SCRATCH/store", "has a variable in its path on host, which cannot be expanded from here: write the path "
-                            "in full (`ssh host 'echo $SCRATCH/store'` shows it)"),
-    ("host:/work/${USER}/store", "has a variable in its path on host, which cannot be expanded from here: write the "
-                                 "path in full (`ssh host 'echo /work/${USER}/store'` shows it)"),
-    ("host:~alice/store", "starts its path on host with '~alice', which cannot be expanded from here: write the path "
-                          "in full (`ssh host 'echo ~alice'` shows it)"),
-])
+@pytest.mark.parametrize(
+    "store, problem",
+    [
+        ("x:", "names host 'x' but no path after ':' (write x:/path/to/store)"),
+        ("me@cluster.edu:", "names host 'me@cluster.edu' but no path after ':' (write me@cluster.edu:/path/to/store)"),
+        ("-oProxyCommand=touch C:/x", f"names host '-oProxyCommand=touch C', {NOT_A_HOST}"),
+        ("me@-x:/store", f"names host 'me@-x', {NOT_A_HOST}"),
+        (
+            "host:$SCRATCH/store",
+            "has a variable in its path on host, which cannot be expanded from here: write the path "
+            "in full (`ssh host 'echo $SCRATCH/store'` shows it)",
+        ),
+        (
+            "host:/work/${USER}/store",
+            "has a variable in its path on host, which cannot be expanded from here: write the "
+            "path in full (`ssh host 'echo /work/${USER}/store'` shows it)",
+        ),
+        (
+            "host:~alice/store",
+            "starts its path on host with '~alice', which cannot be expanded from here: write the path "
+            "in full (`ssh host 'echo ~alice'` shows it)",
+        ),
+    ],
+)
 def test_check_location_names_what_is_wrong(store, problem, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert check_location(store) == problem
@@ -57,11 +80,19 @@ def test_check_location_names_what_is_wrong(store, problem, tmp_path, monkeypatc
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("store, root", [
-    ("host:/data/store", "/data/store"), ("me@host.example.org:/data/store/", "/data/store"),
-    ("host:store", "store"), ("host:~/store", "store"), ("host:~", "."), ("host:-x", "./-x"),
-    ("host:~/-x", "./-x"), ("host:/", "/"),
-])
+@pytest.mark.parametrize(
+    "store, root",
+    [
+        ("host:/data/store", "/data/store"),
+        ("me@host.example.org:/data/store/", "/data/store"),
+        ("host:store", "store"),
+        ("host:~/store", "store"),
+        ("host:~", "."),
+        ("host:-x", "./-x"),
+        ("host:~/-x", "./-x"),
+        ("host:/", "/"),
+    ],
+)
 def test_good_remote_locations(store, root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert check_location(store) is None and is_remote(store)
@@ -86,6 +117,7 @@ def test_local_locations(tmp_path, monkeypatch):
 
 
 # -- doctor: the store ---------------------------------------------------------------
+
 
 def test_doctor_store_that_is_a_file_fails_with_the_fix(tmp_path):
     (tmp_path / "store").write_text("not a folder")
@@ -174,6 +206,7 @@ def test_doctor_unwritable_store_fails_with_the_fix(tmp_path, locked):
 
 # -- doctor: scratch -----------------------------------------------------------------
 
+
 def test_doctor_scratch_that_cannot_be_used_fails_with_the_fix(tmp_path, locked):
     (tmp_path / "scratch-file").write_text("x")
     checks = check_space(campaign(scratch="scratch-file"), tmp_path, {})
@@ -203,6 +236,7 @@ def test_doctor_passes_a_usable_scratch(tmp_path):
 
 
 # -- doctor: a remote store on the test SSH server -----------------------------------
+
 
 def test_doctor_remote_store_reachable_writable_and_not(tmp_path, monkeypatch):
     from test_ssh import HOST, SSH_BIN, STORE_ROOT, remote, server_problem

@@ -22,8 +22,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import (REPO, SNAKEFILE, assert_complete, executed_jobs, exploding_system, report, snakemake,
-                      write_campaign)
+from conftest import (
+    REPO,
+    SNAKEFILE,
+    assert_complete,
+    executed_jobs,
+    exploding_system,
+    report,
+    snakemake,
+    write_campaign,
+)
 from mdcampaign import xtc
 from mdcampaign.campaign import Protocol
 from test_segment import assert_exact_segment, killed_after_two_checkpoints, segment_command, wait_for
@@ -39,8 +47,9 @@ def assert_energies_match_trajectory(work: Path, topology: Path):
     assert energies["step"].is_unique and energies["step"].is_monotonic_increasing
 
 
-def kill_trial(setup_dir: Path, protocol: Protocol, work: Path, rng: random.Random, kills: int,
-               at_checkpoint_write: bool = False) -> int:
+def kill_trial(
+    setup_dir: Path, protocol: Protocol, work: Path, rng: random.Random, kills: int, at_checkpoint_write: bool = False
+) -> int:
     """Kill the runner `kills` times at random moments (or while it writes a
     checkpoint), then let it finish; returns how many kills landed."""
     command = segment_command(setup_dir, protocol, work)
@@ -48,8 +57,11 @@ def kill_trial(setup_dir: Path, protocol: Protocol, work: Path, rng: random.Rand
     for _ in range(kills):
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if at_checkpoint_write:
-            wait_for(lambda: any(work.glob(".checkpoint.chk.*.tmp")) or process.poll() is not None,
-                     timeout=60, interval=0.0005)
+            wait_for(
+                lambda process=process: any(work.glob(".checkpoint.chk.*.tmp")) or process.poll() is not None,
+                timeout=60,
+                interval=0.0005,
+            )
         else:
             time.sleep(rng.uniform(0.3, 2.5))  # start-up takes ~1 s; the segment ~1-2 s more
         if process.poll() is None:
@@ -115,18 +127,25 @@ def test_unreadable_checkpoints_and_a_short_trajectory_restart_the_segment(prepa
 
 # -- the whole campaign --------------------------------------------------------------------------
 
+
 def long_campaign(directory: Path, systems=None) -> Path:
     return write_campaign(
         directory,
-        systems=systems or [{"id": "ala", "structure": REPO / "config/structures/alanine-dipeptide.pdb", "replicas": 2}],
+        systems=systems
+        or [{"id": "ala", "structure": REPO / "config/structures/alanine-dipeptide.pdb", "replicas": 2}],
         protocol={"segment_ns": 0.02, "target_ns": 0.04, "frame_interval_ps": 0.2, "checkpoint_interval_ps": 1.0},
     )
 
 
 def start_snakemake(directory: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(["snakemake", "-s", str(SNAKEFILE), "--profile", str(REPO / "profiles" / "local"), *args],
-                            cwd=directory, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    return subprocess.Popen(
+        ["snakemake", "-s", str(SNAKEFILE), "--profile", str(REPO / "profiles" / "local"), *args],
+        cwd=directory,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def running_checkpoint(directory: Path) -> bool:
@@ -147,9 +166,11 @@ def test_snakemake_interrupted_mid_campaign_then_rerun_completes(tmp_path, how):
     cleared = [line for line in rerun.stderr.splitlines() if "cleared the lock" in line]
     if how == "SIGKILL":
         # Snakemake's lock survives a kill -9; the same command clears it, and says so in one line
-        assert len(cleared) == 1 and cleared[0].startswith("mdcampaign: cleared the lock left by a run that no "
-                                                           f"longer exists (pid {process.pid} on host "
-                                                           f"{socket.gethostname()}, started "), cleared
+        assert len(cleared) == 1 and cleared[0].startswith(
+            "mdcampaign: cleared the lock left by a run that no "
+            f"longer exists (pid {process.pid} on host "
+            f"{socket.gethostname()}, started "
+        ), cleared
     else:
         assert cleared == [], "Snakemake removed its lock itself"
     jobs = executed_jobs(rerun)
@@ -166,13 +187,16 @@ def test_a_second_run_at_the_same_time_is_refused(tmp_path):
     campaign = long_campaign(tmp_path / "campaign")
     first = start_snakemake(campaign)
     # Snakemake's own lock files (the folder also holds mdcampaign's record of each run)
-    assert wait_for(lambda: any((campaign / ".snakemake" / "locks").glob("*.lock")) or first.poll() is not None,
-                    timeout=120)
+    assert wait_for(
+        lambda: any((campaign / ".snakemake" / "locks").glob("*.lock")) or first.poll() is not None, timeout=120
+    )
     second = snakemake(campaign, check=False)
     assert second.returncode != 0
     assert "Directory cannot be locked" in second.stdout + second.stderr
-    assert f"mdcampaign: this campaign is being run by pid {first.pid} on host {socket.gethostname()} since " \
+    assert (
+        f"mdcampaign: this campaign is being run by pid {first.pid} on host {socket.gethostname()} since "
         in second.stderr
+    )
     first.communicate(timeout=600)
     assert first.returncode == 0
     assert_complete(campaign, {"ala/r1": 0.04, "ala/r2": 0.04})
@@ -182,8 +206,10 @@ def test_a_second_run_at_the_same_time_is_refused(tmp_path):
 @pytest.mark.slow
 def test_an_exploding_system_fails_clearly_and_the_rest_goes_on(tmp_path):
     structure = REPO / "config/structures/alanine-dipeptide.pdb"
-    campaign = write_campaign(tmp_path / "campaign", systems=[
-        {"id": "ala", "structure": structure, "replicas": 1}, exploding_system(tmp_path)])
+    campaign = write_campaign(
+        tmp_path / "campaign",
+        systems=[{"id": "ala", "structure": structure, "replicas": 1}, exploding_system(tmp_path)],
+    )
     result = snakemake(campaign, check=False)
     output = result.stdout + result.stderr
     assert result.returncode != 0
@@ -196,13 +222,15 @@ def test_an_exploding_system_fails_clearly_and_the_rest_goes_on(tmp_path):
 
 # -- full disks ---------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A real 8 MB file system (tmpfs), nearly filled; needs root."""
     mount_point = tmp_path / "disk"
     mount_point.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount_point)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
     if result.returncode != 0:
         pytest.skip(f"cannot mount a small file system here: {result.stderr.strip()}")
     filler = mount_point / "filler"

@@ -14,16 +14,17 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import STRUCTURES, _schema_defaults
 
+from conftest import STRUCTURES, _schema_defaults
 from mdcampaign import gromacs
 from mdcampaign.campaign import Protocol
 from mdcampaign.errors import CampaignError, SegmentError
 from mdcampaign.runs import ENERGY_COLUMNS, RUNNER_LOCK
 
 GMX_VERSION = gromacs.available()
-needs_gmx = pytest.mark.skipif(GMX_VERSION is None, reason="GROMACS is not installed (gmx not found): "
-                                                          "apt-get install gromacs")
+needs_gmx = pytest.mark.skipif(
+    GMX_VERSION is None, reason="GROMACS is not installed (gmx not found): apt-get install gromacs"
+)
 
 # 2 fs without HMR, frames every 0.2 ps, segments of 2 ps; about a second per segment
 # on 2 cores for the ~1000 atoms of alanine dipeptide in a 1.2 nm-padded dodecahedron.
@@ -77,8 +78,9 @@ def assert_segment(work: Path, protocol: Protocol, segment: int, tinit: float = 
     """Frames at first+F .. last exactly once, and one energy row per frame."""
     frames = protocol.segment_steps // protocol.frame_steps
     first = segment * protocol.segment_steps
-    expected = [round(tinit + (first + (i + 1) * protocol.frame_steps) * protocol.timestep_ps, 6)
-                for i in range(frames)]
+    expected = [
+        round(tinit + (first + (i + 1) * protocol.frame_steps) * protocol.timestep_ps, 6) for i in range(frames)
+    ]
     times = [round(t, 3) for t in frame_times(work / "trajectory.xtc")]
     assert times == [round(t, 3) for t in expected]
     table = read_energies(work / "energies.csv")
@@ -93,8 +95,9 @@ def assert_segment(work: Path, protocol: Protocol, segment: int, tinit: float = 
     assert info["frames"] == frames and info["first_step"] == first
     assert gromacs.checkpoint_header(work / "final_state.cpt")["step"] == first + protocol.segment_steps
     # mdrun's own files are gone; its log is kept
-    assert sorted(p.name for p in work.iterdir()) == sorted([*gromacs.OUTPUT_FILES, "gromacs.log", "mdrun.log",
-                                                             RUNNER_LOCK])
+    assert sorted(p.name for p in work.iterdir()) == sorted(
+        [*gromacs.OUTPUT_FILES, "gromacs.log", "mdrun.log", RUNNER_LOCK]
+    )
     return info
 
 
@@ -107,8 +110,7 @@ def test_engine_columns_are_the_openmm_runners():
 
 def test_gmx_argv_is_a_list_with_absolute_paths_and_no_option_lookalikes(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    argv = gromacs.gmx_argv("grompp", [("-f", Path("-weird name.mdp")), ("-maxwarn", 0), ("-ignh", True),
-                                       ("-d", 0.8)])
+    argv = gromacs.gmx_argv("grompp", [("-f", Path("-weird name.mdp")), ("-maxwarn", 0), ("-ignh", True), ("-d", 0.8)])
     assert argv[:4] == [gromacs.GMX, "-quiet", "-nobackup", "grompp"]
     assert argv[4:] == ["-f", str(tmp_path / "-weird name.mdp"), "-maxwarn", "0", "-ignh", "-d", "0.8"]
     with pytest.raises(ValueError):
@@ -139,7 +141,8 @@ website at http://www.gromacs.org/Documentation/Errors
 -------------------------------------------------------
 """
     assert gromacs.error_line(grompp) == (
-        "ERROR 1 [file bad.mdp, line 3]: Right hand side 'abc' for parameter 'dt' in parameter file is not a real value")
+        "ERROR 1 [file bad.mdp, line 3]: Right hand side 'abc' for parameter 'dt' in parameter file is not a real value"
+    )
     mdrun = """Program:     gmx mdrun, version 2022.5
 Source file: src/gromacs/mdlib/sim_util.cpp (line 777)
 
@@ -177,8 +180,16 @@ def test_prepare_refuses_before_running_anything(tmp_path):
 @pytest.mark.slow
 def test_setup_writes_the_production_inputs(gmx_setup, tmp_path):
     out, protocol, info = gmx_setup
-    for name in ("system.tpr", "start.cpt", "topology.pdb", "trajectory_topology.pdb", "system.top",
-                 "production.mdp", "index.ndx", "equilibration.csv"):
+    for name in (
+        "system.tpr",
+        "start.cpt",
+        "topology.pdb",
+        "trajectory_topology.pdb",
+        "system.top",
+        "production.mdp",
+        "index.ndx",
+        "equilibration.csv",
+    ):
         assert (out / name).exists(), name
     assert info["gmx_version"] == GMX_VERSION and info["forcefield"] == "amber99sb-ildn"
     assert info["solute_atoms"] == 22 and info["waters"] > 200
@@ -240,9 +251,24 @@ def _children(pid: int) -> list[int]:
 def _segment_command(setup: Path, protocol: Protocol, work: Path, segment=0, start=None, extra=()):
     protocol_file = work.parent / f"{work.name}-protocol.json"
     protocol_file.write_text(json.dumps(protocol.__dict__))
-    return [sys.executable, "-m", "mdcampaign.gromacs", "--tpr", str(setup / "system.tpr"),
-            "--start", str(start or setup / "start.cpt"), "--work", str(work), "--protocol", str(protocol_file),
-            "--segment", str(segment), "--threads", str(THREADS), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "mdcampaign.gromacs",
+        "--tpr",
+        str(setup / "system.tpr"),
+        "--start",
+        str(start or setup / "start.cpt"),
+        "--work",
+        str(work),
+        "--protocol",
+        str(protocol_file),
+        "--segment",
+        str(segment),
+        "--threads",
+        str(THREADS),
+        *extra,
+    ]
 
 
 def _alive(pid: int) -> bool:
@@ -313,15 +339,17 @@ def test_time_budget_and_sigterm_stop_with_a_checkpoint_and_the_next_call_contin
     protocol = protocol_with(segment_ns=0.03, target_ns=0.03)  # 30 ps: longer than the budget
     work = tmp_path / "0000"
     began = time.time()
-    complete, info = gromacs.run_segment(out / "system.tpr", out / "start.cpt", work, 0, protocol,
-                                         threads=THREADS, deadline=time.time() + 8)
+    complete, info = gromacs.run_segment(
+        out / "system.tpr", out / "start.cpt", work, 0, protocol, threads=THREADS, deadline=time.time() + 8
+    )
     assert not complete and "time budget" in info["reason"], info
     assert time.time() - began < 10
     assert 0 < info["step"] < protocol.segment_steps
     assert gromacs.checkpoint_header(work / "segment.cpt")["step"] == info["step"]
     # SIGTERM (Slurm's warning, Ctrl-C): mdrun checkpoints and stops, the runner exits 75.
-    process = subprocess.Popen(_segment_command(out, protocol, work), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        _segment_command(out, protocol, work), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     assert _wait(lambda: gromacs.checkpoint_header(work / "segment.cpt")["step"] > info["step"], 60)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 75
@@ -345,8 +373,9 @@ def test_a_labs_own_tpr_runs_in_two_segments(gmx_setup, tmp_path):
     start = None  # segment 0 starts from the tpr's own state
     for segment in range(2):
         work = tmp_path / f"lab-{segment}"
-        complete, _ = gromacs.run_segment(tmp_path / "lab" / "system.tpr", start, work, segment, protocol,
-                                          threads=THREADS)
+        complete, _ = gromacs.run_segment(
+            tmp_path / "lab" / "system.tpr", start, work, segment, protocol, threads=THREADS
+        )
         assert complete
         assert_segment(work, protocol, segment)
         start = work / "final_state.cpt"
@@ -357,16 +386,25 @@ def test_a_labs_gro_top_mdp_go_through_grompp_and_a_bad_mdp_fails_in_one_line(gm
     out, protocol, _ = gmx_setup
     lab = tmp_path / "inputs"
     shutil.copytree(out, lab, ignore=shutil.ignore_patterns("build"))
-    info = gromacs.import_inputs(gro=lab / "start.gro", top=lab / "system.top", mdp=lab / "production.mdp",
-                                 ndx=lab / "index.ndx", out_dir=tmp_path / "ok")
+    info = gromacs.import_inputs(
+        gro=lab / "start.gro",
+        top=lab / "system.top",
+        mdp=lab / "production.mdp",
+        ndx=lab / "index.ndx",
+        out_dir=tmp_path / "ok",
+    )
     assert info["nstxout_compressed"] == protocol.frame_steps and (tmp_path / "ok" / "system.tpr").exists()
 
     bad = lab / "bad.mdp"
-    bad.write_text((lab / "production.mdp").read_text().replace("dt                       = 0.002",
-                                                                 "dt                       = two"))
+    bad.write_text(
+        (lab / "production.mdp")
+        .read_text()
+        .replace("dt                       = 0.002", "dt                       = two")
+    )
     with pytest.raises(CampaignError) as error:
-        gromacs.import_inputs(gro=lab / "start.gro", top=lab / "system.top", mdp=bad, ndx=lab / "index.ndx",
-                              out_dir=tmp_path / "bad")
+        gromacs.import_inputs(
+            gro=lab / "start.gro", top=lab / "system.top", mdp=bad, ndx=lab / "index.ndx", out_dir=tmp_path / "bad"
+        )
     message = str(error.value)
     assert "\n" not in message
     assert message.startswith("gmx grompp failed on ")
@@ -375,8 +413,13 @@ def test_a_labs_gro_top_mdp_go_through_grompp_and_a_bad_mdp_fails_in_one_line(gm
     broken = lab / "broken.top"
     broken.write_text((lab / "system.top").read_text().replace("[ molecules ]", "[ molecule ]"))
     with pytest.raises(CampaignError) as error:
-        gromacs.import_inputs(gro=lab / "start.gro", top=broken, mdp=lab / "production.mdp", ndx=lab / "index.ndx",
-                              out_dir=tmp_path / "broken")
+        gromacs.import_inputs(
+            gro=lab / "start.gro",
+            top=broken,
+            mdp=lab / "production.mdp",
+            ndx=lab / "index.ndx",
+            out_dir=tmp_path / "broken",
+        )
     assert "\n" not in str(error.value) and "broken.top" in str(error.value)
 
 
@@ -384,7 +427,8 @@ def test_a_labs_gro_top_mdp_go_through_grompp_and_a_bad_mdp_fails_in_one_line(gm
 def test_a_failing_mdrun_names_the_command_and_the_error(gmx_setup, tmp_path):
     out, protocol, _ = gmx_setup
     with pytest.raises(SegmentError, match=r"does not match the protocol: its timestep is 2 fs"):
-        gromacs.run_segment(out / "system.tpr", out / "start.cpt", tmp_path / "w", 0,
-                            protocol_with(timestep_fs=1.0), threads=THREADS)
+        gromacs.run_segment(
+            out / "system.tpr", out / "start.cpt", tmp_path / "w", 0, protocol_with(timestep_fs=1.0), threads=THREADS
+        )
     with pytest.raises(SegmentError, match=r"is at step 0, but the segment starts at step 1000"):
         gromacs.run_segment(out / "system.tpr", out / "start.cpt", tmp_path / "w1", 1, protocol, threads=THREADS)

@@ -23,8 +23,10 @@ DATA = Path(__file__).parent / "data" / "structures"
 COMPLEX = DATA / "T4L-L99A-p-xylene-complex.pdb.gz"
 XYLENE = "Cc1ccc(C)cc1"
 
-pytestmark = pytest.mark.skipif(bool(missing_tools()), reason=f"ligand tools not installed ({', '.join(missing_tools())}):"
-                                                              " pip install -e '.[ligands]'")
+pytestmark = pytest.mark.skipif(
+    bool(missing_tools()),
+    reason=f"ligand tools not installed ({', '.join(missing_tools())}): pip install -e '.[ligands]'",
+)
 
 
 def protocol() -> Protocol:
@@ -43,8 +45,11 @@ def test_a_ligand_from_its_mol2_is_parameterized_once_and_matched(tmp_path):
     assert info["ligand"]["smiles"] == XYLENE and info["ligand"]["net_charge"] == 0
     forcefield = app.ForceField("amber14-all.xml", "amber14/tip3p.xml", info["ligand"]["forcefield_file"])
     system = forcefield.createSystem(fixer.topology, nonbondedMethod=app.NoCutoff)
-    charges = [system.getForce(k) for k in range(system.getNumForces())
-               if type(system.getForce(k)).__name__ == "NonbondedForce"][0]
+    charges = next(
+        system.getForce(k)
+        for k in range(system.getNumForces())
+        if type(system.getForce(k)).__name__ == "NonbondedForce"
+    )
     ligand_charge = sum(charges.getParticleParameters(atom.index)[0]._value for atom in ligand.atoms())
     assert abs(ligand_charge) < 1e-3
     # The same chemistry again, its pose from the structure and its bond orders from SMILES: from the cache.
@@ -54,12 +59,15 @@ def test_a_ligand_from_its_mol2_is_parameterized_once_and_matched(tmp_path):
     assert len(ligand_residues(again)) == 1 and before.shape[1] == 3
 
 
-@pytest.mark.parametrize("spec, expect", [
-    (LigandSpec("TMP", smiles="C1CC"), "ligand_smiles 'C1CC' is not valid SMILES"),
-    (LigandSpec("TMP", smiles="Cc1ccccc1"), "do not match ligand_smiles 'Cc1ccccc1'"),
-    (LigandSpec("XYZ", smiles=XYLENE), "the structure has no residue XYZ to take the pose from"),
-    (LigandSpec("TMP", smiles=XYLENE, charge=1), "ligand TMP: AM1-BCC charges could not be computed"),
-])
+@pytest.mark.parametrize(
+    "spec, expect",
+    [
+        (LigandSpec("TMP", smiles="C1CC"), "ligand_smiles 'C1CC' is not valid SMILES"),
+        (LigandSpec("TMP", smiles="Cc1ccccc1"), "do not match ligand_smiles 'Cc1ccccc1'"),
+        (LigandSpec("XYZ", smiles=XYLENE), "the structure has no residue XYZ to take the pose from"),
+        (LigandSpec("TMP", smiles=XYLENE, charge=1), "ligand TMP: AM1-BCC charges could not be computed"),
+    ],
+)
 def test_a_ligand_that_cannot_be_parameterized_fails_in_one_line(tmp_path, spec, expect):
     with pytest.raises(CampaignError) as caught:
         repair(COMPLEX, protocol(), spec, tmp_path / "ligands")
@@ -72,11 +80,23 @@ def test_a_ligand_that_cannot_be_parameterized_fails_in_one_line(tmp_path, spec,
 def test_a_protein_ligand_complex_runs_and_the_ligand_stays_in_its_pocket(tmp_path):
     # A solvated protein needs a real minimization before 4 fs steps (the tiny test
     # protocol's 50 iterations let it blow up in restrained equilibration once in CI).
-    campaign = write_campaign(tmp_path / "campaign", systems=[
-        {"id": "t4l-xylene", "structure": COMPLEX, "replicas": 1, "ligand": "TMP",
-         "ligand_file": DATA / "p-xylene.mol2", "solvent": "explicit", "forcefield": "amber14", "padding_nm": 0.8,
-         "box_shape": "dodecahedron"},
-    ], protocol={"target_ns": 0.002, "equilibration_ps": 2.0, "minimization_max_iterations": 1000})
+    campaign = write_campaign(
+        tmp_path / "campaign",
+        systems=[
+            {
+                "id": "t4l-xylene",
+                "structure": COMPLEX,
+                "replicas": 1,
+                "ligand": "TMP",
+                "ligand_file": DATA / "p-xylene.mol2",
+                "solvent": "explicit",
+                "forcefield": "amber14",
+                "padding_nm": 0.8,
+                "box_shape": "dodecahedron",
+            },
+        ],
+        protocol={"target_ns": 0.002, "equilibration_ps": 2.0, "minimization_max_iterations": 1000},
+    )
     snakemake(campaign, timeout=1800)
     assert_complete(campaign, {"t4l-xylene/r1": 0.002})
     setup = json.loads((campaign / "results/systems/t4l-xylene/setup.json").read_text())

@@ -105,9 +105,14 @@ def runner_of(campaign: Path, simulation: str) -> int | None:
 def test_kill_9_of_one_slot_leaves_the_other_running_and_resumes_exactly(tmp_path):
     campaign = two_replicas(tmp_path, segment_ns=0.1, target_ns=0.1, checkpoint_interval_ps=2.0)
     profile = make_profile(tmp_path, "local", config=PACKED)
-    process = subprocess.Popen(["snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--profile", str(profile)],
-                               cwd=campaign, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        ["snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--profile", str(profile)],
+        cwd=campaign,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 300
         victim = None
@@ -118,8 +123,11 @@ def test_kill_9_of_one_slot_leaves_the_other_running_and_resumes_exactly(tmp_pat
                 break
             time.sleep(0.2)
         assert victim, "both slots were running"
-        report = json.loads(subprocess.run(["mdcampaign", "status", "--json", "--no-slurm"], cwd=campaign,
-                                           capture_output=True, text=True).stdout)
+        report = json.loads(
+            subprocess.run(
+                ["mdcampaign", "status", "--json", "--no-slurm"], cwd=campaign, capture_output=True, text=True
+            ).stdout
+        )
         running = {s["simulation"]: s["slot"] for s in report["simulations"] if s["state"] == "running"}
         assert sorted(running.values()) == [0, 1], f"status shows each running simulation's slot: {running}"
         os.kill(victim, signal.SIGKILL)
@@ -145,8 +153,10 @@ def test_one_exploding_system_in_a_packed_job_does_not_stop_the_other(tmp_path):
     directory.mkdir()
     campaign = write_campaign(
         directory,
-        systems=[{"id": "ala", "structure": REPO / "config/structures/alanine-dipeptide.pdb", "replicas": 1},
-                 exploding_system(directory)],
+        systems=[
+            {"id": "ala", "structure": REPO / "config/structures/alanine-dipeptide.pdb", "replicas": 1},
+            exploding_system(directory),
+        ],
         protocol={"segment_ns": 0.01, "target_ns": 0.02, "frame_interval_ps": 0.2, "checkpoint_interval_ps": 1.0},
     )
     result = run_with_profile(campaign, make_profile(tmp_path, "local", config=PACKED), check=False)
@@ -154,8 +164,11 @@ def test_one_exploding_system_in_a_packed_job_does_not_stop_the_other(tmp_path):
     assert result.returncode != 0
     assert "Error in rule pack" in output and "hot/r1: simulate of segment 0000 failed" in output
     assert len(list((campaign / "results/sims/ala/r1/segments").glob("*/manifest.json"))) == 2
-    status = json.loads(subprocess.run(["mdcampaign", "status", "--json", "--no-slurm"], cwd=campaign,
-                                       capture_output=True, text=True).stdout)
+    status = json.loads(
+        subprocess.run(
+            ["mdcampaign", "status", "--json", "--no-slurm"], cwd=campaign, capture_output=True, text=True
+        ).stdout
+    )
     states = {s["simulation"]: s for s in status["simulations"]}
     assert states["hot/r1"]["state"] == "failed"
     assert "logs/simulate/hot/r1/0000.log" in states["hot/r1"]["failure"]["log"]
@@ -165,8 +178,15 @@ def test_one_exploding_system_in_a_packed_job_does_not_stop_the_other(tmp_path):
 def test_tune_tries_packings_that_share_the_cores_evenly():
     from mdcampaign.tune import candidates
 
-    assert [(p.slots, p.threads) for p in candidates(48, 0)] == [(1, 48), (2, 24), (4, 12), (8, 6), (16, 3),
-                                                                  (32, 1), (48, 1)]
+    assert [(p.slots, p.threads) for p in candidates(48, 0)] == [
+        (1, 48),
+        (2, 24),
+        (4, 12),
+        (8, 6),
+        (16, 3),
+        (32, 1),
+        (48, 1),
+    ]
     assert [(p.slots, p.threads) for p in candidates(2, 0)] == [(1, 2), (2, 1)]
     assert [(p.slots, p.threads, p.gpus) for p in candidates(16, 4)] == [(4, 4, 4), (8, 2, 4), (16, 1, 4)]
 
@@ -176,13 +196,16 @@ def test_tune_measures_packings_of_a_set_up_system(tmp_path, prepared_ala):
     setup, protocol = prepared_ala
     campaign = write_campaign(
         tmp_path / "campaign",
-        systems=[{"id": "ala", "structure": REPO / "config/structures/alanine-dipeptide.pdb", "replicas": 1}])
+        systems=[{"id": "ala", "structure": REPO / "config/structures/alanine-dipeptide.pdb", "replicas": 1}],
+    )
     target = campaign / "results" / "systems" / "ala"
     target.mkdir(parents=True)
     for name in ("system.xml", "state.xml"):
         (target / name).write_bytes((setup / name).read_bytes())
     (target / "setup.json").write_text(json.dumps({"atoms": 22, "protocol": protocol.__dict__}))
-    result = subprocess.run(["mdcampaign", "tune", "--seconds", "1", "--cores", "2"], cwd=campaign, capture_output=True, text=True)
+    result = subprocess.run(
+        ["mdcampaign", "tune", "--seconds", "1", "--cores", "2"], cwd=campaign, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
     assert "ala (22 atoms): 1 slots x 2 threads" in result.stdout
     assert "ala (22 atoms): 2 slots x 1 threads" in result.stdout
@@ -193,9 +216,13 @@ def test_tune_measures_packings_of_a_set_up_system(tmp_path, prepared_ala):
 def test_kill_9_of_the_whole_packed_run_then_the_same_command_continues_exactly(tmp_path):
     campaign = two_replicas(tmp_path, segment_ns=0.04, target_ns=0.12, checkpoint_interval_ps=2.0)
     profile = make_profile(tmp_path, "local", config=PACKED)
-    process = subprocess.Popen(["snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--profile", str(profile)],
-                               cwd=campaign, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        ["snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--profile", str(profile)],
+        cwd=campaign,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 300
     while time.time() < deadline and process.poll() is None:
         fetched = list(campaign.glob("results/sims/ala/r*/segments/*/manifest.json"))

@@ -22,7 +22,8 @@ def test_profile_plans_the_campaign(tiny_campaign, profile):
     result = snakemake(tiny_campaign, "-n", profile=profile)
     jobs = executed_jobs(result.stdout)
     packing = (yaml.safe_load((REPO / "profiles" / profile / "config.yaml").read_text()).get("config") or {}).get(
-        "packing")
+        "packing"
+    )
     if packing:  # the three simulations fit in one packed job
         assert jobs["pack"] == 1 and "simulate" not in jobs and jobs["summary"] == 1, result.stdout[-2000:]
     else:  # one segment per simulation is planned at a time (see workflow/rules/analyze.smk)
@@ -46,8 +47,16 @@ def test_snakefmt_check_is_clean():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.skipif(shutil.which("scontrol") is None or shutil.which("sinfo") is None,
-                    reason="Slurm's client is not installed here")
+@pytest.mark.parametrize("command", [["ruff", "check", "."], ["ruff", "format", "--check", "."]])
+def test_ruff_is_clean(command):
+    """The Python code passes the linter and is formatted (pyproject.toml's [tool.ruff])."""
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+
+
+@pytest.mark.skipif(
+    shutil.which("scontrol") is None or shutil.which("sinfo") is None, reason="Slurm's client is not installed here"
+)
 def test_doctor_warns_when_an_unreachable_slurm_controller_slows_every_start(tmp_path, monkeypatch):
     from mdcampaign.doctor import WARN, check_slurm_start_up_probe
 

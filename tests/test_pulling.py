@@ -57,13 +57,19 @@ def test_an_expired_claim_is_taken_over_and_its_old_holder_cannot_publish(tmp_pa
     segment.mkdir()
     (segment / "trajectory.xtc").write_bytes(b"old holder's frames")
     with pytest.raises(TransferError, match="lease lost: another site took over sys/r1"):
-        store.put_directory({"trajectory.xtc": segment / "trajectory.xtc"}, "sims/sys/r1/segments/0000",
-                            guard=claims.guard_script(first))
+        store.put_directory(
+            {"trajectory.xtc": segment / "trajectory.xtc"},
+            "sims/sys/r1/segments/0000",
+            guard=claims.guard_script(first),
+        )
     assert not (tmp_path / "sims/sys/r1/segments/0000").exists()
     assert not list((tmp_path / "sims/sys/r1/segments").iterdir()), "no partial copy left behind"
     # the new holder publishes
-    store.put_directory({"trajectory.xtc": segment / "trajectory.xtc"}, "sims/sys/r1/segments/0000",
-                        guard=claims.guard_script(second.lease))
+    store.put_directory(
+        {"trajectory.xtc": segment / "trajectory.xtc"},
+        "sims/sys/r1/segments/0000",
+        guard=claims.guard_script(second.lease),
+    )
     assert (tmp_path / "sims/sys/r1/segments/0000/trajectory.xtc").exists()
     # releasing a lost claim changes nothing; the holder's own release frees the simulation
     claims.release(first)
@@ -167,23 +173,40 @@ def test_measured_speeds_decide_which_site_a_system_suits():
 def test_a_site_takes_back_what_it_can_resume_unless_a_much_faster_site_is_live():
     works = [Work(f"s{i}/r1", f"s{i}", 100.0, 1.0 + i) for i in range(4)]
     sites = [Site("one", 100.0, 2), Site("two", 100.0, 2), Site("fast", 1000.0, 1)]
-    order = preferred_order(sites[0], works, sites, live={"two"}, free={"two": 0}, resumable=frozenset({"s0/r1"}),
-                            elsewhere={"s3/r1": "two"})
+    order = preferred_order(
+        sites[0],
+        works,
+        sites,
+        live={"two"},
+        free={"two": 0},
+        resumable=frozenset({"s0/r1"}),
+        elsewhere={"s3/r1": "two"},
+    )
     assert [w.name for w in order] == ["s0/r1", "s2/r1", "s1/r1", "s3/r1"], "own checkpoint first, another's last"
-    order = preferred_order(sites[0], works, sites, live={"two", "fast"}, free={"two": 0, "fast": 0},
-                            resumable=frozenset({"s0/r1"}), elsewhere={"s3/r1": "two"})
+    order = preferred_order(
+        sites[0],
+        works,
+        sites,
+        live={"two", "fast"},
+        free={"two": 0, "fast": 0},
+        resumable=frozenset({"s0/r1"}),
+        elsewhere={"s3/r1": "two"},
+    )
     assert order[0].name != "s0/r1", "with a 10x faster site live, resuming here is no reason to go first"
 
 
 # -- a site's view --------------------------------------------------------------------
 
-def test_a_sites_view_follows_pins_claims_and_completion(tmp_path):
-    from mdcampaign.campaign import load_campaign
 
+def test_a_sites_view_follows_pins_claims_and_completion(tmp_path):
     import yaml
 
-    systems = [{"id": "ala", "structure": STRUCTURES / "alanine-dipeptide.pdb", "replicas": 3},
-               {"id": "mine", "structure": STRUCTURES / "alanine-dipeptide.pdb", "replicas": 1, "site": "beta"}]
+    from mdcampaign.campaign import load_campaign
+
+    systems = [
+        {"id": "ala", "structure": STRUCTURES / "alanine-dipeptide.pdb", "replicas": 3},
+        {"id": "mine", "structure": STRUCTURES / "alanine-dipeptide.pdb", "replicas": 1, "site": "beta"},
+    ]
     sites = {"alpha": {"ns_per_day": 100, "capacity": 1}, "beta": {"ns_per_day": 100, "capacity": 1}}
     directory = write_campaign(tmp_path / "c", systems=systems, sites=sites, site="alpha", store=str(tmp_path / "s"))
     campaign = load_campaign(yaml.safe_load((directory / "config/config.yaml").read_text()), base_dir=directory)

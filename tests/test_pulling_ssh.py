@@ -17,8 +17,11 @@ import pytest
 from conftest import REPO, SNAKEFILE, STRUCTURES, write_campaign
 from test_ssh import HOST, SSH_BIN, _in_tree, _processes, remote, remote_root, server_problem, ssh_path  # noqa: F401
 
-pytestmark = [pytest.mark.ssh, pytest.mark.slow,
-              pytest.mark.skipif(server_problem() is not None, reason=str(server_problem()))]
+pytestmark = [
+    pytest.mark.ssh,
+    pytest.mark.slow,
+    pytest.mark.skipif(server_problem() is not None, reason=str(server_problem())),
+]
 
 LEASE_MINUTES = 0.25  # 15 s: renewed every 2.5 s
 TRANSFER = {"timeout_seconds": 5, "retries": 3, "retry_delay_seconds": 6}
@@ -26,23 +29,38 @@ ALA = STRUCTURES / "alanine-dipeptide.pdb"
 
 
 def sites(tmp_path: Path, names=("alpha", "beta"), capacity: int = 1) -> dict:
-    return {name: {"scratch": str(tmp_path / f"scratch-{name}"), "ns_per_day": 100, "capacity": capacity}
-            for name in names}
+    return {
+        name: {"scratch": str(tmp_path / f"scratch-{name}"), "ns_per_day": 100, "capacity": capacity} for name in names
+    }
 
 
 def site_folders(tmp_path: Path, remote_root: str, systems: list[dict], **protocol) -> dict[str, Path]:
     spec = sites(tmp_path)
-    return {name: write_campaign(tmp_path / f"at-{name}", systems=systems, protocol=protocol or None,
-                                 store=f"{HOST}:{remote_root}", sites=spec, site=name, transfer=TRANSFER,
-                                 pulling={"lease_minutes": LEASE_MINUTES, "poll_seconds": 2})
-            for name in spec}
+    return {
+        name: write_campaign(
+            tmp_path / f"at-{name}",
+            systems=systems,
+            protocol=protocol or None,
+            store=f"{HOST}:{remote_root}",
+            sites=spec,
+            site=name,
+            transfer=TRANSFER,
+            pulling={"lease_minutes": LEASE_MINUTES, "poll_seconds": 2},
+        )
+        for name in spec
+    }
 
 
 def start(directory: Path, path: str) -> subprocess.Popen:
     """A site's `snakemake --profile profiles/local`, in the background."""
-    log = open(directory / "snakemake.out", "w")
-    return subprocess.Popen(["snakemake", "-s", str(SNAKEFILE), "--profile", str(REPO / "profiles" / "local")],
-                            cwd=directory, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PATH": path})
+    log = open(directory / "snakemake.out", "w")  # noqa: SIM115 - the process writes it while it runs
+    return subprocess.Popen(
+        ["snakemake", "-s", str(SNAKEFILE), "--profile", str(REPO / "profiles" / "local")],
+        cwd=directory,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PATH": path},
+    )
 
 
 def finish(process: subprocess.Popen, directory: Path, timeout: float = 600) -> None:
@@ -81,8 +99,13 @@ def claims_of(remote_root: str, simulation: str) -> dict:
     newest = generations[-1]
     holder = next((p.name.split("+", 1)[1] for p in newest.glob("holder+*")), None)
     ended = next((p.name for p in newest.iterdir() if p.name in ("released", "failed")), None)
-    return {"generation": newest.name, "holder": holder, "ended": ended, "done": done,
-            "renewed": newest.stat().st_mtime}
+    return {
+        "generation": newest.name,
+        "holder": holder,
+        "ended": ended,
+        "done": done,
+        "renewed": newest.stat().st_mtime,
+    }
 
 
 def fetches(directory: Path) -> dict[tuple[str, str], int]:
@@ -126,8 +149,13 @@ def test_two_sites_started_together_share_the_work_and_run_each_segment_once(tmp
     for folder in folders.values():  # each site's summary covers the whole campaign, from the store
         table = (folder / "results" / "summary.tsv").read_text()
         assert all(sim in table for sim in simulations)
-    status = subprocess.run(["mdcampaign", "status", "--no-slurm"], cwd=folders["alpha"], capture_output=True,
-                            text=True, env={**os.environ, "PATH": ssh_path})
+    status = subprocess.run(
+        ["mdcampaign", "status", "--no-slurm"],
+        cwd=folders["alpha"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": ssh_path},
+    )
     assert status.returncode == 0, status.stderr
 
 
@@ -151,10 +179,13 @@ def test_a_site_killed_for_good_is_taken_over_after_the_lease(tmp_path, remote_r
     assert_exact(remote_root, simulations, 3, 0.1)
     taken = claims_of(remote_root, victim)
     assert taken["holder"].startswith("beta+")
-    manifests = [json.loads((store_path(remote_root) / "sims" / victim / "segments" / f"{k:04d}" /
-                             "manifest.json").read_text()) for k in range(3)]
-    assert "alpha" in {m["site"] for m in manifests} and manifests[-1]["site"] == "beta", \
+    manifests = [
+        json.loads((store_path(remote_root) / "sims" / victim / "segments" / f"{k:04d}" / "manifest.json").read_text())
+        for k in range(3)
+    ]
+    assert "alpha" in {m["site"] for m in manifests} and manifests[-1]["site"] == "beta", (
         "beta continued alpha's simulation from its last segment in the store"
+    )
     # beta waited for alpha's claim to expire (alpha last renewed it at most a sixth of a lease before the kill)
     pull_logs = "\n".join(p.read_text() for p in (folders["beta"] / "logs" / "pull").rglob("*.log"))
     taken_at = [line for line in pull_logs.splitlines() if f"claimed {victim} " in line][-1]
@@ -169,15 +200,23 @@ def test_a_site_cut_off_from_the_store_and_taken_over_does_not_store_its_segment
     wrapper = tmp_path / "alpha-bin"
     wrapper.mkdir()
     # alpha's network to the store: the real ssh, unless the link is cut
-    (wrapper / "ssh").write_text(f"#!/bin/sh\nif [ -e {cut} ]; then echo 'ssh: connect to host {HOST} port 22: "
-                                 f"Connection timed out' >&2; exit 255; fi\nexec {SSH_BIN / 'ssh'} \"$@\"\n")
+    (wrapper / "ssh").write_text(
+        f"#!/bin/sh\nif [ -e {cut} ]; then echo 'ssh: connect to host {HOST} port 22: "
+        f'Connection timed out\' >&2; exit 255; fi\nexec {SSH_BIN / "ssh"} "$@"\n'
+    )
     (wrapper / "ssh").chmod(0o755)
     alpha = start(folders["alpha"], f"{wrapper}:{ssh_path}")
     deadline, running = time.time() + 180, None
     while time.time() < deadline and running is None:  # alpha's first segment is running
         table = _processes()
-        running = next((pid for pid, (_, _, argv) in table.items()
-                        if _in_tree(pid, alpha.pid, table) and "simulate" in argv and len(argv) > 3), None)
+        running = next(
+            (
+                pid
+                for pid, (_, _, argv) in table.items()
+                if _in_tree(pid, alpha.pid, table) and "simulate" in argv and len(argv) > 3
+            ),
+            None,
+        )
         time.sleep(0.05)
     assert running, "alpha never started a segment"
     cut.touch()
@@ -204,8 +243,7 @@ def test_a_site_joining_late_takes_a_share(tmp_path, remote_root, ssh_path):
     simulations = [f"ala/r{i}" for i in range(1, 9)]
     alpha = start(folders["alpha"], ssh_path)
     deadline = time.time() + 240
-    while time.time() < deadline and sum(claims_of(remote_root, s).get("ended") == "released"
-                                         for s in simulations) < 2:
+    while time.time() < deadline and sum(claims_of(remote_root, s).get("ended") == "released" for s in simulations) < 2:
         time.sleep(0.2)
     beta = start(folders["beta"], ssh_path)
     finish(alpha, folders["alpha"])
@@ -233,7 +271,9 @@ def test_over_ssh_a_holder_that_lost_its_claim_stores_nothing(tmp_path, remote_r
         if replaced == "segment":
             store.put_directory({"system.xml": made}, "sims/sys/r1/segments/0000", guard=board.guard_script(old))
         else:
-            remote(f"mkdir -p {remote_root}/sims/sys/r1 && echo \"beta's system\" > {remote_root}/sims/sys/r1/system.xml")
+            remote(
+                f'mkdir -p {remote_root}/sims/sys/r1 && echo "beta\'s system" > {remote_root}/sims/sys/r1/system.xml'
+            )
             store.pin(made, "sims/sys/r1/system.xml", "0" * 64, guard=board.guard_script(old))
     assert not (store_path(remote_root) / "sims/sys/r1/segments/0000").exists()
     if replaced == "pinned file":

@@ -39,8 +39,10 @@ def test_crystallization_additives_and_water_are_removed_and_listed():
 
 
 def test_alternate_locations_by_occupancy_or_by_name():
-    text = "".join(f"ATOM  {i:5d}  CA {loc}SER A  10      {x:6.3f}   0.000   0.000  {occ:4.2f}  0.00           C\n"
-                   for i, (loc, x, occ) in enumerate([("A", 1.0, 0.3), ("B", 2.0, 0.7)], start=1))
+    text = "".join(
+        f"ATOM  {i:5d}  CA {loc}SER A  10      {x:6.3f}   0.000   0.000  {occ:4.2f}  0.00           C\n"
+        for i, (loc, x, occ) in enumerate([("A", 1.0, 0.3), ("B", 2.0, 0.7)], start=1)
+    )
     from mdcampaign.repair import choose_alternate_locations
 
     kept, info = choose_alternate_locations(text)
@@ -65,14 +67,22 @@ def test_a_zinc_site_keeps_its_ion_and_deprotonates_what_binds_it():
     assert sites == {"CYS 8 (chain A)": "CYM (deprotonated)", "HIS 21 (chain A)": "HID", "HIS 26 (chain A)": "HID"}
     cys8 = next(r for r in fixer.topology.residues() if r.name == "CYS" and r.id == "8")
     assert "HG" not in {atom.name for atom in cys8.atoms()}
-    check_templates(app.ForceField("amber14-all.xml", "amber14/tip3p.xml"), fixer.topology, Path("zn.pdb"),
-                    protocol())  # amber14 has the zinc ion and CYM
+    check_templates(
+        app.ForceField("amber14-all.xml", "amber14/tip3p.xml"), fixer.topology, Path("zn.pdb"), protocol()
+    )  # amber14 has the zinc ion and CYM
     with pytest.raises(CampaignError) as caught:
-        check_templates(app.ForceField("amber99sbildn.xml", "amber99_obc.xml"), fixer.topology, Path("zn.pdb"),
-                        protocol(forcefield="amber99sbildn", solvent="implicit"))
+        check_templates(
+            app.ForceField("amber99sbildn.xml", "amber99_obc.xml"),
+            fixer.topology,
+            Path("zn.pdb"),
+            protocol(forcefield="amber99sbildn", solvent="implicit"),
+        )
     message = str(caught.value)
-    assert "\n" not in message and "metal ion ZN (ZN 162 (chain A)) has no parameters in forcefield " \
-        "'amber99sbildn' with implicit solvent" in message
+    assert (
+        "\n" not in message
+        and "metal ion ZN (ZN 162 (chain A)) has no parameters in forcefield 'amber99sbildn' with implicit solvent"
+        in message
+    )
     assert "amber14 + tip3p" in message and "remove_residues: ZN" in message
 
 
@@ -104,7 +114,8 @@ def test_an_unreadable_pdb_names_its_line(tmp_path):
     lines[k] = lines[k][:22] + "  x " + lines[k][26:]
     (tmp_path / "bad.pdb").write_text("\n".join(lines) + "\n")
     assert first_bad_pdb_line((tmp_path / "bad.pdb").read_text()).startswith(
-        f"line {k + 1}: the residue number is '  x ', not a number (PDB columns 23-26)")
+        f"line {k + 1}: the residue number is '  x ', not a number (PDB columns 23-26)"
+    )
 
 
 def test_gzipped_mmcif_is_read():
@@ -116,8 +127,10 @@ def test_mutations_are_applied_and_wrong_ones_refused_in_one_line():
     fixer, info = repair(STRUCTURES / "villin-1VII.pdb", protocol(mutations="A:L42A;A:S43G"))
     names = {r.id: r.name for r in fixer.topology.residues()}
     assert (names["42"], names["43"]) == ("ALA", "GLY") and info["mutations"] == ["A:L42A", "A:S43G"]
-    for mutations, expect in (("A:L99A", "mutation A:L99A: chain A has no residue 99"),
-                              ("A:K42A", "mutation A:K42A: residue 42 of chain A is LEU, not LYS (K)")):
+    for mutations, expect in (
+        ("A:L99A", "mutation A:L99A: chain A has no residue 99"),
+        ("A:K42A", "mutation A:K42A: residue 42 of chain A is LEU, not LYS (K)"),
+    ):
         with pytest.raises(CampaignError) as caught:
             repair(STRUCTURES / "villin-1VII.pdb", protocol(mutations=mutations))
         assert expect in str(caught.value) and "\n" not in str(caught.value)
@@ -130,20 +143,36 @@ def test_a_campaign_of_real_structures_runs_without_editing_them(tmp_path):
     implicit = {"solvent": "implicit", "forcefield": "amber99sbildn"}  # native OBC2: fast on CPUs
     systems = [
         {"id": "protease", "structure": DATA / "4E43-additives.pdb.gz", "replicas": 1, "chains": "A", **implicit},
-        {"id": "zinc-finger", "structure": DATA / "5A7U-zinc-finger.pdb", "replicas": 1, "solvent": "explicit",
-         "forcefield": "amber14", "padding_nm": 0.8},
+        {
+            "id": "zinc-finger",
+            "structure": DATA / "5A7U-zinc-finger.pdb",
+            "replicas": 1,
+            "solvent": "explicit",
+            "forcefield": "amber14",
+            "padding_nm": 0.8,
+        },
         {"id": "mse", "structure": DATA / "1A8O-selenomethionine.pdb", "replicas": 1, **implicit},
         {"id": "nmr-model-3", "structure": DATA / "1A1P-nmr-ensemble.pdb.gz", "replicas": 1, "model": 3, **implicit},
-        {"id": "villin-L42A", "structure": STRUCTURES / "villin-1VII.pdb", "replicas": 1, "mutations": "A:L42A",
-         **implicit},
-        {"id": "cobrotoxin", "structure": DATA / "1V6P-cobrotoxin-written-by-mdanalysis.pdb", "replicas": 1,
-         **implicit},
+        {
+            "id": "villin-L42A",
+            "structure": STRUCTURES / "villin-1VII.pdb",
+            "replicas": 1,
+            "mutations": "A:L42A",
+            **implicit,
+        },
+        {
+            "id": "cobrotoxin",
+            "structure": DATA / "1V6P-cobrotoxin-written-by-mdanalysis.pdb",
+            "replicas": 1,
+            **implicit,
+        },
     ]
     campaign = write_campaign(tmp_path / "campaign", systems=systems, protocol={"target_ns": 0.002})
     snakemake(campaign)
     assert_complete(campaign, {f"{s['id']}/r1": 0.002 for s in systems})
-    setup = {s["id"]: json.loads((campaign / f"results/systems/{s['id']}/setup.json").read_text())["fix"]
-             for s in systems}
+    setup = {
+        s["id"]: json.loads((campaign / f"results/systems/{s['id']}/setup.json").read_text())["fix"] for s in systems
+    }
     assert setup["protease"]["removed"]["additive"]["GOL"] == 4 and setup["protease"]["chains"] == ["A"]  # chain A's
     assert setup["zinc-finger"]["metal_ions"] == {"ZN": 1}
     assert len(setup["mse"]["replaced_nonstandard"]) == 4

@@ -23,8 +23,7 @@ HOLD = CLAIM + "; print('ready', flush=True); import time; time.sleep(120)"
 
 def claim_in(directory: Path) -> str:
     """What a new run of the campaign in `directory` says (its stderr)."""
-    result = subprocess.run([sys.executable, "-c", CLAIM], cwd=directory, capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run([sys.executable, "-c", CLAIM], cwd=directory, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     return result.stderr
@@ -91,7 +90,8 @@ def test_a_lock_from_another_host_is_kept_and_unlock_is_suggested(tmp_path):
     started = time.time() - 3600
     record = {"pid": os.getpid(), "host": "elsewhere.example", "started": started}
     (tmp_path / layout.SNAKEMAKE_LOCKS / f"{runlock.RECORD_PREFIX}elsewhere.example.{os.getpid()}.json").write_text(
-        json.dumps(record))
+        json.dumps(record)
+    )
     (tmp_path / layout.RUN_LOCK).parent.mkdir(parents=True, exist_ok=True)
     (tmp_path / layout.RUN_LOCK).touch()  # nobody holds it here: flocks may not reach that host
     said = claim_in(tmp_path)

@@ -40,8 +40,14 @@ def test_no_secrets_and_no_disabled_host_key_checks_in_the_repository():
     tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True).stdout.split()
     if not tracked:
         pytest.skip("not a git checkout")
-    forbidden = ("StrictHostKeyChecking=no", "StrictHostKeyChecking no", "UserKnownHostsFile=/dev/null",
-                 "BEGIN OPENSSH PRIVATE KEY", "BEGIN RSA PRIVATE KEY", "BEGIN EC PRIVATE KEY")
+    forbidden = (
+        "StrictHostKeyChecking=no",
+        "StrictHostKeyChecking no",
+        "UserKnownHostsFile=/dev/null",
+        "BEGIN OPENSSH PRIVATE KEY",
+        "BEGIN RSA PRIVATE KEY",
+        "BEGIN EC PRIVATE KEY",
+    )
     offenders = []
     for name in tracked:
         path = REPO / name
@@ -81,6 +87,7 @@ def test_remote_paths_with_metacharacters_stay_literal(tmp_path, monkeypatch):
 
 # -- option injection: paths and hosts that look like options ------------------------
 
+
 def _ssh_server(monkeypatch):
     from test_ssh import SSH_BIN, server_problem
 
@@ -95,10 +102,17 @@ def _canaries(name: str, *local: Path) -> list[str]:
     down) or on the store host (its home and the store, a few levels down)."""
     from test_ssh import remote
 
-    found = [str(p) for folder in local for p in Path(folder).rglob(f"*{name}*")
-             if name in p.name and not p.name.startswith("--rsync-path")]
-    found += remote(f"find ~ /home/mdstore/store -maxdepth 4 -name {shlex.quote('*' + name + '*')} "
-                    f"! -name {shlex.quote('--rsync-path*')} ! -name {shlex.quote('-*')}", check=False).split("\n")
+    found = [
+        str(p)
+        for folder in local
+        for p in Path(folder).rglob(f"*{name}*")
+        if name in p.name and not p.name.startswith("--rsync-path")
+    ]
+    found += remote(
+        f"find ~ /home/mdstore/store -maxdepth 4 -name {shlex.quote('*' + name + '*')} "
+        f"! -name {shlex.quote('--rsync-path*')} ! -name {shlex.quote('-*')}",
+        check=False,
+    ).split("\n")
     return [f for f in found if f.strip()]
 
 
@@ -107,9 +121,9 @@ def test_local_paths_that_look_like_rsync_options_are_only_paths(tmp_path, monke
     the working directory) reaches rsync as a path, never as an option: the canary
     never appears, here or on the store host, and every copy works."""
     _ssh_server(monkeypatch)
-    from test_ssh import HOST, STORE_ROOT, remote
     from mdcampaign.files import sha256_file
     from mdcampaign.store import TransferSettings, open_store
+    from test_ssh import HOST, STORE_ROOT, remote
 
     canary = f"CANARY-{uuid.uuid4().hex[:8]}"
     evil = Path(f"--rsync-path=touch {canary};true")
@@ -120,8 +134,9 @@ def test_local_paths_that_look_like_rsync_options_are_only_paths(tmp_path, monke
         # runs the command on the store host (a canary there proves it; removed again)
         evil.mkdir()
         (evil / "data.txt").write_text("x")
-        subprocess.run(["rsync", "-a", str(evil / "data.txt"), f"{HOST}:{root}-probe/"], capture_output=True,
-                       timeout=60)
+        subprocess.run(
+            ["rsync", "-a", str(evil / "data.txt"), f"{HOST}:{root}-probe/"], capture_output=True, timeout=60
+        )
         assert _canaries(canary, tmp_path), "the canary detector does not work"
         remote(f"rm -f ~/{canary} && rm -rf {root}-probe", check=False)
         assert not _canaries(canary, tmp_path)
@@ -132,14 +147,28 @@ def test_local_paths_that_look_like_rsync_options_are_only_paths(tmp_path, monke
         store.put_directory({"data.txt": source}, "sims/a/r1/segments/0000")
         store.put_directory({"data.txt": source}, "sims/a/r1/segments/0001")
         store.pin(source, "sims/a/r1/system.xml", sha)
-        store.get([("sims/a/r1/segments/0000/data.txt", evil / "back" / "data.txt", sha),
-                   ("sims/a/r1/system.xml", evil / "back" / "system.xml", sha)])
-        store.get([("sims/a/r1/segments/0000/data.txt", evil / "one" / "data.txt", sha),  # same names: one by one
-                   ("sims/a/r1/segments/0001/data.txt", evil / "two" / "data.txt", sha)])
+        store.get(
+            [
+                ("sims/a/r1/segments/0000/data.txt", evil / "back" / "data.txt", sha),
+                ("sims/a/r1/system.xml", evil / "back" / "system.xml", sha),
+            ]
+        )
+        store.get(
+            [
+                ("sims/a/r1/segments/0000/data.txt", evil / "one" / "data.txt", sha),  # same names: one by one
+                ("sims/a/r1/segments/0001/data.txt", evil / "two" / "data.txt", sha),
+            ]
+        )
         copy = store.local_copy("sims/a/r1/segments/0000", evil / "cache", {"data.txt": sha})
         collected = store.collect("sims", "data.txt", evil / "collected")
-        for path in (evil / "back" / "data.txt", evil / "back" / "system.xml", evil / "one" / "data.txt",
-                     evil / "two" / "data.txt", copy / "data.txt", collected / "a/r1/segments/0001/data.txt"):
+        for path in (
+            evil / "back" / "data.txt",
+            evil / "back" / "system.xml",
+            evil / "one" / "data.txt",
+            evil / "two" / "data.txt",
+            copy / "data.txt",
+            collected / "a/r1/segments/0001/data.txt",
+        ):
             assert path.read_text() == "x", path
         assert remote(f"cat {root}/sims/a/r1/segments/0000/data.txt") == "x"
         assert not _canaries(canary, tmp_path), "a local path was read as an rsync option"
@@ -147,8 +176,13 @@ def test_local_paths_that_look_like_rsync_options_are_only_paths(tmp_path, monke
         remote(f"rm -rf {root} {root}-probe; rm -f ~/{canary}", check=False)
 
 
-HOSTILE_HOSTS = ["-oProxyCommand=touch {canary}", "-oProxyCommand=touch${{IFS}}{canary}",
-                 "user@-oProxyCommand=touch${{IFS}}{canary}", "host;touch {canary}", "$(touch {canary})"]
+HOSTILE_HOSTS = [
+    "-oProxyCommand=touch {canary}",
+    "-oProxyCommand=touch${{IFS}}{canary}",
+    "user@-oProxyCommand=touch${{IFS}}{canary}",
+    "host;touch {canary}",
+    "$(touch {canary})",
+]
 
 
 @pytest.mark.parametrize("host", HOSTILE_HOSTS)
@@ -170,9 +204,11 @@ def test_a_store_host_that_looks_like_an_option_is_refused_and_never_run(host, t
         assert (tmp_path / canary).exists(), "the canary detector does not work"
         (tmp_path / canary).unlink()
     problem = check_location(store)
-    assert problem == (f"names host '{host}', which is not a host name (letters, digits, '.', '-' and '_', "
-                       "optionally user@ before it; not starting with '-'); a local folder with ':' in its name is "
-                       "written ./NAME")
+    assert problem == (
+        f"names host '{host}', which is not a host name (letters, digits, '.', '-' and '_', "
+        "optionally user@ before it; not starting with '-'); a local folder with ':' in its name is "
+        "written ./NAME"
+    )
     assert is_remote(store)
     with pytest.raises(TransferError, match="which is not a host name"):
         open_store(store, TransferSettings(timeout_seconds=5, retries=0))
@@ -190,10 +226,10 @@ def test_a_remote_store_path_starting_with_a_dash_is_only_a_path(root, tmp_path,
     starts with '-' works as a path: never an option to mkdir, mv, sha256sum, test,
     rm or rsync on the store host."""
     _ssh_server(monkeypatch)
-    from test_ssh import HOST, remote
     from mdcampaign.files import sha256_file
     from mdcampaign.locations import check_location
     from mdcampaign.store import SshStore, TransferSettings, open_store
+    from test_ssh import HOST, remote
 
     canary = f"CANARY-{uuid.uuid4().hex[:8]}"
     root = root.format(canary=canary, id=uuid.uuid4().hex[:6])

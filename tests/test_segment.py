@@ -33,10 +33,28 @@ def segment_command(setup_dir: Path, protocol: Protocol, work: Path, segment=0, 
     protocol_file.parent.mkdir(parents=True, exist_ok=True)
     protocol_file.write_text(json.dumps(protocol.__dict__))
     return [
-        sys.executable, "-m", "mdcampaign.segment", "--system", str(setup_dir / "system.xml"),
-        "--state", str(state or setup_dir / "state.xml"), "--topology", str(setup_dir / "topology.pdb"),
-        "--work", str(work), "--protocol", str(protocol_file), "--segment", str(segment), "--seed", "7",
-        "--platform", "CPU", "--threads", "1", *extra,
+        sys.executable,
+        "-m",
+        "mdcampaign.segment",
+        "--system",
+        str(setup_dir / "system.xml"),
+        "--state",
+        str(state or setup_dir / "state.xml"),
+        "--topology",
+        str(setup_dir / "topology.pdb"),
+        "--work",
+        str(work),
+        "--protocol",
+        str(protocol_file),
+        "--segment",
+        str(segment),
+        "--seed",
+        "7",
+        "--platform",
+        "CPU",
+        "--threads",
+        "1",
+        *extra,
     ]
 
 
@@ -93,17 +111,39 @@ def assert_exact_segment(work: Path, topology: Path, protocol: Protocol, segment
 def test_segment_runs_with_absolute_time_and_continues(prepared_ala, tmp_path):
     setup_dir, base = prepared_ala
     protocol = protocol_with(base, segment_ns=0.002, target_ns=0.004)
-    first = SegmentTask("ala/r1", 0, protocol, 7, setup_dir / "system.xml", setup_dir / "state.xml",
-                       setup_dir / "topology.pdb", tmp_path / "s0", platform="CPU", threads=1)
+    first = SegmentTask(
+        "ala/r1",
+        0,
+        protocol,
+        7,
+        setup_dir / "system.xml",
+        setup_dir / "state.xml",
+        setup_dir / "topology.pdb",
+        tmp_path / "s0",
+        platform="CPU",
+        threads=1,
+    )
     assert run_segment(first).complete
-    second = SegmentTask("ala/r1", 1, protocol, 7, setup_dir / "system.xml", tmp_path / "s0" / "final_state.xml",
-                        setup_dir / "topology.pdb", tmp_path / "s1", platform="CPU", threads=1)
+    second = SegmentTask(
+        "ala/r1",
+        1,
+        protocol,
+        7,
+        setup_dir / "system.xml",
+        tmp_path / "s0" / "final_state.xml",
+        setup_dir / "topology.pdb",
+        tmp_path / "s1",
+        platform="CPU",
+        threads=1,
+    )
     assert run_segment(second).complete
     assert_exact_segment(tmp_path / "s0", setup_dir / "trajectory_topology.pdb", protocol, 0)
     info = assert_exact_segment(tmp_path / "s1", setup_dir / "trajectory_topology.pdb", protocol, 1)
     assert info["platform"] == "CPU" and info["ns_per_day"] > 0
-    joined = mdtraj.load([str(tmp_path / "s0" / "trajectory.xtc"), str(tmp_path / "s1" / "trajectory.xtc")],
-                         top=str(setup_dir / "trajectory_topology.pdb"))
+    joined = mdtraj.load(
+        [str(tmp_path / "s0" / "trajectory.xtc"), str(tmp_path / "s1" / "trajectory.xtc")],
+        top=str(setup_dir / "trajectory_topology.pdb"),
+    )
     assert np.allclose(np.diff(joined.time), protocol.frame_interval_ps, atol=1e-3)
     # running a finished segment again recognises it and does nothing
     assert run_segment(second).info["finished_at"] == info["finished_at"]
@@ -118,7 +158,9 @@ def test_kill_9_after_checkpoint_resumes_exactly(prepared_ala, tmp_path):
     for _ in range(3):
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         before = checkpoint_step(work)
-        assert wait_for(lambda: checkpoint_step(work) > before or process.poll() is not None)
+        assert wait_for(
+            lambda before=before, process=process: checkpoint_step(work) > before or process.poll() is not None
+        )
         if process.poll() is None:
             time.sleep(0.05)  # past the checkpoint: frames written after it must be discarded
             process.send_signal(signal.SIGKILL)
@@ -173,8 +215,9 @@ def test_time_budget_pauses_then_a_second_run_completes(prepared_ala, tmp_path):
     setup_dir, base = prepared_ala
     protocol = protocol_with(base, **LONG)
     work = tmp_path / "work"
-    paused = subprocess.run(segment_command(setup_dir, protocol, work, extra=("--budget-seconds", "0.5")),
-                            capture_output=True, text=True)
+    paused = subprocess.run(
+        segment_command(setup_dir, protocol, work, extra=("--budget-seconds", "0.5")), capture_output=True, text=True
+    )
     assert paused.returncode == 75, paused.stderr
     assert "time budget" in paused.stderr
     done = subprocess.run(segment_command(setup_dir, protocol, work), capture_output=True, text=True)
@@ -195,8 +238,18 @@ def test_exploding_system_fails_with_a_message_naming_the_simulation(prepared_al
     context.setPositions(positions)
     context.setVelocities(state.getVelocities())
     context_state.write_text(openmm.XmlSerializer.serialize(context.getState(getPositions=True, getVelocities=True)))
-    job = SegmentTask("ala/r1", 0, protocol_with(base, segment_ns=0.002), 7, setup_dir / "system.xml", context_state,
-                     setup_dir / "topology.pdb", tmp_path / "work", platform="CPU", threads=1)
+    job = SegmentTask(
+        "ala/r1",
+        0,
+        protocol_with(base, segment_ns=0.002),
+        7,
+        setup_dir / "system.xml",
+        context_state,
+        setup_dir / "topology.pdb",
+        tmp_path / "work",
+        platform="CPU",
+        threads=1,
+    )
     with pytest.raises(SegmentError, match=r"ala/r1 segment 0: the simulation became unstable at step \d+"):
         run_segment(job)
 
@@ -210,8 +263,18 @@ def test_a_second_runner_of_the_same_segment_is_refused(prepared_ala, tmp_path):
     (work / "runner.json").write_text(json.dumps({"pid": 4242, "host": "node7"}))
     with open(work / "runner.lock", "a") as held:  # what a running runner holds
         fcntl.flock(held.fileno(), fcntl.LOCK_EX)
-        job = SegmentTask("ala/r1", 0, protocol, 7, setup_dir / "system.xml", setup_dir / "state.xml",
-                         setup_dir / "topology.pdb", work, platform="CPU", threads=1)
+        job = SegmentTask(
+            "ala/r1",
+            0,
+            protocol,
+            7,
+            setup_dir / "system.xml",
+            setup_dir / "state.xml",
+            setup_dir / "topology.pdb",
+            work,
+            platform="CPU",
+            threads=1,
+        )
         with pytest.raises(SegmentError, match="already being run by pid 4242 on node7"):
             run_segment(job)
     assert not (work / "trajectory.xtc").exists(), "the second runner wrote nothing"

@@ -20,8 +20,12 @@ TOLERANCE = 0.05
 
 def generated_campaign(n: int, seed: int) -> list[Work]:
     rng = random.Random(seed)
-    return [Work(f"sys{i // 3}/r{i % 3 + 1}", f"sys{i // 3}", rng.choice([50.0, 100.0, 200.0, 500.0]),
-                 rng.uniform(0.3, 3.0)) for i in range(n)]
+    return [
+        Work(
+            f"sys{i // 3}/r{i % 3 + 1}", f"sys{i // 3}", rng.choice([50.0, 100.0, 200.0, 500.0]), rng.uniform(0.3, 3.0)
+        )
+        for i in range(n)
+    ]
 
 
 def spread(finish: dict[str, float]) -> float:
@@ -72,9 +76,12 @@ def test_measured_speeds_change_the_plan():
 
 
 def campaign_with_sites(tmp_path, systems=None, **config):
-    directory = write_campaign(tmp_path, systems=systems, sites={"alpha": {"ns_per_day": 100, "capacity": 2},
-                                                                 "beta": {"ns_per_day": 100, "capacity": 2}},
-                               **config)
+    directory = write_campaign(
+        tmp_path,
+        systems=systems,
+        sites={"alpha": {"ns_per_day": 100, "capacity": 2}, "beta": {"ns_per_day": 100, "capacity": 2}},
+        **config,
+    )
     return directory
 
 
@@ -114,7 +121,7 @@ def test_site_errors_are_one_line(tmp_path):
     with pytest.raises(CampaignError, match="say which one this run is"):
         load(directory)
     directory = campaign_with_sites(tmp_path / "b", site="gamma")
-    with pytest.raises(CampaignError, match="site 'gamma' .* must be one of: alpha, beta"):
+    with pytest.raises(CampaignError, match=r"site 'gamma' .* must be one of: alpha, beta"):
         load(directory)
     directory = campaign_with_sites(tmp_path / "c", site="alpha")
     write_systems(directory, [{"id": "x", "structure": STRUCTURES / "alanine-dipeptide.pdb", "site": "delta"}])

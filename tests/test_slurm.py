@@ -94,8 +94,10 @@ def cluster_steps_per_second(directory: Path, config: dict, replicas: int) -> fl
         protocol={"segment_ns": 0.04, "target_ns": 0.04, "frame_interval_ps": 2.0, "checkpoint_interval_ps": 10.0},
     )
     run_with_profile(campaign, make_profile(directory / "calibration", "ci-slurm", config=config))
-    speeds = [json.loads(m.read_text())["info"]["ns_per_day"]
-              for m in campaign.glob("results/sims/ala/r*/segments/0000/manifest.json")]
+    speeds = [
+        json.loads(m.read_text())["info"]["ns_per_day"]
+        for m in campaign.glob("results/sims/ala/r*/segments/0000/manifest.json")
+    ]
     return max(speeds) / 86400 / 4e-6  # ns/day at 4 fs per step
 
 
@@ -105,13 +107,19 @@ def test_segment_longer_than_its_time_limit_completes_over_several_jobs(tmp_path
     # just measured in the cluster, so at least two jobs. Its length is a multiple of
     # the checkpoint interval (50 ps).
     checkpoint_steps = 12_500
-    steps = max(2, math.ceil(70 * cluster_steps_per_second(tmp_path, {}, replicas=1) / checkpoint_steps)) * checkpoint_steps
+    steps = (
+        max(2, math.ceil(70 * cluster_steps_per_second(tmp_path, {}, replicas=1) / checkpoint_steps)) * checkpoint_steps
+    )
     segment_ns = round(steps * 4e-6, 6)
     campaign = write_campaign(
         tmp_path / "campaign",
         systems=[{"id": "ala", "structure": REPO / "config/structures/alanine-dipeptide.pdb", "replicas": 1}],
-        protocol={"segment_ns": segment_ns, "target_ns": segment_ns, "frame_interval_ps": 10.0,
-                  "checkpoint_interval_ps": 50.0},
+        protocol={
+            "segment_ns": segment_ns,
+            "target_ns": segment_ns,
+            "frame_interval_ps": 10.0,
+            "checkpoint_interval_ps": 50.0,
+        },
     )
     profile = make_profile(tmp_path, "ci-slurm", config={"max_runtime_minutes": 1})
     for _ in range(5):  # each run submits the segment up to 1 + retries times; out of retries, run again
@@ -158,9 +166,13 @@ def test_status_shows_slurm_jobs_of_a_running_campaign(tmp_path):
         systems=[{"id": "ala", "structure": REPO / "config/structures/alanine-dipeptide.pdb", "replicas": 2}],
         protocol={"segment_ns": 1.0, "target_ns": 1.0, "frame_interval_ps": 10.0, "checkpoint_interval_ps": 50.0},
     )
-    process = subprocess.Popen(["snakemake", "-s", str(REPO / "workflow/Snakefile"), "--profile",
-                                str(REPO / "profiles/ci-slurm")], cwd=campaign, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        ["snakemake", "-s", str(REPO / "workflow/Snakefile"), "--profile", str(REPO / "profiles/ci-slurm")],
+        cwd=campaign,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         seen = None
         deadline = time.time() + 300
@@ -182,14 +194,19 @@ def test_status_shows_slurm_jobs_of_a_running_campaign(tmp_path):
 def test_doctor_names_a_partition_that_does_not_exist_and_the_fix(tmp_path):
     campaign = write_campaign(tmp_path / "campaign")
     profile = make_profile(tmp_path, "ci-slurm", **{"set-resources": {"simulate": {"slurm_partition": "gpu-a100"}}})
-    result = subprocess.run(["mdcampaign", "doctor", "--profile", str(profile)], cwd=campaign, capture_output=True,
-                            text=True)
+    result = subprocess.run(
+        ["mdcampaign", "doctor", "--profile", str(profile)], cwd=campaign, capture_output=True, text=True
+    )
     assert result.returncode == 1
     assert "FAIL  partition 'gpu-a100'" in result.stdout
     assert "to one of: long, normal" in result.stdout
     assert "PASS  partition 'normal' exists" in result.stdout
-    ok = subprocess.run(["mdcampaign", "doctor", "--profile", str(REPO / "profiles" / "ci-slurm")], cwd=campaign,
-                        capture_output=True, text=True)
+    ok = subprocess.run(
+        ["mdcampaign", "doctor", "--profile", str(REPO / "profiles" / "ci-slurm")],
+        cwd=campaign,
+        capture_output=True,
+        text=True,
+    )
     assert ok.returncode == 0, ok.stdout
 
 
@@ -205,11 +222,16 @@ def test_a_packed_job_runs_two_simulations_at_once_and_the_next_job_continues_th
     campaign = write_campaign(
         tmp_path / "campaign",
         systems=[{"id": "ala", "structure": REPO / "config/structures/alanine-dipeptide.pdb", "replicas": 2}],
-        protocol={"segment_ns": segment_ns, "target_ns": round(4 * segment_ns, 6), "frame_interval_ps": 2.0,
-                  "checkpoint_interval_ps": 10.0},
+        protocol={
+            "segment_ns": segment_ns,
+            "target_ns": round(4 * segment_ns, 6),
+            "frame_interval_ps": 2.0,
+            "checkpoint_interval_ps": 10.0,
+        },
     )
-    profile = make_profile(tmp_path, "ci-slurm", config={"max_runtime_minutes": 1,
-                                                        "packing": {"slots": 2, "threads": 1}})
+    profile = make_profile(
+        tmp_path, "ci-slurm", config={"max_runtime_minutes": 1, "packing": {"slots": 2, "threads": 1}}
+    )
     for _ in range(6):  # each run submits the batch up to 1 + retries times; out of retries, run again
         result = run_with_profile(campaign, profile, check=False, timeout=1200)
         if result.returncode == 0:
@@ -223,7 +245,8 @@ def test_a_packed_job_runs_two_simulations_at_once_and_the_next_job_continues_th
         for run in record["info"]["runs"]:
             start = datetime.fromisoformat(run["started_at"]).timestamp()
             runs.setdefault(run["slurm_job_id"], []).append(
-                (record["simulation"], run["slot"]["slot"], start, start + run["wall_seconds"]))
+                (record["simulation"], run["slot"]["slot"], start, start + run["wall_seconds"])
+            )
     assert len(runs) >= 2, f"the batch continued in a second job: {sorted(runs)}"
     first_job = min(runs, key=lambda job: min(r[2] for r in runs[job]))
     assert slurm_record(first_job)["Partition"] == "long"
@@ -232,8 +255,9 @@ def test_a_packed_job_runs_two_simulations_at_once_and_the_next_job_continues_th
     assert len(in_first) >= 3, "a slot went on with the next segment in the same job"
     r1 = [r for r in in_first if r[0] == "ala/r1"]
     r2 = [r for r in in_first if r[0] == "ala/r2"]
-    assert min(max(r[3] for r in r1), max(r[3] for r in r2)) > max(min(r[2] for r in r1), min(r[2] for r in r2)), \
+    assert min(max(r[3] for r in r1), max(r[3] for r in r2)) > max(min(r[2] for r in r1), min(r[2] for r in r2)), (
         "both simulations ran at the same time in one job"
+    )
 
 
 def test_openmm_and_gromacs_simulations_share_a_packed_slurm_job(tmp_path):
@@ -242,11 +266,21 @@ def test_openmm_and_gromacs_simulations_share_a_packed_slurm_job(tmp_path):
     if gromacs.available() is None:
         pytest.skip("GROMACS is not installed (gmx not found): apt-get install gromacs")
     structure = REPO / "config/structures/alanine-dipeptide.pdb"
-    campaign = write_campaign(tmp_path / "campaign", systems=[
-        {"id": "ala", "structure": structure, "replicas": 1},
-        {"id": "ala-gmx", "structure": structure, "replicas": 1, "engine": "gromacs", "solvent": "explicit",
-         "forcefield": "amber99sbildn", "water_model": "tip3p"},
-    ])
+    campaign = write_campaign(
+        tmp_path / "campaign",
+        systems=[
+            {"id": "ala", "structure": structure, "replicas": 1},
+            {
+                "id": "ala-gmx",
+                "structure": structure,
+                "replicas": 1,
+                "engine": "gromacs",
+                "solvent": "explicit",
+                "forcefield": "amber99sbildn",
+                "water_model": "tip3p",
+            },
+        ],
+    )
     profile = make_profile(tmp_path, "ci-slurm", config={"packing": {"slots": 2, "threads": 1}})
     run_with_profile(campaign, profile, timeout=1200)
     assert_complete(campaign, {"ala/r1": 0.004, "ala-gmx/r1": 0.004})
@@ -267,20 +301,31 @@ def test_a_cluster_site_and_a_workstation_site_pull_one_campaign(tmp_path):
     Slurm, the other pulls on this machine; both take work, each segment runs once."""
     systems = [{"id": "ala", "structure": REPO / "config/structures/alanine-dipeptide.pdb", "replicas": 8}]
     store = tmp_path / "store"
-    sites = {"cluster": {"scratch": str(tmp_path / "scratch-cluster"), "capacity": 2, "ns_per_day": 100},
-             "desk": {"scratch": str(tmp_path / "scratch-desk"), "capacity": 1, "ns_per_day": 100}}
+    sites = {
+        "cluster": {"scratch": str(tmp_path / "scratch-cluster"), "capacity": 2, "ns_per_day": 100},
+        "desk": {"scratch": str(tmp_path / "scratch-desk"), "capacity": 1, "ns_per_day": 100},
+    }
     common = {"store": str(store), "sites": sites, "pulling": {"lease_minutes": 0.5, "poll_seconds": 2}}
     cluster = write_campaign(tmp_path / "at-cluster", systems=systems, **common)
     desk = write_campaign(tmp_path / "at-desk", systems=systems, site="desk", **common)
     profile = make_profile(tmp_path, "ci-slurm", config={"site": "cluster", "packing": {"slots": 2, "threads": 1}})
-    at_cluster = subprocess.Popen(["snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--profile", str(profile)],
-                                  cwd=cluster, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    at_cluster = subprocess.Popen(
+        ["snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--profile", str(profile)],
+        cwd=cluster,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.time() + 300  # the desk joins once the cluster's first job has claimed work
     while time.time() < deadline and not list(store.glob("claims/ala/r*/*/holder+cluster+*")):
         time.sleep(0.2)
-    at_desk = subprocess.Popen(["snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--profile",
-                                str(REPO / "profiles" / "local")], cwd=desk, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    at_desk = subprocess.Popen(
+        ["snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--profile", str(REPO / "profiles" / "local")],
+        cwd=desk,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     for process in (at_cluster, at_desk):
         out, _ = process.communicate(timeout=900)
         assert process.returncode == 0, out[-4000:]

@@ -114,8 +114,13 @@ def test_server_killed_mid_transfer_then_next_run_completes_cleanly(tmp_path, re
     source.mkdir()
     sources = files(source, {"trajectory.xtc": 400_000_000, "energies.csv": 10_000})
     env = {**os.environ, "PATH": ssh_path}
-    process = subprocess.Popen([sys.executable, "-c", PUT_SCRIPT, f"{HOST}:{remote_root}", str(source)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    process = subprocess.Popen(
+        [sys.executable, "-c", PUT_SCRIPT, f"{HOST}:{remote_root}", str(source)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     partial = f"{remote_root}/sims/big/r1/segments/.0000.partial"
     deadline = time.time() + 60
     while time.time() < deadline and not remote(f"find {partial} -type f -size +1M 2>/dev/null", check=False).strip():
@@ -126,8 +131,13 @@ def test_server_killed_mid_transfer_then_next_run_completes_cleanly(tmp_path, re
     output, _ = process.communicate(timeout=300)
     assert "retrying" in output or process.returncode != 0, output
     if process.returncode != 0:  # gave up: the next run completes it
-        rerun = subprocess.run([sys.executable, "-c", PUT_SCRIPT, f"{HOST}:{remote_root}", str(source)],
-                               capture_output=True, text=True, env=env, timeout=300)
+        rerun = subprocess.run(
+            [sys.executable, "-c", PUT_SCRIPT, f"{HOST}:{remote_root}", str(source)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
         assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     sums = remote_sums(f"{remote_root}/sims/big/r1/segments/0000")
     assert sums == {name: sha256_file(path) for name, path in sources.items()}, "identical files, nothing extra"
@@ -154,7 +164,7 @@ def test_changed_host_key_is_a_clear_error_without_retries(tmp_path, remote_root
     wrong.mkdir()
     (wrong / "ssh").write_text(
         f"#!/bin/sh\nexec /usr/bin/ssh -F {SSH_DIR / 'ssh_config'} "
-        f"-o UserKnownHostsFile={SSH_DIR / 'known_hosts.wrong'} \"$@\"\n"
+        f'-o UserKnownHostsFile={SSH_DIR / "known_hosts.wrong"} "$@"\n'
     )
     (wrong / "ssh").chmod(0o755)
     monkeypatch.setenv("PATH", f"{wrong}:{os.environ['PATH']}")
@@ -167,8 +177,9 @@ def test_changed_host_key_is_a_clear_error_without_retries(tmp_path, remote_root
 
 @pytest.mark.slow
 def test_campaign_with_its_store_on_the_ssh_host(tmp_path, remote_root, ssh_path):
-    campaign = write_campaign(tmp_path / "campaign", store=f"{HOST}:{remote_root}",
-                              transfer={"timeout_seconds": 10, "retries": 2})
+    campaign = write_campaign(
+        tmp_path / "campaign", store=f"{HOST}:{remote_root}", transfer={"timeout_seconds": 10, "retries": 2}
+    )
     snakemake(campaign, env={"PATH": ssh_path})
     sims = {"ala/r1": 0.004, "ala/r2": 0.004, "ala-water/r1": 0.004}
     for sim in sims:
@@ -190,38 +201,60 @@ def test_campaign_with_its_store_on_the_ssh_host(tmp_path, remote_root, ssh_path
 
 
 @pytest.mark.slow
-def test_two_sites_with_a_fixed_assignment_share_one_store_and_the_summary_covers_everything(tmp_path, remote_root, ssh_path):
+def test_two_sites_with_a_fixed_assignment_share_one_store_and_the_summary_covers_everything(
+    tmp_path, remote_root, ssh_path
+):
     systems = [
         {"id": "ala", "structure": STRUCTURES / "alanine-dipeptide.pdb", "replicas": 3},
         {"id": "ala-b", "structure": STRUCTURES / "alanine-dipeptide.pdb", "replicas": 1},
     ]
-    sites = {"alpha": {"scratch": str(tmp_path / "scratch-alpha"), "ns_per_day": 100, "capacity": 2},
-             "beta": {"scratch": str(tmp_path / "scratch-beta"), "ns_per_day": 100, "capacity": 2}}
+    sites = {
+        "alpha": {"scratch": str(tmp_path / "scratch-alpha"), "ns_per_day": 100, "capacity": 2},
+        "beta": {"scratch": str(tmp_path / "scratch-beta"), "ns_per_day": 100, "capacity": 2},
+    }
     directories = {}
     for site in sites:
-        directories[site] = write_campaign(tmp_path / f"at-{site}", systems=systems, store=f"{HOST}:{remote_root}",
-                                           sites=sites, site=site, pulling={"enabled": False})
+        directories[site] = write_campaign(
+            tmp_path / f"at-{site}",
+            systems=systems,
+            store=f"{HOST}:{remote_root}",
+            sites=sites,
+            site=site,
+            pulling={"enabled": False},
+        )
     ran = {}
     for site, directory in directories.items():
         snakemake(directory, env={"PATH": ssh_path})
-        ran[site] = {f"{p.parent.name}/{p.name}" for p in (directory / "results/sims").glob("*/r*")
-                     if (p / "segments").exists()}
+        ran[site] = {
+            f"{p.parent.name}/{p.name}" for p in (directory / "results/sims").glob("*/r*") if (p / "segments").exists()
+        }
         assert ran[site], f"site {site} got no simulations"
     assert not ran["alpha"] & ran["beta"], "each simulation runs on exactly one site"
     assert ran["alpha"] | ran["beta"] == {"ala/r1", "ala/r2", "ala/r3", "ala-b/r1"}
-    result = subprocess.run(["mdcampaign", "summary"], cwd=directories["beta"], capture_output=True, text=True,
-                            env={**os.environ, "PATH": ssh_path})
+    result = subprocess.run(
+        ["mdcampaign", "summary"],
+        cwd=directories["beta"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": ssh_path},
+    )
     assert result.returncode == 0, result.stderr
     assert "4 simulations, 4 analyzed, 0 pending" in result.stdout
     table = (directories["beta"] / "results" / "campaign_summary.tsv").read_text()
     assert all(sim in table for sim in ("ala/r1", "ala/r2", "ala/r3", "ala-b/r1"))
     assert "campaign_summary.tsv" in remote(f"ls {remote_root}/summary")
-    plan = subprocess.run(["mdcampaign", "plan"], cwd=directories["alpha"], capture_output=True, text=True,
-                          env={**os.environ, "PATH": ssh_path})
+    plan = subprocess.run(
+        ["mdcampaign", "plan"],
+        cwd=directories["alpha"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": ssh_path},
+    )
     assert plan.returncode == 0 and "alpha:" in plan.stdout and "beta:" in plan.stdout, plan.stderr
 
 
 # -- the last step of a fetch (verify, rename into place) losing its connection --------
+
 
 def _processes() -> dict[int, tuple[int, int, list[str]]]:
     """pid -> (parent pid, uid, argv) of every process on this machine (the test server
@@ -236,8 +269,11 @@ def _processes() -> dict[int, tuple[int, int, list[str]]]:
         except OSError:
             continue
         fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        table[int(entry.name)] = (int(fields["PPid"]), int(fields["Uid"].split()[0]),
-                                  [arg.decode(errors="replace") for arg in argv])
+        table[int(entry.name)] = (
+            int(fields["PPid"]),
+            int(fields["Uid"].split()[0]),
+            [arg.decode(errors="replace") for arg in argv],
+        )
     return table
 
 
@@ -336,8 +372,9 @@ def test_fetch_whose_last_step_loses_the_connection_still_lands_verified(tmp_pat
 
     caplog.set_level("WARNING", logger="mdcampaign.store")
     store = open_store(f"{HOST}:{remote_root}", FAST)
-    dropper, sources, segment, error = _drop_and_put(
-        tmp_path, store, "sims/a/r1/segments", remote_root, {"trajectory.xtc": 64_000_000, "energies.csv": 2_000})
+    _, sources, segment, error = _drop_and_put(
+        tmp_path, store, "sims/a/r1/segments", remote_root, {"trajectory.xtc": 64_000_000, "energies.csv": 2_000}
+    )
     assert error is None, f"the dropped last step was not retried: {error}"
     retried = [r.getMessage() for r in caplog.records if "moving it into place" in r.getMessage()]
     assert retried and "retrying" in retried[0] and "exit 255" in retried[0], retried
@@ -352,8 +389,9 @@ def test_last_step_failure_without_retries_has_a_reason(tmp_path, remote_root):
     if os.geteuid() != 0:
         pytest.skip("needs to stop and kill the test server's session processes (run as root, like sshd-up)")
     store = open_store(f"{HOST}:{remote_root}", TransferSettings(timeout_seconds=5, retries=0))
-    dropper, sources, segment, error = _drop_and_put(
-        tmp_path, store, "sims/a/r1/segments", remote_root, {"trajectory.xtc": 64_000_000})
+    _, sources, segment, error = _drop_and_put(
+        tmp_path, store, "sims/a/r1/segments", remote_root, {"trajectory.xtc": 64_000_000}
+    )
     assert error is not None, "a dropped connection with no retries left must be an error"
     message = str(error)
     assert "moving it into place failed" in message and "exit 255" in message, message

@@ -19,8 +19,9 @@ pytestmark = pytest.mark.slow
 
 
 def status(directory: Path, *args: str) -> dict:
-    result = subprocess.run(["mdcampaign", "status", "--json", "--no-slurm", *args], cwd=directory,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["mdcampaign", "status", "--json", "--no-slurm", *args], cwd=directory, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -46,9 +47,16 @@ def test_status_of_an_interrupted_campaign(tmp_path):
     campaign = long_campaign(tmp_path / "campaign")
     process = start_snakemake(campaign)
     # wait until segment 0 of r1 is in the store and segment 1 has a checkpoint
-    assert wait_for(lambda: (campaign / "results/sims/ala/r1/segments/0000/manifest.json").exists()
-                    and any((campaign / "scratch/ala/r1/0001/work").glob("checkpoint.chk"))
-                    or process.poll() is not None, timeout=300)
+    assert wait_for(
+        lambda: (
+            (
+                (campaign / "results/sims/ala/r1/segments/0000/manifest.json").exists()
+                and any((campaign / "scratch/ala/r1/0001/work").glob("checkpoint.chk"))
+            )
+            or process.poll() is not None
+        ),
+        timeout=300,
+    )
     running = status(campaign)
     by_name = {s["simulation"]: s for s in running["simulations"]}
     assert by_name["ala/r1"]["state"] == "running" and by_name["ala/r1"]["segment"] == 1
@@ -79,16 +87,21 @@ def test_status_of_a_failing_simulation_shows_reason_and_log(tmp_path):
 
 
 def test_doctor_passes_for_the_local_profile(finished):
-    result = subprocess.run(["mdcampaign", "doctor", "--profile", str(REPO / "profiles" / "local")], cwd=finished,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["mdcampaign", "doctor", "--profile", str(REPO / "profiles" / "local")],
+        cwd=finished,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout
     assert "FAIL" not in result.stdout and "this machine is ready" in result.stdout
 
 
 def test_the_html_report_shows_every_simulation(finished):
     report = finished / "report.html"
-    result = subprocess.run(["snakemake", "-s", str(SNAKEFILE), "--report", str(report)], cwd=finished,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["snakemake", "-s", str(SNAKEFILE), "--report", str(report)], cwd=finished, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     html = report.read_text()
     for simulation in ("ala/r1", "ala/r2", "ala-water/r1"):
@@ -101,13 +114,17 @@ def test_the_readme_commands_work_from_the_plain_install(finished, tmp_path):
     the README says, is enough for every command the README shows."""
     venv = tmp_path / "venv"
     subprocess.run(["python3", "-m", "venv", str(venv)], check=True)
-    install = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "-e", str(REPO)], capture_output=True,
-                             text=True, timeout=900)
+    install = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "-q", "-e", str(REPO)], capture_output=True, text=True, timeout=900
+    )
     assert install.returncode == 0, install.stderr[-2000:]
     env = {**os.environ, "PATH": f"{venv / 'bin'}:{os.environ['PATH']}", "VIRTUAL_ENV": str(venv)}
-    commands = [["mdcampaign", "validate"], ["mdcampaign", "status", "--no-slurm"],
-                ["snakemake", "-s", str(SNAKEFILE), "--profile", str(REPO / "profiles" / "local"), "-n"],
-                ["snakemake", "-s", str(SNAKEFILE), "--report", str(tmp_path / "report.html")]]
+    commands = [
+        ["mdcampaign", "validate"],
+        ["mdcampaign", "status", "--no-slurm"],
+        ["snakemake", "-s", str(SNAKEFILE), "--profile", str(REPO / "profiles" / "local"), "-n"],
+        ["snakemake", "-s", str(SNAKEFILE), "--report", str(tmp_path / "report.html")],
+    ]
     for command in commands:
         result = subprocess.run(command, cwd=finished, capture_output=True, text=True, env=env)
         assert result.returncode == 0, f"{' '.join(command)}: {result.stderr[-2000:]}"

@@ -36,11 +36,14 @@ two waters
    3.00000   3.00000   3.00000
 """
 
-WATER_AND_SALT_PDB = WATER_PDB.replace("END\n", """\
+WATER_AND_SALT_PDB = WATER_PDB.replace(
+    "END\n",
+    """\
 HETATM    5 NA    NA A   3       6.000   0.000   0.000  1.00  0.00          NA
 HETATM    6 CL    CL A   4       9.000   0.000   0.000  1.00  0.00          CL
 END
-""")
+""",
+)
 
 
 def mmcif(columns: list[str], rows: list[list[str]]) -> str:
@@ -49,8 +52,22 @@ def mmcif(columns: list[str], rows: list[list[str]]) -> str:
     return f"data_test\n#\nloop_\n{header}\n{body}\n#\n"
 
 
-CIF_COLUMNS = ["group_PDB", "id", "type_symbol", "label_atom_id", "label_alt_id", "label_comp_id", "label_asym_id",
-               "label_seq_id", "Cartn_x", "Cartn_y", "Cartn_z", "auth_seq_id", "auth_asym_id", "pdbx_PDB_model_num"]
+CIF_COLUMNS = [
+    "group_PDB",
+    "id",
+    "type_symbol",
+    "label_atom_id",
+    "label_alt_id",
+    "label_comp_id",
+    "label_asym_id",
+    "label_seq_id",
+    "Cartn_x",
+    "Cartn_y",
+    "Cartn_z",
+    "auth_seq_id",
+    "auth_asym_id",
+    "pdbx_PDB_model_num",
+]
 CIF_ROWS = [
     ["ATOM", "1", "N", "N", ".", "GLY", "A", "1", "-9.009", "4.612", "6.102", "1", "A", "1"],
     ["ATOM", "2", "C", "CA", ".", "GLY", "A", "1", "-9.052", "4.207", "4.651", "1", "A", "1"],
@@ -67,20 +84,22 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
 
 def without(columns: list[str], rows: list[list[str]], name: str):
     k = columns.index(name)
-    return columns[:k] + columns[k + 1:], [row[:k] + row[k + 1:] for row in rows]
+    return columns[:k] + columns[k + 1 :], [row[:k] + row[k + 1 :] for row in rows]
 
 
 # --- inspect_structure --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, heavy", [("alanine-dipeptide.pdb", 10), ("villin-1VII.pdb", 295),
-                                         ("gnnqqny-1YJP.cif", 59)])
+@pytest.mark.parametrize(
+    "name, heavy", [("alanine-dipeptide.pdb", 10), ("villin-1VII.pdb", 295), ("gnnqqny-1YJP.cif", 59)]
+)
 def test_the_shipped_structures_pass_with_their_heavy_atom_counts(name, heavy):
     assert inspect_structure(STRUCTURES / name) == (None, heavy)
 
 
-@pytest.mark.parametrize("name, text", [("water.pdb", WATER_PDB), ("water.gro", WATER_GRO),
-                                        ("water.cif", mmcif(CIF_COLUMNS, [CIF_ROWS[3]]))])
+@pytest.mark.parametrize(
+    "name, text", [("water.pdb", WATER_PDB), ("water.gro", WATER_GRO), ("water.cif", mmcif(CIF_COLUMNS, [CIF_ROWS[3]]))]
+)
 def test_a_structure_of_only_water_is_refused(tmp_path, name, text):
     assert inspect_structure(write(tmp_path, name, text)) == ("has no atoms besides water (nothing to simulate)", 0)
 
@@ -103,8 +122,11 @@ def test_every_water_name_setup_removes_counts_as_water(tmp_path):
 
 
 def test_only_the_first_model_is_counted(tmp_path):
-    model = [line for line in (STRUCTURES / "alanine-dipeptide.pdb").read_text().splitlines()
-             if line.startswith(("ATOM", "HETATM"))]
+    model = [
+        line
+        for line in (STRUCTURES / "alanine-dipeptide.pdb").read_text().splitlines()
+        if line.startswith(("ATOM", "HETATM"))
+    ]
     text = "\n".join(["MODEL        1", *model, "ENDMDL", "MODEL        2", *model, "ENDMDL", "END"]) + "\n"
     assert inspect_structure(write(tmp_path, "nmr.pdb", text)) == (None, 10)
     rows = CIF_ROWS + [row[:-1] + ["2"] for row in CIF_ROWS]
@@ -127,7 +149,7 @@ def test_the_real_mmcif_without_cartn_z_is_refused(tmp_path):
             continue
         if line.startswith(("ATOM ", "HETATM ")):
             fields = line.split()
-            line = " ".join(fields[:z] + fields[z + 1:])
+            line = " ".join(fields[:z] + fields[z + 1 :])
         edited.append(line)
     path = write(tmp_path, "1YJP-flat.cif", "\n".join(edited) + "\n")
     assert inspect_structure(path) == ("has no _atom_site.Cartn_z column (its atoms have incomplete coordinates)", 0)
@@ -143,8 +165,10 @@ def test_mmcif_columns_are_found_by_name_not_position(tmp_path):
             row.append(row.pop(k))
     assert inspect_structure(write(tmp_path, "reordered.cif", mmcif(columns, rows))) == (None, 2)
     # Tags are case-insensitive, quoted values may hold spaces, rows may span lines.
-    text = mmcif([c.lower() for c in CIF_COLUMNS], [CIF_ROWS[0], ["ATOM", "2", "C", "\"C A\"", ".", "GLY", "A", "1",
-                                                                  "-9.052\n", "4.207", "4.651", "1", "A", "1"]])
+    text = mmcif(
+        [c.lower() for c in CIF_COLUMNS],
+        [CIF_ROWS[0], ["ATOM", "2", "C", '"C A"', ".", "GLY", "A", "1", "-9.052\n", "4.207", "4.651", "1", "A", "1"]],
+    )
     assert inspect_structure(write(tmp_path, "odd.cif", text)) == (None, 2)
     shipped = (STRUCTURES / "gnnqqny-1YJP.cif").read_text()
     assert inspect_structure(write(tmp_path, "shipped.cif", shipped.replace("Cartn_z", "CARTN_Z"))) == (None, 59)
@@ -160,19 +184,24 @@ def test_inspecting_structures_does_not_import_openmm():
 
 def validation_message(directory: Path) -> str:
     with pytest.raises(CampaignError) as caught:
-        load_campaign(read_config_file(directory / "config" / "config.yaml"), "config/config.yaml",
-                      base_dir=directory)
+        load_campaign(read_config_file(directory / "config" / "config.yaml"), "config/config.yaml", base_dir=directory)
     message = str(caught.value)
     assert "\n" not in message, f"not one line: {message!r}"
     return message
 
 
-@pytest.mark.parametrize("name, text, expect", [
-    ("water.pdb", WATER_PDB, "'water.pdb' has no atoms besides water (nothing to simulate)"),
-    ("water.gro", WATER_GRO, "'water.gro' has no atoms besides water (nothing to simulate)"),
-    ("flat.cif", mmcif(*without(CIF_COLUMNS, CIF_ROWS, "Cartn_z")),
-     "'flat.cif' has no _atom_site.Cartn_z column (its atoms have incomplete coordinates)"),
-])
+@pytest.mark.parametrize(
+    "name, text, expect",
+    [
+        ("water.pdb", WATER_PDB, "'water.pdb' has no atoms besides water (nothing to simulate)"),
+        ("water.gro", WATER_GRO, "'water.gro' has no atoms besides water (nothing to simulate)"),
+        (
+            "flat.cif",
+            mmcif(*without(CIF_COLUMNS, CIF_ROWS, "Cartn_z")),
+            "'flat.cif' has no _atom_site.Cartn_z column (its atoms have incomplete coordinates)",
+        ),
+    ],
+)
 def test_validation_refuses_them_in_one_line(tmp_path, name, text, expect):
     directory = write_campaign(tmp_path / "campaign", systems=[{"id": "bad", "structure": name, "replicas": 1}])
     write(directory, name, text)
@@ -192,11 +221,13 @@ def test_setup_refuses_atoms_on_top_of_each_other_in_one_line(tmp_path):
     """Real OpenMM on the CPU: without the check, minimization makes NaN."""
     from mdcampaign.prepare import prepare
 
-    directory = write_campaign(tmp_path / "campaign", systems=[{"id": "stacked", "structure": "stacked.pdb",
-                                                                "replicas": 1}])
+    directory = write_campaign(
+        tmp_path / "campaign", systems=[{"id": "stacked", "structure": "stacked.pdb", "replicas": 1}]
+    )
     duplicated_atom_pdb(directory)
-    campaign = load_campaign(read_config_file(directory / "config" / "config.yaml"), "config/config.yaml",
-                             base_dir=directory)  # cheap validation lets it through: coordinates are setup's
+    campaign = load_campaign(
+        read_config_file(directory / "config" / "config.yaml"), "config/config.yaml", base_dir=directory
+    )  # cheap validation lets it through: coordinates are setup's
     system = campaign.systems["stacked"]
     out = directory / "results" / "systems" / "stacked"
     with pytest.raises(CampaignError) as caught:
@@ -226,7 +257,8 @@ def test_setup_counts_the_pairs_and_names_the_closest(tmp_path):
         check_overlapping_atoms(pdb.topology, pdb.positions, Path("twice.pdb"))
     assert str(caught.value).startswith(
         "structure 'twice.pdb': atoms ALA 2 CA (chain A) and ALA 2 CA (chain A) are 0.000 nm apart, "
-        "closer than 0.01 nm (2 such pairs):")
+        "closer than 0.01 nm (2 such pairs):"
+    )
 
 
 @pytest.mark.parametrize("name", ["alanine-dipeptide.pdb", "villin-1VII.pdb", "gnnqqny-1YJP.cif"])
@@ -247,8 +279,9 @@ def test_alternate_locations_are_not_overlapping_atoms(tmp_path):
     for line in lines:
         if line.startswith("ATOM") and line[17:20] == "ALA":
             out.append(line[:16] + "A" + line[17:54] + "  0.50" + line[60:])
-            out.append(line[:16] + "B" + line[17:30] + f"{float(line[30:38]) + 0.02:8.3f}" + line[38:54] + "  0.50"
-                       + line[60:])
+            out.append(
+                line[:16] + "B" + line[17:30] + f"{float(line[30:38]) + 0.02:8.3f}" + line[38:54] + "  0.50" + line[60:]
+            )
         else:
             out.append(line)
     path = write(tmp_path, "altloc.pdb", "\n".join(out) + "\n")
@@ -257,11 +290,17 @@ def test_alternate_locations_are_not_overlapping_atoms(tmp_path):
     check_overlapping_atoms(fixer.topology, fixer.positions, path)
 
 
-@pytest.mark.parametrize("name, text, expect", [
-    ("water.pdb", WATER_PDB, "has no atoms besides water (nothing to simulate)"),
-    ("flat.cif", mmcif(*without(CIF_COLUMNS, CIF_ROWS, "Cartn_z")),
-     "has no _atom_site.Cartn_z column (its atoms have incomplete coordinates)"),
-])
+@pytest.mark.parametrize(
+    "name, text, expect",
+    [
+        ("water.pdb", WATER_PDB, "has no atoms besides water (nothing to simulate)"),
+        (
+            "flat.cif",
+            mmcif(*without(CIF_COLUMNS, CIF_ROWS, "Cartn_z")),
+            "has no _atom_site.Cartn_z column (its atoms have incomplete coordinates)",
+        ),
+    ],
+)
 def test_setup_repeats_the_validation_check(tmp_path, name, text, expect):
     """Setup may run where nobody validated the campaign: the same line, not an OpenMM traceback."""
     from mdcampaign.repair import repair
@@ -286,7 +325,6 @@ def test_setup_refuses_coordinates_that_are_not_numbers(tmp_path):
 
 def default_protocol():
     from conftest import _schema_defaults
-
     from mdcampaign.campaign import Protocol
 
     return Protocol(**_schema_defaults())

@@ -29,15 +29,19 @@ def test_campaign_end_to_end_then_extend_and_add(tiny_campaign):
     before = {p: p.stat().st_mtime_ns for p in (tiny_campaign / "results" / "sims").rglob("trajectory.xtc")}
     systems = [
         {"id": "ala", "structure": REPO / "config/structures/alanine-dipeptide.pdb", "replicas": 2, "target_ns": 0.008},
-        {"id": "ala-water", "structure": REPO / "config/structures/alanine-dipeptide.pdb", "replicas": 1,
-         "solvent": "explicit", "forcefield": "amber14"},
+        {
+            "id": "ala-water",
+            "structure": REPO / "config/structures/alanine-dipeptide.pdb",
+            "replicas": 1,
+            "solvent": "explicit",
+            "forcefield": "amber14",
+        },
     ]
     write_systems(tiny_campaign, systems)
     # planning holds the next segment of each affected simulation; the continue
     # decision adds the one after when it is fetched
     plan = executed_jobs(snakemake(tiny_campaign, "-n").stdout)
-    assert plan == {"stage": 2, "simulate": 2, "fetch": 2, "analyze": 2, "summary": 1,
-                    "all": 1}
+    assert plan == {"stage": 2, "simulate": 2, "fetch": 2, "analyze": 2, "summary": 1, "all": 1}
     snakemake(tiny_campaign)
     assert {p: p.stat().st_mtime_ns for p in before} == before, "finished segments were rewritten"
     assert len(list((tiny_campaign / "logs" / "simulate").rglob("*.log"))) == 6 + 4, "only the new segments ran"
@@ -71,7 +75,10 @@ def test_killing_a_simulation_mid_segment_then_rerunning_completes_exactly(tmp_p
     )
     process = subprocess.Popen(
         ["snakemake", "-s", str(SNAKEFILE), "--profile", str(REPO / "profiles" / "local")],
-        cwd=campaign, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=campaign,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     # the runner records its pid in its work folder: kill exactly that process
     runners = lambda: list((campaign / "scratch").rglob("work/runner.json"))  # noqa: E731

@@ -17,8 +17,20 @@ from mdcampaign.segment import run_segment
 def segment_files(prepared_ala, tmp_path_factory):
     setup_dir, protocol = prepared_ala
     work = tmp_path_factory.mktemp("xtc") / "work"
-    run_segment(SegmentTask("ala/r1", 0, protocol, 3, setup_dir / "system.xml", setup_dir / "state.xml",
-                           setup_dir / "topology.pdb", work, platform="CPU", threads=1))
+    run_segment(
+        SegmentTask(
+            "ala/r1",
+            0,
+            protocol,
+            3,
+            setup_dir / "system.xml",
+            setup_dir / "state.xml",
+            setup_dir / "topology.pdb",
+            work,
+            platform="CPU",
+            threads=1,
+        )
+    )
     return work, setup_dir / "trajectory_topology.pdb"
 
 

@@ -22,8 +22,8 @@ import pandas as pd
 def block_error(values: pd.Series, blocks: int = 10) -> float:
     """Standard error of the mean from ``blocks`` consecutive blocks (frames are correlated)."""
     n = len(values)
-    means = [values[i * n // blocks:(i + 1) * n // blocks].mean() for i in range(blocks)]
-    return float(pd.Series(means).std() / blocks ** 0.5)
+    means = [values[i * n // blocks : (i + 1) * n // blocks].mean() for i in range(blocks)]
+    return float(pd.Series(means).std() / blocks**0.5)
 
 
 def measure(campaign: Path) -> list[dict]:
@@ -39,22 +39,24 @@ def measure(campaign: Path) -> list[dict]:
         analysis = json.loads((folder / "analysis.json").read_text())
         setup = json.loads((campaign / "results" / "systems" / sim["system"] / "setup.json").read_text())
         density = energies["density_g_per_mL"]
-        results.append({
-            "simulation": name,
-            "engine": sim.get("engine", "openmm"),
-            "solvent": sim["solvent"],
-            "atoms": setup.get("atoms"),
-            "ns": sim["simulated_ns"],
-            "target_K": sim["temperature_target_K"],
-            "T": energies["temperature_K"].mean(),
-            "T_error": block_error(energies["temperature_K"]),
-            "density": density.mean() if density.notna().any() else None,
-            "density_error": block_error(density) if density.notna().any() else None,
-            "rmsd_mean": analysis["rmsd_mean_nm"],
-            "rmsd_max": float(pd.read_csv(folder / "rmsd.csv")["rmsd_nm"].max()),
-            "helix": analysis.get("helix_fraction", float("nan")),
-            "ns_per_day": sim["ns_per_day_mean"],
-        })
+        results.append(
+            {
+                "simulation": name,
+                "engine": sim.get("engine", "openmm"),
+                "solvent": sim["solvent"],
+                "atoms": setup.get("atoms"),
+                "ns": sim["simulated_ns"],
+                "target_K": sim["temperature_target_K"],
+                "T": energies["temperature_K"].mean(),
+                "T_error": block_error(energies["temperature_K"]),
+                "density": density.mean() if density.notna().any() else None,
+                "density_error": block_error(density) if density.notna().any() else None,
+                "rmsd_mean": analysis["rmsd_mean_nm"],
+                "rmsd_max": float(pd.read_csv(folder / "rmsd.csv")["rmsd_nm"].max()),
+                "helix": analysis.get("helix_fraction", float("nan")),
+                "ns_per_day": sim["ns_per_day_mean"],
+            }
+        )
     return results
 
 

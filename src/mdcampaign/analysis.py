@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .files import atomic_write_json
 from .errors import DataError
+from .files import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,14 @@ def _selection(topology, expression: str, fallback: str) -> np.ndarray:
     return atoms if len(atoms) >= 3 else topology.select(fallback)
 
 
-def analyze(trajectories: list[Path], energies: list[Path], topology: Path, frame_interval_ps: float,
-            out: dict[str, Path], title: str) -> dict:
+def analyze(
+    trajectories: list[Path],
+    energies: list[Path],
+    topology: Path,
+    frame_interval_ps: float,
+    out: dict[str, Path],
+    title: str,
+) -> dict:
     """Compute everything and write the files named in ``out`` (keys: rmsd, rg, rmsf,
     dssp, json, png)."""
     import mdtraj
@@ -65,12 +71,14 @@ def analyze(trajectories: list[Path], energies: list[Path], topology: Path, fram
     ca = top.select("name CA")
     rmsf_atoms = ca if len(ca) else heavy
     rmsf = mdtraj.rmsf(traj, None, atom_indices=rmsf_atoms, precentered=False)
-    rmsf_table = pd.DataFrame({
-        "residue_index": [top.atom(i).residue.index for i in rmsf_atoms],
-        "residue": [str(top.atom(i).residue) for i in rmsf_atoms],
-        "atom": [top.atom(i).name for i in rmsf_atoms],
-        "rmsf_nm": rmsf,
-    })
+    rmsf_table = pd.DataFrame(
+        {
+            "residue_index": [top.atom(i).residue.index for i in rmsf_atoms],
+            "residue": [str(top.atom(i).residue) for i in rmsf_atoms],
+            "atom": [top.atom(i).name for i in rmsf_atoms],
+            "rmsf_nm": rmsf,
+        }
+    )
     pd.DataFrame({"time_ps": time_ps, "rmsd_nm": rmsd}).to_csv(out["rmsd"], index=False)
     pd.DataFrame({"time_ps": time_ps, "rg_nm": rg}).to_csv(out["rg"], index=False)
     rmsf_table.to_csv(out["rmsf"], index=False)
@@ -89,7 +97,9 @@ def analyze(trajectories: list[Path], energies: list[Path], topology: Path, fram
         "rmsf_mean_nm": _round(rmsf.mean()),
         "temperature_mean_K": _round(thermo["temperature_K"].mean(), 2),
         "temperature_std_K": _round(thermo["temperature_K"].std(), 2),
-        "density_mean_g_per_mL": _round(thermo["density_g_per_mL"].mean()) if thermo["density_g_per_mL"].notna().any() else None,
+        "density_mean_g_per_mL": _round(thermo["density_g_per_mL"].mean())
+        if thermo["density_g_per_mL"].notna().any()
+        else None,
         "potential_energy_mean_kJ_mol": _round(thermo["potential_energy_kJ_mol"].mean(), 2),
     }
     if len(dssp):
@@ -124,12 +134,14 @@ def secondary_structure(traj) -> pd.DataFrame:
     codes = mdtraj.compute_dssp(traj.atom_slice(protein), simplified=True)
     valid = codes != "NA"
     counts = np.maximum(valid.sum(axis=1), 1)
-    return pd.DataFrame({
-        "time_ps": traj.time,
-        "helix": (codes == "H").sum(axis=1) / counts,
-        "strand": (codes == "E").sum(axis=1) / counts,
-        "coil": (codes == "C").sum(axis=1) / counts,
-    })
+    return pd.DataFrame(
+        {
+            "time_ps": traj.time,
+            "helix": (codes == "H").sum(axis=1) / counts,
+            "strand": (codes == "E").sum(axis=1) / counts,
+            "coil": (codes == "C").sum(axis=1) / counts,
+        }
+    )
 
 
 def _round(value, digits: int = 4):
@@ -153,8 +165,9 @@ def plot(time_ps, rmsd, rg, rmsf_table, dssp, thermo, title, path) -> None:
     if len(dssp):
         for column, color in (("helix", "tab:red"), ("strand", "tab:blue"), ("coil", "tab:gray")):
             axes[1, 1].plot(time_ns, dssp[column], lw=1, label=column, color=color)
-        axes[1, 1].set(xlabel="time (ns)", ylabel="fraction of residues", title="Secondary structure (DSSP)",
-                       ylim=(-0.02, 1.02))
+        axes[1, 1].set(
+            xlabel="time (ns)", ylabel="fraction of residues", title="Secondary structure (DSSP)", ylim=(-0.02, 1.02)
+        )
         axes[1, 1].legend(loc="upper right", fontsize=8)
     else:
         axes[1, 1].plot(thermo["time_ps"] / 1000.0, thermo["temperature_K"], lw=1, color="tab:purple")

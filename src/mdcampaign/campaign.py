@@ -8,9 +8,9 @@ import hashlib
 import io
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Iterator
 
 from . import layout
 from .configuration import expand_path, read_user_text
@@ -82,8 +82,9 @@ class Protocol:
         restores it): keys added later are left out at their as-before value, so that
         upgrading does not change existing jobs' params (Snakemake reruns a job whose
         params changed) and records read the same as before."""
-        return {key: value for key, value in self.__dict__.items()
-                if not (key in ADDED_KEYS and value == ADDED_KEYS[key])}
+        return {
+            key: value for key, value in self.__dict__.items() if not (key in ADDED_KEYS and value == ADDED_KEYS[key])
+        }
 
     @property
     def explicit(self) -> bool:
@@ -179,13 +180,21 @@ class LigandSpec:
     charge: int | None = None
 
     def record(self) -> dict:
-        return {"residue": self.residue, "file": str(self.chemistry_file) if self.chemistry_file else None,
-                "smiles": self.smiles, "charge": self.charge}
+        return {
+            "residue": self.residue,
+            "file": str(self.chemistry_file) if self.chemistry_file else None,
+            "smiles": self.smiles,
+            "charge": self.charge,
+        }
 
     @classmethod
     def from_record(cls, record: dict) -> LigandSpec:
-        return cls(record["residue"], Path(record["file"]) if record.get("file") else None, record.get("smiles"),
-                   record.get("charge"))
+        return cls(
+            record["residue"],
+            Path(record["file"]) if record.get("file") else None,
+            record.get("smiles"),
+            record.get("charge"),
+        )
 
 
 LIGAND_CHEMISTRY_SUFFIXES = (".sdf", ".mol", ".mol2")
@@ -223,7 +232,7 @@ class System:
             return solute
         diameter = (6.0 * 0.017 * self.heavy_atoms / math.pi) ** (1.0 / 3.0)
         side = diameter + 2.0 * self.protocol.padding_nm
-        return solute + 100.0 * side ** 3  # water: about 100 atoms per nm3
+        return solute + 100.0 * side**3  # water: about 100 atoms per nm3
 
 
 @dataclass(frozen=True)
@@ -307,7 +316,6 @@ class Campaign:
         return self.pulling.migrate if own is None else own
 
 
-
 def replica_seed(system: str, replica: int, salt: int) -> int:
     """Deterministic per-replica seed: stable across runs, machines and Python versions."""
     digest = hashlib.sha256(f"{system}/r{replica}/{salt}".encode()).digest()
@@ -328,8 +336,9 @@ def account_problem(config: dict) -> str | None:
     return None
 
 
-def load_campaign(config: dict, config_file: str = "config/config.yaml", base_dir: Path | str = ".",
-                  schema_dir: str | None = None) -> Campaign:
+def load_campaign(
+    config: dict, config_file: str = "config/config.yaml", base_dir: Path | str = ".", schema_dir: str | None = None
+) -> Campaign:
     """Validate the config (filling defaults in place) and the systems table it names.
 
     Raises CampaignError with a one-line message on the first problem found.
@@ -365,19 +374,25 @@ def load_campaign(config: dict, config_file: str = "config/config.yaml", base_di
         for s in systems.values()
         for replica in range(1, s.replicas + 1)
     ]
-    sites = {name: Site(name, spec["ns_per_day"], spec["capacity"], spec.get("scratch"), spec.get("profile"))
-             for name, spec in config["sites"].items()}
+    sites = {
+        name: Site(name, spec["ns_per_day"], spec["capacity"], spec.get("scratch"), spec.get("profile"))
+        for name, spec in config["sites"].items()
+    }
     site = config.get("site")
     _check_sites(sites, site, systems, config_file, systems_file)
     store = _store_location(config["store"], config_file, base_dir)
     scratch_key = f"sites.{site}.scratch" if site and sites[site].scratch else "scratch"
-    scratch_here = expand_path(sites[site].scratch if scratch_key != "scratch" else config["scratch"],
-                               f"{config_file}: {scratch_key}")
+    scratch_here = expand_path(
+        sites[site].scratch if scratch_key != "scratch" else config["scratch"], f"{config_file}: {scratch_key}"
+    )
     pulling = Pulling(**config["pulling"])
     if sites:
         plan = read_assignment(base_dir / ASSIGNMENT_FILE, sites)
-        placed = (pinned_sites(simulations, systems, plan) if pulling.enabled
-                  else site_assignment(simulations, systems, sites, plan))
+        placed = (
+            pinned_sites(simulations, systems, plan)
+            if pulling.enabled
+            else site_assignment(simulations, systems, sites, plan)
+        )
         simulations = [replace(s, site=placed.get(layout.sim_name(s.system, s.replica))) for s in simulations]
     return Campaign(
         name=config["campaign"],
@@ -391,8 +406,10 @@ def load_campaign(config: dict, config_file: str = "config/config.yaml", base_di
         platform=config["platform"],
         defaults=defaults,
         systems=systems,
-        expected_ns_per_day={"explicit": config["expected_ns_per_day_explicit"],
-                             "implicit": config["expected_ns_per_day_implicit"]},
+        expected_ns_per_day={
+            "explicit": config["expected_ns_per_day_explicit"],
+            "implicit": config["expected_ns_per_day_implicit"],
+        },
         max_runtime_minutes=config["max_runtime_minutes"],
         local_rules=tuple(config["local_rules"]),
         sites=sites,
@@ -416,7 +433,9 @@ def _store_location(text: str, config_file: str, base_dir: Path) -> str:
 def _check_sites(sites: dict, site: str | None, systems: dict, config_file: str, systems_file: str) -> None:
     if site is not None and site not in sites:
         known = f"one of: {', '.join(sites)}" if sites else "defined under `sites:` in the config (there are none)"
-        raise CampaignError(f"{config_file}: site {site!r} (this run's site, from the profile or --config) must be {known}")
+        raise CampaignError(
+            f"{config_file}: site {site!r} (this run's site, from the profile or --config) must be {known}"
+        )
     if sites and site is None:
         raise CampaignError(
             f"{config_file}: this campaign has sites ({', '.join(sites)}): say which one this run is, with "
@@ -439,8 +458,14 @@ def planning_work(simulations: list[Simulation], systems: dict[str, System], don
     for simulation in simulations:
         name = layout.sim_name(simulation.system, simulation.replica)
         total = simulation.n_segments * simulation.protocol.segment_ns
-        works.append(Work(name, simulation.system, max(0.0, total - done_ns.get(name, 0.0)),
-                          max(systems[simulation.system].estimated_atoms, 1.0) / typical))
+        works.append(
+            Work(
+                name,
+                simulation.system,
+                max(0.0, total - done_ns.get(name, 0.0)),
+                max(systems[simulation.system].estimated_atoms, 1.0) / typical,
+            )
+        )
     return works
 
 
@@ -456,8 +481,9 @@ def pinned_sites(simulations: list[Simulation], systems: dict[str, System], plan
     return pinned
 
 
-def site_assignment(simulations: list[Simulation], systems: dict[str, System], sites: dict,
-                    plan: dict[str, str]) -> dict[str, str]:
+def site_assignment(
+    simulations: list[Simulation], systems: dict[str, System], sites: dict, plan: dict[str, str]
+) -> dict[str, str]:
     """Site of every simulation: frozen plan, then the table's site column, then
     automatic assignment in table order (see mdcampaign.sites)."""
     fixed = {}
@@ -483,8 +509,9 @@ def check_started(campaign: Campaign, base_dir: Path | str = ".") -> None:
     trajectory. Reads the manifest of segment 0 of every started simulation.
     """
     for simulation in campaign.simulations:
-        record = Path(base_dir) / layout.fill(layout.SEGMENT_RECORD, **simulation.wildcards,
-                                              segment=layout.segment_name(0))
+        record = Path(base_dir) / layout.fill(
+            layout.SEGMENT_RECORD, **simulation.wildcards, segment=layout.segment_name(0)
+        )
         try:
             manifest = json.loads(record.read_text())
         except (FileNotFoundError, ValueError):
@@ -512,7 +539,7 @@ def check_started(campaign: Campaign, base_dir: Path | str = ".") -> None:
 
 
 def _protocol(values: dict, where: str, own_inputs: bool = False) -> Protocol:
-    protocol = Protocol(**{key: values[key] for key in Protocol.keys()})
+    protocol = Protocol(**{key: values[key] for key in Protocol.keys()})  # noqa: SIM118 - Protocol.keys() is its fields
     for problem in protocol.problems(own_inputs=own_inputs):
         raise CampaignError(f"{where}: {problem}")
     return protocol
@@ -527,8 +554,9 @@ def read_systems_table(path: Path, label: str) -> list[tuple[int, dict]]:
     Blank lines and lines starting with '#' are skipped; line numbers are those an
     editor shows.
     """
-    text = read_user_text(path, label, "a UTF-8 tab-separated table",
-                          "systems table not found (set 'systems' in the config to its path)")
+    text = read_user_text(
+        path, label, "a UTF-8 tab-separated table", "systems table not found (set 'systems' in the config to its path)"
+    )
     numbered = [
         (number, line)
         for number, line in enumerate(text.splitlines(), start=1)
@@ -576,14 +604,18 @@ def read_systems_table(path: Path, label: str) -> list[tuple[int, dict]]:
             )
         # 'NA' is how R and some spreadsheets write an empty cell; an id or a file name
         # 'NA' (or 'nan') is a name, though.
-        row = {column: cell.strip() for column, cell in zip(header, cells)
-               if cell.strip() and (cell.strip() != "NA" or column in NAME_COLUMNS)}
+        row = {
+            column: cell.strip()
+            for column, cell in zip(header, cells, strict=False)
+            if cell.strip() and (cell.strip() != "NA" or column in NAME_COLUMNS)
+        }
         rows.append((number, row))
     return rows
 
 
-def _system(row: dict, line: int, label: str, row_schema: dict, protocol_schema: dict,
-            defaults: dict, base_dir: Path) -> System:
+def _system(
+    row: dict, line: int, label: str, row_schema: dict, protocol_schema: dict, defaults: dict, base_dir: Path
+) -> System:
     system_id = row.get("id", "")
     where = f"{label}, line {line}" + (f" (id '{system_id}')" if system_id else "")
     protocol_keys = protocol_schema["properties"]
@@ -616,12 +648,31 @@ def _system(row: dict, line: int, label: str, row_schema: dict, protocol_schema:
                 "identical; give the .gro, .top and .mdp (columns gromacs_topology, gromacs_mdp) to run replicas "
                 "with their own random seeds"
             )
-        return System(own["id"], own_inputs["tpr"], own["replicas"], protocol, line, own.get("site"), 0, own_inputs,
-                      migrate=own.get("migrate"))
+        return System(
+            own["id"],
+            own_inputs["tpr"],
+            own["replicas"],
+            protocol,
+            line,
+            own.get("site"),
+            0,
+            own_inputs,
+            migrate=own.get("migrate"),
+        )
     structure, heavy_atoms = _structure_path(own["structure"], where, base_dir)
     ligand = _ligand(own, protocol, where, base_dir)
-    return System(own["id"], structure, own["replicas"], protocol, line, own.get("site"), heavy_atoms, own_inputs,
-                  ligand, own.get("migrate"))
+    return System(
+        own["id"],
+        structure,
+        own["replicas"],
+        protocol,
+        line,
+        own.get("site"),
+        heavy_atoms,
+        own_inputs,
+        ligand,
+        own.get("migrate"),
+    )
 
 
 def _ligand(own: dict, protocol: Protocol, where: str, base_dir: Path) -> LigandSpec | None:
@@ -629,25 +680,33 @@ def _ligand(own: dict, protocol: Protocol, where: str, base_dir: Path) -> Ligand
     given = [column for column in ("ligand_file", "ligand_smiles", "ligand_charge") if own.get(column) is not None]
     if not own.get("ligand"):
         if given:
-            raise CampaignError(f"{where}, column {given[0]}: also give the column ligand (the ligand's residue name "
-                                "in the structure)")
+            raise CampaignError(
+                f"{where}, column {given[0]}: also give the column ligand (the ligand's residue name in the structure)"
+            )
         return None
     if ("ligand_file" in given) == ("ligand_smiles" in given):
-        raise CampaignError(f"{where}, column ligand: give the ligand's chemistry in exactly one of ligand_file "
-                            "(SDF/MOL2 with bond orders and its pose) or ligand_smiles (the pose is then the "
-                            "structure's residue)")
+        raise CampaignError(
+            f"{where}, column ligand: give the ligand's chemistry in exactly one of ligand_file "
+            "(SDF/MOL2 with bond orders and its pose) or ligand_smiles (the pose is then the "
+            "structure's residue)"
+        )
     if protocol.engine != "openmm":
-        raise CampaignError(f"{where}, column ligand: the {protocol.engine} engine does not parameterize ligands yet; "
-                            "use engine openmm for this system")
+        raise CampaignError(
+            f"{where}, column ligand: the {protocol.engine} engine does not parameterize ligands yet; "
+            "use engine openmm for this system"
+        )
     if not protocol.explicit:
-        raise CampaignError(f"{where}, column ligand: ligands need solvent explicit (the implicit-solvent models "
-                            "have no parameters for GAFF2 atom types)")
+        raise CampaignError(
+            f"{where}, column ligand: ligands need solvent explicit (the implicit-solvent models "
+            "have no parameters for GAFF2 atom types)"
+        )
     chemistry = None
     if own.get("ligand_file"):
         chemistry = Path(own["ligand_file"])
         if chemistry.suffix.lower() not in LIGAND_CHEMISTRY_SUFFIXES:
-            raise CampaignError(f"{where}, column ligand_file: expected {', '.join(LIGAND_CHEMISTRY_SUFFIXES)} (got "
-                                f"'{chemistry.name}')")
+            raise CampaignError(
+                f"{where}, column ligand_file: expected {', '.join(LIGAND_CHEMISTRY_SUFFIXES)} (got '{chemistry.name}')"
+            )
         resolved = chemistry if chemistry.is_absolute() else base_dir / chemistry
         if not resolved.is_file():
             raise CampaignError(f"{where}, column ligand_file: file '{chemistry}' does not exist")
@@ -655,8 +714,11 @@ def _ligand(own: dict, protocol: Protocol, where: str, base_dir: Path) -> Ligand
 
 
 # A lab's own GROMACS inputs: column -> (key in System.own_inputs, file suffix).
-GROMACS_INPUT_COLUMNS = {"gromacs_topology": ("top", ".top"), "gromacs_mdp": ("mdp", ".mdp"),
-                         "gromacs_index": ("ndx", ".ndx")}
+GROMACS_INPUT_COLUMNS = {
+    "gromacs_topology": ("top", ".top"),
+    "gromacs_mdp": ("mdp", ".mdp"),
+    "gromacs_index": ("ndx", ".ndx"),
+}
 TPR_MAGIC = b"VERSION"  # near the start of every .tpr
 
 
@@ -672,16 +734,23 @@ def _own_inputs(own: dict, engine: str, where: str, base_dir: Path) -> dict:
     inputs = {}
     if structure.suffix.lower() == ".tpr":
         if given:
-            raise CampaignError(f"{where}, column {next(iter(given))}: give either a .tpr structure or a .gro "
-                                "with gromacs_topology and gromacs_mdp, not both")
+            raise CampaignError(
+                f"{where}, column {next(iter(given))}: give either a .tpr structure or a .gro "
+                "with gromacs_topology and gromacs_mdp, not both"
+            )
         inputs["tpr"] = structure
     else:
         missing = [c for c in ("gromacs_topology", "gromacs_mdp") if c not in given]
         if missing or structure.suffix.lower() != ".gro":
-            problem = (f"{' and '.join(missing)} missing" if missing
-                       else f"the structure must be the .gro these inputs go with (got '{structure.name}')")
-            raise CampaignError(f"{where}, column {missing[0] if missing else 'structure'}: a lab's own GROMACS "
-                                f"inputs are a .gro structure, gromacs_topology and gromacs_mdp: {problem}")
+            problem = (
+                f"{' and '.join(missing)} missing"
+                if missing
+                else f"the structure must be the .gro these inputs go with (got '{structure.name}')"
+            )
+            raise CampaignError(
+                f"{where}, column {missing[0] if missing else 'structure'}: a lab's own GROMACS "
+                f"inputs are a .gro structure, gromacs_topology and gromacs_mdp: {problem}"
+            )
         inputs["gro"] = structure
         for column, text in given.items():
             key, suffix = GROMACS_INPUT_COLUMNS[column]

@@ -94,8 +94,13 @@ class SimulationClaims:
 
     def held(self, lease_seconds: float, dead: set[str] = frozenset()) -> bool:
         """Whether a live holder has it: claimed, not ended, renewed within the lease."""
-        return (self.generation is not None and self.ended is None and self.age is not None
-                and self.age < lease_seconds and self.holder not in dead)
+        return (
+            self.generation is not None
+            and self.ended is None
+            and self.age is not None
+            and self.age < lease_seconds
+            and self.holder not in dead
+        )
 
 
 @dataclass
@@ -135,13 +140,15 @@ class ClaimResult:
 
 _CLOCK = f"mkdir -p {CLAIMS} && touch {CLAIMS}/.clock && now=$(stat -c %Y {CLAIMS}/.clock)"
 # The newest claim of simulation folder $d (empty if none).
-_NEWEST = "newest=$(ls -1 \"$d\" | grep -E '^[0-9]{%d}$' | sort | tail -n 1 || true)" % GENERATION_DIGITS
+_NEWEST = f"newest=$(ls -1 \"$d\" | grep -E '^[0-9]{{{GENERATION_DIGITS}}}$' | sort | tail -n 1 || true)"
 
 
 def _mine(holder: str) -> str:
     """Shell test: the claim $d/$g is the newest of $d, not ended, and held by ``holder``."""
-    return (f"{_NEWEST}; [ \"$newest\" = \"$g\" ] && [ -e \"$d/$g/holder+{holder}\" ] && "
-            "[ ! -e \"$d/$g/released\" ] && [ ! -e \"$d/$g/failed\" ]")
+    return (
+        f'{_NEWEST}; [ "$newest" = "$g" ] && [ -e "$d/$g/holder+{holder}" ] && '
+        '[ ! -e "$d/$g/released" ] && [ ! -e "$d/$g/failed" ]'
+    )
 
 
 class ClaimBoard:
@@ -157,9 +164,10 @@ class ClaimBoard:
     def listing(self) -> Listing:
         """One listing of every claim in the store (one SSH call for a remote store)."""
         out = self._run(
-            f"set -e; {_CLOCK}; echo \"$now\"; "
+            f'set -e; {_CLOCK}; echo "$now"; '
             f"find {CLAIMS} -mindepth 3 -maxdepth 4 ! -name '.*' -printf '%P\\t%T@\\n'",
-            "listing the claims")
+            "listing the claims",
+        )
         lines = out.splitlines()
         now = float(lines[0])
         sims: dict[str, SimulationClaims] = {}
@@ -188,7 +196,7 @@ class ClaimBoard:
                 elif entry.startswith("speed+"):
                     _, site, speed = entry.split("+", 2)
                     claims.speeds[site] = float(speed)
-        for name, rest, stamp in entries:
+        for name, rest, _ in entries:
             if len(rest) != 2:
                 continue
             claims = sims[name]
@@ -205,8 +213,16 @@ class ClaimBoard:
             sims[name].age = max(0.0, now - stamp)
         return Listing(now, sims)
 
-    def claim(self, simulation: str, segments: int, holder: str, info: str = "", migrate: bool = True,
-              site: str = "", dead: tuple[str, ...] = ()) -> ClaimResult:
+    def claim(
+        self,
+        simulation: str,
+        segments: int,
+        holder: str,
+        info: str = "",
+        migrate: bool = True,
+        site: str = "",
+        dead: tuple[str, ...] = (),
+    ) -> ClaimResult:
         """Take ``simulation`` (``<system>/r<replica>``, ``segments`` long) for ``holder``,
         if nobody live holds it. ``dead``: holders known to have stopped (a killed job
         on this host), whose claims are taken without waiting for the lease time.
@@ -234,14 +250,14 @@ if [ -n "$newest" ]; then
     for h in none {stale}; do [ "$holder" = "$h" ] && dead=yes; done
     if [ "$age" -lt {int(self.lease_seconds)} ] && [ "$dead" = no ]; then echo "held $n ${{holder#holder+}} $age"; exit 0; fi
   fi
-  next=$(printf '%0{GENERATION_DIGITS}d' $((1$newest - 1{'0' * GENERATION_DIGITS} + 1)))
+  next=$(printf '%0{GENERATION_DIGITS}d' $((1$newest - 1{"0" * GENERATION_DIGITS} + 1)))
 else
-  next={'0' * GENERATION_DIGITS}
+  next={"0" * GENERATION_DIGITS}
 fi
 failures=$(find "$d" -mindepth 2 -maxdepth 2 -name failed | wc -l)
 if [ "$failures" -ge {MAX_FAILURES} ]; then echo "failed $n $failures"; exit 0; fi
 origin=$(ls -1 "$d" | grep '^origin+' | head -n 1 || true)
-if [ {quote('no' if not migrate else 'yes')} = no ] && [ -n "$origin" ] && [ "$origin" != {quote(f"origin+{site}")} ]; then
+if [ {quote("no" if not migrate else "yes")} = no ] && [ -n "$origin" ] && [ "$origin" != {quote(f"origin+{site}")} ]; then
   echo "pinned $n ${{origin#origin+}}"; exit 0
 fi
 mkdir "$d/$next" 2>/dev/null || {{ echo "lost $n"; exit 0; }}
@@ -264,8 +280,7 @@ echo "claimed $next $n"
         lines = [f"{_CLOCK} 2>/dev/null || true"]
         for number, lease in enumerate(leases):
             d, g = shlex.quote(simulation_dir(lease.simulation)), shlex.quote(lease.generation)
-            lines.append(f"d={d}; g={g}; if {_mine(lease.holder)}; then touch \"$d/$g\"; "
-                         f"else echo {number}; fi")
+            lines.append(f'd={d}; g={g}; if {_mine(lease.holder)}; then touch "$d/$g"; else echo {number}; fi')
         out = self._run("\n".join(lines), "renewing claims")
         return {leases[int(word)] for word in out.split()}
 
@@ -274,25 +289,30 @@ echo "claimed $next $n"
         half a lease ago (by the store's clock); run just before a rename into place."""
         d, g = shlex.quote(simulation_dir(lease.simulation)), shlex.quote(lease.generation)
         half = int(self.lease_seconds // 2)
-        return (f"{_CLOCK}; d={d}; g={g}; if {_mine(lease.holder)} && "
-                f"[ $((now - $(stat -c %Y \"$d/$g\"))) -lt {half} ]; then exit 0; fi; "
-                f"echo 'lease lost: another site took over {lease.simulation} (claim {lease.generation} is no "
-                "longer the newest, or was not renewed in time); this copy is discarded' >&2; exit 1")
+        return (
+            f"{_CLOCK}; d={d}; g={g}; if {_mine(lease.holder)} && "
+            f'[ $((now - $(stat -c %Y "$d/$g"))) -lt {half} ]; then exit 0; fi; '
+            f"echo 'lease lost: another site took over {lease.simulation} (claim {lease.generation} is no "
+            "longer the newest, or was not renewed in time); this copy is discarded' >&2; exit 1"
+        )
 
-    def published(self, lease: Lease, done: int, site: str, ns_per_day: float | None = None,
-                  analyzed: bool = False) -> bool:
+    def published(
+        self, lease: Lease, done: int, site: str, ns_per_day: float | None = None, analyzed: bool = False
+    ) -> bool:
         """After a segment (or, ``analyzed``, the analysis of ``done`` segments) reached
         the store: record progress, origin and speed, and renew. False if the lease
         was lost meanwhile."""
         d, g = shlex.quote(simulation_dir(lease.simulation)), shlex.quote(lease.generation)
-        speed = (f"rm -f \"$d\"/speed+{shlex.quote(site)}+*; : > \"$d/speed+{site}+{ns_per_day:.3f}\"; "
-                 if ns_per_day else "")
+        speed = (
+            f'rm -f "$d"/speed+{shlex.quote(site)}+*; : > "$d/speed+{site}+{ns_per_day:.3f}"; ' if ns_per_day else ""
+        )
         marker = "analyzed" if analyzed else "segments"
-        origin = f"if [ {int(done)} -eq 1 ]; then : > \"$d/origin+{site}\"; fi; " if site else ""
+        origin = f'if [ {int(done)} -eq 1 ]; then : > "$d/origin+{site}"; fi; ' if site else ""
         out = self._run(
-            f"{_CLOCK}; d={d}; g={g}; if {_mine(lease.holder)}; then touch \"$d/$g\"; "
-            f"rm -f \"$d\"/{marker}-*; : > \"$d/{marker}-{done:04d}\"; {origin}{speed}echo ok; else echo lost; fi",
-            f"recording progress of {lease.simulation}")
+            f'{_CLOCK}; d={d}; g={g}; if {_mine(lease.holder)}; then touch "$d/$g"; '
+            f'rm -f "$d"/{marker}-*; : > "$d/{marker}-{done:04d}"; {origin}{speed}echo ok; else echo lost; fi',
+            f"recording progress of {lease.simulation}",
+        )
         return out.strip() == "ok"
 
     def release(self, lease: Lease, failed: bool = False) -> None:
@@ -300,6 +320,6 @@ echo "claimed $next $n"
         MAX_FAILURES)."""
         d, g = shlex.quote(simulation_dir(lease.simulation)), shlex.quote(lease.generation)
         mark = "failed" if failed else "released"
-        self._run(f"d={d}; g={g}; if {_mine(lease.holder)}; then : > \"$d/$g/{mark}\"; fi",
-                  f"releasing {lease.simulation}")
-
+        self._run(
+            f'd={d}; g={g}; if {_mine(lease.holder)}; then : > "$d/$g/{mark}"; fi', f"releasing {lease.simulation}"
+        )

@@ -39,8 +39,10 @@ def cmd_validate(args) -> int:
     campaign, _ = _load(args)
     segments = sum(s.n_segments for s in campaign.simulations)
     total_ns = sum(s.n_segments * s.protocol.segment_ns for s in campaign.simulations)
-    print(f"{args.config}: campaign '{campaign.name}' is valid: {len(campaign.systems)} systems, "
-          f"{len(campaign.simulations)} simulations, {segments} segments, {total_ns:g} ns in total")
+    print(
+        f"{args.config}: campaign '{campaign.name}' is valid: {len(campaign.systems)} systems, "
+        f"{len(campaign.simulations)} simulations, {segments} segments, {total_ns:g} ns in total"
+    )
     return 0
 
 
@@ -77,9 +79,11 @@ def cmd_plan(args) -> int:
         print("This campaign defines no sites: every simulation runs wherever you run it.")
         return 0
     if campaign.pulls and args.write:
-        raise CampaignError(f"sites pull work from the store: a written plan ({ASSIGNMENT_FILE}) would pin every "
-                            "simulation to one site; to pin some, use the systems table's site column, or set "
-                            "`pulling: {enabled: false}` to assign all of them in advance")
+        raise CampaignError(
+            f"sites pull work from the store: a written plan ({ASSIGNMENT_FILE}) would pin every "
+            "simulation to one site; to pin some, use the systems table's site column, or set "
+            "`pulling: {enabled: false}` to assign all of them in advance"
+        )
     with tempfile.TemporaryDirectory(prefix="mdcampaign-plan-") as cache:
         manifests = read_manifests(Path(args.directory) / layout.RESULTS / "sims")
         try:
@@ -100,13 +104,17 @@ def cmd_plan(args) -> int:
         assignment = assign(works, sites, fixed, speeds, largest_first=True)
         write_assignment(Path(args.directory) / ASSIGNMENT_FILE, assignment)
     finish = projected_days(assignment, works, sites, speeds)
-    print(f"Plan of campaign '{campaign.name}' ({len(works)} simulations; measured speeds for "
-          f"{len(speeds)} site/system pairs):")
+    print(
+        f"Plan of campaign '{campaign.name}' ({len(works)} simulations; measured speeds for "
+        f"{len(speeds)} site/system pairs):"
+    )
     for site in sites:
         mine = [w for w in works if assignment[w.name] == site.name]
-        print(f"\n  {site.name}: {len(mine)} simulations, {sum(w.ns for w in mine):g} ns left, "
-              f"capacity {site.capacity}, projected finish in {finish[site.name]:.1f} days"
-              + (f" (profile {site.profile})" if site.profile else ""))
+        print(
+            f"\n  {site.name}: {len(mine)} simulations, {sum(w.ns for w in mine):g} ns left, "
+            f"capacity {site.capacity}, projected finish in {finish[site.name]:.1f} days"
+            + (f" (profile {site.profile})" if site.profile else "")
+        )
         if args.verbose:
             for work in mine:
                 flag = " (started)" if work.name in started else ""
@@ -139,12 +147,16 @@ def _pulling_plan(campaign, config, manifests: list[dict], works: list, verbose:
     # the work left (ns of a typical system) over what all sites do per day together
     throughput = sum(site.capacity * site.ns_per_day for site in campaign.sites.values())
     finish = sum(w.ns * w.size for w in left) / throughput
-    print(f"Campaign '{campaign.name}': {len(works)} simulations, {sum(w.ns for w in left):g} ns left in "
-          f"{len(left)}; sites pull work from the store (lease {campaign.pulling.lease_minutes:g} min)")
+    print(
+        f"Campaign '{campaign.name}': {len(works)} simulations, {sum(w.ns for w in left):g} ns left in "
+        f"{len(left)}; sites pull work from the store (lease {campaign.pulling.lease_minutes:g} min)"
+    )
     for name, site in campaign.sites.items():
         held = holds.get(name, [])
-        print(f"\n  {name}: {done_ns.get(name, 0.0):g} ns done, holds {len(held)} of capacity {site.capacity}"
-              + (f" (profile {site.profile})" if site.profile else ""))
+        print(
+            f"\n  {name}: {done_ns.get(name, 0.0):g} ns done, holds {len(held)} of capacity {site.capacity}"
+            + (f" (profile {site.profile})" if site.profile else "")
+        )
         if verbose:
             for entry in sorted(held):
                 print(f"    {entry}")
@@ -177,8 +189,10 @@ def cmd_summary(args) -> int:
     write_summary(rows, table, figure, campaign.name)
     store.put_directory({"campaign_summary.tsv": table, "campaign_summary.png": figure}, "summary")
     pending = sum(1 for row in rows if row["status"] == "pending")
-    print(f"{table}: {len(rows)} simulations, {len(rows) - pending} analyzed, {pending} pending; "
-          f"also in {store.describe('summary')}")
+    print(
+        f"{table}: {len(rows)} simulations, {len(rows) - pending} analyzed, {pending} pending; "
+        f"also in {store.describe('summary')}"
+    )
     return 0
 
 
@@ -193,8 +207,10 @@ def cmd_status(args) -> int:
         try:
             listing = ClaimBoard(_store(campaign, config), campaign.pulling.lease_seconds).listing()
         except TransferError as error:
-            print(f"note: could not read the claims in the store ({error}); showing this site's records only",
-                  file=sys.stderr)
+            print(
+                f"note: could not read the claims in the store ({error}); showing this site's records only",
+                file=sys.stderr,
+            )
     status = collect(campaign, Path(args.directory), use_slurm=not args.no_slurm, listing=listing)
     if args.json:
         print(json.dumps(status.to_json(), indent=2))
@@ -226,36 +242,47 @@ def cmd_tune(args) -> int:
     wanted = args.systems or list(campaign.systems)
     unknown = [name for name in wanted if name not in campaign.systems]
     if unknown:
-        raise CampaignError(f"no system '{unknown[0]}' in {campaign.systems_file} (systems: {', '.join(campaign.systems)})")
+        raise CampaignError(
+            f"no system '{unknown[0]}' in {campaign.systems_file} (systems: {', '.join(campaign.systems)})"
+        )
     systems = {name: directory / layout.fill(layout.SETUP_DIR, system=name) for name in wanted}
     missing = [name for name, folder in systems.items() if not (folder / "setup.json").exists()]
     if missing:
-        raise CampaignError(f"system(s) {', '.join(missing)} not set up yet: run snakemake --profile <machine> "
-                            f"{' '.join(layout.fill(layout.SETUP_DIR, system=m) + '/setup.json' for m in missing)}")
+        raise CampaignError(
+            f"system(s) {', '.join(missing)} not set up yet: run snakemake --profile <machine> "
+            f"{' '.join(layout.fill(layout.SETUP_DIR, system=m) + '/setup.json' for m in missing)}"
+        )
     cores = args.cores or len(os.sched_getaffinity(0))
-    print(f"tuning on {cores} cores" + (f" and {args.gpus} GPUs" if args.gpus else "") +
-          f", {args.seconds:g} s per trial")
+    print(
+        f"tuning on {cores} cores" + (f" and {args.gpus} GPUs" if args.gpus else "") + f", {args.seconds:g} s per trial"
+    )
     trials = tune(systems, cores, args.gpus, args.seconds, campaign.platform if not args.gpus else "auto")
     print()
     for name, trial in best(trials).items():
         fewest = next(t for t in trials if t.system == name)  # the first candidate: fewest slots
         gain = trial.total / fewest.total if fewest.total else 1.0
         p = trial.packing
-        print(f"{name}: best {p.slots} slots x {p.threads} threads: {trial.total:.1f} ns/day in total "
-              f"({gain:.2f}x {fewest.packing.slots} slot(s)); packing: {{slots: {p.slots}, threads: {p.threads}"
-              + (f", gpus: {p.gpus}" if p.gpus else "") + "}")
+        print(
+            f"{name}: best {p.slots} slots x {p.threads} threads: {trial.total:.1f} ns/day in total "
+            f"({gain:.2f}x {fewest.packing.slots} slot(s)); packing: {{slots: {p.slots}, threads: {p.threads}"
+            + (f", gpus: {p.gpus}" if p.gpus else "")
+            + "}"
+        )
     return 0
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="mdcampaign", description="Inspect an mdcampaign campaign.")
     parser.add_argument("--directory", "-d", default=".", help="campaign directory (default: .)")
-    parser.add_argument("--config", "-c", default="config/config.yaml", help="config file, relative to the campaign directory")
+    parser.add_argument(
+        "--config", "-c", default="config/config.yaml", help="config file, relative to the campaign directory"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("validate", help="check config/ and the systems table; print what the campaign contains")
     plan = commands.add_parser("plan", help="which site runs which simulation, and when each site will finish")
-    plan.add_argument("--write", action="store_true",
-                      help=f"re-balance simulations that have not started and write {ASSIGNMENT_FILE}")
+    plan.add_argument(
+        "--write", action="store_true", help=f"re-balance simulations that have not started and write {ASSIGNMENT_FILE}"
+    )
     plan.add_argument("--verbose", "-v", action="store_true", help="list every simulation")
     commands.add_parser("summary", help="campaign-wide table of every site's analyses, read from the store")
     status = commands.add_parser("status", help="one row per simulation: state, progress, speed, ETA, failures")
@@ -271,8 +298,14 @@ def main(argv=None) -> int:
     tune.add_argument("--seconds", type=float, default=20.0, help="length of each trial (default: 20)")
     tune.add_argument("systems", nargs="*", help="system ids (default: every system; each must be set up)")
     args = parser.parse_args(argv)
-    commands_by_name = {"validate": cmd_validate, "plan": cmd_plan, "summary": cmd_summary, "status": cmd_status,
-                        "doctor": cmd_doctor, "tune": cmd_tune}
+    commands_by_name = {
+        "validate": cmd_validate,
+        "plan": cmd_plan,
+        "summary": cmd_summary,
+        "status": cmd_status,
+        "doctor": cmd_doctor,
+        "tune": cmd_tune,
+    }
     try:
         return commands_by_name[args.command](args)
     except (CampaignError, TransferError) as error:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -48,7 +48,7 @@ def load_yaml_strict(text: str, label: str) -> Any:
     """Parse YAML text; a syntax error or a duplicated key becomes one line naming
     ``label`` and the line(s)."""
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a safe loader
+        return yaml.load(text, Loader=_StrictLoader)
     except DuplicateKey as duplicate:
         raise CampaignError(
             f"{label}, line {duplicate.second_line}: key '{duplicate.key}' is given twice (first on line "
@@ -77,8 +77,12 @@ def read_user_text(path: Path | str, label: str, kind: str, missing: str) -> str
 def read_config_file(path: Path | str) -> dict:
     """Parse a config YAML file; a syntax error becomes one line with its position."""
     path = Path(path)
-    text = read_user_text(path, str(path), "a YAML config file",
-                          "config file not found (run from the campaign directory or give its path)")
+    text = read_user_text(
+        path,
+        str(path),
+        "a YAML config file",
+        "config file not found (run from the campaign directory or give its path)",
+    )
     config = load_yaml_strict(text, str(path))
     if not isinstance(config, dict):
         raise CampaignError(f"{path}: expected a mapping of keys to values at the top level")

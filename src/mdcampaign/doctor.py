@@ -44,8 +44,12 @@ class Check:
 
 def find_profile(name: str, directory: Path) -> Path | None:
     """A profile given as a path, or by name under profiles/ (campaign or repository)."""
-    candidates = [Path(name), directory / name, directory / "profiles" / name,
-                  Path(__file__).resolve().parents[2] / "profiles" / name]
+    candidates = [
+        Path(name),
+        directory / name,
+        directory / "profiles" / name,
+        Path(__file__).resolve().parents[2] / "profiles" / name,
+    ]
     for candidate in candidates:
         if (candidate / "config.yaml").is_file():
             return candidate / "config.yaml"
@@ -77,10 +81,7 @@ def _version(package: str) -> tuple[int, ...] | None:
 
 def check_software(profile: dict) -> list[Check]:
     checks = []
-    if sys.version_info >= (3, 11):
-        checks.append(Check(PASS, f"Python {sys.version.split()[0]}"))
-    else:
-        checks.append(Check(FAIL, f"Python {sys.version.split()[0]} is too old", "use Python 3.11 or newer"))
+    checks.append(Check(PASS, f"Python {sys.version.split()[0]}"))  # pip refuses older ones (requires-python)
     wanted = dict(REQUIREMENTS)
     if profile.get("executor") == "slurm":
         wanted["snakemake-executor-plugin-slurm"] = ((1, 0), 3)
@@ -90,8 +91,13 @@ def check_software(profile: dict) -> list[Check]:
             checks.append(Check(FAIL, f"{package} is not installed", 'pip install -e ".[test]" in the repository'))
         elif version < minimum or (below is not None and version[0] >= below):
             allowed = f">= {'.'.join(map(str, minimum))}" + (f", < {below}" if below else "")
-            checks.append(Check(FAIL, f"{package} {'.'.join(map(str, version))} (need {allowed})",
-                                f"pip install '{package}{allowed.replace(' ', '')}'"))
+            checks.append(
+                Check(
+                    FAIL,
+                    f"{package} {'.'.join(map(str, version))} (need {allowed})",
+                    f"pip install '{package}{allowed.replace(' ', '')}'",
+                )
+            )
         else:
             checks.append(Check(PASS, f"{package} {'.'.join(map(str, version))}"))
     return checks
@@ -109,8 +115,13 @@ def check_engines(campaign) -> list[Check]:
         engine = engine_for(name)
         version = engine.version()
         if version is None:
-            checks.append(Check(FAIL, f"engine {name} (used by {count} simulations here) is not installed or does "
-                                      "not run", engine.install_hint))
+            checks.append(
+                Check(
+                    FAIL,
+                    f"engine {name} (used by {count} simulations here) is not installed or does not run",
+                    engine.install_hint,
+                )
+            )
         else:
             checks.append(Check(PASS, f"engine {name} {version} ({count} simulations here)"))
     return checks
@@ -125,8 +136,13 @@ def check_ligand_tools(campaign) -> list[Check]:
         return []
     missing = missing_tools()
     if missing:
-        return [Check(FAIL, f"{len(with_ligand)} systems have ligands, but {', '.join(missing)} are not installed",
-                      INSTALL_HINT)]
+        return [
+            Check(
+                FAIL,
+                f"{len(with_ligand)} systems have ligands, but {', '.join(missing)} are not installed",
+                INSTALL_HINT,
+            )
+        ]
     return [Check(PASS, f"ligand tools (AmberTools, RDKit, ParmEd) for {len(with_ligand)} systems")]
 
 
@@ -139,12 +155,22 @@ def check_platforms(config: dict, profile: dict) -> list[Check]:
     wants_gpu |= "gpu" in (profile.get("resources") or {})
     checks = [Check(PASS, f"OpenMM platforms usable here: {', '.join(usable)}")]
     if wanted not in ("auto",) and wanted not in usable:
-        checks.append(Check(FAIL, f"the profile asks for platform {wanted}, which is not usable here",
-                            "install the GPU build (pip install 'openmm[cuda12]') and check nvidia-smi, "
-                            "or run on a GPU node, or use a CPU profile"))
+        checks.append(
+            Check(
+                FAIL,
+                f"the profile asks for platform {wanted}, which is not usable here",
+                "install the GPU build (pip install 'openmm[cuda12]') and check nvidia-smi, "
+                "or run on a GPU node, or use a CPU profile",
+            )
+        )
     elif wants_gpu and "CUDA" not in usable and "OpenCL" not in usable:
-        checks.append(Check(FAIL, "the profile requests GPUs but OpenMM sees no CUDA or OpenCL device here",
-                            "pip install 'openmm[cuda12]' and check nvidia-smi (on clusters, run doctor on a GPU node)"))
+        checks.append(
+            Check(
+                FAIL,
+                "the profile requests GPUs but OpenMM sees no CUDA or OpenCL device here",
+                "pip install 'openmm[cuda12]' and check nvidia-smi (on clusters, run doctor on a GPU node)",
+            )
+        )
     return checks
 
 
@@ -162,38 +188,67 @@ def check_slurm(profile: dict, config: dict, profile_path: Path) -> list[Check]:
     checks = []
     missing = [tool for tool in ("sbatch", "sinfo", "squeue") if not shutil.which(tool)]
     if missing:
-        return [Check(FAIL, f"Slurm commands not found: {', '.join(missing)}",
-                      "run on the cluster's login node (or load its Slurm module)")]
+        return [
+            Check(
+                FAIL,
+                f"Slurm commands not found: {', '.join(missing)}",
+                "run on the cluster's login node (or load its Slurm module)",
+            )
+        ]
     result = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=60)
     if result.returncode != 0:
-        return [Check(FAIL, f"sinfo cannot reach the Slurm controller: {result.stderr.strip()[:200]}",
-                      "check that Slurm is up and this host is a submit host")]
+        return [
+            Check(
+                FAIL,
+                f"sinfo cannot reach the Slurm controller: {result.stderr.strip()[:200]}",
+                "check that Slurm is up and this host is a submit host",
+            )
+        ]
     available = {line.strip().rstrip("*") for line in result.stdout.splitlines() if line.strip()}
     checks.append(Check(PASS, f"Slurm reachable; partitions: {', '.join(sorted(available))}"))
     for partition in sorted(_partitions_of(profile)):
         if partition in available:
             checks.append(Check(PASS, f"partition '{partition}' exists"))
         else:
-            checks.append(Check(FAIL, f"partition '{partition}' named in {profile_path} does not exist here",
-                                f"set slurm_partition in {profile_path} to one of: {', '.join(sorted(available))}"))
+            checks.append(
+                Check(
+                    FAIL,
+                    f"partition '{partition}' named in {profile_path} does not exist here",
+                    f"set slurm_partition in {profile_path} to one of: {', '.join(sorted(available))}",
+                )
+            )
     from .campaign import account_problem
 
     problem = account_problem(config)
     if problem:
         checks.append(Check(FAIL, "Slurm account not filled in", problem))
     elif config.get("slurm_account") and shutil.which("sacctmgr"):
-        accounts = subprocess.run(["sacctmgr", "-n", "-P", "show", "assoc", "format=account",
-                                   f"user={_user()}"], capture_output=True, text=True, timeout=60)
+        accounts = subprocess.run(
+            ["sacctmgr", "-n", "-P", "show", "assoc", "format=account", f"user={_user()}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         if accounts.returncode == 0 and accounts.stdout.strip():
             mine = {line.strip() for line in accounts.stdout.splitlines() if line.strip()}
             account = str(config["slurm_account"])
-            checks.append(Check(PASS, f"Slurm account '{account}' is yours") if account.lower() in
-                          {a.lower() for a in mine} else
-                          Check(FAIL, f"Slurm account '{account}' is not among yours ({', '.join(sorted(mine))})",
-                                f"put one of them on the slurm_account line of {profile_path}"))
+            checks.append(
+                Check(PASS, f"Slurm account '{account}' is yours")
+                if account.lower() in {a.lower() for a in mine}
+                else Check(
+                    FAIL,
+                    f"Slurm account '{account}' is not among yours ({', '.join(sorted(mine))})",
+                    f"put one of them on the slurm_account line of {profile_path}",
+                )
+            )
         else:
-            checks.append(Check(WARN, "could not list your Slurm accounts (sacctmgr unavailable)",
-                                "check the account with your site's tools"))
+            checks.append(
+                Check(
+                    WARN,
+                    "could not list your Slurm accounts (sacctmgr unavailable)",
+                    "check the account with your site's tools",
+                )
+            )
     return checks
 
 
@@ -210,9 +265,14 @@ def check_slurm_start_up_probe(profile: dict) -> list[Check]:
         pass
     if time.monotonic() - started < 2:  # an answer, or a quick refusal: either costs nothing
         return []
-    return [Check(WARN, "Slurm's client is installed here but no Slurm controller answers: every `snakemake` start "
-                        "waits up to 10 s for the Slurm executor plugin's `scontrol show config`",
-                  "export SLURM_CONF=/dev/null in this shell when this machine does not use Slurm")]
+    return [
+        Check(
+            WARN,
+            "Slurm's client is installed here but no Slurm controller answers: every `snakemake` start "
+            "waits up to 10 s for the Slurm executor plugin's `scontrol show config`",
+            "export SLURM_CONF=/dev/null in this shell when this machine does not use Slurm",
+        )
+    ]
 
 
 def _user() -> str:
@@ -231,8 +291,10 @@ def _folder_problem(path: Path) -> tuple[str, str] | None:
     if not existing.is_dir():
         if existing == path:
             return f"{path} is a file, not a folder", "point it at a folder, or move the file away"
-        return (f"{path} cannot be created: {existing} is a file",
-                f"point it at a folder outside {existing}, or move that file away")
+        return (
+            f"{path} cannot be created: {existing} is a file",
+            f"point it at a folder outside {existing}, or move that file away",
+        )
     try:
         if existing == path:
             handle, probe = tempfile.mkstemp(prefix=".mdcampaign-doctor-", dir=path)
@@ -243,12 +305,15 @@ def _folder_problem(path: Path) -> tuple[str, str] | None:
     except OSError as error:
         reason = error.strerror or str(error)
         if existing == path:
-            return (f"{path} is not writable ({reason})",
-                    f"make it writable by your user (chmod u+w {_quote(str(path))}, or ask its owner), "
-                    "or point it elsewhere")
-        return (f"{path} cannot be created: {existing} is not writable ({reason})",
-                f"create it as a user who may (mkdir -p {_quote(str(path))}; then chown it to you), "
-                "or point it elsewhere")
+            return (
+                f"{path} is not writable ({reason})",
+                f"make it writable by your user (chmod u+w {_quote(str(path))}, or ask its owner), "
+                "or point it elsewhere",
+            )
+        return (
+            f"{path} cannot be created: {existing} is not writable ({reason})",
+            f"create it as a user who may (mkdir -p {_quote(str(path))}; then chown it to you), or point it elsewhere",
+        )
     return None
 
 
@@ -270,22 +335,43 @@ def check_store(campaign, directory: Path | str = ".") -> list[Check]:
         host, path = parts
         path = remote_root(path)
         quoted = _quote(path)
-        script = (f"mkdir -p -- {quoted} || exit 3; test -d {quoted} || {{ echo 'not a folder' >&2; exit 3; }}; "
-                  f"test -w {quoted} || {{ echo 'not writable by' \"$(id -un)\" >&2; exit 3; }}; "
-                  f"df -Pk -- {quoted} | tail -1")
+        script = (
+            f"mkdir -p -- {quoted} || exit 3; test -d {quoted} || {{ echo 'not a folder' >&2; exit 3; }}; "
+            f"test -w {quoted} || {{ echo 'not writable by' \"$(id -un)\" >&2; exit 3; }}; "
+            f"df -Pk -- {quoted} | tail -1"
+        )
         try:
-            result = subprocess.run(["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=15", "--", host, script],
-                                    capture_output=True, text=True, timeout=120)
+            result = subprocess.run(
+                ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=15", "--", host, script],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
         except subprocess.TimeoutExpired:
-            return [Check(FAIL, f"store {store}: ssh {host} did not answer within 120 s",
-                          f"check that `ssh {host} true` works without a password prompt")]
+            return [
+                Check(
+                    FAIL,
+                    f"store {store}: ssh {host} did not answer within 120 s",
+                    f"check that `ssh {host} true` works without a password prompt",
+                )
+            ]
         said = " ".join(result.stderr.split())[:200] or f"no message from ssh (exit {result.returncode})"
         if result.returncode == 255:
-            return [Check(FAIL, f"store {store} is not reachable: {said}",
-                          f"check that `ssh {host} true` works without a password prompt")]
+            return [
+                Check(
+                    FAIL,
+                    f"store {store} is not reachable: {said}",
+                    f"check that `ssh {host} true` works without a password prompt",
+                )
+            ]
         if result.returncode != 0:
-            return [Check(FAIL, f"store {store} is not writable: {said}",
-                          f"check that {path} can be created and written by your user on {host}, or change {where}")]
+            return [
+                Check(
+                    FAIL,
+                    f"store {store} is not writable: {said}",
+                    f"check that {path} can be created and written by your user on {host}, or change {where}",
+                )
+            ]
         fields = result.stdout.split()
         free_kb = int(fields[3]) if len(fields) > 3 and fields[3].isdigit() else 0
         return [Check(PASS, f"store {store} reachable and writable ({free_kb / 1e6:.1f} GB free)")]
@@ -332,8 +418,10 @@ def check_space(campaign, directory: Path, profile: dict) -> list[Check]:
     trouble = _folder_problem(scratch)
     if trouble:
         what, fix = trouble
-        return [Check(FAIL, f"{which} {what}", f"{fix} ({key})"),
-                Check(PASS, f"the finished campaign will hold about {store_total / 1e9:.2f} GB in the store")]
+        return [
+            Check(FAIL, f"{which} {what}", f"{fix} ({key})"),
+            Check(PASS, f"the finished campaign will hold about {store_total / 1e9:.2f} GB in the store"),
+        ]
     existing = next((p for p in [scratch.absolute(), *scratch.absolute().parents] if p.exists()), Path("/"))
     free = shutil.disk_usage(existing).free
     limit = profile.get("jobs") or profile.get("cores")
@@ -341,11 +429,17 @@ def check_space(campaign, directory: Path, profile: dict) -> list[Check]:
     need = per_segment * min(parallel, len(campaign.share) or 1)
     checks = []
     if free >= need:
-        checks.append(Check(PASS, f"{which} {scratch}: {free / 1e9:.1f} GB free, running segments need about "
-                                  f"{need / 1e9:.2f} GB"))
+        checks.append(
+            Check(PASS, f"{which} {scratch}: {free / 1e9:.1f} GB free, running segments need about {need / 1e9:.2f} GB")
+        )
     else:
-        checks.append(Check(FAIL, f"{which} {scratch}: {free / 1e9:.2f} GB free, running segments need about "
-                                  f"{need / 1e9:.2f} GB", f"free space there or point {key} elsewhere"))
+        checks.append(
+            Check(
+                FAIL,
+                f"{which} {scratch}: {free / 1e9:.2f} GB free, running segments need about {need / 1e9:.2f} GB",
+                f"free space there or point {key} elsewhere",
+            )
+        )
     checks.append(Check(PASS, f"the finished campaign will hold about {store_total / 1e9:.2f} GB in the store"))
     return checks
 
@@ -360,8 +454,13 @@ def run_checks(directory: Path, config_file: str, profile_name: str | None) -> l
     if profile_name:
         profile_path = find_profile(profile_name, directory)
         if profile_path is None:
-            return [Check(FAIL, f"profile '{profile_name}' not found",
-                          "give a path (profiles/NAME) or one of the names in profiles/")]
+            return [
+                Check(
+                    FAIL,
+                    f"profile '{profile_name}' not found",
+                    "give a path (profiles/NAME) or one of the names in profiles/",
+                )
+            ]
         profile = read_profile(profile_path)
         checks.append(Check(PASS, f"profile {profile_path.parent} ({profile.get('executor', 'local')} executor)"))
     checks += check_software(profile)

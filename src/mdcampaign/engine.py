@@ -4,7 +4,7 @@ serialization."""
 from __future__ import annotations
 
 import logging
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import openmm
@@ -19,13 +19,13 @@ log = logging.getLogger(__name__)
 PLATFORM_ORDER = ("CUDA", "OpenCL", "CPU")
 
 
-@lru_cache(maxsize=None)
+@cache
 def platform_works(name: str) -> bool:
     """Whether a platform can actually run: a registered CUDA platform without a
     driver only fails when a Context is created, so create a tiny one."""
     try:
         platform = openmm.Platform.getPlatformByName(name)
-    except Exception:  # OpenMMException: not registered
+    except Exception:  # noqa: BLE001 - OpenMMException: not registered
         return False
     system = openmm.System()
     system.addParticle(1.0)
@@ -68,8 +68,9 @@ def platform_properties(name: str, threads: int | None) -> dict[str, str]:
     return {}
 
 
-def make_context(system: openmm.System, integrator: openmm.Integrator, platform_name: str,
-                 threads: int | None) -> openmm.Context:
+def make_context(
+    system: openmm.System, integrator: openmm.Integrator, platform_name: str, threads: int | None
+) -> openmm.Context:
     platform = openmm.Platform.getPlatformByName(platform_name)
     return openmm.Context(system, integrator, platform, platform_properties(platform_name, threads))
 

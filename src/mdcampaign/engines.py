@@ -39,8 +39,16 @@ class Engine:
 
     install_hint = ""
 
-    def prepare(self, inputs: dict[str, Path], protocol: Protocol, out_dir: Path, platform: str, threads: int,
-                seed: int, ligand: LigandSpec | None = None) -> dict:
+    def prepare(
+        self,
+        inputs: dict[str, Path],
+        protocol: Protocol,
+        out_dir: Path,
+        platform: str,
+        threads: int,
+        seed: int,
+        ligand: LigandSpec | None = None,
+    ) -> dict:
         """Set a system up in ``out_dir`` (files: layout.SETUP_OUTPUTS and this engine's
         system and, unless the system's own inputs carry it, setup state) from
         ``inputs`` (``structure``, or the lab's own inputs: System.own_inputs) and its
@@ -94,8 +102,10 @@ class OpenMMEngine(Engine):
 
 class GromacsEngine(Engine):
     name = "gromacs"
-    install_hint = ("install GROMACS: `apt install gromacs` (Debian/Ubuntu), `module load gromacs` (TACC and most "
-                    "clusters), or `conda install -c conda-forge gromacs`; or point MDCAMPAIGN_GMX at its gmx")
+    install_hint = (
+        "install GROMACS: `apt install gromacs` (Debian/Ubuntu), `module load gromacs` (TACC and most "
+        "clusters), or `conda install -c conda-forge gromacs`; or point MDCAMPAIGN_GMX at its gmx"
+    )
 
     def version(self) -> str | None:
         from .gromacs import available
@@ -133,8 +143,17 @@ class GromacsEngine(Engine):
         from .gromacs import run_segment
         from .slots import slot_device
 
-        complete, info = run_segment(task.system, task.start_state, task.work_dir, task.segment, task.protocol,
-                                     threads=task.threads, deadline=task.deadline, gpu=slot_device(), name=task.name)
+        complete, info = run_segment(
+            task.system,
+            task.start_state,
+            task.work_dir,
+            task.segment,
+            task.protocol,
+            threads=task.threads,
+            deadline=task.deadline,
+            gpu=slot_device(),
+            name=task.name,
+        )
         return Outcome(complete, info)
 
     def checkpoint_step(self, work_dir: Path) -> int | None:
@@ -148,4 +167,3 @@ _ENGINES = {engine.name: engine for engine in (OpenMMEngine(), GromacsEngine())}
 
 def engine_for(name: str) -> Engine:
     return _ENGINES[name]
-

@@ -6,7 +6,7 @@ nothing, so that validating a campaign imports no MD engine."""
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 # OpenMM's MonteCarloBarostat tries a volume move every this many steps.
 BAROSTAT_INTERVAL_STEPS = 25
@@ -118,8 +118,10 @@ def gromacs_problems(protocol) -> Iterator[str]:
             f"of: {', '.join(GROMACS_WATER_MODELS)}"
         )
     if protocol.timestep_fs > GROMACS_MAX_TIMESTEP_FS:
-        yield (f"timestep_fs {protocol.timestep_fs}: the GROMACS engine allows at most {GROMACS_MAX_TIMESTEP_FS} fs "
-               "(with hmr; its leap-frog Langevin integrator is not tested beyond)")
+        yield (
+            f"timestep_fs {protocol.timestep_fs}: the GROMACS engine allows at most {GROMACS_MAX_TIMESTEP_FS} fs "
+            "(with hmr; its leap-frog Langevin integrator is not tested beyond)"
+        )
     if not GROMACS_PH_RANGE[0] <= protocol.ph <= GROMACS_PH_RANGE[1]:
         yield (
             f"ph {protocol.ph}: pdb2gmx assigns the standard protonation states (pH about 7), so the GROMACS "

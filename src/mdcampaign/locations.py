@@ -49,8 +49,10 @@ def check_location(store: str, base_dir: Path | str = ".") -> str | None:
         return "is an rsync daemon address (host::module, rsync://); the store is reached over ssh: write host:/path"
     if re.match(r"~[^/]", path):
         user = path[1:].split("/", 1)[0]
-        return (f"starts its path on {host} with '~{user}', which cannot be expanded from here: write the path in "
-                f"full (`ssh {host} 'echo ~{user}'` shows it)")
+        return (
+            f"starts its path on {host} with '~{user}', which cannot be expanded from here: write the path in "
+            f"full (`ssh {host} 'echo ~{user}'` shows it)"
+        )
     if SHELL_VARIABLE.search(path):
         return (
             f"has a variable in its path on {host}, which cannot be expanded from here: write the path in full "

@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from . import layout
@@ -88,7 +88,7 @@ class Batch:
     stopping: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
     processes: dict = field(default_factory=dict)  # slot -> running Popen
-    claimer: "Claimer | None" = None  # pulling: where free slots get their next simulation
+    claimer: Claimer | None = None  # pulling: where free slots get their next simulation
 
     def take(self, slot: Slot) -> Member | None:
         with self.lock:
@@ -114,11 +114,13 @@ class Batch:
         """Its claim was taken over: stop its segment now; nothing it made is published."""
         with self.lock:
             member.state = "lost"
-            for slot, (process, running) in list(self.processes.items()):
+            for process, running in list(self.processes.values()):
                 if running is member and process.poll() is None:
                     process.send_signal(signal.SIGTERM)
-        log.warning("%s: the claim was taken over by another site; stopping it here and discarding its "
-                    "segment in progress", member.name)
+        log.warning(
+            "%s: the claim was taken over by another site; stopping it here and discarding its segment in progress",
+            member.name,
+        )
 
     def time_is_up(self) -> bool:
         return self.deadline is not None and self.deadline - time.time() < START_MARGIN_SECONDS
@@ -154,8 +156,14 @@ class Claimer:
         raise NotImplementedError
 
 
-def run_batch(members: list[Member], packing: Packing, job_config: dict, deadline: float | None,
-              slots: list[Slot] | None = None, claimer: Claimer | None = None) -> tuple[dict, str | None]:
+def run_batch(
+    members: list[Member],
+    packing: Packing,
+    job_config: dict,
+    deadline: float | None,
+    slots: list[Slot] | None = None,
+    claimer: Claimer | None = None,
+) -> tuple[dict, str | None]:
     """Run the batch's segments in ``packing.slots`` slots, until none is left or the
     time is up. Returns what happened (the round's record) and, if any simulation
     failed, one line naming each with its reason and log (the other slots finish
@@ -165,15 +173,25 @@ def run_batch(members: list[Member], packing: Packing, job_config: dict, deadlin
     batch = Batch(members, job_config, deadline, [sys.executable, str(Path(sys.argv[0]).resolve())], claimer=claimer)
     started = time.time()
     for slot in slots:
-        log.info("slot %d: cores %s, GPU %s", slot.index, ",".join(map(str, slot.cores)) if slot.cores else "any",
-                 slot.device if slot.device is not None else "none")
-    threads = [threading.Thread(target=_slot_loop, args=(batch, slot, packing.threads), name=f"slot-{slot.index}")
-               for slot in slots]
-    previous = {sig: signal.signal(sig, lambda signum, frame: batch.stop(signum))
-                for sig in (signal.SIGTERM, signal.SIGINT)}
+        log.info(
+            "slot %d: cores %s, GPU %s",
+            slot.index,
+            ",".join(map(str, slot.cores)) if slot.cores else "any",
+            slot.device if slot.device is not None else "none",
+        )
+    threads = [
+        threading.Thread(target=_slot_loop, args=(batch, slot, packing.threads), name=f"slot-{slot.index}")
+        for slot in slots
+    ]
+    previous = {
+        sig: signal.signal(sig, lambda signum, frame: batch.stop(signum)) for sig in (signal.SIGTERM, signal.SIGINT)
+    }
     renewing = threading.Event()
-    renewer = (threading.Thread(target=_renew_claims, args=(batch, renewing), name="renew", daemon=True)
-               if claimer is not None else None)
+    renewer = (
+        threading.Thread(target=_renew_claims, args=(batch, renewing), name="renew", daemon=True)
+        if claimer is not None
+        else None
+    )
     try:
         if renewer is not None:
             renewer.start()
@@ -201,8 +219,11 @@ def _renew_claims(batch: Batch, stop: threading.Event) -> None:
         try:
             lost = board.renew([m.lease for m in held])
         except Exception as error:  # noqa: BLE001 - the store may come back; the segments go on meanwhile
-            log.warning("could not renew the claims (%s); trying again in %.0f s", error,
-                        board.lease_seconds / RENEWALS_PER_LEASE)
+            log.warning(
+                "could not renew the claims (%s); trying again in %.0f s",
+                error,
+                board.lease_seconds / RENEWALS_PER_LEASE,
+            )
             continue
         for member in held:
             if member.lease in lost:
@@ -276,8 +297,9 @@ def _run_segment(batch: Batch, member: Member, segment: int, slot: Slot, threads
             code = EXIT_PAUSED  # stopped by the time limit (a SIGTERM may come before its handler is set)
         if code == EXIT_PAUSED:
             run.outcome, run.ended = "paused", time.time()
-            log.info("slot %d: %s segment %s paused (time is up); its checkpoint is kept", slot.index, member.name,
-                     name)
+            log.info(
+                "slot %d: %s segment %s paused (time is up); its checkpoint is kept", slot.index, member.name, name
+            )
             return "paused"
         if code != 0:
             run.outcome, run.ended = "failed", time.time()
@@ -291,16 +313,20 @@ def _run_segment(batch: Batch, member: Member, segment: int, slot: Slot, threads
     return "done"
 
 
-def _job(batch: Batch, rule: str, wildcards: dict, member: Member, slot: Slot, threads: int,
-         params: dict | None = None) -> int:
+def _job(
+    batch: Batch, rule: str, wildcards: dict, member: Member, slot: Slot, threads: int, params: dict | None = None
+) -> int:
     """One per-segment job command, as the rule would run it, in this slot."""
     from .jobs import EXIT_PAUSED
 
     config = batch.job_config
     if member.lease is not None:  # fetch and analyze check and record the claim
         config = {**config, "lease": member.lease.to_json(), "lease_seconds": batch.claimer.board.lease_seconds}
-    spec = {"wildcards": wildcards, "params": params or {"protocol": member.protocol, "seed": member.seed},
-            "config": config}
+    spec = {
+        "wildcards": wildcards,
+        "params": params or {"protocol": member.protocol, "seed": member.seed},
+        "config": config,
+    }
     runtime = max(1.0, (batch.deadline - time.time()) / 60.0) if batch.deadline else 0
     command = [*batch.command, rule, json.dumps(spec), str(threads if rule == "simulate" else 1), str(runtime)]
     with batch.lock:
@@ -309,8 +335,13 @@ def _job(batch: Batch, rule: str, wildcards: dict, member: Member, slot: Slot, t
         # The job pins itself to the slot's cores (slots.pin_to_slot) from its environment.
         if member.state == "lost":
             return EXIT_PAUSED
-        process = subprocess.Popen(command, env={**os.environ, **slot.environment()},
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        process = subprocess.Popen(
+            command,
+            env={**os.environ, **slot.environment()},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         batch.processes[slot.index] = (process, member)
     _, stderr = process.communicate()
     with batch.lock:
@@ -345,13 +376,23 @@ def _record(batch: Batch, slots: list[Slot], started: float, ended: float) -> di
         "ended_at": _iso(ended),
         "wall_seconds": round(wall, 2),
         "busy_fraction": round(busy / (len(slots) * wall), 4),
-        "simulations": {m.name: {"state": m.state, **({"failure": m.failure} if m.failure else {})}
-                        for m in batch.members},
-        "segments": [{"simulation": r.simulation, "segment": r.segment, "slot": r.slot, "started_at": _iso(r.started),
-                      "ended_at": _iso(r.ended) if r.ended else None, "outcome": r.outcome, "log": r.log}
-                     for r in batch.runs],
+        "simulations": {
+            m.name: {"state": m.state, **({"failure": m.failure} if m.failure else {})} for m in batch.members
+        },
+        "segments": [
+            {
+                "simulation": r.simulation,
+                "segment": r.segment,
+                "slot": r.slot,
+                "started_at": _iso(r.started),
+                "ended_at": _iso(r.ended) if r.ended else None,
+                "outcome": r.outcome,
+                "log": r.log,
+            }
+            for r in batch.runs
+        ],
     }
 
 
 def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")

@@ -53,8 +53,15 @@ def trajectory_atom_indices(topology: app.Topology, mode: str) -> list[int] | No
     return None if len(indices) == topology.getNumAtoms() else indices
 
 
-def prepare(structure: Path, protocol: Protocol, out_dir: Path, platform: str = "auto",
-            threads: int | None = None, seed: int = 1, ligand: LigandSpec | None = None) -> dict:
+def prepare(
+    structure: Path,
+    protocol: Protocol,
+    out_dir: Path,
+    platform: str = "auto",
+    threads: int | None = None,
+    seed: int = 1,
+    ligand: LigandSpec | None = None,
+) -> dict:
     """Run the whole setup; returns the content written to setup.json."""
     started = time.time()
     out_dir = Path(out_dir)
@@ -94,8 +101,9 @@ def prepare(structure: Path, protocol: Protocol, out_dir: Path, platform: str = 
 
     positions, minimization = minimize(system, positions, protocol, platform_name, threads)
     info["minimization"] = minimization
-    state, equilibration = equilibrate(system, topology, positions, protocol, platform_name, threads, seed,
-                                       out_dir / "equilibration.csv")
+    state, equilibration = equilibrate(
+        system, topology, positions, protocol, platform_name, threads, seed, out_dir / "equilibration.csv"
+    )
     info["equilibration"] = equilibration
 
     engine.write_xml(out_dir / "system.xml", system)
@@ -208,8 +216,12 @@ def create_system(forcefield: app.ForceField, topology: app.Topology, protocol: 
 
 
 def minimize(system, positions, protocol: Protocol, platform_name: str, threads: int | None):
-    context = engine.make_context(system, engine.langevin(protocol.temperature_K, protocol.friction_per_ps,
-                                                          protocol.timestep_fs), platform_name, threads)
+    context = engine.make_context(
+        system,
+        engine.langevin(protocol.temperature_K, protocol.friction_per_ps, protocol.timestep_fs),
+        platform_name,
+        threads,
+    )
     context.setPositions(positions)
     before = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
     started = time.time()
@@ -231,8 +243,10 @@ def _restrained_copy(system: openmm.System, topology: app.Topology, positions) -
     for index in reversed(range(restrained.getNumForces())):
         if isinstance(restrained.getForce(index), openmm.MonteCarloBarostat):
             restrained.removeForce(index)
-    expression = "k*periodicdistance(x, y, z, x0, y0, z0)^2" if system.usesPeriodicBoundaryConditions() else (
-        "k*((x-x0)^2+(y-y0)^2+(z-z0)^2)"
+    expression = (
+        "k*periodicdistance(x, y, z, x0, y0, z0)^2"
+        if system.usesPeriodicBoundaryConditions()
+        else ("k*((x-x0)^2+(y-y0)^2+(z-z0)^2)")
     )
     force = openmm.CustomExternalForce(expression)
     force.addGlobalParameter("k", RESTRAINT_K)
@@ -247,8 +261,9 @@ def _restrained_copy(system: openmm.System, topology: app.Topology, positions) -
     return restrained
 
 
-def equilibrate(system, topology, positions, protocol: Protocol, platform_name: str, threads, seed: int,
-                thermo_csv: Path):
+def equilibrate(
+    system, topology, positions, protocol: Protocol, platform_name: str, threads, seed: int, thermo_csv: Path
+):
     """Half the equilibration restrained at constant volume, half free (at constant
     pressure in explicit solvent). Returns the final State and a summary."""
     total = protocol.equilibration_steps
@@ -284,16 +299,24 @@ def equilibrate(system, topology, positions, protocol: Protocol, platform_name: 
         )
 
     restrained = _restrained_copy(system, topology, positions)
-    context = engine.make_context(restrained, engine.langevin(protocol.temperature_K, protocol.friction_per_ps,
-                                                              protocol.timestep_fs, seed), platform_name, threads)
+    context = engine.make_context(
+        restrained,
+        engine.langevin(protocol.temperature_K, protocol.friction_per_ps, protocol.timestep_fs, seed),
+        platform_name,
+        threads,
+    )
     context.setPositions(positions)
     context.setVelocitiesToTemperature(protocol.temperature_K * unit.kelvin, seed)
     step = run(context, restrained_steps, "restrained", 0)
     state = context.getState(getPositions=True, getVelocities=True)
     del context
 
-    context = engine.make_context(system, engine.langevin(protocol.temperature_K, protocol.friction_per_ps,
-                                                          protocol.timestep_fs, seed + 1), platform_name, threads)
+    context = engine.make_context(
+        system,
+        engine.langevin(protocol.temperature_K, protocol.friction_per_ps, protocol.timestep_fs, seed + 1),
+        platform_name,
+        threads,
+    )
     context.setPeriodicBoxVectors(*state.getPeriodicBoxVectors())
     context.setPositions(state.getPositions())
     context.setVelocities(state.getVelocities())
@@ -303,7 +326,7 @@ def equilibrate(system, topology, positions, protocol: Protocol, platform_name: 
     final = context.getState(getPositions=True, getVelocities=True, enforcePeriodicBox=False)
     _write_rows(thermo_csv, rows)
     free_rows = [r for r in rows if r["phase"] == "free"]
-    tail = free_rows[len(free_rows) // 2:] or rows[-1:]
+    tail = free_rows[len(free_rows) // 2 :] or rows[-1:]
     summary = {
         "ps": protocol.equilibration_ps,
         "seconds": round(time.time() - started, 1),
@@ -341,8 +364,12 @@ def thermo_values(state, dof: int, mass_g: float, explicit: bool) -> dict:
 
 
 def _thermo_row(state, step, protocol: Protocol, dof, mass_g, phase):
-    return {"step": step, "time_ps": step * protocol.timestep_ps, "phase": phase,
-            **thermo_values(state, dof, mass_g, protocol.explicit)}
+    return {
+        "step": step,
+        "time_ps": step * protocol.timestep_ps,
+        "phase": phase,
+        **thermo_values(state, dof, mass_g, protocol.explicit),
+    }
 
 
 def _write_rows(path: Path, rows: list[dict]) -> None:

@@ -88,8 +88,11 @@ class SiteView:
 
     def unfinished(self) -> list[Simulation]:
         """What this site waits for: its share, not complete, not given up."""
-        return [s for s in self.campaign.share
-                if not self.complete(s) and not self.given_up(s) and not self.bound_elsewhere(s)]
+        return [
+            s
+            for s in self.campaign.share
+            if not self.complete(s) and not self.given_up(s) and not self.bound_elsewhere(s)
+        ]
 
     def claimable(self) -> list[Simulation]:
         return [s for s in self.unfinished() if not self.held(s)]
@@ -123,10 +126,21 @@ class SiteView:
         free = {name: max(0, site.capacity - live.get(name, 0)) for name, site in campaign.sites.items()}
         by_name = {s.name: s for s in claimable}
         # released mid-way by a site (its last holder) that may resume it from a checkpoint
-        last = {s.name: self.listing.of(s.name).holder_site for s in claimable
-                if self.listing.of(s.name).ended == "released"}
+        last = {
+            s.name: self.listing.of(s.name).holder_site
+            for s in claimable
+            if self.listing.of(s.name).ended == "released"
+        }
         resumable = frozenset(name for name, site in last.items() if site == campaign.site)
         elsewhere = {name: site for name, site in last.items() if site != campaign.site and site in live}
-        order = preferred_order(campaign.sites[campaign.site], works, list(campaign.sites.values()), set(live), free,
-                                self.measured_speeds(), resumable, elsewhere)
+        order = preferred_order(
+            campaign.sites[campaign.site],
+            works,
+            list(campaign.sites.values()),
+            set(live),
+            free,
+            self.measured_speeds(),
+            resumable,
+            elsewhere,
+        )
         return [by_name[work.name] for work in order]

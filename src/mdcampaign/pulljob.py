@@ -57,20 +57,45 @@ class StoreClaimer(Claimer):
             if listing.of(simulation.name).done == 0 and not set_up.exists():
                 continue  # its system is set up by a job of this site's next round
             holder = holder_name(self.campaign.site, slot.index)
-            info = json.dumps({"host": os.uname().nodename, "pid": os.getpid(), "claimed_at": iso_time(time.time()),
-                               "slurm_job_id": os.environ.get("SLURM_JOB_ID")})
-            result = self.board.claim(simulation.name, simulation.n_segments, holder, info,
-                                      self.campaign.may_migrate(simulation), self.campaign.site,
-                                      tuple(sorted(view.dead)))
+            info = json.dumps(
+                {
+                    "host": os.uname().nodename,
+                    "pid": os.getpid(),
+                    "claimed_at": iso_time(time.time()),
+                    "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+                }
+            )
+            result = self.board.claim(
+                simulation.name,
+                simulation.n_segments,
+                holder,
+                info,
+                self.campaign.may_migrate(simulation),
+                self.campaign.site,
+                tuple(sorted(view.dead)),
+            )
             if result.outcome != "claimed":
                 log.info("slot %d: %s not taken (%s %s)", slot.index, simulation.name, result.outcome, result.detail)
                 continue
             self.tried.add(simulation.name)
             adopt_records(self.store, simulation.name, result.done, self.campaign.scratch_here, self.root)
-            log.info("slot %d: claimed %s (claim %s) at segment %d of %d", slot.index, simulation.name,
-                     result.lease.generation, result.done, simulation.n_segments)
-            return Member(simulation.system, simulation.replica, simulation.n_segments, simulation.protocol.record(),
-                          simulation.seed, lease=result.lease, frame_interval_ps=simulation.protocol.frame_interval_ps)
+            log.info(
+                "slot %d: claimed %s (claim %s) at segment %d of %d",
+                slot.index,
+                simulation.name,
+                result.lease.generation,
+                result.done,
+                simulation.n_segments,
+            )
+            return Member(
+                simulation.system,
+                simulation.replica,
+                simulation.n_segments,
+                simulation.protocol.record(),
+                simulation.seed,
+                lease=result.lease,
+                frame_interval_ps=simulation.protocol.frame_interval_ps,
+            )
         return None
 
     def finish(self, member: Member) -> None:
@@ -105,12 +130,22 @@ def adopt_records(store: Store, simulation: str, done: int, scratch: str, root: 
                 continue
             manifest = json.loads((source / "segments" / layout.segment_name(segment) / "manifest.json").read_text())
             atomic_write_text(record, manifest_file_text(manifest))
-            atomic_write_text(root / layout.segment_marker(system, replica, segment),
-                              json.dumps({"fetched_at": manifest["fetched_at"]}) + "\n")
+            atomic_write_text(
+                root / layout.segment_marker(system, replica, segment),
+                json.dumps({"fetched_at": manifest["fetched_at"]}) + "\n",
+            )
         log.info("%s: took the records of %d segments from the store into %s", simulation, done, local)
     for segment in range(done):
-        shutil.rmtree(root / layout.fill(f"{scratch}/{layout.SCRATCH_SEGMENT}", system=system, replica=replica,
-                                         segment=layout.segment_name(segment)), ignore_errors=True)
+        shutil.rmtree(
+            root
+            / layout.fill(
+                f"{scratch}/{layout.SCRATCH_SEGMENT}",
+                system=system,
+                replica=replica,
+                segment=layout.segment_name(segment),
+            ),
+            ignore_errors=True,
+        )
 
 
 def _store_sim(store: Store, simulation: str, root: Path) -> Path:
@@ -154,15 +189,24 @@ def await_work(campaign: Campaign, store: Store, digest_dir: Path, worker: int, 
                 if len(preferred) > pulling * slots:
                     decision = {"next": "pull", "claimable": len(preferred), "other_jobs_pulling": pulling}
             if decision is not None:
-                decision.update(worker=worker, decided_at=iso_time(time.time()),
-                                waited_seconds=round(time.time() - waited_since, 1), unfinished=len(unfinished))
+                decision.update(
+                    worker=worker,
+                    decided_at=iso_time(time.time()),
+                    waited_seconds=round(time.time() - waited_since, 1),
+                    unfinished=len(unfinished),
+                )
                 atomic_write_text(output, json.dumps(decision, indent=2) + "\n")
                 return decision
         if not announced:
             held = {s.name: view.listing.of(s.name).holder for s in unfinished if view.held(s)}
-            log.info("nothing to take now: %d unfinished simulations, %d held by running jobs (%s); looking again "
-                     "every %.0f s", len(unfinished), len(held), ", ".join(sorted(set(held.values())))[:300],
-                     campaign.pulling.poll_seconds)
+            log.info(
+                "nothing to take now: %d unfinished simulations, %d held by running jobs (%s); looking again "
+                "every %.0f s",
+                len(unfinished),
+                len(held),
+                ", ".join(sorted(set(held.values())))[:300],
+                campaign.pulling.poll_seconds,
+            )
             announced = True
         time.sleep(campaign.pulling.poll_seconds)
 

@@ -48,9 +48,28 @@ OVERLAP_NM = 0.01
 # A cysteine SG or histidine ND1/NE2 this close to a metal ion coordinates it (Zn-S is
 # about 0.23 nm, Zn-N about 0.21 nm in crystal structures).
 COORDINATION_NM = {"SG": 0.30, "ND1": 0.26, "NE2": 0.26}
-ONE_LETTER = {"A": "ALA", "C": "CYS", "D": "ASP", "E": "GLU", "F": "PHE", "G": "GLY", "H": "HIS", "I": "ILE",
-              "K": "LYS", "L": "LEU", "M": "MET", "N": "ASN", "P": "PRO", "Q": "GLN", "R": "ARG", "S": "SER",
-              "T": "THR", "V": "VAL", "W": "TRP", "Y": "TYR"}
+ONE_LETTER = {
+    "A": "ALA",
+    "C": "CYS",
+    "D": "ASP",
+    "E": "GLU",
+    "F": "PHE",
+    "G": "GLY",
+    "H": "HIS",
+    "I": "ILE",
+    "K": "LYS",
+    "L": "LEU",
+    "M": "MET",
+    "N": "ASN",
+    "P": "PRO",
+    "Q": "GLN",
+    "R": "ARG",
+    "S": "SER",
+    "T": "THR",
+    "V": "VAL",
+    "W": "TRP",
+    "Y": "TYR",
+}
 
 
 def repair(structure: Path, protocol: Protocol, ligand: LigandSpec | None = None, ligand_cache: Path | None = None):
@@ -70,8 +89,9 @@ def repair(structure: Path, protocol: Protocol, ligand: LigandSpec | None = None
     info["missing_residues_not_modelled"] = sum(len(v) for v in fixer.missingResidues.values())
     fixer.missingResidues = {}
     fixer.findNonstandardResidues()
-    info["replaced_nonstandard"] = [f"{r.name} {r.id} (chain {r.chain.id}) -> {name}"
-                                    for r, name in fixer.nonstandardResidues]
+    info["replaced_nonstandard"] = [
+        f"{r.name} {r.id} (chain {r.chain.id}) -> {name}" for r, name in fixer.nonstandardResidues
+    ]
     if info["replaced_nonstandard"]:
         log.info("modified residues replaced by their standard parent: %s", ", ".join(info["replaced_nonstandard"]))
     fixer.replaceNonstandardResidues()
@@ -87,8 +107,9 @@ def repair(structure: Path, protocol: Protocol, ligand: LigandSpec | None = None
     if ligand:
         from .ligands import place_ligand
 
-        placed = place_ligand(ligand, ligand_atoms, Path(ligand_cache or layout.LIGAND_CACHE),
-                              f"structure '{structure}'")
+        placed = place_ligand(
+            ligand, ligand_atoms, Path(ligand_cache or layout.LIGAND_CACHE), f"structure '{structure}'"
+        )
         modeller.add(placed.topology, placed.positions)
         info["ligand"] = {**placed.info, "forcefield_file": str(placed.forcefield_file)}
     fixer.topology, fixer.positions = modeller.topology, modeller.positions
@@ -102,8 +123,10 @@ def _take_out(fixer, name: str) -> list | None:
     if not residues:
         return None
     positions = fixer.positions.value_in_unit(unit.nanometer)
-    atoms = [(atom.name, atom.element.symbol if atom.element else atom.name[:1], tuple(positions[atom.index]))
-             for atom in residues[0].atoms()]
+    atoms = [
+        (atom.name, atom.element.symbol if atom.element else atom.name[:1], tuple(positions[atom.index]))
+        for atom in residues[0].atoms()
+    ]
     modeller = app.Modeller(fixer.topology, fixer.positions)
     modeller.delete(residues)
     fixer.topology, fixer.positions = modeller.topology, modeller.positions
@@ -160,8 +183,10 @@ def read_structure(structure: Path, model: int = 1, altloc: str = ""):
             fixer, reader = _read_pdb_elsewhere(path, structure, error)
         models = _model_count(path, suffix) if reader == "openmm" else 1
         if model > models:
-            raise CampaignError(f"structure '{structure}': model {model} was asked for (column model) but the file "
-                                f"has {models} model{'s' if models > 1 else ''}")
+            raise CampaignError(
+                f"structure '{structure}': model {model} was asked for (column model) but the file "
+                f"has {models} model{'s' if models > 1 else ''}"
+            )
         if model > 1:
             fixer.positions = _model_positions(path, suffix, model)
             info["model"] = model
@@ -190,8 +215,10 @@ def choose_alternate_locations(text: str, preferred: str = "") -> tuple[str, dic
             occupancy[key][line[16]] += value
     if not occupancy:
         return text, {}
-    chosen = {key: preferred if preferred in counts else max(counts, key=lambda loc: (counts[loc], -ord(loc)))
-              for key, counts in occupancy.items()}
+    chosen = {
+        key: preferred if preferred in counts else max(counts, key=lambda loc: (counts[loc], -ord(loc)))
+        for key, counts in occupancy.items()
+    }
     kept = []
     for line in lines:
         if line.startswith(("ATOM  ", "HETATM", "ANISOU")) and len(line) > 16 and line[16] != " ":
@@ -200,8 +227,9 @@ def choose_alternate_locations(text: str, preferred: str = "") -> tuple[str, dic
                 continue
             line = line[:16] + " " + line[17:]
         kept.append(line)
-    summary = {f"{key[1].strip()}{'' if key[0] == ' ' else ' (chain ' + key[0] + ')'}": loc
-               for key, loc in chosen.items()}
+    summary = {
+        f"{key[1].strip()}{'' if key[0] == ' ' else ' (chain ' + key[0] + ')'}": loc for key, loc in chosen.items()
+    }
     log.info("alternate locations: kept the one with the highest occupancy in %d residues", len(chosen))
     return "".join(kept), {"residues": len(chosen), "chosen": dict(list(summary.items())[:50])}
 
@@ -231,8 +259,13 @@ def _read_pdb_elsewhere(path: Path, structure: Path, error: Exception):
     raise CampaignError(f"structure '{structure}' could not be read: {detail}") from None
 
 
-_PDB_FIELDS = (("atom serial number", 6, 11, int), ("residue number", 22, 26, int), ("x", 30, 38, float),
-               ("y", 38, 46, float), ("z", 46, 54, float))
+_PDB_FIELDS = (
+    ("atom serial number", 6, 11, int),
+    ("residue number", 22, 26, int),
+    ("x", 30, 38, float),
+    ("y", 38, 46, float),
+    ("z", 46, 54, float),
+)
 
 
 def first_bad_pdb_line(text: str) -> str | None:
@@ -248,8 +281,10 @@ def first_bad_pdb_line(text: str) -> str | None:
             try:
                 kind(field)
             except ValueError:
-                return (f"line {number}: the {name} is '{field}', not a number (PDB columns {start + 1}-{end}); "
-                        "is the file in the fixed-column PDB format?")
+                return (
+                    f"line {number}: the {name} is '{field}', not a number (PDB columns {start + 1}-{end}); "
+                    "is the file in the fixed-column PDB format?"
+                )
     return None
 
 
@@ -278,8 +313,10 @@ def _keep_chains(fixer, chains: str, structure: Path, info: dict) -> None:
     present = [chain.id for chain in fixer.topology.chains()]
     missing = [chain for chain in wanted if chain not in present]
     if missing:
-        raise CampaignError(f"structure '{structure}': chains asks for chain {', '.join(missing)}, which the file "
-                            f"does not have (its chains: {', '.join(dict.fromkeys(present)) or 'none'})")
+        raise CampaignError(
+            f"structure '{structure}': chains asks for chain {', '.join(missing)}, which the file "
+            f"does not have (its chains: {', '.join(dict.fromkeys(present)) or 'none'})"
+        )
     modeller = app.Modeller(fixer.topology, fixer.positions)
     modeller.delete([chain for chain in fixer.topology.chains() if chain.id not in wanted])
     fixer.topology, fixer.positions = modeller.topology, modeller.positions
@@ -333,8 +370,10 @@ def _mutate(fixer, mutations: str, structure: Path, info: dict) -> None:
         if residue is None:
             raise CampaignError(f"structure '{structure}': mutation {text}: chain {chain} has no residue {number}")
         if residue.name != ONE_LETTER[before]:
-            raise CampaignError(f"structure '{structure}': mutation {text}: residue {number} of chain {chain} is "
-                                f"{residue.name}, not {ONE_LETTER[before]} ({before})")
+            raise CampaignError(
+                f"structure '{structure}': mutation {text}: residue {number} of chain {chain} is "
+                f"{residue.name}, not {ONE_LETTER[before]} ({before})"
+            )
         by_chain.setdefault(chain, []).append(f"{ONE_LETTER[before]}-{number}-{ONE_LETTER[after]}")
     for chain, changes in by_chain.items():
         fixer.applyMutations(changes, chain)
@@ -349,8 +388,11 @@ def _metal_site_variants(topology: app.Topology, positions) -> tuple[list, list]
     import numpy as np
 
     xyz = np.asarray(positions.value_in_unit(unit.nanometer))
-    ions = [atom for atom in topology.atoms() if atom.residue.name.upper() in METAL_ION_RESIDUES
-            and len(list(atom.residue.atoms())) == 1]
+    ions = [
+        atom
+        for atom in topology.atoms()
+        if atom.residue.name.upper() in METAL_ION_RESIDUES and len(list(atom.residue.atoms())) == 1
+    ]
     variants: list = [None] * topology.getNumResidues()
     sites = []
     if not ions:
@@ -365,8 +407,14 @@ def _metal_site_variants(topology: app.Topology, positions) -> tuple[list, list]
         nearest = int(distances.argmin())
         if distances[nearest] <= limit:
             bound.setdefault(atom.residue, set()).add(atom.name)
-            sites.append({"ion": _label(ions[nearest].residue), "residue": _label(atom.residue), "atom": atom.name,
-                          "distance_nm": round(float(distances[nearest]), 3)})
+            sites.append(
+                {
+                    "ion": _label(ions[nearest].residue),
+                    "residue": _label(atom.residue),
+                    "atom": atom.name,
+                    "distance_nm": round(float(distances[nearest]), 3),
+                }
+            )
     for residue, atoms in bound.items():
         if residue.name == "CYS":
             # Modeller's name for a cysteine without HG (its disulfide form); with no
@@ -378,11 +426,13 @@ def _metal_site_variants(topology: app.Topology, positions) -> tuple[list, list]
             variants[residue.index] = "HID"
     for site in sites:
         residue = next(r for r in bound if _label(r) == site["residue"])
-        site["protonation"] = {"CYX": "CYM (deprotonated)"}.get(variants[residue.index], variants[residue.index]) \
-            or "by pH"
+        site["protonation"] = {"CYX": "CYM (deprotonated)"}.get(
+            variants[residue.index], variants[residue.index]
+        ) or "by pH"
     if sites:
-        log.info("metal sites: %s", "; ".join(f"{s['residue']} {s['atom']} - {s['ion']}: {s['protonation']}"
-                                             for s in sites))
+        log.info(
+            "metal sites: %s", "; ".join(f"{s['residue']} {s['atom']} - {s['ion']}: {s['protonation']}" for s in sites)
+        )
     return variants, sites
 
 
@@ -396,14 +446,16 @@ def check_overlapping_atoms(topology: app.Topology, positions, structure: Path) 
     import numpy as np
     from scipy.spatial import cKDTree  # scipy comes with mdtraj
 
-    xyz = np.asarray(positions.value_in_unit(unit.nanometer) if unit.is_quantity(positions) else positions,
-                     dtype=float).reshape(-1, 3)
+    xyz = np.asarray(
+        positions.value_in_unit(unit.nanometer) if unit.is_quantity(positions) else positions, dtype=float
+    ).reshape(-1, 3)
     bad = np.flatnonzero(~np.isfinite(xyz).all(axis=1))
     if len(bad):
         atom = list(topology.atoms())[int(bad[0])]
         more = f" ({len(bad)} such atoms)" if len(bad) > 1 else ""
-        raise CampaignError(f"structure '{structure}': atom {_atom_label(atom)} has coordinates that are not "
-                            f"numbers{more}")
+        raise CampaignError(
+            f"structure '{structure}': atom {_atom_label(atom)} has coordinates that are not numbers{more}"
+        )
     if len(xyz) < 2:
         return
     pairs = cKDTree(xyz).query_pairs(OVERLAP_NM, output_type="ndarray")

@@ -16,7 +16,9 @@ SAFETY_FACTOR = 1.5
 STARTUP_MINUTES = 5
 
 
-def measured_ns_per_day(system: str, replica: int, segment: int, replicas: int, base_dir: Path | str = ".") -> float | None:
+def measured_ns_per_day(
+    system: str, replica: int, segment: int, replicas: int, base_dir: Path | str = "."
+) -> float | None:
     """Speed of the closest finished segment of the same system, or None.
 
     Looks at this simulation's previous segment, then at segment 0 of the other
@@ -27,8 +29,9 @@ def measured_ns_per_day(system: str, replica: int, segment: int, replicas: int, 
         candidates.append((replica, segment - 1))
     candidates += [(other, 0) for other in range(1, replicas + 1) if other != replica]
     for other, index in candidates:
-        record = Path(base_dir) / layout.fill(layout.SEGMENT_RECORD, system=system, replica=other,
-                                              segment=layout.segment_name(index))
+        record = Path(base_dir) / layout.fill(
+            layout.SEGMENT_RECORD, system=system, replica=other, segment=layout.segment_name(index)
+        )
         try:
             speed = json.loads(record.read_text())["info"]["ns_per_day"]
         except (FileNotFoundError, KeyError, TypeError, ValueError):
@@ -38,8 +41,9 @@ def measured_ns_per_day(system: str, replica: int, segment: int, replicas: int, 
     return None
 
 
-def segment_runtime_minutes(segment_ns: float, ns_per_day: float, attempt: int = 1,
-                            max_minutes: int | None = None) -> int:
+def segment_runtime_minutes(
+    segment_ns: float, ns_per_day: float, attempt: int = 1, max_minutes: int | None = None
+) -> int:
     """Minutes to request for one segment. Each retry asks for proportionally more;
     never more than the partition allows (the runner stops cleanly before the limit
     and a later job continues the segment)."""

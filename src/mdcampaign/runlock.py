@@ -57,7 +57,7 @@ SHARED_WAIT_S = 10.0
 CLOCK_SLACK_S = 60.0
 
 # The claims of this process, held open for its whole life (one per campaign directory).
-_held: dict[str, "_Claim"] = {}
+_held: dict[str, _Claim] = {}
 
 
 class _Claim:
@@ -94,8 +94,13 @@ def _record_name(host: str, pid: int) -> str:
 
 def _my_record() -> dict:
     stat = _proc_stat(os.getpid())
-    return {"pid": os.getpid(), "host": this_host(), "started": time.time(), "boot_id": _boot_id(),
-            "proc_start": stat[1] if stat else None}
+    return {
+        "pid": os.getpid(),
+        "host": this_host(),
+        "started": time.time(),
+        "boot_id": _boot_id(),
+        "proc_start": stat[1] if stat else None,
+    }
 
 
 def alive_here(record: dict) -> bool:
@@ -282,27 +287,32 @@ def _check(locks_dir: str, host: str, alone: bool | None, unlocking: bool) -> No
         # Another host's run can hold this host's lock only where flock is shared.
         live = _likely_owner(alive + elsewhere if alone is False else alive, lock_mtime, strict=bool(dead))
         if live is not None:
-            _say(f"this campaign is being run by {_describe(live)} since {_when(live['started'])}; "
-                 "let it finish, or stop it there, before running it again")
+            _say(
+                f"this campaign is being run by {_describe(live)} since {_when(live['started'])}; "
+                "let it finish, or stop it there, before running it again"
+            )
         elif dead:
             left = _likely_owner(dead, lock_mtime)
-            _say(f"the lock was left by a run that no longer exists ({_describe(left)}, started "
-                 f"{_when(left['started'])}), but another Snakemake of this campaign is still running here; "
-                 "the same command clears it once that one has ended")
+            _say(
+                f"the lock was left by a run that no longer exists ({_describe(left)}, started "
+                f"{_when(left['started'])}), but another Snakemake of this campaign is still running here; "
+                "the same command clears it once that one has ended"
+            )
         return
     if elsewhere:
         if not unlocking:
             other = _likely_owner(elsewhere, lock_mtime)
-            _say(f"the lock was taken by {_describe(other)} at {_when(other['started'])}, which cannot be "
-                 "checked from here; if that run is gone: snakemake --profile <machine> --unlock")
+            _say(
+                f"the lock was taken by {_describe(other)} at {_when(other['started'])}, which cannot be "
+                "checked from here; if that run is gone: snakemake --profile <machine> --unlock"
+            )
         return
     if not dead:
         return  # no record of who took it (an older version, or not mdcampaign): not provable
     for path in lock_files:
         _remove(path)
     left = _likely_owner(dead, lock_mtime)
-    _say(f"cleared the lock left by a run that no longer exists ({_describe(left)}, started "
-         f"{_when(left['started'])})")
+    _say(f"cleared the lock left by a run that no longer exists ({_describe(left)}, started {_when(left['started'])})")
 
 
 def _release_all() -> None:

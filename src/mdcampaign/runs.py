@@ -14,7 +14,7 @@ import signal
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from .campaign import Protocol
@@ -25,8 +25,14 @@ from .slots import current_slot
 log = logging.getLogger(__name__)
 
 ENERGY_COLUMNS = (
-    "step", "time_ps", "potential_energy_kJ_mol", "kinetic_energy_kJ_mol", "total_energy_kJ_mol",
-    "temperature_K", "volume_nm3", "density_g_per_mL",
+    "step",
+    "time_ps",
+    "potential_energy_kJ_mol",
+    "kinetic_energy_kJ_mol",
+    "total_energy_kJ_mol",
+    "temperature_K",
+    "volume_nm3",
+    "density_g_per_mL",
 )
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
@@ -125,10 +131,16 @@ def sole_runner(work: Path, name: str, segment: int):
 
 def announce_runner(work: Path) -> None:
     """Record that this process is working on the segment now."""
-    atomic_write_json(work / RUNNER_RECORD, {
-        "pid": os.getpid(), "host": platform.node(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-        "slot": current_slot(), "started_at": iso_time(time.time()),
-    })
+    atomic_write_json(
+        work / RUNNER_RECORD,
+        {
+            "pid": os.getpid(),
+            "host": platform.node(),
+            "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+            "slot": current_slot(),
+            "started_at": iso_time(time.time()),
+        },
+    )
 
 
 def withdraw_runner(work: Path) -> None:
@@ -137,7 +149,7 @@ def withdraw_runner(work: Path) -> None:
 
 def iso_time(epoch: float) -> str:
     """A time for the records: UTC, ISO 8601, to the second."""
-    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="seconds")
 
 
 def publish(work_dir: Path, outputs: dict[str, Path]) -> None:

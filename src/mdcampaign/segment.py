@@ -85,11 +85,19 @@ def _run_segment(job: SegmentTask, work: Path) -> Outcome:
     topology = app.PDBFile(str(job.topology)).topology
     subset = trajectory_atom_indices(topology, protocol.trajectory_atoms)
     platform_name = engine.choose_platform(job.platform)
-    integrator = engine.langevin(protocol.temperature_K, protocol.friction_per_ps, protocol.timestep_fs,
-                                 job.segment_seed)
+    integrator = engine.langevin(
+        protocol.temperature_K, protocol.friction_per_ps, protocol.timestep_fs, job.segment_seed
+    )
     context = engine.make_context(system, integrator, platform_name, job.threads)
-    log.info("%s segment %d: steps %d-%d, platform %s%s", job.name, job.segment, job.first_step, job.last_step,
-             platform_name, f" ({job.threads} threads)" if platform_name == "CPU" and job.threads else "")
+    log.info(
+        "%s segment %d: steps %d-%d, platform %s%s",
+        job.name,
+        job.segment,
+        job.first_step,
+        job.last_step,
+        platform_name,
+        f" ({job.threads} threads)" if platform_name == "CPU" and job.threads else "",
+    )
 
     paths = _WorkFiles(work)
     resumed = _resume(context, paths, job, start_sha, platform_name)
@@ -104,15 +112,27 @@ def _run_segment(job: SegmentTask, work: Path) -> Outcome:
     announce_runner(work)
     try:
         with StopRequest() as stop:
-            step = _integrate(context, recorder, job, step, stop, lambda at: recorder.checkpoint(
-                at, platform_name, start_sha, run.history(at)))
+            step = _integrate(
+                context,
+                recorder,
+                job,
+                step,
+                stop,
+                lambda at: recorder.checkpoint(at, platform_name, start_sha, run.history(at)),
+            )
     finally:
         withdraw_runner(work)
     if step < job.last_step:
         recorder.checkpoint(step, platform_name, start_sha, run.history(step, recorder.stop_reason))
         recorder.close()
-        log.warning("%s segment %d paused at step %d of %d (%s); progress is saved, run again to continue",
-                    job.name, job.segment, step, job.last_step, recorder.stop_reason)
+        log.warning(
+            "%s segment %d paused at step %d of %d (%s); progress is saved, run again to continue",
+            job.name,
+            job.segment,
+            step,
+            job.last_step,
+            recorder.stop_reason,
+        )
         return Outcome(False, {"step": step, "reason": recorder.stop_reason})
     return Outcome(True, _finish(context, recorder, job, start_sha, run.history(step)))
 
@@ -131,19 +151,21 @@ class _RunLog:
 
     def history(self, step: int, stop_reason: str | None = None) -> list:
         elapsed = time.time() - self.started
-        return self.earlier + [{
-            "stop_reason": stop_reason,
-            "host": host_platform.node(),
-            "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-            "slot": current_slot(),
-            "platform": self.platform,
-            "threads": self.threads,
-            "from_step": self.from_step,
-            "to_step": step,
-            "wall_seconds": round(elapsed, 2),
-            "ns_per_day": _ns_per_day(step - self.from_step, self.protocol, elapsed),
-            "started_at": iso_time(self.started),
-        }]
+        return self.earlier + [
+            {
+                "stop_reason": stop_reason,
+                "host": host_platform.node(),
+                "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+                "slot": current_slot(),
+                "platform": self.platform,
+                "threads": self.threads,
+                "from_step": self.from_step,
+                "to_step": step,
+                "wall_seconds": round(elapsed, 2),
+                "ns_per_day": _ns_per_day(step - self.from_step, self.protocol, elapsed),
+                "started_at": iso_time(self.started),
+            }
+        ]
 
 
 class _WorkFiles:
@@ -210,10 +232,10 @@ def read_checkpoint(path: Path) -> tuple[dict, bytes] | None:
         return None
     end = data.find(b"\n", len(CHECKPOINT_MAGIC))
     try:
-        header = json.loads(data[len(CHECKPOINT_MAGIC):end])
+        header = json.loads(data[len(CHECKPOINT_MAGIC) : end])
     except (ValueError, UnicodeDecodeError):
         return None
-    payload = data[end + 1:]
+    payload = data[end + 1 :]
     if sha256_bytes(payload) != header.get("sha256"):
         return None
     return header, payload
@@ -232,14 +254,24 @@ def _resume(context, paths: _WorkFiles, job: SegmentTask, start_sha: str, platfo
             log.warning("%s belongs to a different start state; starting the segment afresh", candidate.name)
             return None
         if header.get("platform") != platform_name:
-            log.warning("%s was written on platform %s and cannot be loaded on %s", candidate.name,
-                        header.get("platform"), platform_name)
+            log.warning(
+                "%s was written on platform %s and cannot be loaded on %s",
+                candidate.name,
+                header.get("platform"),
+                platform_name,
+            )
             continue
         frames_on_disk = xtc.count_frames(paths.trajectory)
         rows_on_disk = xtc.count_rows(paths.energies)
         if frames_on_disk < header["frames"] or rows_on_disk < header["rows"]:
-            log.warning("%s covers %d frames / %d rows but only %d / %d are on disk; trying an older one",
-                        candidate.name, header["frames"], header["rows"], frames_on_disk, rows_on_disk)
+            log.warning(
+                "%s covers %d frames / %d rows but only %d / %d are on disk; trying an older one",
+                candidate.name,
+                header["frames"],
+                header["rows"],
+                frames_on_disk,
+                rows_on_disk,
+            )
             continue
         try:
             context.loadCheckpoint(payload)
@@ -253,8 +285,13 @@ def _resume(context, paths: _WorkFiles, job: SegmentTask, start_sha: str, platfo
             xtc.truncate_frames(paths.trajectory, header["frames"])
         xtc.truncate_rows(paths.energies, header["rows"])
         discarded = frames_on_disk - header["frames"]
-        log.info("resumed from %s at step %d (%d frames kept, %d frames written after it discarded)",
-                 candidate.name, header["step"], header["frames"], discarded)
+        log.info(
+            "resumed from %s at step %d (%d frames kept, %d frames written after it discarded)",
+            candidate.name,
+            header["step"],
+            header["frames"],
+            discarded,
+        )
         history = header.get("history", [])
         if history:
             history[-1] = {**history[-1], "discarded_frames_on_restart": discarded}
@@ -285,7 +322,7 @@ class _Recorder:
             interval=job.protocol.frame_steps,
             append=paths.trajectory.exists() and paths.trajectory.stat().st_size > 0,
         )
-        self._energies = open(paths.energies, "a")
+        self._energies = open(paths.energies, "a")  # noqa: SIM115 - open for the segment's life; closed by close()
 
     def frame(self, step: int) -> None:
         state = self.context.getState(getPositions=True, getEnergy=True, enforcePeriodicBox=self.periodic)
@@ -421,8 +458,14 @@ def _finish(context, recorder: _Recorder, job: SegmentTask, start_sha: str, hist
         "finished_at": iso_time(time.time()),
     }
     atomic_write_json(recorder.paths.info, info)
-    log.info("%s segment %d complete: %d frames, %.1f ns/day on %s", job.name, job.segment, recorder.frames,
-             info["ns_per_day"] or 0, info["platform"])
+    log.info(
+        "%s segment %d complete: %d frames, %.1f ns/day on %s",
+        job.name,
+        job.segment,
+        recorder.frames,
+        info["ns_per_day"] or 0,
+        info["platform"],
+    )
     return info
 
 
@@ -430,7 +473,6 @@ def _ns_per_day(steps: int, protocol: Protocol, seconds: float) -> float | None:
     if steps <= 0 or seconds <= 0:
         return None
     return round(steps * protocol.timestep_ps / 1000.0 / seconds * 86400.0, 3)
-
 
 
 def main(argv=None) -> int:
@@ -456,10 +498,20 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     protocol = Protocol(**json.loads(args.protocol.read_text()))
-    job = SegmentTask("segment", args.segment, protocol, args.seed, args.system, args.state, args.topology, args.work,
-                     platform=args.platform, threads=args.threads,
-                     deadline=time.time() + args.budget_seconds if args.budget_seconds else None,
-                     stop_margin_seconds=0.0 if args.budget_seconds else None)
+    job = SegmentTask(
+        "segment",
+        args.segment,
+        protocol,
+        args.seed,
+        args.system,
+        args.state,
+        args.topology,
+        args.work,
+        platform=args.platform,
+        threads=args.threads,
+        deadline=time.time() + args.budget_seconds if args.budget_seconds else None,
+        stop_margin_seconds=0.0 if args.budget_seconds else None,
+    )
     try:
         outcome = run_segment(job)
     except SegmentError as error:

@@ -54,8 +54,13 @@ def days(work: Work, site: Site, speeds: dict[tuple[str, str], float]) -> float:
     return work.ns / speed
 
 
-def assign(works: list[Work], sites: list[Site], fixed: dict[str, str] | None = None,
-           speeds: dict[tuple[str, str], float] | None = None, largest_first: bool = False) -> dict[str, str]:
+def assign(
+    works: list[Work],
+    sites: list[Site],
+    fixed: dict[str, str] | None = None,
+    speeds: dict[tuple[str, str], float] | None = None,
+    largest_first: bool = False,
+) -> dict[str, str]:
     """Map each simulation to a site so that all sites finish at about the same time.
 
     ``fixed``: simulations whose site is already decided (they count towards that
@@ -73,15 +78,17 @@ def assign(works: list[Work], sites: list[Site], fixed: dict[str, str] | None = 
         free.sort(key=lambda w: (-w.ns * w.size, w.name))
     result = dict(fixed)
     for work in free:
-        best = min(sites, key=lambda site: ((load[site.name] + days(work, site, speeds)) / site.capacity,
-                                            sites.index(site)))
+        best = min(
+            sites, key=lambda site: ((load[site.name] + days(work, site, speeds)) / site.capacity, sites.index(site))
+        )
         load[best.name] += days(work, best, speeds)
         result[work.name] = best.name
     return result
 
 
-def projected_days(assignment: dict[str, str], works: list[Work], sites: list[Site],
-                   speeds: dict[tuple[str, str], float] | None = None) -> dict[str, float]:
+def projected_days(
+    assignment: dict[str, str], works: list[Work], sites: list[Site], speeds: dict[tuple[str, str], float] | None = None
+) -> dict[str, float]:
     """Days until each site finishes its share (its work spread over its capacity)."""
     speeds = speeds or {}
     by_name = {site.name: site for site in sites}
@@ -97,9 +104,16 @@ def projected_days(assignment: dict[str, str], works: list[Work], sites: list[Si
 LEAVE_TO_FASTER = 2.0
 
 
-def preferred_order(site: Site, claimable: list[Work], sites: list[Site], live: set[str],
-                    free: dict[str, int], speeds: dict[tuple[str, str], float] | None = None,
-                    resumable: frozenset = frozenset(), elsewhere: dict[str, str] | None = None) -> list[Work]:
+def preferred_order(
+    site: Site,
+    claimable: list[Work],
+    sites: list[Site],
+    live: set[str],
+    free: dict[str, int],
+    speeds: dict[tuple[str, str], float] | None = None,
+    resumable: frozenset = frozenset(),
+    elsewhere: dict[str, str] | None = None,
+) -> list[Work]:
     """The order in which ``site`` takes claimable simulations (pulling), without those
     it should leave to a faster site.
 
@@ -146,8 +160,11 @@ def preferred_order(site: Site, claimable: list[Work], sites: list[Site], live: 
 
     # the faster sites' free slots, each filled with what this site is least suited to,
     # the largest first (a slow site should not be the one to run the largest)
-    budget = sum(free.get(other.name, 0) for other in others
-                 if any(days(w, site, speeds) >= LEAVE_TO_FASTER * days(w, other, speeds) for w in claimable))
+    budget = sum(
+        free.get(other.name, 0)
+        for other in others
+        if any(days(w, site, speeds) >= LEAVE_TO_FASTER * days(w, other, speeds) for w in claimable)
+    )
     leavable = sorted((item for item in ranked if faster_site(item[3])), key=lambda item: (-item[0], item[1], item[2]))
     left = {item[2] for item in leavable[:budget]}
     return [work for *_, work in ranked if work.name not in left]
@@ -166,8 +183,7 @@ def read_assignment(path: Path, sites: dict) -> dict[str, str]:
                 raise CampaignError(f"{path}, line {number}: needs columns 'simulation' and 'site'")
             if site not in sites:
                 raise CampaignError(
-                    f"{path}, line {number}: site '{site}' is not one of the sites in the config "
-                    f"({', '.join(sites)})"
+                    f"{path}, line {number}: site '{site}' is not one of the sites in the config ({', '.join(sites)})"
                 )
             plan[simulation] = site
     return plan

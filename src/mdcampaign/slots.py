@@ -70,7 +70,7 @@ def slot_plan(packing: Packing, cpus: list[int] | None = None) -> list[Slot]:
     return [
         Slot(
             index=i,
-            cores=tuple(cpus[i * packing.threads:(i + 1) * packing.threads]) if pinned else None,
+            cores=tuple(cpus[i * packing.threads : (i + 1) * packing.threads]) if pinned else None,
             device=i % packing.gpus if packing.gpus else None,
         )
         for i in range(packing.slots)
@@ -110,7 +110,7 @@ def batches(names: list[str], size: int) -> dict[str, str]:
     named after its members, so the same simulations always form the same batch."""
     result = {}
     for start in range(0, len(names), size):
-        members = names[start:start + size]
+        members = names[start : start + size]
         batch = "b" + hashlib.sha1("\n".join(members).encode()).hexdigest()[:10]
         result.update(dict.fromkeys(members, batch))
     return result

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import platform
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -25,7 +25,17 @@ from .runs import RUNNER_RECORD
 
 # Simulation states, in the order a simulation goes through them.
 WAITING, SET_UP, STAGED, RUNNING, PAUSED, FAILED, FETCHED, ANALYZED, DONE, OTHER_SITE = (
-    "waiting", "set up", "staged", "running", "paused", "failed", "fetched", "analyzed", "done", "other site")
+    "waiting",
+    "set up",
+    "staged",
+    "running",
+    "paused",
+    "failed",
+    "fetched",
+    "analyzed",
+    "done",
+    "other site",
+)
 LOG_TAIL_LINES = 5
 # A segment that wrote a frame this recently is taken to be running.
 ACTIVE_SECONDS = 600
@@ -72,8 +82,12 @@ class CampaignStatus:
         }
 
     def to_json(self) -> dict:
-        return {"campaign": self.campaign, "site": self.site, "totals": self.totals,
-                "simulations": [dict(vars(s)) for s in self.simulations]}
+        return {
+            "campaign": self.campaign,
+            "site": self.site,
+            "totals": self.totals,
+            "simulations": [dict(vars(s)) for s in self.simulations],
+        }
 
 
 def slurm_jobs() -> dict[str, dict]:
@@ -82,8 +96,9 @@ def slurm_jobs() -> dict[str, dict]:
     if not shutil.which("squeue"):
         return {}
     try:
-        result = subprocess.run(["squeue", "--me", "-h", "-o", "%i|%T|%k|%M|%l"], capture_output=True, text=True,
-                                timeout=30)
+        result = subprocess.run(
+            ["squeue", "--me", "-h", "-o", "%i|%T|%k|%M|%l"], capture_output=True, text=True, timeout=30
+        )
     except (OSError, subprocess.SubprocessError):
         return {}
     jobs = {}
@@ -132,8 +147,12 @@ def failure_of(log: Path) -> dict | None:
         return None
     last = failed[-1]
     reason = next((words for needle, words in REASONS if needle in last), "non-zero exit")
-    return {"reason": reason, "log": str(log), "message": last.split("FAILED:", 1)[-1].strip(),
-            "last_lines": tail[-LOG_TAIL_LINES:]}
+    return {
+        "reason": reason,
+        "log": str(log),
+        "message": last.split("FAILED:", 1)[-1].strip(),
+        "last_lines": tail[-LOG_TAIL_LINES:],
+    }
 
 
 def _runner(work: Path) -> dict | None:
@@ -174,8 +193,9 @@ def _recently_written(work: Path) -> bool:
     return time.time() - newest < ACTIVE_SECONDS
 
 
-def collect(campaign: Campaign, directory: Path | str = ".", use_slurm: bool = True,
-            listing: Listing | None = None) -> CampaignStatus:
+def collect(
+    campaign: Campaign, directory: Path | str = ".", use_slurm: bool = True, listing: Listing | None = None
+) -> CampaignStatus:
     """Every simulation's status. ``listing``: when sites pull, the store's claims (one
     listing, see claims.py), which say what other sites hold and have done."""
     directory = Path(directory)
@@ -191,7 +211,8 @@ def collect(campaign: Campaign, directory: Path | str = ".", use_slurm: bool = T
             setups[simulation.system] = (setup_dir / "setup.json").exists()
         claims = listing.of(simulation.name) if listing is not None else None
         status.simulations.append(
-            _one(simulation, campaign, directory, scratch, setups[simulation.system], queue, claims))
+            _one(simulation, campaign, directory, scratch, setups[simulation.system], queue, claims)
+        )
     return status
 
 
@@ -204,8 +225,15 @@ def _read_json(path: str) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def _one(simulation: Simulation, campaign: Campaign, directory: Path, scratch: Path, set_up: bool,
-         queue: dict, claims: SimulationClaims | None = None) -> SimulationStatus:
+def _one(
+    simulation: Simulation,
+    campaign: Campaign,
+    directory: Path,
+    scratch: Path,
+    set_up: bool,
+    queue: dict,
+    claims: SimulationClaims | None = None,
+) -> SimulationStatus:
     wildcards = simulation.wildcards
     protocol = simulation.protocol
     segments_total = simulation.n_segments
@@ -231,25 +259,41 @@ def _one(simulation: Simulation, campaign: Campaign, directory: Path, scratch: P
     expected_speed = speed or campaign.expected_ns_per_day[protocol.solvent]
     remaining = max(0.0, target_ns - simulated)
     eta = remaining / expected_speed if remaining else 0.0
-    result = SimulationStatus(simulation.name, simulation.site, WAITING, None, segments_total, round(simulated, 6),
-                              round(target_ns, 6), speed, round(eta, 4))
+    result = SimulationStatus(
+        simulation.name,
+        simulation.site,
+        WAITING,
+        None,
+        segments_total,
+        round(simulated, 6),
+        round(target_ns, 6),
+        speed,
+        round(eta, 4),
+    )
     if claims is not None:
         held = claims.held(campaign.pulling.lease_seconds)
         if claims.holder:
-            result.claim = {"site": claims.holder_site, "job": claims.holder_job, "claim": claims.generation,
-                            "state": claims.ended or ("held" if held else "expired"),
-                            "renewed_seconds_ago": round(claims.age, 1) if claims.age is not None else None}
+            result.claim = {
+                "site": claims.holder_site,
+                "job": claims.holder_job,
+                "claim": claims.generation,
+                "state": claims.ended or ("held" if held else "expired"),
+                "renewed_seconds_ago": round(claims.age, 1) if claims.age is not None else None,
+            }
         result.site = claims.holder_site if held else (claims.origin or simulation.site)
         if n_done >= segments_total and analyzed:
             result.state = DONE
             return result
         if claims.failures >= MAX_FAILURES:
             result.state = FAILED
-            result.failure = {"rule": "pull", "reason": f"failed {claims.failures} times, on any site; given up",
-                              "log": str(directory / layout.LOGS),
-                              "message": f"remove {layout.STORE_CLAIMS}/{simulation.name} in the store to try again "
-                                         "after fixing the cause (the failing site's logs say why)",
-                              "last_lines": []}
+            result.failure = {
+                "rule": "pull",
+                "reason": f"failed {claims.failures} times, on any site; given up",
+                "log": str(directory / layout.LOGS),
+                "message": f"remove {layout.STORE_CLAIMS}/{simulation.name} in the store to try again "
+                "after fixing the cause (the failing site's logs say why)",
+                "last_lines": [],
+            }
             return result
         if held and claims.holder_site != campaign.site:
             result.state = RUNNING
@@ -284,10 +328,11 @@ def _one(simulation: Simulation, campaign: Campaign, directory: Path, scratch: P
         elif runner["alive"] is False:
             result.state = PAUSED
             result.failure = {
-                "rule": "simulate", "reason": "interrupted (run again to resume)",
+                "rule": "simulate",
+                "reason": "interrupted (run again to resume)",
                 "log": str(directory / layout.fill(layout.log_path("simulate"), **wildcards, segment=current)),
                 "message": f"the runner (pid {runner['pid']} on {runner['host']}) stopped without finishing; "
-                           "the segment resumes from its last checkpoint",
+                "the segment resumes from its last checkpoint",
                 "last_lines": [],
             }
         else:  # on another host: trust Slurm, below, or recent progress
@@ -305,10 +350,12 @@ def _one(simulation: Simulation, campaign: Campaign, directory: Path, scratch: P
         if job:
             result.slurm = {"rule": rule, **job}
             result.state = RUNNING if job["state"] == "RUNNING" else result.state
-    logs = [directory / layout.fill(layout.log_path("simulate"), **wildcards, segment=current),
-            directory / layout.fill(layout.log_path("stage"), **wildcards, segment=current),
-            directory / layout.fill(layout.log_path("fetch"), **wildcards, segment=current),
-            directory / layout.fill(layout.log_path("setup"), system=simulation.system)]
+    logs = [
+        directory / layout.fill(layout.log_path("simulate"), **wildcards, segment=current),
+        directory / layout.fill(layout.log_path("stage"), **wildcards, segment=current),
+        directory / layout.fill(layout.log_path("fetch"), **wildcards, segment=current),
+        directory / layout.fill(layout.log_path("setup"), system=simulation.system),
+    ]
     if result.state not in (RUNNING,) and result.failure is None:
         for log in logs:
             failure = failure_of(log)
@@ -318,7 +365,8 @@ def _one(simulation: Simulation, campaign: Campaign, directory: Path, scratch: P
                 result.state = PAUSED if failure["reason"].startswith("time limit") else FAILED
                 break
     if result.state in (WAITING, SET_UP, STAGED) and any(
-            (directory / layout.fill(layout.SIM_RECORDS, **wildcards) / "analysis").glob("complete-*.json")):
+        (directory / layout.fill(layout.SIM_RECORDS, **wildcards) / "analysis").glob("complete-*.json")
+    ):
         result.state = ANALYZED  # an analysis of fewer segments; more are coming
     result.eta_days = round(max(0.0, target_ns - result.simulated_ns) / expected_speed, 4)
     return result
@@ -326,8 +374,18 @@ def _one(simulation: Simulation, campaign: Campaign, directory: Path, scratch: P
 
 # -- rendering ----------------------------------------------------------------------------------
 
-COLOURS = {DONE: "32", ANALYZED: "32", FETCHED: "36", RUNNING: "34;1", PAUSED: "33", FAILED: "31;1",
-           STAGED: "36", SET_UP: "37", WAITING: "37", OTHER_SITE: "90"}
+COLOURS = {
+    DONE: "32",
+    ANALYZED: "32",
+    FETCHED: "36",
+    RUNNING: "34;1",
+    PAUSED: "33",
+    FAILED: "31;1",
+    STAGED: "36",
+    SET_UP: "37",
+    WAITING: "37",
+    OTHER_SITE: "90",
+}
 
 
 def _duration(days: float | None) -> str:
@@ -348,7 +406,7 @@ def _seconds(seconds: float | None) -> str:
 
 
 def _bar(fraction: float, width: int = 12) -> str:
-    filled = int(round(max(0.0, min(1.0, fraction)) * width))
+    filled = round(max(0.0, min(1.0, fraction)) * width)
     return "█" * filled + "░" * (width - filled)
 
 
@@ -372,8 +430,7 @@ def render(status: CampaignStatus, colour: bool) -> str:
         if s.claim and s.claim["state"] in ("held", "expired"):
             claim = f"{s.claim['site']} {s.claim['job']}, renewed {_seconds(s.claim['renewed_seconds_ago'])} ago"
             claim += " (expired)" if s.claim["state"] == "expired" else ""
-        rows.append((s.simulation, s.site or "", state, progress, speed, _duration(s.eta_days), slurm, claim,
-                     s.state))
+        rows.append((s.simulation, s.site or "", state, progress, speed, _duration(s.eta_days), slurm, claim, s.state))
     headers = ("simulation", "site", "state", "simulated / target", "ns/day", "ETA", "slurm job / slot", "held by")
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     for column in (1, 6, 7):  # no empty columns
@@ -382,7 +439,7 @@ def render(status: CampaignStatus, colour: bool) -> str:
     lines = []
 
     def line(cells, state=None):
-        text = "  ".join(cell.ljust(width) for cell, width in zip(cells, widths) if width).rstrip()
+        text = "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True) if width).rstrip()
         return paint(text, COLOURS.get(state, "0")) if state and colour else text
 
     lines.append(line(headers, None))
@@ -391,8 +448,9 @@ def render(status: CampaignStatus, colour: bool) -> str:
     for s in status.simulations:
         if s.failure:
             lines.append("")
-            lines.append(paint(f"{s.simulation}: {s.failure['rule']} {s.state}: {s.failure['reason']}",
-                               COLOURS[s.state]))
+            lines.append(
+                paint(f"{s.simulation}: {s.failure['rule']} {s.state}: {s.failure['reason']}", COLOURS[s.state])
+            )
             lines.append(f"  {s.failure['message']}")
             lines.append(f"  log: {s.failure['log']}")
             lines.extend(f"  | {text}" for text in s.failure["last_lines"])
@@ -400,7 +458,10 @@ def render(status: CampaignStatus, colour: bool) -> str:
     states = ", ".join(f"{count} {state}" for state, count in sorted(totals["states"].items()))
     fraction = totals["simulated_ns"] / totals["target_ns"] if totals["target_ns"] else 1.0
     lines.append("")
-    lines.append(f"{totals['simulations']} simulations ({states}); {totals['simulated_ns']:g} of "
-                 f"{totals['target_ns']:g} ns ({100 * fraction:.0f}%)"
-                 + (f" {_bar(fraction, 20)}" if colour else "") + f"; ETA {_duration(totals['eta_days'])}")
+    lines.append(
+        f"{totals['simulations']} simulations ({states}); {totals['simulated_ns']:g} of "
+        f"{totals['target_ns']:g} ns ({100 * fraction:.0f}%)"
+        + (f" {_bar(fraction, 20)}" if colour else "")
+        + f"; ETA {_duration(totals['eta_days'])}"
+    )
     return "\n".join(lines)

@@ -37,16 +37,26 @@ RETRYABLE_RSYNC_CODES = {10, 12, 30, 35, 255}
 
 # stderr text that means "retrying will not help", and what to tell the user
 FATAL_MESSAGES = (
-    ("REMOTE HOST IDENTIFICATION HAS CHANGED", "the host key of {host} has changed (possible man-in-the-middle, "
-     "or the server was reinstalled): check it, then update ~/.ssh/known_hosts (ssh-keygen -R {host})"),
-    ("Host key verification failed", "the host key of {host} could not be verified: connect once with "
-     "`ssh {host}` to check and accept it"),
-    ("Permission denied (publickey", "ssh could not log in to {host} (Permission denied, publickey): check "
-     "your key and ~/.ssh/config for this host"),
+    (
+        "REMOTE HOST IDENTIFICATION HAS CHANGED",
+        "the host key of {host} has changed (possible man-in-the-middle, "
+        "or the server was reinstalled): check it, then update ~/.ssh/known_hosts (ssh-keygen -R {host})",
+    ),
+    (
+        "Host key verification failed",
+        "the host key of {host} could not be verified: connect once with `ssh {host}` to check and accept it",
+    ),
+    (
+        "Permission denied (publickey",
+        "ssh could not log in to {host} (Permission denied, publickey): check your key and ~/.ssh/config for this host",
+    ),
     ("No space left on device", "the store on {host} is full (No space left on device) at {path}"),
     ("Disk quota exceeded", "the store on {host} is over quota (Disk quota exceeded) at {path}"),
-    ("Permission denied", "permission denied on {host} writing {path}: check that the store directory exists "
-     "and is writable by your user there"),
+    (
+        "Permission denied",
+        "permission denied on {host} writing {path}: check that the store directory exists "
+        "and is writable by your user there",
+    ),
     ("Read-only file system", "the store on {host} is read-only at {path}"),
     ("Could not resolve hostname", "ssh cannot resolve the host name {host} (is it in ~/.ssh/config?)"),
 )
@@ -73,7 +83,7 @@ def remote_root(path: str) -> str:
     return f"./{path}" if path.startswith("-") else path
 
 
-def open_store(store: str, settings: TransferSettings | None = None) -> "Store":
+def open_store(store: str, settings: TransferSettings | None = None) -> Store:
     """The store ``store`` names; TransferError (one line) if `check_location` says it
     can never work: e.g. ``host:`` with no path is never made into a local folder."""
     problem = check_location(store)
@@ -176,7 +186,9 @@ class LocalStore(Store):
                 copy_verified(Path(source), partial / name, sums.get(name))
         except OSError as error:
             shutil.rmtree(partial, ignore_errors=True)
-            raise TransferError(f"cannot write the store at {self.describe(relative_dir)}: {error.strerror or error}") from None
+            raise TransferError(
+                f"cannot write the store at {self.describe(relative_dir)}: {error.strerror or error}"
+            ) from None
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise
@@ -199,7 +211,9 @@ class LocalStore(Store):
         try:
             copy_verified(Path(source), target, sha256)
         except OSError as error:
-            raise TransferError(f"cannot write the store at {self.describe(relative)}: {error.strerror or error}") from None
+            raise TransferError(
+                f"cannot write the store at {self.describe(relative)}: {error.strerror or error}"
+            ) from None
 
     def get(self, items: list[tuple[str, Path, str]]) -> None:
         for relative, destination, sha256 in items:
@@ -230,7 +244,9 @@ def copy_verified(source: Path, target: Path, sha256: str | None = None) -> None
         raise
     if sha256_file(tmp) != expected:
         tmp.unlink(missing_ok=True)
-        raise TransferError(f"{source} does not match its recorded checksum (corrupted, or changed since it was written)")
+        raise TransferError(
+            f"{source} does not match its recorded checksum (corrupted, or changed since it was written)"
+        )
     os.replace(tmp, target)
 
 
@@ -273,13 +289,30 @@ class SshStore(Store):
     def _ssh_command(self) -> list[str]:
         # BatchMode: never wait for a password prompt nobody will answer.
         # Host keys are checked as the user's configuration says; never disabled here.
-        return ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={self.settings.timeout_seconds}",
-                "-o", "ServerAliveInterval=15", "-o", f"ServerAliveCountMax={max(2, self.settings.timeout_seconds // 15)}"]
+        return [
+            "ssh",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            f"ConnectTimeout={self.settings.timeout_seconds}",
+            "-o",
+            "ServerAliveInterval=15",
+            "-o",
+            f"ServerAliveCountMax={max(2, self.settings.timeout_seconds // 15)}",
+        ]
 
     def _rsync_base(self) -> list[str]:
         # -s: remote paths reach rsync on the other side without a shell reading them
-        return ["rsync", "-a", "-s", "-L", "--partial-dir=.rsync-partial", f"--timeout={self.settings.timeout_seconds}",
-                "-e", shlex.join(self._ssh_command)]
+        return [
+            "rsync",
+            "-a",
+            "-s",
+            "-L",
+            "--partial-dir=.rsync-partial",
+            f"--timeout={self.settings.timeout_seconds}",
+            "-e",
+            shlex.join(self._ssh_command),
+        ]
 
     # -- running commands -------------------------------------------------------------
 
@@ -294,8 +327,11 @@ class SshStore(Store):
             retryable = fatal is None and result.returncode in RETRYABLE_RSYNC_CODES
             # never an empty reason: what the command said (its stderr last), or that it said nothing
             said = " ".join(f"{result.stdout}\n{result.stderr}".split())[-300:]
-            failure = (f"failed (exit {result.returncode}): {said}" if said else
-                       f"failed: no message from {Path(command[0]).name} (exit {result.returncode})")
+            failure = (
+                f"failed (exit {result.returncode}): {said}"
+                if said
+                else f"failed: no message from {Path(command[0]).name} (exit {result.returncode})"
+            )
             if not retryable or attempt == attempts:
                 if cleanup and fatal is not None:
                     self._cleanup(cleanup)
@@ -303,8 +339,14 @@ class SshStore(Store):
                 if retryable and attempts > 1:
                     reason += f" (after {attempts} attempts)"
                 raise TransferError(reason)
-            log.warning("%s %s; retrying in %.0f s (attempt %d of %d)", what, failure,
-                        self.settings.delay, attempt + 1, attempts)
+            log.warning(
+                "%s %s; retrying in %.0f s (attempt %d of %d)",
+                what,
+                failure,
+                self.settings.delay,
+                attempt + 1,
+                attempts,
+            )
             time.sleep(self.settings.delay)
         raise AssertionError("unreachable")
 
@@ -317,16 +359,20 @@ class SshStore(Store):
     def _remote(self, script: str, what: str, path: str, cleanup: str | None = None) -> subprocess.CompletedProcess:
         return self._run([*self._ssh_command, "--", self.host, script], what, self.describe(path), cleanup)
 
-    def _rsync(self, options: list[str], sources: list[str], destination: str, what: str, path: str,
-               cleanup: str | None = None) -> subprocess.CompletedProcess:
+    def _rsync(
+        self, options: list[str], sources: list[str], destination: str, what: str, path: str, cleanup: str | None = None
+    ) -> subprocess.CompletedProcess:
         return self._run([*self._rsync_base(), *options, "--", *sources, destination], what, path, cleanup)
 
     def _remote_arg(self, relative: str) -> str:
         return f"{self.host}:{self._path(relative)}"
 
     def _cleanup(self, relative: str) -> None:
-        subprocess.run([*self._ssh_command, "--", self.host, f"rm -rf -- {shlex.quote(self._path(relative))}"],
-                       capture_output=True, text=True)
+        subprocess.run(
+            [*self._ssh_command, "--", self.host, f"rm -rf -- {shlex.quote(self._path(relative))}"],
+            capture_output=True,
+            text=True,
+        )
 
     # -- operations -------------------------------------------------------------------
 
@@ -344,8 +390,14 @@ class SshStore(Store):
             for file_name, source in files.items():
                 os.symlink(Path(source).resolve(), staging / file_name)  # rsync -L sends the data
             self._remote(f"mkdir -p -- {shlex.quote(self._path(partial))}", f"creating {self.describe(parent)}", parent)
-            self._rsync(["--delete"], [f"{staging}/"], f"{self._remote_arg(partial)}/",
-                        f"copying to {self.describe(relative_dir)}", self.describe(relative_dir), cleanup=partial)
+            self._rsync(
+                ["--delete"],
+                [f"{staging}/"],
+                f"{self._remote_arg(partial)}/",
+                f"copying to {self.describe(relative_dir)}",
+                self.describe(relative_dir),
+                cleanup=partial,
+            )
         self._finish(parent, name, sums, stamp=int(time.time()), guard=guard)
 
     def _finish(self, parent: str, name: str, sums: dict[str, str], stamp: int, guard: str | None = None) -> None:
@@ -355,35 +407,50 @@ class SshStore(Store):
         answer was lost with the connection did the rename), that is success."""
         checks = shlex.quote("\n".join(f"{sha}  {file_name}" for file_name, sha in sums.items()))
         expected = shlex.quote("\n".join(sorted(f"./{file_name}" for file_name in sums)))
-        partial, target, aside = (shlex.quote(f"./{n}")
-                                  for n in (f".{name}.partial", name, f".{name}.replaced-{stamp}"))
-        script = "\n".join([
-            "set -e",
-            "home=$(pwd)",
-            f"cd {shlex.quote(self._path(parent))}",
-            f"if [ -d {partial} ]; then",
-            f"  ( cd {partial} && rm -rf ./.rsync-partial && printf '%s\\n' {checks} | sha256sum --quiet -c - )",
-            *([f"  ( cd \"$home\" && cd -- {shlex.quote(self.root)} && sh -c {shlex.quote(guard)} ) || "
-              f"{{ rm -rf {partial}; exit 1; }}"]
-              if guard else []),
-            f"  if [ -e {target} ]; then rm -rf {aside}; mv -- {target} {aside}; fi",
-            f"  mv -- {partial} {target}",
-            f"elif [ -d {target} ]; then",
-            f"  ( cd {target} && printf '%s\\n' {checks} | sha256sum --quiet -c - && "
-            f"[ \"$(find . -type f | LC_ALL=C sort)\" = \"$(printf '%s\\n' {expected} | LC_ALL=C sort)\" ] ) || "
-            f"{{ echo 'the partial copy is gone and the copy in place is not the one just sent' >&2; exit 1; }}",
-            "else",
-            "  echo 'the partial copy is gone and nothing is in place' >&2; exit 1",
-            "fi",
-            f"rm -rf {aside}",
-        ])
-        self._remote(script, f"verifying the copy of the segment at {self.describe(posixpath.join(parent, name))} and "
-                             "moving it into place", posixpath.join(parent, name))
+        partial, target, aside = (
+            shlex.quote(f"./{n}") for n in (f".{name}.partial", name, f".{name}.replaced-{stamp}")
+        )
+        script = "\n".join(
+            [
+                "set -e",
+                "home=$(pwd)",
+                f"cd {shlex.quote(self._path(parent))}",
+                f"if [ -d {partial} ]; then",
+                f"  ( cd {partial} && rm -rf ./.rsync-partial && printf '%s\\n' {checks} | sha256sum --quiet -c - )",
+                *(
+                    [
+                        f'  ( cd "$home" && cd -- {shlex.quote(self.root)} && sh -c {shlex.quote(guard)} ) || '
+                        f"{{ rm -rf {partial}; exit 1; }}"
+                    ]
+                    if guard
+                    else []
+                ),
+                f"  if [ -e {target} ]; then rm -rf {aside}; mv -- {target} {aside}; fi",
+                f"  mv -- {partial} {target}",
+                f"elif [ -d {target} ]; then",
+                f"  ( cd {target} && printf '%s\\n' {checks} | sha256sum --quiet -c - && "
+                f'[ "$(find . -type f | LC_ALL=C sort)" = "$(printf \'%s\\n\' {expected} | LC_ALL=C sort)" ] ) || '
+                f"{{ echo 'the partial copy is gone and the copy in place is not the one just sent' >&2; exit 1; }}",
+                "else",
+                "  echo 'the partial copy is gone and nothing is in place' >&2; exit 1",
+                "fi",
+                f"rm -rf {aside}",
+            ]
+        )
+        self._remote(
+            script,
+            f"verifying the copy of the segment at {self.describe(posixpath.join(parent, name))} and "
+            "moving it into place",
+            posixpath.join(parent, name),
+        )
 
     def pin(self, source: Path, relative: str, sha256: str, guard: str | None = None) -> None:
         path = self._path(relative)
-        check = self._remote(f"if [ -e {shlex.quote(path)} ]; then sha256sum < {shlex.quote(path)}; fi",
-                             f"checking {self.describe(relative)}", relative)
+        check = self._remote(
+            f"if [ -e {shlex.quote(path)} ]; then sha256sum < {shlex.quote(path)}; fi",
+            f"checking {self.describe(relative)}",
+            relative,
+        )
         existing = check.stdout.split()[0] if check.stdout.strip() else None
         if existing == sha256:
             return
@@ -392,13 +459,20 @@ class SshStore(Store):
         parent, name = posixpath.split(relative)
         tmp = posixpath.join(parent, f".{name}.partial")
         self._remote(f"mkdir -p -- {shlex.quote(self._path(parent))}", f"creating {self.describe(parent)}", parent)
-        self._rsync([], [str(Path(source).absolute())], self._remote_arg(tmp),
-                    f"copying {Path(source).name} to {self.describe(relative)}", self.describe(relative), cleanup=tmp)
+        self._rsync(
+            [],
+            [str(Path(source).absolute())],
+            self._remote_arg(tmp),
+            f"copying {Path(source).name} to {self.describe(relative)}",
+            self.describe(relative),
+            cleanup=tmp,
+        )
         check = f"( cd -- {shlex.quote(self.root)} && sh -c {shlex.quote(guard)} ) && " if guard else ""
         self._remote(
             f"{check}cd {shlex.quote(self._path(parent))} && echo {shlex.quote(sha256 + '  .' + name + '.partial')} | "
             f"sha256sum --quiet -c - && mv -- {shlex.quote('./.' + name + '.partial')} {shlex.quote('./' + name)}",
-            f"verifying {self.describe(relative)}", relative,
+            f"verifying {self.describe(relative)}",
+            relative,
         )
 
     def get(self, items: list[tuple[str, Path, str]]) -> None:
@@ -414,7 +488,7 @@ class SshStore(Store):
                     self.get_one(relative, destination, sha256)
                 return
             self._rsync([], sources, f"{landing}/", f"copying from {self.describe()}", self.describe(items[0][0]))
-            for (relative, destination, sha256), name in zip(items, names):
+            for (_, destination, sha256), name in zip(items, names, strict=True):
                 copy_verified(Path(landing) / name, Path(destination), sha256)
 
     def local_copy(self, relative_dir: str, cache: Path, expected: dict[str, str]) -> Path:
@@ -425,31 +499,50 @@ class SshStore(Store):
         for directory in sorted(directories):
             filters += ["--include", f"/{directory}/"]
         filters += [arg for name in sorted(expected) for arg in ("--include", f"/{name}")] + ["--exclude", "*"]
-        self._rsync(["--delete", *filters], [f"{self._remote_arg(relative_dir)}/"], f"{cache}/",
-                    f"copying {self.describe(relative_dir)}", self.describe(relative_dir))
+        self._rsync(
+            ["--delete", *filters],
+            [f"{self._remote_arg(relative_dir)}/"],
+            f"{cache}/",
+            f"copying {self.describe(relative_dir)}",
+            self.describe(relative_dir),
+        )
         for name, sha256 in expected.items():
             if not (cache / name).exists():
                 raise TransferError(f"{self.describe(relative_dir + '/' + name)} is missing from the store")
             if sha256_file(cache / name) != sha256:
-                raise TransferError(f"{self.describe(relative_dir + '/' + name)} does not match its manifest's checksum")
+                raise TransferError(
+                    f"{self.describe(relative_dir + '/' + name)} does not match its manifest's checksum"
+                )
         return cache
 
     def collect(self, relative_dir: str, file_name: str, cache: Path) -> Path:
         cache = Path(cache).absolute()
         cache.mkdir(parents=True, exist_ok=True)
-        probe = subprocess.run([*self._ssh_command, "--", self.host,
-                                f"test -d {shlex.quote(self._path(relative_dir))}"], capture_output=True, text=True)
+        probe = subprocess.run(
+            [*self._ssh_command, "--", self.host, f"test -d {shlex.quote(self._path(relative_dir))}"],
+            capture_output=True,
+            text=True,
+        )
         if probe.returncode == 1:  # nothing stored yet
             return cache
-        self._rsync(["--delete", "--prune-empty-dirs", "--include", "*/", "--include", file_name, "--exclude", "*"],
-                    [f"{self._remote_arg(relative_dir)}/"], f"{cache}/",
-                    f"copying the {file_name} files of {self.describe(relative_dir)}", self.describe(relative_dir))
+        self._rsync(
+            ["--delete", "--prune-empty-dirs", "--include", "*/", "--include", file_name, "--exclude", "*"],
+            [f"{self._remote_arg(relative_dir)}/"],
+            f"{cache}/",
+            f"copying the {file_name} files of {self.describe(relative_dir)}",
+            self.describe(relative_dir),
+        )
         return cache
 
     def get_one(self, relative: str, destination: Path, sha256: str) -> None:
         near = Path(destination).absolute().parent
         near.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="mdcampaign-stage-", dir=near) as landing:
-            self._rsync([], [self._remote_arg(relative)], f"{landing}/", f"copying {self.describe(relative)}",
-                        self.describe(relative))
+            self._rsync(
+                [],
+                [self._remote_arg(relative)],
+                f"{landing}/",
+                f"copying {self.describe(relative)}",
+                self.describe(relative),
+            )
             copy_verified(Path(landing) / Path(relative).name, Path(destination), sha256)

@@ -19,12 +19,54 @@ SALT_ION_RESIDUES = frozenset({"NA", "CL", "K", "NA+", "CL-", "K+", "SOD", "CLA"
 # component ids) that setup removes by default and lists in its log and setup.json;
 # a system that needs one kept parameterizes it as a ligand. Documented in
 # config/README.md ("What setup removes").
-ADDITIVE_RESIDUES = frozenset({
-    "GOL", "EDO", "PEG", "PGE", "PG4", "1PE", "P6G", "2PE", "MPD", "MRD", "IPA", "EOH", "MOH", "DMS", "BME",
-    "ACT", "ACY", "FMT", "CIT", "FLC", "TAR", "TLA", "MLI", "MLA", "SIN", "SO4", "PO4", "NO3", "SCN",
-    "TRS", "MES", "EPE", "MPO", "BTB", "B3P", "CAC", "IMD", "DTT", "DTU", "BU3", "AZI", "NH4",
-    "UNX", "UNL",
-})
+ADDITIVE_RESIDUES = frozenset(
+    {
+        "GOL",
+        "EDO",
+        "PEG",
+        "PGE",
+        "PG4",
+        "1PE",
+        "P6G",
+        "2PE",
+        "MPD",
+        "MRD",
+        "IPA",
+        "EOH",
+        "MOH",
+        "DMS",
+        "BME",
+        "ACT",
+        "ACY",
+        "FMT",
+        "CIT",
+        "FLC",
+        "TAR",
+        "TLA",
+        "MLI",
+        "MLA",
+        "SIN",
+        "SO4",
+        "PO4",
+        "NO3",
+        "SCN",
+        "TRS",
+        "MES",
+        "EPE",
+        "MPO",
+        "BTB",
+        "B3P",
+        "CAC",
+        "IMD",
+        "DTT",
+        "DTU",
+        "BU3",
+        "AZI",
+        "NH4",
+        "UNX",
+        "UNL",
+    }
+)
 # Monatomic metal ions that setup keeps (where the force field has parameters for
 # them; it says which one does otherwise), with the atoms that coordinate them.
 METAL_ION_RESIDUES = frozenset({"ZN", "MG", "CA", "MN", "FE", "FE2", "CO", "NI", "CU", "CU1", "CD", "HG", "SR", "BA"})
@@ -129,7 +171,7 @@ def _gro_atoms(lines: list[str]):
         return "does not start with a title line and an atom count (is it really a GRO file?)", []
     if count <= 0 or len(lines) < count + 3:
         return f"declares {count} atoms but is too short (truncated GRO file?)", []
-    return None, [(line[5:10].strip(), line[10:15].strip().upper().startswith("H")) for line in lines[2:count + 2]]
+    return None, [(line[5:10].strip(), line[10:15].strip().upper().startswith("H")) for line in lines[2 : count + 2]]
 
 
 def _mmcif_atoms(lines: list[str]):
@@ -144,8 +186,14 @@ def _mmcif_atoms(lines: list[str]):
     while i < len(lines) and lines[i].lstrip()[:11].lower() == "_atom_site.":
         columns.append(lines[i].split()[0][11:].lower())
         i += 1
-    previous = next((lines[k].strip() for k in range(start - 1, -1, -1)
-                     if lines[k].strip() and not lines[k].lstrip().startswith("#")), "")
+    previous = next(
+        (
+            lines[k].strip()
+            for k in range(start - 1, -1, -1)
+            if lines[k].strip() and not lines[k].lstrip().startswith("#")
+        ),
+        "",
+    )
     if previous.lower() != "loop_":
         # Key-value form: one atom, each line `_atom_site.name value`.
         values = [_tokens(line)[1:2] for line in lines[start:i]]

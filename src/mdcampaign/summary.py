@@ -12,8 +12,17 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 ANALYSIS_COLUMNS = (
-    "frames", "rmsd_mean_nm", "rmsd_final_nm", "rg_mean_nm", "rmsf_mean_nm", "helix_fraction",
-    "strand_fraction", "coil_fraction", "temperature_mean_K", "temperature_std_K", "density_mean_g_per_mL",
+    "frames",
+    "rmsd_mean_nm",
+    "rmsd_final_nm",
+    "rg_mean_nm",
+    "rmsf_mean_nm",
+    "helix_fraction",
+    "strand_fraction",
+    "coil_fraction",
+    "temperature_mean_K",
+    "temperature_std_K",
+    "density_mean_g_per_mL",
 )
 
 
@@ -26,8 +35,9 @@ def setup_columns(setup: dict) -> dict:
     return {
         "setup_removed": ", ".join(f"{name} x{count}" for name, count in sorted(removed.items())),
         "setup_replaced": ", ".join(fix.get("replaced_nonstandard", [])),
-        "setup_metal_sites": ", ".join(f"{site['residue']} {site['atom']}: {site['protonation']}"
-                                       for site in fix.get("metal_sites", [])),
+        "setup_metal_sites": ", ".join(
+            f"{site['residue']} {site['atom']}: {site['protonation']}" for site in fix.get("metal_sites", [])
+        ),
         "setup_mutations": ";".join(fix.get("mutations", [])),
         "setup_chains": ",".join(fix.get("chains", [])),
         "setup_model": fix.get("model", ""),
@@ -39,12 +49,14 @@ def summary_row(simulation: dict, analysis: dict) -> dict:
     """One row of the campaign table: the simulation's identity (``simulation``, see
     :func:`simulation_identity`) followed by its analysis numbers."""
     row = dict(simulation)
-    row.update({
-        "simulated_ns": analysis.get("segment_simulated_ns"),
-        "segments": analysis.get("segments"),
-        "ns_per_day_mean": analysis.get("ns_per_day_mean"),
-        "platforms": ",".join(analysis.get("platforms") or []),
-    })
+    row.update(
+        {
+            "simulated_ns": analysis.get("segment_simulated_ns"),
+            "segments": analysis.get("segments"),
+            "ns_per_day_mean": analysis.get("ns_per_day_mean"),
+            "platforms": ",".join(analysis.get("platforms") or []),
+        }
+    )
     row.update({column: analysis.get(column) for column in ANALYSIS_COLUMNS})
     return row
 
@@ -84,7 +96,7 @@ def plot_campaign(frame: pd.DataFrame, path: Path, campaign: str) -> None:
     ]
     systems = list(dict.fromkeys(frame["system"]))
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6), constrained_layout=True)
-    for axis, (column, label) in zip(axes, panels):
+    for axis, (column, label) in zip(axes, panels, strict=True):
         for x, system in enumerate(systems):
             values = pd.to_numeric(frame.loc[frame["system"] == system, column], errors="coerce").dropna()
             axis.scatter(np.full(len(values), x), values, s=30, alpha=0.8)

@@ -12,7 +12,7 @@ import json
 import logging
 import platform as host_platform
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from .errors import TransferError
@@ -27,7 +27,7 @@ def file_record(path: Path) -> dict:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def read_manifest(path: str | Path) -> dict:
@@ -54,8 +54,16 @@ def stage_segment(store: Store, sources: dict[str, tuple[str, str]], staged: dic
     return record
 
 
-def fetch_segment(store: Store, segment_files: dict[str, Path], pinned_files: dict[str, Path], info: dict,
-                  sim_dir: str, segment: str, record_path: Path, guard: str | None = None) -> dict:
+def fetch_segment(
+    store: Store,
+    segment_files: dict[str, Path],
+    pinned_files: dict[str, Path],
+    info: dict,
+    sim_dir: str,
+    segment: str,
+    record_path: Path,
+    guard: str | None = None,
+) -> dict:
     """Send a finished segment to the store, verified, then write its local record.
 
     ``segment_files``: name -> scratch path of the segment's outputs. ``pinned_files``:
@@ -91,8 +99,14 @@ def fetch_segment(store: Store, segment_files: dict[str, Path], pinned_files: di
         store.put_directory({**segment_files, "manifest.json": manifest_file}, relative_dir, guard=guard)
     if not Path(record_path).exists() or Path(record_path).read_text() != manifest_file_text(manifest):
         atomic_write_text(record_path, manifest_file_text(manifest))
-    log.info("fetched %s segment %s to %s (%d files, %.1f MB)", manifest["simulation"], segment,
-             store.describe(relative_dir), len(files), sum(f["bytes"] for f in files.values()) / 1e6)
+    log.info(
+        "fetched %s segment %s to %s (%d files, %.1f MB)",
+        manifest["simulation"],
+        segment,
+        store.describe(relative_dir),
+        len(files),
+        sum(f["bytes"] for f in files.values()) / 1e6,
+    )
     return manifest
 
 

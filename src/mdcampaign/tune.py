@@ -54,10 +54,24 @@ def measure(system_dir: Path, packing: Packing, seconds: float, platform: str, c
     """ns/day of each of ``packing.slots`` copies of a system run side by side."""
     processes = []
     for slot in slot_plan(packing, cpus):
-        command = [sys.executable, "-m", "mdcampaign.tune", str(system_dir), platform, str(packing.threads),
-                   str(seconds)]
-        processes.append(subprocess.Popen(command, env={**os.environ, **slot.environment()},
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        command = [
+            sys.executable,
+            "-m",
+            "mdcampaign.tune",
+            str(system_dir),
+            platform,
+            str(packing.threads),
+            str(seconds),
+        ]
+        processes.append(
+            subprocess.Popen(
+                command,
+                env={**os.environ, **slot.environment()},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     speeds = []
     for process in processes:
         out, err = process.communicate()
@@ -91,23 +105,27 @@ def _worker(system_dir: str, platform: str, threads: int, seconds: float) -> flo
     return steps * protocol["timestep_fs"] * 1e-6 / elapsed * 86400.0
 
 
-def tune(systems: dict[str, Path], cores: int, gpus: int, seconds: float, platform: str,
-         report=print) -> list[Trial]:
+def tune(systems: dict[str, Path], cores: int, gpus: int, seconds: float, platform: str, report=print) -> list[Trial]:
     cpus = sorted(os.sched_getaffinity(0))[:cores]
     trials = []
     for name, system_dir in systems.items():
         setup = json.loads((system_dir / "setup.json").read_text())
         atoms = setup.get("atoms", 0)
         if setup.get("engine", "openmm") != "openmm":
-            report(f"{name}: skipped (tune measures OpenMM systems; {setup['engine']} systems use the packing "
-                   "measured for OpenMM ones of their size)")
+            report(
+                f"{name}: skipped (tune measures OpenMM systems; {setup['engine']} systems use the packing "
+                "measured for OpenMM ones of their size)"
+            )
             continue
         for packing in candidates(len(cpus), gpus):
             trial = Trial(name, atoms, packing, measure(system_dir, packing, seconds, platform, cpus))
             trials.append(trial)
-            report(f"{name} ({atoms} atoms): {packing.slots} slots x {packing.threads} threads"
-                   + (f" on {gpus} GPUs" if gpus else "") + f": {trial.total:.1f} ns/day in total "
-                   f"({', '.join(f'{s:.1f}' for s in trial.ns_per_day)})")
+            report(
+                f"{name} ({atoms} atoms): {packing.slots} slots x {packing.threads} threads"
+                + (f" on {gpus} GPUs" if gpus else "")
+                + f": {trial.total:.1f} ns/day in total "
+                f"({', '.join(f'{s:.1f}' for s in trial.ns_per_day)})"
+            )
     return trials
 
 

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from check import failures_of, measure, print_table, table_row, verdict  # noqa: E402
+from check import failures_of, measure, print_table, table_row, verdict
 
 
 def disagreements(a: dict, b: dict) -> list[str]:
@@ -35,8 +35,10 @@ def main(campaign: Path) -> int:
     failures = [failure for m in measures.values() for failure in failures_of(m)]
     openmm, gromacs = measures["openmm"], measures["gromacs"]
     failures += [f"OpenMM vs GROMACS: {problem}" for problem in disagreements(openmm, gromacs)]
-    print(f"\nGROMACS / OpenMM speed on this machine: {gromacs['ns_per_day'] / openmm['ns_per_day']:.1f}x "
-          f"({gromacs['ns_per_day']:.1f} vs {openmm['ns_per_day']:.1f} ns/day)")
+    print(
+        f"\nGROMACS / OpenMM speed on this machine: {gromacs['ns_per_day'] / openmm['ns_per_day']:.1f}x "
+        f"({gromacs['ns_per_day']:.1f} vs {openmm['ns_per_day']:.1f} ns/day)"
+    )
     return verdict(failures, "the engines agree and pass the physics checks")
 
 

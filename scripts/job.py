@@ -11,7 +11,9 @@ from pathlib import Path
 try:
     from mdcampaign import jobs
 except ModuleNotFoundError:  # a rule's conda environment, without the package installed
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    # the package next to this script: a source checkout's src/, or the installed package's parent
+    here = Path(__file__).resolve().parent
+    sys.path.insert(0, str(here.parent / "src" if (here.parent / "src").is_dir() else here.parents[1]))
     from mdcampaign import jobs
 
 sys.exit(jobs.main())

@@ -89,6 +89,19 @@ def read_config_file(path: Path | str) -> dict:
     return config
 
 
+def report_requested(argv: list[str]) -> bool:
+    """Whether Snakemake was asked for a report (`--report`, `--report FILE`,
+    `--report=FILE`, `--reporter PLUGIN`, also abbreviated as argparse allows): the
+    plan must then hold every simulation's analysis, finished or not."""
+    for arg in argv:
+        if arg == "--":
+            break
+        option = arg.split("=", 1)[0]
+        if len(option) > len("--rep") and any(name.startswith(option) for name in ("--report", "--reporter")):
+            return True
+    return False
+
+
 def command_line_values(values: Mapping) -> dict:
     """Snakemake's ``--config key={nested: value}`` arrives with every nested value as
     text (it reads them with YAML's base loader); read those texts as Snakemake reads

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .shipped import PROFILES
 from .validation import safe_load_yaml
 
 PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
@@ -43,12 +44,13 @@ class Check:
 
 
 def find_profile(name: str, directory: Path) -> Path | None:
-    """A profile given as a path, or by name under profiles/ (campaign or repository)."""
+    """A profile given as a path, or by name under profiles/ (the campaign's, then the
+    ones shipped with the package)."""
     candidates = [
         Path(name),
         directory / name,
         directory / "profiles" / name,
-        Path(__file__).resolve().parents[2] / "profiles" / name,
+        PROFILES / name,
     ]
     for candidate in candidates:
         if (candidate / "config.yaml").is_file():

@@ -22,9 +22,7 @@ import yaml
 from jsonschema import Draft202012Validator, validators
 
 from .errors import CampaignError
-
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
-
+from .shipped import SCHEMAS
 
 # libyaml's loader, where PyYAML has it: the schemas are read at every start.
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -37,7 +35,7 @@ def safe_load_yaml(stream):
 
 @cache
 def load_schema(name: str, schema_dir: str | None = None) -> dict:
-    path = Path(schema_dir) if schema_dir else SCHEMA_DIR
+    path = Path(schema_dir) if schema_dir else SCHEMAS
     with open(path / name) as handle:
         return safe_load_yaml(handle)
 

@@ -13,7 +13,12 @@ min_version("9.0")
 try:
     from mdcampaign import layout, runlock
     from mdcampaign.campaign import account_problem, check_started, load_campaign
-    from mdcampaign.configuration import command_line_values, read_config_file
+    from mdcampaign import shipped
+    from mdcampaign.configuration import (
+        command_line_values,
+        read_config_file,
+        report_requested,
+    )
     from mdcampaign.errors import CampaignError
     from mdcampaign.resources import (
         measured_ns_per_day,
@@ -27,13 +32,17 @@ try:
     from mdcampaign.summary import simulation_identity
 except ModuleNotFoundError as missing:
     sys.exit(
-        f"mdcampaign: cannot import {missing.name!r}; install the project first: "
-        f"pip install -e {Path(workflow.basedir).parent}"
+        f"mdcampaign: cannot import {missing.name!r}; install mdcampaign first: "
+        f"pip install mdcampaign, or pip install -e <its checkout>"
     )
 
 
+# The config files given with --configfile, else the campaign's own.
+CONFIG_FILES = [str(path) for path in workflow.config_settings.configfiles] or [
+    "config/config.yaml"
+]
 # Snakemake's own message for a YAML syntax error names neither file nor line.
-for config_path in workflow.overwrite_configfiles or ["config/config.yaml"]:
+for config_path in CONFIG_FILES:
     try:
         read_config_file(config_path)
     except CampaignError as error:
@@ -46,12 +55,9 @@ configfile: "config/config.yaml"
 # `--config protocol={segment_ns: 0.02}`: Snakemake hands nested values over as text.
 update_config(config, command_line_values(workflow.config_settings.config))
 
-CONFIG_FILE = str(workflow.configfiles[-1]) if workflow.configfiles else "config"
-SCHEMA_DIR = (
-    Path(workflow.current_basedir.get_path_or_uri(secret_free=True)).parent / "schemas"
-)
+CONFIG_FILE = CONFIG_FILES[-1]
 try:
-    CAMPAIGN = load_campaign(config, CONFIG_FILE, schema_dir=str(SCHEMA_DIR))
+    CAMPAIGN = load_campaign(config, CONFIG_FILE)
     check_started(CAMPAIGN)
 except CampaignError as error:
     sys.exit(f"mdcampaign: {error}")
@@ -141,11 +147,7 @@ JOB_CONFIG = {
 }
 # Pulling jobs decide what to run when they run, from the whole campaign.
 PULL_JOB_CONFIG = {**JOB_CONFIG, "campaign": config, "config_file": CONFIG_FILE}
-JOB_SCRIPT = str(
-    Path(workflow.current_basedir.get_path_or_uri(secret_free=True)).parents[1]
-    / "scripts"
-    / "job.py"
-)
+JOB_SCRIPT = str(shipped.JOB_SCRIPT)
 
 
 def job_spec(config=None, **values):
@@ -225,7 +227,7 @@ def segment_record(system, replica, segment):
 
 # `snakemake --report` collects figures from the jobs of the plan, so it needs every
 # simulation's analyze job in it, finished or not.
-FULL_PLAN = "--report" in sys.argv
+FULL_PLAN = report_requested(sys.argv[1:])
 
 
 # Every simulation's analysis, in the order of SIMULATIONS.

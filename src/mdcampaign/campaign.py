@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 
-from . import layout
+from . import __version__, layout
 from .configuration import expand_path, read_user_text
 from .errors import CampaignError
 from .forcefields import ENGINE_PROBLEMS, forcefield_files
@@ -501,8 +501,24 @@ def site_assignment(
 MUTABLE_KEYS = ("target_ns", "checkpoint_interval_ps")
 
 
+# Segment records written before they named the version were written by this one.
+FIRST_VERSION = "0.1.0"
+
+
+def series(version: str) -> str:
+    """The part of a version that a compatible release keeps (semantic versioning: the
+    major number, or major.minor before 1.0)."""
+    parts = version.split(".")
+    return ".".join(parts[:2]) if parts[0] == "0" else parts[0]
+
+
+def same_series(a: str, b: str) -> bool:
+    return series(a) == series(b)
+
+
 def check_started(campaign: Campaign, base_dir: Path | str = ".") -> None:
-    """Refuse protocol changes for simulations that already have segments.
+    """Refuse protocol changes for simulations that already have segments, and a major
+    upgrade of mdcampaign for a campaign started with an earlier version.
 
     A simulation continues from the system and state it started with; changing, say,
     its temperature or timestep half-way would silently mix two protocols in one
@@ -516,6 +532,14 @@ def check_started(campaign: Campaign, base_dir: Path | str = ".") -> None:
             manifest = json.loads(record.read_text())
         except (FileNotFoundError, ValueError):
             continue
+        started_with = manifest.get("mdcampaign_version", FIRST_VERSION)
+        if not same_series(started_with, __version__):
+            raise CampaignError(
+                f"{simulation.name} was started with mdcampaign {started_with} ({record}) and this is mdcampaign "
+                f"{__version__}, a major change: finish this campaign with mdcampaign {series(started_with)}.x "
+                f"(pip install 'mdcampaign=={series(started_with)}.*'), or start a new campaign folder "
+                "(mdcampaign init) for this version"
+            )
         # Records leave out keys at their as-before value (Protocol.record).
         recorded = {**ADDED_KEYS, **manifest["protocol"]} if manifest.get("protocol") else {}
         started_at = manifest.get("site")

@@ -271,6 +271,37 @@ def cmd_tune(args) -> int:
     return 0
 
 
+def cmd_init(args) -> int:
+    from .folders import init_campaign
+
+    folder = Path(args.folder)
+    written = init_campaign(folder)
+    print(
+        f"Wrote a new campaign in {folder} ({len(written)} files): config/ (the example campaign: edit "
+        "config/config.yaml and config/systems.tsv), profiles/ (one per machine) and workflow/Snakefile (it "
+        "runs the installed mdcampaign workflow). Then, in that folder:\n"
+        "  mdcampaign validate\n  snakemake --profile profiles/local"
+    )
+    return 0
+
+
+def cmd_profile(args) -> int:
+    from .folders import install_profiles, profile_names, user_profile_dir
+
+    # a campaign's own profiles (perhaps edited) if run in one, else the shipped ones
+    campaign_profiles = Path(args.directory) / "profiles"
+    source = campaign_profiles if campaign_profiles.is_dir() else None
+    if args.action == "list" or not args.names:
+        print(f"profiles: {', '.join(profile_names(source))}")
+        if args.action == "install":
+            print(f"name the ones to install in {user_profile_dir()}, e.g. mdcampaign profile install stampede")
+            return 2
+        return 0
+    for line in install_profiles(args.names, source):
+        print(line)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="mdcampaign", description="Inspect an mdcampaign campaign.")
     parser.add_argument("--directory", "-d", default=".", help="campaign directory (default: .)")
@@ -297,8 +328,15 @@ def main(argv=None) -> int:
     tune.add_argument("--gpus", type=int, default=0, help="GPUs a job has (default: 0, CPU only)")
     tune.add_argument("--seconds", type=float, default=20.0, help="length of each trial (default: 20)")
     tune.add_argument("systems", nargs="*", help="system ids (default: every system; each must be set up)")
+    init = commands.add_parser("init", help="write a new campaign folder that runs the installed workflow")
+    init.add_argument("folder", help="the new campaign's folder (created if missing)")
+    profile = commands.add_parser("profile", help="machine profiles")
+    profile.add_argument("action", choices=["install", "list"])
+    profile.add_argument("names", nargs="*", help="profiles to install, e.g. stampede")
     args = parser.parse_args(argv)
     commands_by_name = {
+        "init": cmd_init,
+        "profile": cmd_profile,
         "validate": cmd_validate,
         "plan": cmd_plan,
         "summary": cmd_summary,

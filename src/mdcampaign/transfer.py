@@ -15,6 +15,7 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
+from . import __version__
 from .errors import TransferError
 from .files import atomic_write_json, atomic_write_text, sha256_file
 from .store import Store
@@ -89,6 +90,7 @@ def fetch_segment(
         "info": segment_info,
         "fetched_at": _now(),
         "fetched_by": host_platform.node(),
+        "mdcampaign_version": __version__,
     }
     # A simulation's system reaches the store before its first segment does.
     for name, path in pinned_files.items():

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import math
 from collections.abc import Iterator
 from dataclasses import MISSING, dataclass, field, fields, replace
@@ -14,8 +13,9 @@ from pathlib import Path
 
 from . import __version__, layout
 from .configuration import expand_path, read_user_text
-from .errors import CampaignError
+from .errors import CampaignError, DataError
 from .forcefields import ENGINE_PROBLEMS, forcefield_files
+from .records import read_manifest
 from .sites import ASSIGNMENT_FILE, Site, Work, assign, read_assignment
 from .slots import Packing
 from .structures import STRUCTURE_SUFFIXES, inspect_structure, structure_suffix
@@ -529,8 +529,10 @@ def check_started(campaign: Campaign, base_dir: Path | str = ".") -> None:
             layout.SEGMENT_RECORD, **simulation.wildcards, segment=layout.segment_name(0)
         )
         try:
-            manifest = json.loads(record.read_text())
-        except (FileNotFoundError, ValueError):
+            manifest = read_manifest(record, missing_ok=True)
+        except DataError as error:
+            raise CampaignError(str(error)) from None
+        if manifest is None:
             continue
         started_with = manifest.get("mdcampaign_version", FIRST_VERSION)
         if not same_series(started_with, __version__):

@@ -13,6 +13,7 @@ from . import layout
 from .campaign import check_started, load_campaign, planning_work
 from .configuration import read_config_file
 from .errors import CampaignError, TransferError
+from .records import read_manifests
 from .sites import ASSIGNMENT_FILE, assign, projected_days, write_assignment
 
 
@@ -46,15 +47,9 @@ def cmd_validate(args) -> int:
     return 0
 
 
-def read_manifests(root: Path) -> list[dict]:
-    """Every segment manifest below ``root`` (a store's or the local results' sims/)."""
-    manifests = []
-    for path in sorted(Path(root).glob("*/r*/segments/*/manifest.json")):
-        try:
-            manifests.append(json.loads(path.read_text()))
-        except ValueError:
-            continue
-    return manifests
+def segment_manifests(root: Path) -> list[dict]:
+    """Every readable segment record below ``root`` (a store's or the local results' sims/)."""
+    return read_manifests(sorted(Path(root).glob("*/r*/segments/*/manifest.json")))
 
 
 def progress(manifests: list[dict]) -> tuple[dict[str, str], dict[str, float], dict[tuple[str, str], float]]:
@@ -85,9 +80,9 @@ def cmd_plan(args) -> int:
             "`pulling: {enabled: false}` to assign all of them in advance"
         )
     with tempfile.TemporaryDirectory(prefix="mdcampaign-plan-") as cache:
-        manifests = read_manifests(Path(args.directory) / layout.RESULTS / "sims")
+        manifests = segment_manifests(Path(args.directory) / layout.RESULTS / "sims")
         try:
-            manifests += read_manifests(_store(campaign, config).collect("sims", "manifest.json", Path(cache)))
+            manifests += segment_manifests(_store(campaign, config).collect("sims", "manifest.json", Path(cache)))
         except TransferError as error:
             print(f"note: could not read the store ({error}); using this site's records only", file=sys.stderr)
     started, done, speeds = progress(manifests)

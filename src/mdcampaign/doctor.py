@@ -14,10 +14,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import slurm
 from .shipped import PROFILES
 from .validation import safe_load_yaml
 
@@ -197,16 +197,15 @@ def check_slurm(profile: dict, config: dict, profile_path: Path) -> list[Check]:
                 "run on the cluster's login node (or load its Slurm module)",
             )
         ]
-    result = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=60)
-    if result.returncode != 0:
+    available, said = slurm.partitions()
+    if available is None:
         return [
             Check(
                 FAIL,
-                f"sinfo cannot reach the Slurm controller: {result.stderr.strip()[:200]}",
+                f"sinfo cannot reach the Slurm controller: {said}",
                 "check that Slurm is up and this host is a submit host",
             )
         ]
-    available = {line.strip().rstrip("*") for line in result.stdout.splitlines() if line.strip()}
     checks.append(Check(PASS, f"Slurm reachable; partitions: {', '.join(sorted(available))}"))
     for partition in sorted(_partitions_of(profile)):
         if partition in available:
@@ -224,15 +223,9 @@ def check_slurm(profile: dict, config: dict, profile_path: Path) -> list[Check]:
     problem = account_problem(config)
     if problem:
         checks.append(Check(FAIL, "Slurm account not filled in", problem))
-    elif config.get("slurm_account") and shutil.which("sacctmgr"):
-        accounts = subprocess.run(
-            ["sacctmgr", "-n", "-P", "show", "assoc", "format=account", f"user={_user()}"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        if accounts.returncode == 0 and accounts.stdout.strip():
-            mine = {line.strip() for line in accounts.stdout.splitlines() if line.strip()}
+    elif config.get("slurm_account"):
+        mine = slurm.accounts(_user())
+        if mine:
             account = str(config["slurm_account"])
             checks.append(
                 Check(PASS, f"Slurm account '{account}' is yours")
@@ -260,12 +253,7 @@ def check_slurm_start_up_probe(profile: dict) -> list[Check]:
     its plugins, whatever the executor) makes every `snakemake` start 10 s slower."""
     if profile.get("executor") == "slurm" or not shutil.which("scontrol") or not shutil.which("sinfo"):
         return []
-    started = time.monotonic()
-    try:
-        subprocess.run(["scontrol", "show", "config"], capture_output=True, timeout=3)
-    except subprocess.TimeoutExpired:
-        pass
-    if time.monotonic() - started < 2:  # an answer, or a quick refusal: either costs nothing
+    if slurm.config_answers_within(2):  # an answer, or a quick refusal: either costs nothing
         return []
     return [
         Check(

@@ -1,4 +1,10 @@
-"""Errors that carry a message meant for the user, not a traceback."""
+"""Errors that carry a message meant for the user, not a traceback, and the exit
+statuses of jobs."""
+
+EXIT_FAILED = 1
+# The segment stopped early with its progress saved (time budget or a stop signal):
+# running the same command again continues it. EX_TEMPFAIL from sysexits.h.
+EXIT_PAUSED = 75
 
 
 class CampaignError(Exception):

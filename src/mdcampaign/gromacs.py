@@ -75,7 +75,7 @@ from pathlib import Path
 
 from . import xtc
 from .campaign import Protocol
-from .errors import CampaignError, SegmentError
+from .errors import EXIT_FAILED, EXIT_PAUSED, CampaignError, SegmentError
 from .files import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
 from .forcefields import GROMACS_FORCEFIELDS as FORCEFIELDS
 from .forcefields import GROMACS_WATER_MODELS as WATER_MODELS
@@ -1815,7 +1815,7 @@ def main(argv=None) -> int:
 
     python -m mdcampaign.gromacs --tpr system.tpr --start start.cpt --work work/ \\
         --protocol protocol.json [--segment K] [--threads N] [--budget-seconds S]
-    Exit status: 0 complete, 75 paused (progress saved), 1 failed.
+    Exit status: 0 complete, EXIT_PAUSED (progress saved), EXIT_FAILED.
     """
     import argparse
 
@@ -1839,8 +1839,8 @@ def main(argv=None) -> int:
         )
     except (SegmentError, CampaignError) as error:
         log.error("%s", error)
-        return 1
-    return 0 if complete else 75
+        return EXIT_FAILED
+    return 0 if complete else EXIT_PAUSED
 
 
 if __name__ == "__main__":

@@ -26,17 +26,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import layout
+from . import layout, slurm
 from .campaign import LigandSpec, Protocol, engine_files
-from .errors import CampaignError, DataError, SegmentError, TransferError
+from .errors import EXIT_FAILED, EXIT_PAUSED, CampaignError, DataError, SegmentError, TransferError
 from .slots import pin_to_slot
 
 log = logging.getLogger("mdcampaign")
-
-EXIT_FAILED = 1
-# The segment stopped early with its progress saved (time budget or a stop signal):
-# running the same command again continues it. EX_TEMPFAIL from sysexits.h.
-EXIT_PAUSED = 75
 
 
 @dataclass
@@ -179,7 +174,8 @@ def _claim(job: JobContext):
 
 
 def stage(job: JobContext) -> None:
-    from .transfer import read_manifest, stage_segment
+    from .records import read_manifest
+    from .transfer import stage_segment
 
     with job_logging(job.log, job.label):
         w = job.wildcards
@@ -209,22 +205,10 @@ def _deadline(runtime_minutes: float | None) -> float | None:
     end = os.environ.get("SLURM_JOB_END_TIME")  # set by Slurm >= 23.02
     if end and end.isdigit():
         return float(end)
-    end = slurm_end_time(job_id)
+    end = slurm.job_end_time(job_id)
     if end is not None:
         return end
     return time.time() + 60.0 * runtime_minutes if runtime_minutes else None
-
-
-def slurm_end_time(job_id: str) -> float | None:
-    """End time of a running Slurm job (one squeue call), or None if unknown."""
-    import subprocess
-    from datetime import datetime
-
-    try:
-        result = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%e"], capture_output=True, text=True, timeout=30)
-        return datetime.strptime(result.stdout.strip(), "%Y-%m-%dT%H:%M:%S").timestamp()
-    except (OSError, subprocess.SubprocessError, ValueError):
-        return None
 
 
 def simulate(job: JobContext) -> None:
@@ -282,7 +266,8 @@ def simulate(job: JobContext) -> None:
 
 def fetch(job: JobContext) -> None:
     from .files import atomic_write_text
-    from .transfer import fetch_segment, read_manifest
+    from .records import read_manifest
+    from .transfer import fetch_segment
 
     with job_logging(job.log, job.label):
         w = job.wildcards
@@ -418,7 +403,7 @@ def pulled(job: JobContext) -> None:
 def analyze(job: JobContext) -> None:
     from .analysis import analyze as run_analysis
     from .files import atomic_write_json
-    from .transfer import read_manifest
+    from .records import read_manifest
 
     with job_logging(job.log, job.label):
         w = job.wildcards

@@ -34,6 +34,7 @@ from pathlib import Path
 from . import layout
 from .campaign import engine_files
 from .claims import RENEWALS_PER_LEASE, ClaimBoard, Lease
+from .errors import EXIT_PAUSED
 from .slots import Packing, Slot, slot_plan
 
 log = logging.getLogger(__name__)
@@ -269,8 +270,6 @@ def _run_segment(batch: Batch, member: Member, segment: int, slot: Slot, threads
     """Stage (if it continues from the store), simulate and fetch one segment:
     'done', 'paused' (time is up; its checkpoint is kept), 'failed' or 'lost' (its
     claim was taken over: the segment is discarded)."""
-    from .jobs import EXIT_PAUSED
-
     name = layout.segment_name(segment)
     wildcards = {"system": member.system, "replica": member.replica, "segment": name}
     run = SegmentRun(member.name, name, slot.index, time.time())
@@ -317,8 +316,6 @@ def _job(
     batch: Batch, rule: str, wildcards: dict, member: Member, slot: Slot, threads: int, params: dict | None = None
 ) -> int:
     """One per-segment job command, as the rule would run it, in this slot."""
-    from .jobs import EXIT_PAUSED
-
     config = batch.job_config
     if member.lease is not None:  # fetch and analyze check and record the claim
         config = {**config, "lease": member.lease.to_json(), "lease_seconds": batch.claimer.board.lease_seconds}

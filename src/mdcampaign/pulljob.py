@@ -19,10 +19,10 @@ from .errors import TransferError
 from .files import atomic_write_text
 from .packing import Claimer, Member
 from .pulling import SiteView, dead_holders
+from .records import read_manifest, write_manifest
 from .runs import iso_time
 from .slots import Slot
 from .store import LocalStore, Store
-from .transfer import manifest_file_text
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +128,8 @@ def adopt_records(store: Store, simulation: str, done: int, scratch: str, root: 
             record = root / layout.segment_record(system, replica, segment)
             if record.exists():
                 continue
-            manifest = json.loads((source / "segments" / layout.segment_name(segment) / "manifest.json").read_text())
-            atomic_write_text(record, manifest_file_text(manifest))
+            manifest = read_manifest(source / "segments" / layout.segment_name(segment) / "manifest.json")
+            write_manifest(record, manifest)
             atomic_write_text(
                 root / layout.segment_marker(system, replica, segment),
                 json.dumps({"fetched_at": manifest["fetched_at"]}) + "\n",

@@ -4,11 +4,12 @@ are any, otherwise the profile's estimate), with room to spare."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 from . import layout
+from .errors import DataError
+from .records import read_manifest
 
 # Ask for this much more than the expected time (speed varies between nodes and runs).
 SAFETY_FACTOR = 1.5
@@ -33,8 +34,8 @@ def measured_ns_per_day(
             layout.SEGMENT_RECORD, system=system, replica=other, segment=layout.segment_name(index)
         )
         try:
-            speed = json.loads(record.read_text())["info"]["ns_per_day"]
-        except (FileNotFoundError, KeyError, TypeError, ValueError):
+            speed = (read_manifest(record, missing_ok=True) or {}).get("info", {}).get("ns_per_day")
+        except (DataError, AttributeError):
             continue
         if speed:
             return float(speed)

@@ -11,16 +11,16 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import layout
+from . import layout, slurm
 from .campaign import Campaign, Simulation
 from .claims import MAX_FAILURES, Listing, SimulationClaims
 from .engines import engine_for
+from .errors import DataError
+from .records import read_manifest
 from .runs import RUNNER_RECORD
 
 # Simulation states, in the order a simulation goes through them.
@@ -88,25 +88,6 @@ class CampaignStatus:
             "totals": self.totals,
             "simulations": [dict(vars(s)) for s in self.simulations],
         }
-
-
-def slurm_jobs() -> dict[str, dict]:
-    """Queued/running Slurm jobs of this user, by the plugin's job comment
-    (rule_<rule>_wildcards_<values>): one squeue call, read-only."""
-    if not shutil.which("squeue"):
-        return {}
-    try:
-        result = subprocess.run(
-            ["squeue", "--me", "-h", "-o", "%i|%T|%k|%M|%l"], capture_output=True, text=True, timeout=30
-        )
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    jobs = {}
-    for line in result.stdout.splitlines():
-        parts = line.split("|")
-        if len(parts) == 5:
-            jobs[parts[2]] = {"job_id": parts[0], "state": parts[1], "elapsed": parts[3], "limit": parts[4]}
-    return jobs
 
 
 def _slurm_comment(rule: str, simulation: Simulation, segment: str | None = None) -> str:
@@ -199,7 +180,7 @@ def collect(
     """Every simulation's status. ``listing``: when sites pull, the store's claims (one
     listing, see claims.py), which say what other sites hold and have done."""
     directory = Path(directory)
-    queue = slurm_jobs() if use_slurm else {}
+    queue = slurm.queued_jobs() if use_slurm else {}
     scratch = Path(campaign.scratch_here)
     if not scratch.is_absolute():
         scratch = directory / scratch
@@ -214,6 +195,13 @@ def collect(
             _one(simulation, campaign, directory, scratch, setups[simulation.system], queue, claims)
         )
     return status
+
+
+def _segment_speed(record: str) -> float | None:
+    try:
+        return ((read_manifest(record, missing_ok=True) or {}).get("info") or {}).get("ns_per_day")
+    except DataError:
+        return None  # status shows what it can; the job that needs it says what is wrong
 
 
 def _read_json(path: str) -> dict:
@@ -250,7 +238,7 @@ def _one(
         speed = None
         if n_done:
             last = os.path.join(root, layout.segment_record(simulation.system, simulation.replica, n_done - 1))
-            speed = _read_json(last).get("info", {}).get("ns_per_day")
+            speed = _segment_speed(last)
     if claims is not None:  # other sites' progress, from the claims
         n_done = max(n_done, min(claims.done, segments_total))
         analyzed = analyzed or claims.analyzed >= segments_total

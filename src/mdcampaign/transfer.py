@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from . import __version__
-from .errors import TransferError
-from .files import atomic_write_json, atomic_write_text, sha256_file
+from .files import atomic_write_json, sha256_file
+from .records import manifest_text, write_manifest
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -29,15 +29,6 @@ def file_record(path: Path) -> dict:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def read_manifest(path: str | Path) -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise TransferError(f"segment manifest {path} is missing") from None
-    except json.JSONDecodeError:
-        raise TransferError(f"segment manifest {path} is damaged (not valid JSON)") from None
 
 
 def stage_segment(store: Store, sources: dict[str, tuple[str, str]], staged: dict[str, Path], info: dict) -> dict:
@@ -97,10 +88,9 @@ def fetch_segment(
         store.pin(Path(path), f"{sim_dir}/{name}", pinned[name], guard=guard)
     with tempfile.TemporaryDirectory(prefix="mdcampaign-manifest-") as tmp:
         manifest_file = Path(tmp) / "manifest.json"
-        manifest_file.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        manifest_file.write_text(manifest_text(manifest))
         store.put_directory({**segment_files, "manifest.json": manifest_file}, relative_dir, guard=guard)
-    if not Path(record_path).exists() or Path(record_path).read_text() != manifest_file_text(manifest):
-        atomic_write_text(record_path, manifest_file_text(manifest))
+    write_manifest(record_path, manifest)
     log.info(
         "fetched %s segment %s to %s (%d files, %.1f MB)",
         manifest["simulation"],
@@ -110,7 +100,3 @@ def fetch_segment(
         sum(f["bytes"] for f in files.values()) / 1e6,
     )
     return manifest
-
-
-def manifest_file_text(manifest: dict) -> str:
-    return json.dumps(manifest, indent=2, sort_keys=True) + "\n"

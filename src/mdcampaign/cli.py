@@ -80,9 +80,11 @@ def cmd_plan(args) -> int:
             "`pulling: {enabled: false}` to assign all of them in advance"
         )
     with tempfile.TemporaryDirectory(prefix="mdcampaign-plan-") as cache:
-        manifests = segment_manifests(Path(args.directory) / layout.RESULTS / "sims")
+        manifests = segment_manifests(Path(args.directory) / layout.RESULTS / layout.STORE_SIMS)
         try:
-            manifests += segment_manifests(_store(campaign, config).collect("sims", "manifest.json", Path(cache)))
+            manifests += segment_manifests(
+                _store(campaign, config).collect(layout.STORE_SIMS, "manifest.json", Path(cache))
+            )
         except TransferError as error:
             print(f"note: could not read the store ({error}); using this site's records only", file=sys.stderr)
     started, done, speeds = progress(manifests)
@@ -167,11 +169,11 @@ def cmd_summary(args) -> int:
     store = _store(campaign, config)
     rows = []
     with tempfile.TemporaryDirectory(prefix="mdcampaign-summary-") as cache:
-        root = store.collect("sims", "analysis.json", Path(cache))
+        # the store's analyses: the store itself, or a copy mirroring it
+        base = store.collect(layout.STORE_SIMS, "analysis.json", Path(cache) / layout.STORE_SIMS).parent
         for simulation in campaign.simulations:
-            folder = root / simulation.system / f"r{simulation.replica}" / "analysis"
-            current = folder / layout.segment_name(simulation.n_segments) / "analysis.json"
-            earlier = sorted(folder.glob("[0-9]*/analysis.json"))
+            current = base / layout.store_analysis(simulation.name, simulation.n_segments)
+            earlier = sorted(current.parent.parent.glob(f"[0-9]*/{current.name}"))
             path = current if current.exists() else (earlier[-1] if earlier else None)
             analysis = json.loads(path.read_text()) if path else {}
             row = summary_row(simulation_identity(simulation), analysis)
@@ -241,7 +243,7 @@ def cmd_tune(args) -> int:
             f"no system '{unknown[0]}' in {campaign.systems_file} (systems: {', '.join(campaign.systems)})"
         )
     systems = {name: directory / layout.fill(layout.SETUP_DIR, system=name) for name in wanted}
-    missing = [name for name, folder in systems.items() if not (folder / "setup.json").exists()]
+    missing = [name for name, folder in systems.items() if not Path(args.directory, layout.setup_info(name)).exists()]
     if missing:
         raise CampaignError(
             f"system(s) {', '.join(missing)} not set up yet: run snakemake --profile <machine> "

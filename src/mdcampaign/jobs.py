@@ -294,7 +294,7 @@ def fetch(job: JobContext) -> None:
             pinned,
             info,
             layout.fill(layout.STORE_SIM, **w),
-            w["segment"],
+            layout.fill(layout.STORE_SEGMENT, **w),
             Path(layout.segment_record(w["system"], w["replica"], segment)),
             guard=board.guard_script(lease) if board else None,
         )
@@ -446,7 +446,7 @@ def analyze(job: JobContext) -> None:
         )
         atomic_write_json(out["json"], summary)
         # The store keeps every site's analyses, for the campaign-wide summary.
-        analysis_dir = f"{sim_dir}/analysis/{w['segments']}"
+        analysis_dir = layout.fill(layout.STORE_ANALYSIS_DIR, **w)
         if store.describe(analysis_dir) != str(folder):
             store.put_directory(out, analysis_dir)
         shutil.rmtree(cache, ignore_errors=True)
@@ -469,8 +469,9 @@ def summary(smk) -> None:
     with job_logging(smk.log[0], "summary"), tempfile.TemporaryDirectory(prefix="mdcampaign-summary-") as cache:
         analyses = list(smk.params.analyses)
         if smk.params.store:  # pulling sites: every site's analyses, from the store (one transfer)
-            root = store_of(smk.params.store).collect("sims", "analysis.json", Path(cache))
-            analyses = [str(root / path.split("/", 1)[1]) for path in analyses]
+            store = store_of(smk.params.store)
+            base = store.collect(layout.STORE_SIMS, "analysis.json", Path(cache) / layout.STORE_SIMS).parent
+            analyses = [str(base / path) for path in analyses]
         rows = []
         setups: dict[str, dict] = {}
         for sim, path in zip(smk.params.simulations, analyses, strict=True):
@@ -483,7 +484,7 @@ def summary(smk) -> None:
                     f"{Path(path).parent.parent}/complete-*.json and run the same command to redo it"
                 )
             if sim["system"] not in setups:  # another site's systems may be set up elsewhere only
-                setup = Path(layout.fill(f"{layout.SETUP_DIR}/setup.json", system=sim["system"]))
+                setup = Path(layout.setup_info(sim["system"]))
                 setups[sim["system"]] = setup_columns(read_json(setup) if setup.exists() else {})
             rows.append({**summary_row(sim, read_json(path)), **setups[sim["system"]]})
         write_summary(rows, Path(smk.output.table), Path(smk.output.figure), smk.params.campaign)

@@ -30,6 +30,7 @@ SIM = "{system}/r{replica}"
 
 # results/
 SETUP_DIR = f"{RESULTS}/systems/{{system}}"
+SETUP_INFO = f"{SETUP_DIR}/setup.json"
 # What every engine's setup writes (the rule declares these; the engine's own files,
 # see EngineFiles, are found through setup.json, which is written last).
 SETUP_OUTPUTS = ("topology.pdb", "trajectory_topology.pdb", "setup.json")
@@ -43,9 +44,11 @@ ANALYSIS_DIR = f"{SIM_RECORDS}/analysis/{{segments}}"
 ANALYSIS_FILES = ("rmsd.csv", "rg.csv", "rmsf.csv", "dssp.csv", "analysis.json", "analysis.png")
 # Written by `analyze` once a simulation's analysis covers all its segments; named
 # after the segment count, so that raising the target makes it stale by name.
+COMPLETION_RECORD = f"{SIM_RECORDS}/analysis/complete-{{segments}}.json"
 SUMMARY_TABLE = f"{RESULTS}/summary.tsv"
 # One job of a packed batch of simulations (see slots.py), and what it did.
-PACK_ROUND = f"{RESULTS}/packs/{{batch}}/round-{{round}}.json"
+PACKS = f"{RESULTS}/packs"
+PACK_ROUND = f"{PACKS}/{{batch}}/round-{{round}}.json"
 BATCH_PATTERN = r"b[0-9a-f]+"
 ROUND_PATTERN = r"\d+"
 SUMMARY_FIGURE = f"{RESULTS}/summary.png"
@@ -61,8 +64,10 @@ WORKER_PATTERN = r"\d+"
 LIGAND_CACHE = f"{RESULTS}/ligands"
 
 # relative to the store
-STORE_SIM = f"sims/{SIM}"
+STORE_SIMS = "sims"
+STORE_SIM = f"{STORE_SIMS}/{SIM}"
 STORE_SEGMENT = f"{STORE_SIM}/segments/{{segment}}"
+STORE_ANALYSIS_DIR = f"{STORE_SIM}/analysis/{{segments}}"
 # Which site and job holds which simulation, when sites pull work (see claims.py).
 STORE_CLAIMS = "claims"
 
@@ -131,30 +136,35 @@ def fill(pattern: str, **wildcards) -> str:
 
 
 def completion_record(system: str, replica, segments: int) -> str:
-    return f"{RESULTS}/sims/{system}/r{replica}/analysis/complete-{segments:0{SEGMENT_DIGITS}d}.json"
+    return COMPLETION_RECORD.format(system=system, replica=replica, segments=segment_name(segments))
 
 
 def analysis_file(system: str, replica, segments: int, name: str = "analysis.json") -> str:
-    return f"{RESULTS}/sims/{system}/r{replica}/analysis/{segments:0{SEGMENT_DIGITS}d}/{name}"
+    return f"{ANALYSIS_DIR.format(system=system, replica=replica, segments=segment_name(segments))}/{name}"
+
+
+def setup_info(system: str) -> str:
+    """A system's setup record, written last by `setup` (it stands for all its files)."""
+    return SETUP_INFO.format(system=system)
 
 
 def next_round(batch: str) -> int:
     """The round a batch's next job is: one more than the rounds recorded (one listing)."""
     try:
-        return sum(1 for name in os.listdir(f"{RESULTS}/packs/{batch}") if name.startswith("round-"))
+        return sum(1 for name in os.listdir(f"{PACKS}/{batch}") if name.startswith("round-"))
     except FileNotFoundError:
         return 0
 
 
 def segment_marker(system: str, replica, segment: int) -> str:
     """The fetch checkpoint's output for one segment."""
-    return f"{RESULTS}/sims/{system}/r{replica}/segments/{segment:0{SEGMENT_DIGITS}d}.fetched"
+    return SEGMENT_MARKER.format(system=system, replica=replica, segment=segment_name(segment))
 
 
 def segment_record(system: str, replica, segment: int) -> str:
     """The local record (manifest) of one segment; called once per segment per plan,
     so it is plain string formatting."""
-    return f"{RESULTS}/sims/{system}/r{replica}/segments/{segment:0{SEGMENT_DIGITS}d}/manifest.json"
+    return SEGMENT_RECORD.format(system=system, replica=replica, segment=segment_name(segment))
 
 
 def segments_fetched(system: str, replica, limit: int, root: str = ".") -> int:
@@ -166,14 +176,20 @@ def segments_fetched(system: str, replica, limit: int, root: str = ".") -> int:
     return done
 
 
+def store_sim(simulation: str) -> str:
+    """A simulation's folder in the store (``simulation``: its name, ``<system>/r<N>``)."""
+    return f"{STORE_SIMS}/{simulation}"
+
+
 def store_segments(simulation: str) -> str:
-    """The folder of a simulation's segments in the store (``simulation``: its name)."""
-    return f"sims/{simulation}/segments"
+    """The folder of a simulation's segments in the store."""
+    return f"{store_sim(simulation)}/segments"
 
 
 def store_analysis(simulation: str, segments: int, name: str = "analysis.json") -> str:
     """The analysis of a simulation's first ``segments`` segments, in the store."""
-    return f"sims/{simulation}/analysis/{segments:0{SEGMENT_DIGITS}d}/{name}"
+    system, replica = simulation.rsplit("/r", 1)
+    return f"{STORE_ANALYSIS_DIR.format(system=system, replica=replica, segments=segment_name(segments))}/{name}"
 
 
 def log_path(rule: str) -> str:

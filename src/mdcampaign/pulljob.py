@@ -53,7 +53,7 @@ class StoreClaimer(Claimer):
         for simulation in view.preferred():
             if simulation.name in self.tried:
                 continue
-            set_up = self.root / layout.fill(f"{layout.SETUP_DIR}/setup.json", system=simulation.system)
+            set_up = self.root / layout.setup_info(simulation.system)
             if listing.of(simulation.name).done == 0 and not set_up.exists():
                 continue  # its system is set up by a job of this site's next round
             holder = holder_name(self.campaign.site, slot.index)
@@ -121,7 +121,7 @@ def adopt_records(store: Store, simulation: str, done: int, scratch: str, root: 
     segments already in the store (left by an earlier claim here)."""
     root = Path(root)
     system, replica = simulation.rsplit("/r", 1)
-    local = root / layout.RESULTS / "sims" / simulation
+    local = root / layout.RESULTS / layout.store_sim(simulation)
     if done > 0 and layout.segments_fetched(system, replica, done, str(root)) < done:
         source = _store_sim(store, simulation, root)
         for segment in range(done):
@@ -150,9 +150,9 @@ def adopt_records(store: Store, simulation: str, done: int, scratch: str, root: 
 
 def _store_sim(store: Store, simulation: str, root: Path) -> Path:
     if isinstance(store, LocalStore):
-        return store.root / f"sims/{simulation}"
+        return store.root / layout.store_sim(simulation)
     cache = root / ".snakemake" / "mdcampaign" / "manifests" / simulation
-    return store.collect(f"sims/{simulation}", "manifest.json", cache)
+    return store.collect(layout.store_sim(simulation), "manifest.json", cache)
 
 
 def await_work(campaign: Campaign, store: Store, digest_dir: Path, worker: int, output: Path) -> dict:

@@ -8,6 +8,7 @@ is present.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import platform
@@ -188,8 +189,7 @@ def collect(
     setups = {}
     for simulation in campaign.simulations:
         if simulation.system not in setups:
-            setup_dir = directory / layout.fill(layout.SETUP_DIR, system=simulation.system)
-            setups[simulation.system] = (setup_dir / "setup.json").exists()
+            setups[simulation.system] = (directory / layout.setup_info(simulation.system)).exists()
         claims = listing.of(simulation.name) if listing is not None else None
         status.simulations.append(
             _one(simulation, campaign, directory, scratch, setups[simulation.system], queue, claims)
@@ -352,8 +352,8 @@ def _one(
                 result.failure = failure
                 result.state = PAUSED if failure["reason"].startswith("time limit") else FAILED
                 break
-    if result.state in (WAITING, SET_UP, STAGED) and any(
-        (directory / layout.fill(layout.SIM_RECORDS, **wildcards) / "analysis").glob("complete-*.json")
+    if result.state in (WAITING, SET_UP, STAGED) and glob.glob(
+        str(directory / layout.fill(layout.COMPLETION_RECORD, **wildcards, segments="*"))
     ):
         result.state = ANALYZED  # an analysis of fewer segments; more are coming
     result.eta_days = round(max(0.0, target_ns - result.simulated_ns) / expected_speed, 4)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import platform as host_platform
+import posixpath
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,7 +53,7 @@ def fetch_segment(
     pinned_files: dict[str, Path],
     info: dict,
     sim_dir: str,
-    segment: str,
+    relative_dir: str,
     record_path: Path,
     guard: str | None = None,
 ) -> dict:
@@ -60,17 +61,17 @@ def fetch_segment(
 
     ``segment_files``: name -> scratch path of the segment's outputs. ``pinned_files``:
     name -> scratch path of the files kept once per simulation (segment 0 only).
-    ``sim_dir``: the simulation's directory relative to the store. ``info``: the
+    ``sim_dir``: the simulation's directory relative to the store, ``relative_dir``
+    the segment's (layout.STORE_SIM, layout.STORE_SEGMENT). ``info``: the
     simulation's name, protocol, seed and site, and (after segment 0) its pinned files'
     checksums. ``guard``: see Store.put_directory (a pulled simulation's claim check).
     """
     files = {name: file_record(Path(path)) for name, path in segment_files.items()}
     pinned = {name: sha256_file(path) for name, path in pinned_files.items()}
     segment_info = json.loads(Path(segment_files["segment.json"]).read_text())
-    relative_dir = f"{sim_dir}/segments/{segment}"
     manifest = {
         "simulation": info["simulation"],
-        "segment": int(segment),
+        "segment": int(posixpath.basename(relative_dir)),
         "store": store.describe(),
         "path": relative_dir,
         "files": files,
@@ -94,7 +95,7 @@ def fetch_segment(
     log.info(
         "fetched %s segment %s to %s (%d files, %.1f MB)",
         manifest["simulation"],
-        segment,
+        posixpath.basename(relative_dir),
         store.describe(relative_dir),
         len(files),
         sum(f["bytes"] for f in files.values()) / 1e6,

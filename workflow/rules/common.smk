@@ -324,7 +324,7 @@ def pack_inputs(wildcards):
     """The set-up systems of a batch's simulations that have not started yet."""
     return sorted(
         {
-            layout.fill(f"{layout.SETUP_DIR}/setup.json", system=sim.system)
+            layout.setup_info(sim.system)
             for sim in batch_simulations(wildcards.batch)
             if layout.segments_fetched(sim.system, sim.replica, 1) == 0
         }
@@ -440,10 +440,7 @@ def pull_inputs(wildcards):
     if start >= len(unstarted):
         start = 0
     inputs["setups"] = sorted(
-        {
-            layout.fill(f"{layout.SETUP_DIR}/setup.json", system=sim.system)
-            for sim in unstarted[start : start + per_worker]
-        }
+        {layout.setup_info(sim.system) for sim in unstarted[start : start + per_worker]}
     )
     return inputs
 

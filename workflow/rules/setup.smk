@@ -10,7 +10,7 @@ rule setup:
     output:
         topology=f"{layout.SETUP_DIR}/topology.pdb",
         trajectory_topology=f"{layout.SETUP_DIR}/trajectory_topology.pdb",
-        info=f"{layout.SETUP_DIR}/setup.json",
+        info=layout.SETUP_INFO,
     log:
         layout.log_path("setup"),
     benchmark:

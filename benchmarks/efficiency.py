@@ -33,8 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from mdcampaign import engine  # noqa: E402
-from mdcampaign.campaign import Protocol  # noqa: E402
 from mdcampaign.prepare import prepare  # noqa: E402
+from mdcampaign.protocol import Protocol  # noqa: E402
 from mdcampaign.runs import SegmentTask  # noqa: E402
 from mdcampaign.segment import run_segment  # noqa: E402
 from mdcampaign.validation import load_schema  # noqa: E402

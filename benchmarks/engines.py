@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from efficiency import bare_ns_per_day  # noqa: E402
 from mdcampaign import gromacs  # noqa: E402
-from mdcampaign.campaign import Protocol  # noqa: E402
 from mdcampaign.prepare import prepare  # noqa: E402
+from mdcampaign.protocol import Protocol  # noqa: E402
 from mdcampaign.validation import load_schema  # noqa: E402
 
 DEFAULTS = {

@@ -139,8 +139,8 @@ def tiny_campaign(tmp_path):
 @pytest.fixture(scope="session")
 def prepared_ala(tmp_path_factory):
     """Alanine dipeptide in implicit solvent, set up once per test session."""
-    from mdcampaign.campaign import Protocol
     from mdcampaign.prepare import prepare
+    from mdcampaign.protocol import Protocol
 
     schema_defaults = _schema_defaults()
     protocol = Protocol(**{**schema_defaults, **TINY_PROTOCOL})

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from mdcampaign.analysis import TrajectoryError, analyze
-from mdcampaign.campaign import Protocol
+from mdcampaign.protocol import Protocol
 from mdcampaign.runs import SegmentTask
 from mdcampaign.segment import run_segment
 

@@ -6,8 +6,10 @@ import pytest
 import yaml
 
 from conftest import STRUCTURES, write_campaign, write_systems
-from mdcampaign.campaign import Protocol, load_campaign, replica_seed
+from mdcampaign.campaign import load_campaign
 from mdcampaign.errors import CampaignError
+from mdcampaign.protocol import Protocol
+from mdcampaign.systems import replica_seed
 
 
 def load(directory):

@@ -33,7 +33,7 @@ from conftest import (
     write_campaign,
 )
 from mdcampaign import xtc
-from mdcampaign.campaign import Protocol
+from mdcampaign.protocol import Protocol
 from test_segment import assert_exact_segment, killed_after_two_checkpoints, segment_command, wait_for
 
 KILL_PROTOCOL = {"segment_ns": 0.02, "target_ns": 0.02, "frame_interval_ps": 0.1, "checkpoint_interval_ps": 0.2}

@@ -17,8 +17,8 @@ import pytest
 
 from conftest import STRUCTURES, _schema_defaults
 from mdcampaign import gromacs
-from mdcampaign.campaign import Protocol
 from mdcampaign.errors import CampaignError, SegmentError
+from mdcampaign.protocol import Protocol
 from mdcampaign.runs import ENERGY_COLUMNS, RUNNER_LOCK
 
 GMX_VERSION = gromacs.available()

@@ -15,10 +15,11 @@ import yaml
 
 from conftest import REPO, TINY_PROTOCOL
 from mdcampaign import __version__
-from mdcampaign.campaign import check_started, load_campaign
+from mdcampaign.campaign import load_campaign
 from mdcampaign.configuration import read_config_file, report_requested
 from mdcampaign.errors import CampaignError
 from mdcampaign.folders import init_campaign, install_profiles
+from mdcampaign.guards import check_started
 
 
 def run(command: list, cwd: Path, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:

@@ -13,9 +13,9 @@ import pytest
 from openmm import app
 
 from conftest import STRUCTURES, _schema_defaults, assert_complete, snakemake, write_campaign
-from mdcampaign.campaign import Protocol
 from mdcampaign.errors import CampaignError
 from mdcampaign.prepare import check_templates
+from mdcampaign.protocol import Protocol
 from mdcampaign.repair import first_bad_pdb_line, read_structure, repair
 
 DATA = Path(__file__).parent / "data" / "structures"

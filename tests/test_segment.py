@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 
 from mdcampaign import xtc
-from mdcampaign.campaign import Protocol
 from mdcampaign.errors import SegmentError
+from mdcampaign.protocol import Protocol
 from mdcampaign.runs import SegmentTask
 from mdcampaign.segment import read_checkpoint, run_segment
 

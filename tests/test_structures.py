@@ -325,6 +325,6 @@ def test_setup_refuses_coordinates_that_are_not_numbers(tmp_path):
 
 def default_protocol():
     from conftest import _schema_defaults
-    from mdcampaign.campaign import Protocol
+    from mdcampaign.protocol import Protocol
 
     return Protocol(**_schema_defaults())

@@ -10,11 +10,12 @@ import tempfile
 from pathlib import Path
 
 from . import layout
-from .campaign import check_started, load_campaign, planning_work
+from .campaign import load_campaign
 from .configuration import read_config_file
 from .errors import CampaignError, TransferError
+from .guards import check_started
 from .records import read_manifests
-from .sites import ASSIGNMENT_FILE, assign, projected_days, write_assignment
+from .sites import ASSIGNMENT_FILE, assign, planning_work, projected_days, write_assignment
 
 
 def _load(args, check: bool = True):

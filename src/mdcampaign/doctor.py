@@ -218,7 +218,7 @@ def check_slurm(profile: dict, config: dict, profile_path: Path) -> list[Check]:
                     f"set slurm_partition in {profile_path} to one of: {', '.join(sorted(available))}",
                 )
             )
-    from .campaign import account_problem
+    from .guards import account_problem
 
     problem = account_problem(config)
     if problem:

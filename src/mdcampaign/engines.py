@@ -20,8 +20,9 @@ import os
 from pathlib import Path
 
 from . import layout
-from .campaign import LigandSpec, Protocol
+from .protocol import Protocol
 from .runs import Outcome, SegmentTask
+from .systems import LigandSpec
 
 ENGINES = ("openmm", "gromacs")
 

@@ -74,11 +74,11 @@ import time
 from pathlib import Path
 
 from . import xtc
-from .campaign import Protocol
 from .errors import EXIT_FAILED, EXIT_PAUSED, CampaignError, SegmentError
 from .files import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
 from .forcefields import GROMACS_FORCEFIELDS as FORCEFIELDS
 from .forcefields import GROMACS_WATER_MODELS as WATER_MODELS
+from .protocol import Protocol
 from .runs import (
     ENERGY_COLUMNS,
     StopRequest,

@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import layout, slurm
-from .campaign import LigandSpec, Protocol, engine_files
 from .errors import EXIT_FAILED, EXIT_PAUSED, CampaignError, DataError, SegmentError, TransferError
+from .protocol import Protocol, engine_files
 from .slots import pin_to_slot
+from .systems import LigandSpec
 
 log = logging.getLogger("mdcampaign")
 

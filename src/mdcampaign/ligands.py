@@ -29,9 +29,9 @@ from pathlib import Path
 
 from openmm import Vec3, app, unit
 
-from .campaign import LigandSpec
 from .errors import CampaignError
 from .files import atomic_write_json
+from .systems import LigandSpec
 
 log = logging.getLogger(__name__)
 

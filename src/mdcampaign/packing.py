@@ -32,9 +32,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from . import layout
-from .campaign import engine_files
 from .claims import RENEWALS_PER_LEASE, ClaimBoard, Lease
 from .errors import EXIT_PAUSED
+from .protocol import engine_files
 from .slots import Packing, Slot, slot_plan
 
 log = logging.getLogger(__name__)

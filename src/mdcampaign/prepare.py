@@ -21,12 +21,13 @@ import openmm
 from openmm import app, unit
 
 from . import engine
-from .campaign import LigandSpec, Protocol
 from .errors import CampaignError, SegmentError
 from .files import sha256_file
 from .forcefields import BAROSTAT_INTERVAL_STEPS, MODELLER_WATER
+from .protocol import Protocol
 from .repair import repair
 from .structures import METAL_ION_RESIDUES, SALT_ION_RESIDUES, WATER_RESIDUES
+from .systems import LigandSpec
 
 log = logging.getLogger(__name__)
 

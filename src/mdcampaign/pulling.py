@@ -14,9 +14,10 @@ import socket
 import statistics
 from dataclasses import dataclass
 
-from .campaign import Campaign, Simulation, planning_work
+from .campaign import Campaign
 from .claims import MAX_FAILURES, Listing
-from .sites import preferred_order
+from .sites import planning_work, preferred_order
+from .systems import Simulation
 
 
 def workers(campaign: Campaign) -> int:

@@ -28,8 +28,8 @@ from pathlib import Path
 from openmm import app, unit
 
 from . import layout
-from .campaign import LigandSpec, Protocol
 from .errors import CampaignError
+from .protocol import Protocol
 from .structures import (
     ADDITIVE_RESIDUES,
     METAL_ION_RESIDUES,
@@ -39,6 +39,7 @@ from .structures import (
     read_structure_bytes,
     structure_suffix,
 )
+from .systems import LigandSpec
 
 log = logging.getLogger(__name__)
 

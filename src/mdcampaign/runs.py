@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .campaign import Protocol
 from .errors import SegmentError
 from .files import atomic_write_json
+from .protocol import Protocol
 from .slots import current_slot
 
 log = logging.getLogger(__name__)

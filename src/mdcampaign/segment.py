@@ -33,7 +33,6 @@ import openmm
 from openmm import app, unit
 
 from . import engine, xtc
-from .campaign import Protocol
 from .errors import SegmentError
 from .files import (
     atomic_write_bytes,
@@ -44,6 +43,7 @@ from .files import (
 )
 from .forcefields import BAROSTAT_INTERVAL_STEPS
 from .prepare import thermo_values, trajectory_atom_indices
+from .protocol import Protocol
 from .runs import (
     ENERGY_COLUMNS,
     Outcome,

@@ -21,8 +21,13 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from . import layout
 from .errors import CampaignError
+
+if TYPE_CHECKING:
+    from .systems import Simulation, System
 
 ASSIGNMENT_FILE = "config/assignment.tsv"
 
@@ -195,3 +200,69 @@ def write_assignment(path: Path, assignment: dict[str, str]) -> None:
         handle.write("simulation\tsite\n")
         for simulation in sorted(assignment):
             handle.write(f"{simulation}\t{assignment[simulation]}\n")
+
+
+def check_sites(sites: dict, site: str | None, systems: dict, config_file: str, systems_file: str) -> None:
+    if site is not None and site not in sites:
+        known = f"one of: {', '.join(sites)}" if sites else "defined under `sites:` in the config (there are none)"
+        raise CampaignError(
+            f"{config_file}: site {site!r} (this run's site, from the profile or --config) must be {known}"
+        )
+    if sites and site is None:
+        raise CampaignError(
+            f"{config_file}: this campaign has sites ({', '.join(sites)}): say which one this run is, with "
+            f"`site: NAME` under `config:` in this machine's profile or --config site=NAME"
+        )
+    for system in systems.values():
+        if system.site is not None and system.site not in sites:
+            raise CampaignError(
+                f"{systems_file}, line {system.line} (id '{system.id}'), column site: '{system.site}' is not one of "
+                f"the sites in {config_file} ({', '.join(sites) or 'none defined'})"
+            )
+
+
+def planning_work(simulations: list[Simulation], systems: dict[str, System], done_ns: dict | None = None) -> list[Work]:
+    """Remaining work per simulation, with sizes relative to the campaign's median system."""
+    sizes = sorted(system.estimated_atoms for system in systems.values()) or [1.0]
+    typical = sizes[len(sizes) // 2] or 1.0
+    done_ns = done_ns or {}
+    works = []
+    for simulation in simulations:
+        name = layout.sim_name(simulation.system, simulation.replica)
+        total = simulation.n_segments * simulation.protocol.segment_ns
+        works.append(
+            Work(
+                name,
+                simulation.system,
+                max(0.0, total - done_ns.get(name, 0.0)),
+                max(systems[simulation.system].estimated_atoms, 1.0) / typical,
+            )
+        )
+    return works
+
+
+def pinned_sites(simulations: list[Simulation], systems: dict[str, System], plan: dict[str, str]) -> dict[str, str]:
+    """The simulations pinned to a site (the frozen plan, then the table's site column):
+    with pulling, every other simulation may run on any site."""
+    pinned = {}
+    for simulation in simulations:
+        name = layout.sim_name(simulation.system, simulation.replica)
+        site = plan.get(name) or systems[simulation.system].site
+        if site:
+            pinned[name] = site
+    return pinned
+
+
+def site_assignment(
+    simulations: list[Simulation], systems: dict[str, System], sites: dict, plan: dict[str, str]
+) -> dict[str, str]:
+    """Site of every simulation: frozen plan, then the table's site column, then
+    automatic assignment in table order (see mdcampaign.sites)."""
+    fixed = {}
+    for simulation in simulations:
+        name = layout.sim_name(simulation.system, simulation.replica)
+        if name in plan:
+            fixed[name] = plan[name]
+        elif systems[simulation.system].site:
+            fixed[name] = systems[simulation.system].site
+    return assign(planning_work(simulations, systems), list(sites.values()), fixed)

@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import layout, slurm
-from .campaign import Campaign, Simulation
+from .campaign import Campaign
 from .claims import MAX_FAILURES, Listing, SimulationClaims
 from .engines import engine_for
 from .errors import DataError
 from .records import read_manifest
 from .runs import RUNNER_RECORD
+from .systems import Simulation
 
 # Simulation states, in the order a simulation goes through them.
 WAITING, SET_UP, STAGED, RUNNING, PAUSED, FAILED, FETCHED, ANALYZED, DONE, OTHER_SITE = (

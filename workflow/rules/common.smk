@@ -11,24 +11,24 @@ from snakemake.utils import min_version, update_config
 min_version("9.0")
 
 try:
-    from mdcampaign import layout, runlock
-    from mdcampaign.campaign import account_problem, check_started, load_campaign
-    from mdcampaign import shipped
+    from mdcampaign import layout, runlock, shipped
+    from mdcampaign.campaign import load_campaign
     from mdcampaign.configuration import (
         command_line_values,
         read_config_file,
         report_requested,
     )
     from mdcampaign.errors import CampaignError
+    from mdcampaign.guards import account_problem, check_started
     from mdcampaign.resources import (
         measured_ns_per_day,
         runtime_minutes,
         segment_runtime_minutes,
     )
-    from mdcampaign.pulling import campaign_digest, workers
     from mdcampaign.pulljob import site_view
-    from mdcampaign.store import TransferSettings, open_store
+    from mdcampaign.pulling import campaign_digest, workers
     from mdcampaign.slots import batches
+    from mdcampaign.store import TransferSettings, open_store
     from mdcampaign.summary import simulation_identity
 except ModuleNotFoundError as missing:
     sys.exit(

@@ -1,0 +1,168 @@
+"""A simulation protocol: the keys of the config's `protocol` section (and of the
+systems table's columns that override them), their consistency, and what the engine
+files of a protocol are called."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import MISSING, dataclass, fields
+
+from . import layout
+from .errors import CampaignError
+from .forcefields import ENGINE_PROBLEMS, forcefield_files
+
+# Segment names have layout.SEGMENT_DIGITS digits; more segments also mean more jobs
+# than any allocation would want.
+MAX_SEGMENTS = 10**layout.SEGMENT_DIGITS
+# Above this timestep, hydrogen mass repartitioning is required for stable dynamics.
+MAX_TIMESTEP_WITHOUT_HMR_FS = 2.5
+
+
+def engine_of(record: dict) -> str:
+    """The engine of a protocol record (Protocol.record, a segment manifest's protocol)."""
+    return record.get("engine", ADDED_KEYS["engine"])
+
+
+def engine_files(record: dict) -> layout.EngineFiles:
+    """The engine's file names for a protocol record."""
+    return layout.ENGINE_FILES[engine_of(record)]
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """Simulation protocol of one system. Field names are the schema's keys."""
+
+    forcefield: str
+    solvent: str
+    water_model: str
+    implicit_model: str
+    box_shape: str
+    padding_nm: float
+    ionic_strength_molar: float
+    ph: float
+    temperature_K: float
+    pressure_bar: float
+    friction_per_ps: float
+    timestep_fs: float
+    hmr: bool
+    nonbonded_cutoff_nm: float
+    minimization_max_iterations: int
+    equilibration_ps: float
+    segment_ns: float
+    target_ns: float
+    frame_interval_ps: float
+    checkpoint_interval_ps: float
+    trajectory_atoms: str
+    seed: int
+    # Keys added after campaigns existed; their defaults (ADDED_KEYS) mean "as before".
+    engine: str = "openmm"
+    chains: str = ""
+    model: int = 1
+    altloc: str = ""
+    remove_residues: str = ""
+    keep_crystal_water: bool = False
+    mutations: str = ""
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    def record(self) -> dict:
+        """The protocol as rule params and records carry it (``Protocol(**record)``
+        restores it): keys added later are left out at their as-before value, so that
+        upgrading does not change existing jobs' params (Snakemake reruns a job whose
+        params changed) and records read the same as before."""
+        return {
+            key: value for key, value in self.__dict__.items() if not (key in ADDED_KEYS and value == ADDED_KEYS[key])
+        }
+
+    @property
+    def explicit(self) -> bool:
+        return self.solvent == "explicit"
+
+    @property
+    def timestep_ps(self) -> float:
+        return self.timestep_fs / 1000.0
+
+    def steps(self, picoseconds: float) -> int:
+        return round(picoseconds / self.timestep_ps)
+
+    @property
+    def segment_steps(self) -> int:
+        return self.steps(self.segment_ns * 1000.0)
+
+    @property
+    def frame_steps(self) -> int:
+        return self.steps(self.frame_interval_ps)
+
+    @property
+    def checkpoint_steps(self) -> int:
+        return self.steps(self.checkpoint_interval_ps)
+
+    @property
+    def equilibration_steps(self) -> int:
+        return self.steps(self.equilibration_ps)
+
+    @property
+    def n_segments(self) -> int:
+        # A tiny tolerance so that 0.3 / 0.1 counts as 3 segments, not 4.
+        return max(1, math.ceil(self.target_ns / self.segment_ns - 1e-9))
+
+    @property
+    def forcefield_files(self) -> list[str]:
+        return forcefield_files(self.forcefield, self.solvent, self.water_model, self.implicit_model)
+
+    def problems(self, engine: str | None = None, own_inputs: bool = False) -> Iterator[str]:
+        """Inconsistencies between keys that the schema cannot express, and what the
+        engine (``engine``, or the protocol's own) cannot do with them; with a lab's
+        own engine inputs (``own_inputs``) the inputs decide the force field, water
+        and preparation, so only the segmenting keys are checked here."""
+        if self.segment_ns > self.target_ns + 1e-12:
+            yield f"segment_ns ({self.segment_ns}) must not exceed target_ns ({self.target_ns})"
+        if self.n_segments > MAX_SEGMENTS:
+            yield (
+                f"target_ns ({self.target_ns}) / segment_ns ({self.segment_ns}) makes {self.n_segments} segments per "
+                f"simulation; at most {MAX_SEGMENTS} (use longer segments)"
+            )
+        if self.timestep_fs > MAX_TIMESTEP_WITHOUT_HMR_FS and not self.hmr:
+            yield (
+                f"timestep_fs {self.timestep_fs} needs hmr: true (without hydrogen mass "
+                f"repartitioning use at most {MAX_TIMESTEP_WITHOUT_HMR_FS} fs)"
+            )
+        for key, value, picoseconds in (
+            ("frame_interval_ps", self.frame_interval_ps, self.frame_interval_ps),
+            ("checkpoint_interval_ps", self.checkpoint_interval_ps, self.checkpoint_interval_ps),
+            ("segment_ns", self.segment_ns, self.segment_ns * 1000.0),
+            ("equilibration_ps", self.equilibration_ps, self.equilibration_ps),
+        ):
+            if picoseconds and not _is_multiple(picoseconds, self.timestep_ps):
+                yield f"{key} ({value}) must be a whole number of timesteps ({self.timestep_fs} fs)"
+                return
+        if self.frame_steps > self.segment_steps or self.segment_steps % self.frame_steps:
+            yield (
+                f"segment_ns ({self.segment_ns}) must be a whole number of frame intervals "
+                f"(frame_interval_ps {self.frame_interval_ps})"
+            )
+        if self.checkpoint_steps % self.frame_steps:
+            yield (
+                f"checkpoint_interval_ps ({self.checkpoint_interval_ps}) must be a whole number "
+                f"of frame intervals (frame_interval_ps {self.frame_interval_ps})"
+            )
+        if not own_inputs:
+            yield from ENGINE_PROBLEMS[engine or self.engine](self)
+
+
+ADDED_KEYS = {field.name: field.default for field in fields(Protocol) if field.default is not MISSING}
+
+
+def _is_multiple(value: float, unit: float) -> bool:
+    ratio = value / unit
+    return abs(ratio - round(ratio)) < 1e-6 and round(ratio) > 0
+
+
+def protocol_from(values: dict, where: str, own_inputs: bool = False) -> Protocol:
+    protocol = Protocol(**{key: values[key] for key in Protocol.keys()})  # noqa: SIM118 - Protocol.keys() is its fields
+    for problem in protocol.problems(own_inputs=own_inputs):
+        raise CampaignError(f"{where}: {problem}")
+    return protocol

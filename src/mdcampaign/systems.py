@@ -1,0 +1,357 @@
+"""The systems table: one row per system, read, checked and turned into systems
+(structure, replicas, protocol overrides, a ligand or a lab's own engine inputs) and
+their simulations (one per replica, with a seed of its own)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import layout
+from .configuration import read_user_text
+from .errors import CampaignError
+from .protocol import Protocol, protocol_from
+from .structures import STRUCTURE_SUFFIXES, inspect_structure, structure_suffix
+from .validation import coerce_cell, suggest, validate
+
+
+@dataclass(frozen=True)
+class LigandSpec:
+    """A system's small-molecule ligand, as the systems table gives it (see ligands.py)."""
+
+    residue: str  # its residue name in the structure
+    chemistry_file: Path | None = None  # SDF/MOL2 with bond orders (and the pose)
+    smiles: str | None = None
+    charge: int | None = None
+
+    def record(self) -> dict:
+        return {
+            "residue": self.residue,
+            "file": str(self.chemistry_file) if self.chemistry_file else None,
+            "smiles": self.smiles,
+            "charge": self.charge,
+        }
+
+    @classmethod
+    def from_record(cls, record: dict) -> LigandSpec:
+        return cls(
+            record["residue"],
+            Path(record["file"]) if record.get("file") else None,
+            record.get("smiles"),
+            record.get("charge"),
+        )
+
+
+LIGAND_CHEMISTRY_SUFFIXES = (".sdf", ".mol", ".mol2")
+
+
+@dataclass(frozen=True)
+class System:
+    id: str
+    structure: Path
+    replicas: int
+    protocol: Protocol
+    line: int  # line of the systems table that defines it
+    site: str | None = None  # the systems table's `site` column
+    heavy_atoms: int = 0  # counted in the structure file (water excluded)
+    # A lab's own engine inputs, run as given instead of set up from the structure:
+    # {"tpr": path} or {"gro", "top", "mdp"[, "ndx"]} (paths as in the systems table).
+    own_inputs: dict = field(default_factory=dict)
+    ligand: LigandSpec | None = None
+    migrate: bool | None = None  # the systems table's `migrate` column (None: pulling.migrate)
+
+    @property
+    def input_files(self) -> list[Path]:
+        """Every file setup reads for this system."""
+        files = list(self.own_inputs.values()) if self.own_inputs else [self.structure]
+        return files + ([self.ligand.chemistry_file] if self.ligand and self.ligand.chemistry_file else [])
+
+    @property
+    def estimated_atoms(self) -> float:
+        """Atoms after setup, estimated from the structure alone (so that every site
+        computes the same number): hydrogens roughly double the heavy atoms; in
+        explicit solvent, add water filling a cube around a globule of the solute's
+        volume (0.017 nm3 per heavy atom) with the protocol's padding."""
+        solute = 2.0 * self.heavy_atoms
+        if not self.protocol.explicit:
+            return solute
+        diameter = (6.0 * 0.017 * self.heavy_atoms / math.pi) ** (1.0 / 3.0)
+        side = diameter + 2.0 * self.protocol.padding_nm
+        return solute + 100.0 * side**3  # water: about 100 atoms per nm3
+
+
+@dataclass(frozen=True)
+class Simulation:
+    system: str
+    replica: int
+    seed: int
+    protocol: Protocol
+    site: str | None = None
+
+    @property
+    def name(self) -> str:
+        return layout.sim_name(self.system, self.replica)
+
+    @property
+    def n_segments(self) -> int:
+        return self.protocol.n_segments
+
+    @property
+    def wildcards(self) -> dict:
+        return {"system": self.system, "replica": self.replica}
+
+
+def replica_seed(system: str, replica: int, salt: int) -> int:
+    """Deterministic per-replica seed: stable across runs, machines and Python versions."""
+    digest = hashlib.sha256(f"{system}/r{replica}/{salt}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF or 1
+
+
+NAME_COLUMNS = ("id", "structure")
+
+
+def read_systems_table(path: Path, label: str) -> list[tuple[int, dict]]:
+    """Rows of the TSV systems table as (line number, {column: text}).
+
+    Blank lines and lines starting with '#' are skipped; line numbers are those an
+    editor shows.
+    """
+    text = read_user_text(
+        path, label, "a UTF-8 tab-separated table", "systems table not found (set 'systems' in the config to its path)"
+    )
+    numbered = [
+        (number, line)
+        for number, line in enumerate(text.splitlines(), start=1)
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    if not numbered:
+        raise CampaignError(f"{label}: empty table (expected a header line with columns id, structure, replicas)")
+    header_line, header_text = numbered[0]
+    header = next(csv.reader(io.StringIO(header_text), delimiter="\t"))
+    header = [column.strip() for column in header]
+    # Spreadsheets export empty columns after the last one with a name: ignore them.
+    while header and not header[-1]:
+        header.pop()
+    if "id" not in header or "structure" not in header:
+        hint = ""
+        if len(header) == 1 and ("," in header_text or ";" in header_text or " " in header_text.strip()):
+            hint = " (columns must be separated by tabs, not commas or spaces)"
+        missing = [c for c in ("id", "structure") if c not in header]
+        raise CampaignError(
+            f"{label}, line {header_line}: header lacks column(s) {', '.join(repr(c) for c in missing)}{hint}; "
+            f"found {', '.join(repr(c) for c in header)}"
+        )
+    if "" in header:
+        raise CampaignError(
+            f"{label}, line {header_line}: column {header.index('') + 1} of the header has no name "
+            "(name it, or delete the empty column)"
+        )
+    duplicated = sorted({c for c in header if header.count(c) > 1})
+    if duplicated:
+        raise CampaignError(f"{label}, line {header_line}: column '{duplicated[0]}' appears twice in the header")
+    rows = []
+    for number, line in numbered[1:]:
+        cells = next(csv.reader(io.StringIO(line), delimiter="\t"))
+        while len(cells) > len(header) and not cells[-1].strip():
+            cells.pop()  # the empty trailing columns of a spreadsheet export
+        if len(cells) > len(header):
+            raise CampaignError(
+                f"{label}, line {number}: {len(cells)} fields but the header has {len(header)} columns "
+                "(columns must be separated by single tabs)"
+            )
+        if len(cells) == 1 and len(header) > 1 and len(cells[0].split()) > 1:
+            raise CampaignError(
+                f"{label}, line {number}: one field where the header has {len(header)} columns: columns must be "
+                "separated by tabs, not spaces (does your editor turn tabs into spaces?)"
+            )
+        # 'NA' is how R and some spreadsheets write an empty cell; an id or a file name
+        # 'NA' (or 'nan') is a name, though.
+        row = {
+            column: cell.strip()
+            for column, cell in zip(header, cells, strict=False)
+            if cell.strip() and (cell.strip() != "NA" or column in NAME_COLUMNS)
+        }
+        rows.append((number, row))
+    return rows
+
+
+def parse_system(
+    row: dict, line: int, label: str, row_schema: dict, protocol_schema: dict, defaults: dict, base_dir: Path
+) -> System:
+    system_id = row.get("id", "")
+    where = f"{label}, line {line}" + (f" (id '{system_id}')" if system_id else "")
+    protocol_keys = protocol_schema["properties"]
+    own_keys = row_schema["properties"]
+    values = {}
+    for column, text in row.items():
+        if column in own_keys:
+            values[column] = coerce_cell(text, own_keys[column])
+        elif column in protocol_keys:
+            values[column] = coerce_cell(text, protocol_keys[column])
+        else:
+            allowed = list(own_keys) + list(protocol_keys)
+            raise CampaignError(
+                f"{where}: unknown column '{column}'{suggest(column, allowed)}; allowed columns: "
+                f"{', '.join(own_keys)} and the protocol keys ({', '.join(protocol_keys)})"
+            )
+    own = {key: value for key, value in values.items() if key in own_keys}
+    validate(own, row_schema, where, key_word="column")
+    overrides = {key: value for key, value in values.items() if key in protocol_keys}
+    overrides_schema = {"type": "object", "properties": {k: _without_default(v) for k, v in protocol_keys.items()}}
+    validate(overrides, overrides_schema, where, fill_defaults=False, key_word="column")
+    if ".." in own["id"]:
+        raise CampaignError(f"{where}, column id: must not contain '..' (got {own['id']!r})")
+    own_inputs = _own_inputs(own, overrides.get("engine", defaults["engine"]), where, base_dir)
+    protocol = protocol_from({**defaults, **overrides}, where, own_inputs=bool(own_inputs))
+    if own_inputs.get("tpr"):
+        if own["replicas"] > 1:
+            raise CampaignError(
+                f"{where}, column replicas: a .tpr runs as given, so its {own['replicas']} replicas would be "
+                "identical; give the .gro, .top and .mdp (columns gromacs_topology, gromacs_mdp) to run replicas "
+                "with their own random seeds"
+            )
+        return System(
+            own["id"],
+            own_inputs["tpr"],
+            own["replicas"],
+            protocol,
+            line,
+            own.get("site"),
+            0,
+            own_inputs,
+            migrate=own.get("migrate"),
+        )
+    structure, heavy_atoms = _structure_path(own["structure"], where, base_dir)
+    ligand = _ligand(own, protocol, where, base_dir)
+    return System(
+        own["id"],
+        structure,
+        own["replicas"],
+        protocol,
+        line,
+        own.get("site"),
+        heavy_atoms,
+        own_inputs,
+        ligand,
+        own.get("migrate"),
+    )
+
+
+def _ligand(own: dict, protocol: Protocol, where: str, base_dir: Path) -> LigandSpec | None:
+    """The row's ligand columns, checked (None without a ligand)."""
+    given = [column for column in ("ligand_file", "ligand_smiles", "ligand_charge") if own.get(column) is not None]
+    if not own.get("ligand"):
+        if given:
+            raise CampaignError(
+                f"{where}, column {given[0]}: also give the column ligand (the ligand's residue name in the structure)"
+            )
+        return None
+    if ("ligand_file" in given) == ("ligand_smiles" in given):
+        raise CampaignError(
+            f"{where}, column ligand: give the ligand's chemistry in exactly one of ligand_file "
+            "(SDF/MOL2 with bond orders and its pose) or ligand_smiles (the pose is then the "
+            "structure's residue)"
+        )
+    if protocol.engine != "openmm":
+        raise CampaignError(
+            f"{where}, column ligand: the {protocol.engine} engine does not parameterize ligands yet; "
+            "use engine openmm for this system"
+        )
+    if not protocol.explicit:
+        raise CampaignError(
+            f"{where}, column ligand: ligands need solvent explicit (the implicit-solvent models "
+            "have no parameters for GAFF2 atom types)"
+        )
+    chemistry = None
+    if own.get("ligand_file"):
+        chemistry = Path(own["ligand_file"])
+        if chemistry.suffix.lower() not in LIGAND_CHEMISTRY_SUFFIXES:
+            raise CampaignError(
+                f"{where}, column ligand_file: expected {', '.join(LIGAND_CHEMISTRY_SUFFIXES)} (got '{chemistry.name}')"
+            )
+        resolved = chemistry if chemistry.is_absolute() else base_dir / chemistry
+        if not resolved.is_file():
+            raise CampaignError(f"{where}, column ligand_file: file '{chemistry}' does not exist")
+    return LigandSpec(own["ligand"], chemistry, own.get("ligand_smiles"), own.get("ligand_charge"))
+
+
+# A lab's own GROMACS inputs: column -> (key in System.own_inputs, file suffix).
+GROMACS_INPUT_COLUMNS = {
+    "gromacs_topology": ("top", ".top"),
+    "gromacs_mdp": ("mdp", ".mdp"),
+    "gromacs_index": ("ndx", ".ndx"),
+}
+TPR_MAGIC = b"VERSION"  # near the start of every .tpr
+
+
+def _own_inputs(own: dict, engine: str, where: str, base_dir: Path) -> dict:
+    """The lab's own engine inputs a row names, checked to exist ({} if none)."""
+    structure = Path(own["structure"])
+    given = {column: own[column] for column in GROMACS_INPUT_COLUMNS if own.get(column)}
+    if structure.suffix.lower() != ".tpr" and not given:
+        return {}
+    if engine != "gromacs":
+        what = "a .tpr" if structure.suffix.lower() == ".tpr" else "GROMACS inputs (" + ", ".join(given) + ")"
+        raise CampaignError(f"{where}, column engine: {what} can only run with engine gromacs (got '{engine}')")
+    inputs = {}
+    if structure.suffix.lower() == ".tpr":
+        if given:
+            raise CampaignError(
+                f"{where}, column {next(iter(given))}: give either a .tpr structure or a .gro "
+                "with gromacs_topology and gromacs_mdp, not both"
+            )
+        inputs["tpr"] = structure
+    else:
+        missing = [c for c in ("gromacs_topology", "gromacs_mdp") if c not in given]
+        if missing or structure.suffix.lower() != ".gro":
+            problem = (
+                f"{' and '.join(missing)} missing"
+                if missing
+                else f"the structure must be the .gro these inputs go with (got '{structure.name}')"
+            )
+            raise CampaignError(
+                f"{where}, column {missing[0] if missing else 'structure'}: a lab's own GROMACS "
+                f"inputs are a .gro structure, gromacs_topology and gromacs_mdp: {problem}"
+            )
+        inputs["gro"] = structure
+        for column, text in given.items():
+            key, suffix = GROMACS_INPUT_COLUMNS[column]
+            if Path(text).suffix.lower() != suffix:
+                raise CampaignError(f"{where}, column {column}: expected a {suffix} file (got '{text}')")
+            inputs[key] = Path(text)
+    for key, path in inputs.items():
+        resolved = path if path.is_absolute() else base_dir / path
+        column = next((c for c, (k, _) in GROMACS_INPUT_COLUMNS.items() if k == key), "structure")
+        if not resolved.is_file():
+            state = "is a directory" if resolved.is_dir() else "does not exist"
+            raise CampaignError(f"{where}, column {column}: file '{path}' {state}")
+        if key == "tpr":
+            with open(resolved, "rb") as handle:
+                if TPR_MAGIC not in handle.read(256):
+                    raise CampaignError(f"{where}, column structure: '{path}' is not a GROMACS run input (.tpr)")
+    return inputs
+
+
+def _without_default(subschema: dict) -> dict:
+    return {key: value for key, value in subschema.items() if key != "default"}
+
+
+def _structure_path(text: str, where: str, base_dir: Path) -> tuple[Path, int]:
+    path = Path(text)
+    resolved = path if path.is_absolute() else base_dir / path
+    if structure_suffix(path) not in STRUCTURE_SUFFIXES:
+        raise CampaignError(
+            f"{where}, column structure: unsupported file type '{path.suffix or path.name}' "
+            f"(allowed: {', '.join(STRUCTURE_SUFFIXES)}, each also gzipped (.gz))"
+        )
+    if not resolved.is_file():
+        state = "is a directory" if resolved.is_dir() else "does not exist"
+        raise CampaignError(f"{where}, column structure: file '{text}' {state}")
+    problem, heavy_atoms = inspect_structure(resolved)
+    if problem:
+        raise CampaignError(f"{where}, column structure: '{text}' {problem}")
+    return path, heavy_atoms

@@ -81,7 +81,7 @@ def cmd_plan(args) -> int:
             "`pulling: {enabled: false}` to assign all of them in advance"
         )
     with tempfile.TemporaryDirectory(prefix="mdcampaign-plan-") as cache:
-        manifests = segment_manifests(Path(args.directory) / layout.RESULTS / layout.STORE_SIMS)
+        manifests = segment_manifests(Path(args.directory) / layout.SIMS_RECORDS)
         try:
             manifests += segment_manifests(
                 _store(campaign, config).collect(layout.STORE_SIMS, "manifest.json", Path(cache))

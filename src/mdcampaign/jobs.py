@@ -489,6 +489,22 @@ def summary(smk) -> None:
                 setups[sim["system"]] = setup_columns(read_json(setup) if setup.exists() else {})
             rows.append({**summary_row(sim, read_json(path)), **setups[sim["system"]]})
         write_summary(rows, Path(smk.output.table), Path(smk.output.figure), smk.params.campaign)
+        from .records import read_manifests
+        from .report_figures import plot_rule_graph, plot_timelines
+
+        plot_rule_graph(Path(smk.output.workflow), smk.params.mode, smk.params.campaign)
+        manifests = read_manifests(
+            path
+            for name in smk.params.timelines
+            for path in sorted(Path(layout.sim_records(name), "segments").glob("*/manifest.json"))
+        )
+        plot_timelines(
+            manifests,
+            Path(smk.output.timelines),
+            smk.params.campaign,
+            len(smk.params.timelines),
+            len(smk.params.simulations),
+        )
 
 
 if __name__ == "__main__":

@@ -34,7 +34,8 @@ SETUP_INFO = f"{SETUP_DIR}/setup.json"
 # What every engine's setup writes (the rule declares these; the engine's own files,
 # see EngineFiles, are found through setup.json, which is written last).
 SETUP_OUTPUTS = ("topology.pdb", "trajectory_topology.pdb", "setup.json")
-SIM_RECORDS = f"{RESULTS}/sims/{SIM}"
+SIMS_RECORDS = f"{RESULTS}/sims"
+SIM_RECORDS = f"{SIMS_RECORDS}/{SIM}"
 SEGMENT_RECORD = f"{SIM_RECORDS}/segments/{{segment}}/manifest.json"
 SEGMENT_MARKER = f"{SIM_RECORDS}/segments/{{segment}}.fetched"
 # The analysis of a simulation's first {segments} segments (zero-padded count): a
@@ -52,6 +53,11 @@ PACK_ROUND = f"{PACKS}/{{batch}}/round-{{round}}.json"
 BATCH_PATTERN = r"b[0-9a-f]+"
 ROUND_PATTERN = r"\d+"
 SUMMARY_FIGURE = f"{RESULTS}/summary.png"
+# For the report: every rule of the workflow, and the segments' timelines.
+REPORT_WORKFLOW = f"{RESULTS}/report/workflow.png"
+REPORT_TIMELINES = f"{RESULTS}/report/timelines.png"
+# Simulations whose segment timelines the report shows (the first ones of the table).
+TIMELINE_SIMULATIONS = 60
 # A pulling site's jobs (see pulling.py), per version of its work ({digest}): each of
 # its {worker}s alternates waiting for work (await) and a job that pulls it (pull).
 PULL_DIR = f"{RESULTS}/pulls/{{site}}/{{digest}}"
@@ -174,6 +180,11 @@ def segments_fetched(system: str, replica, limit: int, root: str = ".") -> int:
     while done < limit and os.path.exists(os.path.join(root, segment_record(system, replica, done))):
         done += 1
     return done
+
+
+def sim_records(simulation: str) -> str:
+    """A simulation's folder of records in results/ (``simulation``: its name)."""
+    return f"{SIMS_RECORDS}/{simulation}"
 
 
 def store_sim(simulation: str) -> str:

@@ -121,7 +121,7 @@ def adopt_records(store: Store, simulation: str, done: int, scratch: str, root: 
     segments already in the store (left by an earlier claim here)."""
     root = Path(root)
     system, replica = simulation.rsplit("/r", 1)
-    local = root / layout.RESULTS / layout.store_sim(simulation)
+    local = root / layout.sim_records(simulation)
     if done > 0 and layout.segments_fetched(system, replica, done, str(root)) < done:
         source = _store_sim(store, simulation, root)
         for segment in range(done):

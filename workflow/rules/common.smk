@@ -97,6 +97,8 @@ PULL_WILDCARDS = (
     {"site": CAMPAIGN.site, "digest": campaign_digest(CAMPAIGN)} if PULLS else {}
 )
 WORKERS = workers(CAMPAIGN) if PULLS else 0
+# How segments are run, for the report's rule graph.
+SEGMENT_MODE = "pulling" if PULLS else ("packed" if PACKING.enabled else "segments")
 MEMBERS = {}
 for simulation_name, batch_name in BATCH_OF.items():
     MEMBERS.setdefault(batch_name, []).append(simulation_name)

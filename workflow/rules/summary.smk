@@ -9,6 +9,16 @@ rule summary:
         figure=report(
             layout.SUMMARY_FIGURE, caption="../report/figure.rst", category="Campaign"
         ),
+        workflow=report(
+            layout.REPORT_WORKFLOW,
+            caption="../report/workflow.rst",
+            category="Workflow",
+        ),
+        timelines=report(
+            layout.REPORT_TIMELINES,
+            caption="../report/timelines.rst",
+            category="Workflow",
+        ),
     log:
         layout.log_path("summary"),
     localrule: runs_locally("summary")
@@ -18,6 +28,8 @@ rule summary:
         simulations=[simulation_identity(sim) for sim in SUMMARIZED],
         analyses=ANALYSIS_FILES,
         campaign=CAMPAIGN.name,
+        mode=SEGMENT_MODE,
+        timelines=[sim.name for sim in SUMMARIZED[: layout.TIMELINE_SIMULATIONS]],
         # pulling: every site's analyses, from the store
         store=JOB_CONFIG if PULLS else None,
     script:

@@ -8,6 +8,10 @@ rule analyze:
     """
     input:
         segment_records,
+    # Also writes the per-frame tables (layout.ANALYSIS_FILES: rmsd.csv, rg.csv, ...,
+    # read by people, not by rules), a copy in the store (which may be remote), and
+    # the completion record (layout.COMPLETION_RECORD), a file no rule makes, so that
+    # a finished simulation is not an input of the summary at all.
     output:
         json=f"{layout.ANALYSIS_DIR}/analysis.json",
         png=report(

@@ -6,6 +6,10 @@ checkpoint fetch:
     """
     input:
         segment=scratch_dir("output"),
+    # Also writes the segment's record (layout.SEGMENT_RECORD), not declared: the plan
+    # refers to a finished segment by it, a plain file no rule makes, so that finished
+    # segments cost planning nothing; and the copy in the store, which may be on
+    # another host (Snakemake would check it at every plan).
     output:
         marker=layout.SEGMENT_MARKER,
     log:

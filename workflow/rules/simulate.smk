@@ -2,6 +2,9 @@ rule simulate:
     """Production MD for one segment; resumes from its last checkpoint if interrupted."""
     input:
         unpack(simulate_inputs),
+    # Also writes the runner's work folder (scratch .../work: checkpoints, the partial
+    # trajectory), not declared so that Snakemake never deletes a partial segment
+    # (an interrupted job resumes from it).
     output:
         segment=temp(directory(scratch_dir("output"))),
     log:

@@ -3,6 +3,7 @@ rule stage:
     simulation's system) from the store into the segment's scratch area."""
     input:
         unpack(stage_inputs),
+    # Writes only its output folder (with stage.json, what was staged, last).
     output:
         staged=temp(directory(scratch_dir("input"))),
     log:

@@ -1,5 +1,7 @@
 rule summary:
     """The campaign table (one row per simulation) and the campaign figure."""
+
+    # Writes only its outputs.
     input:
         summary_inputs,
     output:

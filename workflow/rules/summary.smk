@@ -1,7 +1,7 @@
 rule summary:
-    """The campaign table (one row per simulation) and the campaign figure."""
-
-    # Writes only its outputs.
+    """The campaign table (one row per simulation), the campaign figure, and the
+    report's figures of the whole workflow and the segments' timelines. Writes only
+    its outputs."""
     input:
         summary_inputs,
     output:

@@ -42,7 +42,6 @@ SEGMENT_MARKER = f"{SIM_RECORDS}/segments/{{segment}}.fetched"
 # raised target asks for a new one, which is what makes Snakemake continue the
 # simulation (see workflow/rules/analyze.smk).
 ANALYSIS_DIR = f"{SIM_RECORDS}/analysis/{{segments}}"
-ANALYSIS_FILES = ("rmsd.csv", "rg.csv", "rmsf.csv", "dssp.csv", "analysis.json", "analysis.png")
 # Written by `analyze` once a simulation's analysis covers all its segments; named
 # after the segment count, so that raising the target makes it stale by name.
 COMPLETION_RECORD = f"{SIM_RECORDS}/analysis/complete-{{segments}}.json"

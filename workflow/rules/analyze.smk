@@ -8,8 +8,8 @@ rule analyze:
     """
     input:
         segment_records,
-    # Also writes the per-frame tables (layout.ANALYSIS_FILES: rmsd.csv, rg.csv, ...,
-    # read by people, not by rules), a copy in the store (which may be remote), and
+    # Also writes the per-frame tables (rmsd.csv, rg.csv, rmsf.csv, dssp.csv: for
+    # people, not rules), a copy in the store (which may be remote), and
     # the completion record (layout.COMPLETION_RECORD), a file no rule makes, so that
     # a finished simulation is not an input of the summary at all.
     output:

@@ -236,7 +236,7 @@ FULL_PLAN = report_requested(sys.argv[1:])
 # The summary's rows: this run's share; when sites pull, the whole campaign, whose
 # analyses it reads from the store (paths relative to the store).
 SUMMARIZED = CAMPAIGN.simulations if PULLS else SIMULATIONS
-ANALYSIS_FILES = [
+SUMMARIZED_ANALYSES = [
     (
         layout.store_analysis(sim.name, sim.n_segments)
         if PULLS
@@ -250,7 +250,7 @@ def summary_inputs(wildcards):
     """The summary's inputs: the analyses still to be made. A finished, analyzed
     simulation (its completion record exists, a file no rule makes) is not an input
     at all, so that re-planning a mostly finished campaign neither creates jobs nor
-    checks files for it; the summary reads every analysis from ANALYSIS_FILES. When
+    checks files for it; the summary reads every analysis from SUMMARIZED_ANALYSES. When
     the site pulls: the end of each of its workers (the summary then reads the
     analyses of the whole campaign from the store)."""
     if PULLS:
@@ -260,7 +260,7 @@ def summary_inputs(wildcards):
         ]
     return [
         analysis
-        for sim, analysis in zip(SIMULATIONS, ANALYSIS_FILES)
+        for sim, analysis in zip(SIMULATIONS, SUMMARIZED_ANALYSES)
         if FULL_PLAN
         or not os.path.exists(
             layout.completion_record(sim.system, sim.replica, sim.n_segments)

@@ -28,7 +28,7 @@ rule summary:
         "../envs/mdcampaign.yaml"
     params:
         simulations=[simulation_identity(sim) for sim in SUMMARIZED],
-        analyses=ANALYSIS_FILES,
+        analyses=SUMMARIZED_ANALYSES,
         campaign=CAMPAIGN.name,
         mode=SEGMENT_MODE,
         timelines=[sim.name for sim in SUMMARIZED[: layout.TIMELINE_SIMULATIONS]],

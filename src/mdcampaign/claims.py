@@ -113,6 +113,21 @@ class Listing:
     def of(self, name: str) -> SimulationClaims:
         return self.simulations.get(name) or SimulationClaims()
 
+    def to_json(self) -> dict:
+        return {"now": self.now, "simulations": {name: vars(claims) for name, claims in self.simulations.items()}}
+
+    @classmethod
+    def from_json(cls, data: dict, seconds_since: float = 0.0) -> Listing:
+        """A listing saved ``seconds_since`` ago (by this host's clock: only the
+        difference counts), its ages advanced by as much."""
+        sims = {}
+        for name, fields_ in data["simulations"].items():
+            claims = SimulationClaims(**fields_)
+            if claims.age is not None:
+                claims.age += seconds_since
+            sims[name] = claims
+        return cls(data["now"] + seconds_since, sims)
+
 
 @dataclass(frozen=True)
 class Lease:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import layout
 from .campaign import Campaign
-from .claims import ClaimBoard, holder_name
+from .claims import ClaimBoard, Listing, holder_name
 from .errors import TransferError
 from .files import atomic_write_text
 from .packing import Claimer, Member
@@ -167,36 +167,39 @@ def await_work(campaign: Campaign, store: Store, digest_dir: Path, worker: int, 
     waited_since = time.time()
     announced = False
     while True:
-        try:
-            listing = board.listing()
-        except TransferError as error:  # the store may come back: the site's work is not done
-            log.warning("cannot read the claims (%s); trying again in %.0f s", error, campaign.pulling.poll_seconds)
-            time.sleep(campaign.pulling.poll_seconds)
-            continue
-        view = SiteView(campaign, listing, frozenset(dead_holders(listing, campaign.site)))
-        unfinished = view.unfinished()
         lock_file = digest_dir / ".decide.lock"
         lock_file.parent.mkdir(parents=True, exist_ok=True)
         with open(lock_file, "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)  # the site's workers decide one at a time
-            decision = None
-            if not unfinished:
-                given_up = [s.name for s in campaign.share if view.given_up(s)]
-                decision = {"next": "done", "given_up": given_up}
-            else:
-                preferred = view.preferred()
-                pulling = pending_pulls(digest_dir, exclude=worker)
-                if len(preferred) > pulling * slots:
-                    decision = {"next": "pull", "claimable": len(preferred), "other_jobs_pulling": pulling}
-            if decision is not None:
-                decision.update(
-                    worker=worker,
-                    decided_at=iso_time(time.time()),
-                    waited_seconds=round(time.time() - waited_since, 1),
-                    unfinished=len(unfinished),
-                )
-                atomic_write_text(output, json.dumps(decision, indent=2) + "\n")
-                return decision
+            fcntl.flock(handle, fcntl.LOCK_EX)  # the site's workers decide one at a time, from one listing
+            try:
+                listing = shared_listing(board, digest_dir / ".listing.json", campaign.pulling.poll_seconds)
+            except TransferError as error:  # the store may come back: the site's work is not done
+                log.warning("cannot read the claims (%s); trying again in %.0f s", error, campaign.pulling.poll_seconds)
+                listing = None
+            if listing is not None:
+                view = SiteView(campaign, listing, frozenset(dead_holders(listing, campaign.site)))
+                unfinished = view.unfinished()
+                decision = None
+                if not unfinished:
+                    given_up = [s.name for s in campaign.share if view.given_up(s)]
+                    decision = {"next": "done", "given_up": given_up}
+                else:
+                    preferred = view.preferred()
+                    pulling = pending_pulls(digest_dir, exclude=worker)
+                    if len(preferred) > pulling * slots:
+                        decision = {"next": "pull", "claimable": len(preferred), "other_jobs_pulling": pulling}
+                if decision is not None:
+                    decision.update(
+                        worker=worker,
+                        decided_at=iso_time(time.time()),
+                        waited_seconds=round(time.time() - waited_since, 1),
+                        unfinished=len(unfinished),
+                    )
+                    atomic_write_text(output, json.dumps(decision, indent=2) + "\n")
+                    return decision
+        if listing is None:
+            time.sleep(campaign.pulling.poll_seconds)
+            continue
         if not announced:
             held = {s.name: view.listing.of(s.name).holder for s in unfinished if view.held(s)}
             log.info(
@@ -209,6 +212,20 @@ def await_work(campaign: Campaign, store: Store, digest_dir: Path, worker: int, 
             )
             announced = True
         time.sleep(campaign.pulling.poll_seconds)
+
+
+def shared_listing(board: ClaimBoard, cache: Path, max_age: float) -> Listing:
+    """The claims as the site's waiting workers share them: one listing of the store
+    per ``max_age`` seconds, however many workers wait (called under their lock)."""
+    try:
+        age = time.time() - cache.stat().st_mtime
+        if age < max_age:
+            return Listing.from_json(json.loads(cache.read_text()), seconds_since=age)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # none yet, or unreadable: list the store
+    listing = board.listing()
+    atomic_write_text(cache, json.dumps(listing.to_json()))
+    return listing
 
 
 def pending_pulls(digest_dir: Path, exclude: int | None = None) -> int:

@@ -20,7 +20,9 @@ from mdcampaign.pulling import SiteView, dead_holders
 from mdcampaign.sites import Site, Work, preferred_order
 from mdcampaign.store import LocalStore
 
-LEASE = 12.0  # seconds: the shortest that keeps renewals (every 2 s) well inside it
+# Seconds. Ages are whole seconds (the store's file times) and publishing needs a claim
+# younger than half a lease: 4 s leaves that a second of slack.
+LEASE = 4.0
 
 
 def board(root: Path, lease: float = LEASE) -> ClaimBoard:
@@ -29,7 +31,7 @@ def board(root: Path, lease: float = LEASE) -> ClaimBoard:
 
 def _claim_in_process(args) -> str:
     root, holder = args
-    return board(Path(root)).claim("sys/r1", 3, holder, "{}").outcome
+    return board(Path(root), lease=600).claim("sys/r1", 3, holder, "{}").outcome  # no claim may expire meanwhile
 
 
 def test_of_many_processes_claiming_at_once_exactly_one_wins(tmp_path):
@@ -65,6 +67,7 @@ def test_an_expired_claim_is_taken_over_and_its_old_holder_cannot_publish(tmp_pa
     assert not (tmp_path / "sims/sys/r1/segments/0000").exists()
     assert not list((tmp_path / "sims/sys/r1/segments").iterdir()), "no partial copy left behind"
     # the new holder publishes
+    assert claims.renew([second.lease]) == set()
     store.put_directory(
         {"trajectory.xtc": segment / "trajectory.xtc"},
         "sims/sys/r1/segments/0000",

@@ -134,32 +134,9 @@ def assert_exact(remote_root: str, simulations: list[str], segments: int, interv
         assert (folder / "analysis" / f"{segments:04d}" / "analysis.json").exists(), name
 
 
-def test_two_sites_started_together_share_the_work_and_run_each_segment_once(tmp_path, remote_root, ssh_path):
-    systems = [{"id": "ala", "structure": ALA, "replicas": 6}]
-    folders = site_folders(tmp_path, remote_root, systems)
-    processes = {name: start(folder, ssh_path) for name, folder in folders.items()}
-    for name, process in processes.items():
-        finish(process, folders[name])
-    simulations = [f"ala/r{i}" for i in range(1, 7)]
-    assert_exact(remote_root, simulations, 2, 0.1)
-    counts = {name: fetches(folder) for name, folder in folders.items()}
-    assert all(counts.values()), f"both sites did work: {counts}"
-    every = [(sim, f"{k:04d}") for sim in simulations for k in range(2)]
-    assert {seg: sum(c.get(seg, 0) for c in counts.values()) for seg in every} == dict.fromkeys(every, 1)
-    for folder in folders.values():  # each site's summary covers the whole campaign, from the store
-        table = (folder / "results" / "summary.tsv").read_text()
-        assert all(sim in table for sim in simulations)
-    status = subprocess.run(
-        ["mdcampaign", "status", "--no-slurm"],
-        cwd=folders["alpha"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PATH": ssh_path},
-    )
-    assert status.returncode == 0, status.stderr
-
-
-def test_a_site_killed_for_good_is_taken_over_after_the_lease(tmp_path, remote_root, ssh_path):
+def test_two_sites_start_together_and_one_killed_for_good_is_taken_over_after_the_lease(
+    tmp_path, remote_root, ssh_path
+):
     systems = [{"id": "ala", "structure": ALA, "replicas": 4}]
     folders = site_folders(tmp_path, remote_root, systems, target_ns=0.006)
     simulations = [f"ala/r{i}" for i in range(1, 5)]
@@ -191,6 +168,22 @@ def test_a_site_killed_for_good_is_taken_over_after_the_lease(tmp_path, remote_r
     taken_at = [line for line in pull_logs.splitlines() if f"claimed {victim} " in line][-1]
     stamp = time.mktime(time.strptime(taken_at[:19], "%Y-%m-%d %H:%M:%S"))
     assert stamp - killed_at >= LEASE_MINUTES * 60 * 5 / 6 - 2
+    # started together, both worked, and no segment was stored twice (alpha's segment in
+    # flight was never stored: beta ran it again from the last stored one)
+    counts = {name: fetches(folder) for name, folder in folders.items()}
+    assert all(counts.values()), f"both sites did work: {counts}"
+    every = [(sim, f"{k:04d}") for sim in simulations for k in range(3)]
+    assert {seg: sum(c.get(seg, 0) for c in counts.values()) for seg in every} == dict.fromkeys(every, 1)
+    table = (folders["beta"] / "results" / "summary.tsv").read_text()  # the whole campaign, from the store
+    assert all(sim in table for sim in simulations)
+    status = subprocess.run(
+        ["mdcampaign", "status", "--no-slurm"],
+        cwd=folders["alpha"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": ssh_path},
+    )
+    assert status.returncode == 0 and "4 done" in status.stdout, status.stdout + status.stderr
 
 
 def test_a_site_cut_off_from_the_store_and_taken_over_does_not_store_its_segment(tmp_path, remote_root, ssh_path):
@@ -238,9 +231,9 @@ def test_a_site_cut_off_from_the_store_and_taken_over_does_not_store_its_segment
 
 
 def test_a_site_joining_late_takes_a_share(tmp_path, remote_root, ssh_path):
-    systems = [{"id": "ala", "structure": ALA, "replicas": 8}]
+    systems = [{"id": "ala", "structure": ALA, "replicas": 6}]
     folders = site_folders(tmp_path, remote_root, systems)
-    simulations = [f"ala/r{i}" for i in range(1, 9)]
+    simulations = [f"ala/r{i}" for i in range(1, 7)]
     alpha = start(folders["alpha"], ssh_path)
     deadline = time.time() + 240
     while time.time() < deadline and sum(claims_of(remote_root, s).get("ended") == "released" for s in simulations) < 2:
@@ -251,32 +244,28 @@ def test_a_site_joining_late_takes_a_share(tmp_path, remote_root, ssh_path):
     assert_exact(remote_root, simulations, 2, 0.1)
     alpha_did, beta_did = fetches(folders["alpha"]), fetches(folders["beta"])
     assert beta_did, "the late site took a share"
-    assert not set(alpha_did) & set(beta_did) and len(alpha_did) + len(beta_did) == 16
+    assert not set(alpha_did) & set(beta_did) and len(alpha_did) + len(beta_did) == 12
 
 
-@pytest.mark.parametrize("replaced", ["segment", "pinned file"])
-def test_over_ssh_a_holder_that_lost_its_claim_stores_nothing(tmp_path, remote_root, replaced):
+def test_over_ssh_a_holder_that_lost_its_claim_stores_nothing(tmp_path, remote_root):
     from mdcampaign.claims import ClaimBoard
     from mdcampaign.errors import TransferError
     from mdcampaign.store import SshStore, TransferSettings
 
     store = SshStore(HOST, remote_root, TransferSettings(timeout_seconds=5, retries=0))
-    board = ClaimBoard(store, 12)
+    board = ClaimBoard(store, 8)  # the new holder stores within half of it
     old = board.claim("sys/r1", 2, "alpha+far-1.s0").lease
-    time.sleep(13.5)
+    time.sleep(9.5)
     new = board.claim("sys/r1", 2, "beta+near-2.s0").lease
     made = tmp_path / "system.xml"
     made.write_text("alpha's system")
     with pytest.raises(TransferError, match="lease lost: another site took over sys/r1"):
-        if replaced == "segment":
-            store.put_directory({"system.xml": made}, "sims/sys/r1/segments/0000", guard=board.guard_script(old))
-        else:
-            remote(
-                f'mkdir -p {remote_root}/sims/sys/r1 && echo "beta\'s system" > {remote_root}/sims/sys/r1/system.xml'
-            )
-            store.pin(made, "sims/sys/r1/system.xml", "0" * 64, guard=board.guard_script(old))
+        store.put_directory({"system.xml": made}, "sims/sys/r1/segments/0000", guard=board.guard_script(old))
     assert not (store_path(remote_root) / "sims/sys/r1/segments/0000").exists()
-    if replaced == "pinned file":
-        assert (store_path(remote_root) / "sims/sys/r1/system.xml").read_text() == "beta's system\n"
+    remote(f'mkdir -p {remote_root}/sims/sys/r1 && echo "beta\'s system" > {remote_root}/sims/sys/r1/system.xml')
+    with pytest.raises(TransferError, match="lease lost"):
+        store.pin(made, "sims/sys/r1/system.xml", "0" * 64, guard=board.guard_script(old))
+    assert (store_path(remote_root) / "sims/sys/r1/system.xml").read_text() == "beta's system\n"
+    assert board.renew([new]) == set()
     store.put_directory({"system.xml": made}, "sims/sys/r1/segments/0000", guard=board.guard_script(new))
     assert (store_path(remote_root) / "sims/sys/r1/segments/0000/system.xml").exists()

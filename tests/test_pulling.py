@@ -226,3 +226,21 @@ def test_a_sites_view_follows_pins_claims_and_completion(tmp_path):
     assert view.measured_speeds() == {("beta", "ala"): 250.0}
     record = json.loads(json.dumps(view.listing.of("ala/r1").__dict__))
     assert record["holder"] == "beta+elsewhere-1.s0" and record["analyzed"] == 2
+
+
+def test_a_slow_site_never_leaves_what_only_it_may_run():
+    works = [Work("pinned/r1", "pinned", 100.0, 1.0), Work("free/r1", "free", 100.0, 1.0)]
+    order = preferred_order(
+        SITES[1], works, SITES, live={"frontera"}, free={"frontera": 10}, only_here=frozenset({"pinned/r1"})
+    )
+    assert [w.name for w in order] == ["pinned/r1"]
+
+
+def test_an_expired_claim_is_never_revived_by_its_holder_but_may_be_taken_again(tmp_path):
+    claims = board(tmp_path)
+    first = claims.claim("sys/r1", 2, "alpha+host-1.s0").lease
+    time.sleep(LEASE + 1.5)  # the store was out of reach for a whole lease
+    assert claims.renew([first]) == {first}, "an expired claim is not renewed: a taker may be counting segments"
+    assert not claims.published(first, 1, "alpha")
+    again = claims.claim("sys/r1", 2, "alpha+host-1.s0")  # nobody took it: the same holder takes it anew
+    assert again.outcome == "claimed" and again.lease.generation > first.generation

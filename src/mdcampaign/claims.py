@@ -62,9 +62,10 @@ def simulation_dir(name: str) -> str:
 
 
 def holder_name(site: str, slot: int | None = None) -> str:
-    """This process's name in claims: its site, and its Slurm job or host and pid."""
+    """This process's name in claims: its site, its Slurm job if any, host and pid."""
     job = os.environ.get("SLURM_JOB_ID")
-    who = f"slurm-{job}" if job else f"{socket.gethostname().split('.')[0]}-{os.getpid()}"
+    # host and pid always: two jobs of one Slurm allocation are two holders
+    who = (f"slurm{job}_" if job else "") + f"{socket.gethostname().split('.')[0]}-{os.getpid()}"
     if slot is not None:
         who += f".s{slot}"
     return f"{HOLDER_UNSAFE.sub('_', site)}+{HOLDER_UNSAFE.sub('_', who)}"
@@ -158,11 +159,14 @@ _CLOCK = f"mkdir -p {CLAIMS} && touch {CLAIMS}/.clock && now=$(stat -c %Y {CLAIM
 _NEWEST = f"newest=$(ls -1 \"$d\" | grep -E '^[0-9]{{{GENERATION_DIGITS}}}$' | sort | tail -n 1 || true)"
 
 
-def _mine(holder: str) -> str:
-    """Shell test: the claim $d/$g is the newest of $d, not ended, and held by ``holder``."""
+def _mine(holder: str, lease_seconds: float) -> str:
+    """Shell test: the claim $d/$g is the newest of $d, not ended, held by ``holder``
+    and not expired (a holder never revives an expired claim: once a whole lease has
+    passed, a taker may be counting the segments, so it has lost)."""
     return (
         f'{_NEWEST}; [ "$newest" = "$g" ] && [ -e "$d/$g/holder+{holder}" ] && '
-        '[ ! -e "$d/$g/released" ] && [ ! -e "$d/$g/failed" ]'
+        '[ ! -e "$d/$g/released" ] && [ ! -e "$d/$g/failed" ] && '
+        f'[ $((now - $(stat -c %Y "$d/$g"))) -lt {int(lease_seconds)} ]'
     )
 
 
@@ -180,7 +184,8 @@ class ClaimBoard:
         """One listing of every claim in the store (one SSH call for a remote store)."""
         out = self._run(
             f'set -e; {_CLOCK}; echo "$now"; '
-            f"find {CLAIMS} -mindepth 3 -maxdepth 4 ! -name '.*' -printf '%P\\t%T@\\n'",
+            # claims and markers come and go while we list: a vanished one is not an error
+            f"find {CLAIMS} -ignore_readdir_race -mindepth 3 -maxdepth 4 ! -name '.*' -printf '%P\\t%T@\\n' || true",
             "listing the claims",
         )
         lines = out.splitlines()
@@ -254,13 +259,17 @@ d={quote(d)}; mkdir -p "$d"
 n=0
 while [ -f {quote(segment_dir)}/"$(printf '%04d' "$n")"/manifest.json ]; do n=$((n + 1)); done
 rm -f "$d"/segments-*; : > "$d/segments-$(printf '%04d' "$n")"
-if [ "$n" -ge {int(segments)} ] && [ -f {quote(analysis)} ]; then echo "complete $n"; exit 0; fi
+if [ "$n" -ge {int(segments)} ] && [ -f {quote(analysis)} ]; then
+  rm -f "$d"/analyzed-*; : > "$d/analyzed-$(printf '%04d' "$n")"; echo "complete $n"; exit 0
+fi
 {_NEWEST}
 if [ -n "$newest" ]; then
   holder=$(ls -1 "$d/$newest" | grep '^holder+' | head -n 1 || true)
   if [ ! -e "$d/$newest/released" ] && [ ! -e "$d/$newest/failed" ]; then
-    if [ "$holder" = {quote(f"holder+{holder}")} ]; then touch "$d/$newest"; echo "claimed $newest $n"; exit 0; fi
     age=$((now - $(stat -c %Y "$d/$newest")))
+    if [ "$holder" = {quote(f"holder+{holder}")} ] && [ "$age" -lt {int(self.lease_seconds)} ]; then
+      touch "$d/$newest"; echo "claimed $newest $n"; exit 0
+    fi
     dead=no
     for h in none {stale}; do [ "$holder" = "$h" ] && dead=yes; done
     if [ "$age" -lt {int(self.lease_seconds)} ] && [ "$dead" = no ]; then echo "held $n ${{holder#holder+}} $age"; exit 0; fi
@@ -292,10 +301,12 @@ echo "claimed $next $n"
         """Renew every lease in one operation; the ones that were lost."""
         if not leases:
             return set()
-        lines = [f"{_CLOCK} 2>/dev/null || true"]
+        lines = [f"{_CLOCK} || exit 3"]
         for number, lease in enumerate(leases):
             d, g = shlex.quote(simulation_dir(lease.simulation)), shlex.quote(lease.generation)
-            lines.append(f'd={d}; g={g}; if {_mine(lease.holder)}; then touch "$d/$g"; else echo {number}; fi')
+            lines.append(
+                f'd={d}; g={g}; if {_mine(lease.holder, self.lease_seconds)}; then touch "$d/$g"; else echo {number}; fi'
+            )
         out = self._run("\n".join(lines), "renewing claims")
         return {leases[int(word)] for word in out.split()}
 
@@ -305,7 +316,7 @@ echo "claimed $next $n"
         d, g = shlex.quote(simulation_dir(lease.simulation)), shlex.quote(lease.generation)
         half = int(self.lease_seconds // 2)
         return (
-            f"{_CLOCK}; d={d}; g={g}; if {_mine(lease.holder)} && "
+            f"{_CLOCK} || exit 1; d={d}; g={g}; if {_mine(lease.holder, self.lease_seconds)} && "
             f'[ $((now - $(stat -c %Y "$d/$g"))) -lt {half} ]; then exit 0; fi; '
             f"echo 'lease lost: another site took over {lease.simulation} (claim {lease.generation} is no "
             "longer the newest, or was not renewed in time); this copy is discarded' >&2; exit 1"
@@ -324,7 +335,7 @@ echo "claimed $next $n"
         marker = "analyzed" if analyzed else "segments"
         origin = f'if [ {int(done)} -eq 1 ]; then : > "$d/origin+{site}"; fi; ' if site else ""
         out = self._run(
-            f'{_CLOCK}; d={d}; g={g}; if {_mine(lease.holder)}; then touch "$d/$g"; '
+            f'{_CLOCK} || exit 3; d={d}; g={g}; if {_mine(lease.holder, self.lease_seconds)}; then touch "$d/$g"; '
             f'rm -f "$d"/{marker}-*; : > "$d/{marker}-{done:04d}"; {origin}{speed}echo ok; else echo lost; fi',
             f"recording progress of {lease.simulation}",
         )
@@ -336,5 +347,6 @@ echo "claimed $next $n"
         d, g = shlex.quote(simulation_dir(lease.simulation)), shlex.quote(lease.generation)
         mark = "failed" if failed else "released"
         self._run(
-            f'd={d}; g={g}; if {_mine(lease.holder)}; then : > "$d/$g/{mark}"; fi', f"releasing {lease.simulation}"
+            f'{_CLOCK} || exit 3; d={d}; g={g}; if {_mine(lease.holder, self.lease_seconds)}; then : > "$d/$g/{mark}"; fi',
+            f"releasing {lease.simulation}",
         )

@@ -174,6 +174,16 @@ def _claim(job: JobContext):
     return ClaimBoard(store_of(job.config), job.config["lease_seconds"]), Lease(**job.config["lease"])
 
 
+def _record_progress(board, lease, done: int, site: str, ns_per_day: float | None = None, analyzed=False) -> None:
+    """Tell the claims what is now in the store. The data is stored either way: a
+    marker not written is written by the next claim (it counts the store itself)."""
+    try:
+        if not board.published(lease, done, site, ns_per_day, analyzed):
+            log.warning("%s: stored, but the claim was taken over since", lease.simulation)
+    except TransferError as error:
+        log.warning("%s: stored, but the claims could not be updated (%s)", lease.simulation, error)
+
+
 def stage(job: JobContext) -> None:
     from .records import read_manifest
     from .transfer import stage_segment
@@ -300,10 +310,8 @@ def fetch(job: JobContext) -> None:
             guard=board.guard_script(lease) if board else None,
         )
         atomic_write_text(job.path(layout.SEGMENT_MARKER), json.dumps({"fetched_at": manifest["fetched_at"]}) + "\n")
-        if board and not board.published(lease, segment + 1, job.config["site"], manifest["info"].get("ns_per_day")):
-            log.warning(
-                "%s: segment %s is in the store, but the claim was taken over since", info["simulation"], w["segment"]
-            )
+        if board:
+            _record_progress(board, lease, segment + 1, job.config["site"], manifest["info"].get("ns_per_day"))
 
 
 def pack(job: JobContext) -> None:
@@ -459,7 +467,7 @@ def analyze(job: JobContext) -> None:
         atomic_write_json(layout.completion_record(w["system"], w["replica"], len(manifests)), summary)
         board, lease = _claim(job)
         if board:
-            board.published(lease, len(manifests), job.config["site"], analyzed=True)
+            _record_progress(board, lease, len(manifests), job.config["site"], analyzed=True)
 
 
 def summary(smk) -> None:

@@ -156,6 +156,10 @@ class Claimer:
         cannot be reached, since publishing checks again)."""
         raise NotImplementedError
 
+    def reclaim(self, member: Member) -> bool:
+        """Take ``member`` again after its claim expired unrenewed, if nobody else did."""
+        raise NotImplementedError
+
 
 def run_batch(
     members: list[Member],
@@ -227,8 +231,15 @@ def _renew_claims(batch: Batch, stop: threading.Event) -> None:
             )
             continue
         for member in held:
-            if member.lease in lost:
+            if member.lease in lost and not _reclaimed(batch, member):
                 batch.lose(member)
+
+
+def _reclaimed(batch: Batch, member: Member) -> bool:
+    try:
+        return batch.claimer.reclaim(member)
+    except Exception:  # noqa: BLE001 - the store is out of reach again: the claim stays lost
+        return False
 
 
 def _slot_loop(batch: Batch, slot: Slot, threads: int) -> None:

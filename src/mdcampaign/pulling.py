@@ -8,6 +8,7 @@ Every decision here is a function of the campaign and one listing of the claims
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import socket
@@ -30,10 +31,13 @@ def slots_per_job(campaign: Campaign) -> int:
     return campaign.packing.slots if campaign.packing.enabled else 1
 
 
-def campaign_digest(campaign: Campaign) -> str:
-    """Names this site's work as configured (simulations and their lengths): a new
-    target or new systems give new names, so that a finished site looks again."""
+def campaign_digest(campaign: Campaign, config: dict) -> str:
+    """Names this site's work as configured (its simulations, their lengths, and the
+    config its jobs are given): a new target, new systems or a changed setting give a
+    new name, so that a finished site looks again and rounds that ran under other
+    settings are not redone."""
     text = "\n".join(f"{s.name}\t{s.n_segments}" for s in campaign.share)
+    text += "\n" + json.dumps(config, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -49,7 +53,7 @@ def dead_holders(listing: Listing, site: str, host: str | None = None) -> set[st
             continue
         who = job.split(".s", 1)[0]
         owner, _, pid = who.rpartition("-")
-        if owner == host and pid.isdigit() and not _alive(int(pid)):
+        if owner.rsplit("_", 1)[-1] == host and pid.isdigit() and not _alive(int(pid)):
             dead.add(claims.holder)
     return dead
 
@@ -134,6 +138,12 @@ class SiteView:
         }
         resumable = frozenset(name for name, site in last.items() if site == campaign.site)
         elsewhere = {name: site for name, site in last.items() if site != campaign.site and site in live}
+        only_here = frozenset(
+            s.name
+            for s in claimable
+            if s.site == campaign.site
+            or (not campaign.may_migrate(s) and self.listing.of(s.name).origin == campaign.site)
+        )
         order = preferred_order(
             campaign.sites[campaign.site],
             works,
@@ -143,5 +153,6 @@ class SiteView:
             self.measured_speeds(),
             resumable,
             elsewhere,
+            only_here,
         )
         return [by_name[work.name] for work in order]

@@ -15,10 +15,10 @@ from pathlib import Path
 from . import layout
 from .campaign import Campaign
 from .claims import ClaimBoard, Listing, holder_name
-from .errors import TransferError
+from .errors import DataError, TransferError
 from .files import atomic_write_text
 from .packing import Claimer, Member
-from .pulling import SiteView, dead_holders
+from .pulling import SiteView, dead_holders, workers
 from .records import read_manifest, write_manifest
 from .runs import iso_time
 from .slots import Slot
@@ -48,28 +48,35 @@ class StoreClaimer(Claimer):
         self.tried: set[str] = set()  # simulations this job took once already
 
     def next(self, slot: Slot) -> Member | None:
+        try:
+            return self._next(slot)
+        except (TransferError, DataError) as error:  # the store is unreachable or a record unreadable
+            log.warning("slot %d: cannot take work now (%s); this slot stops", slot.index, error)
+            return None
+
+    def _next(self, slot: Slot) -> Member | None:
         listing = self.board.listing()
         view = SiteView(self.campaign, listing, frozenset(dead_holders(listing, self.campaign.site)))
         for simulation in view.preferred():
             if simulation.name in self.tried:
                 continue
-            set_up = self.root / layout.setup_info(simulation.system)
-            if listing.of(simulation.name).done == 0 and not set_up.exists():
+            if (
+                listing.of(simulation.name).done == 0
+                and not (self.root / layout.setup_info(simulation.system)).exists()
+            ):
                 continue  # its system is set up by a job of this site's next round
-            holder = holder_name(self.campaign.site, slot.index)
-            info = json.dumps(
-                {
-                    "host": os.uname().nodename,
-                    "pid": os.getpid(),
-                    "claimed_at": iso_time(time.time()),
-                    "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-                }
-            )
             result = self.board.claim(
                 simulation.name,
                 simulation.n_segments,
-                holder,
-                info,
+                holder_name(self.campaign.site, slot.index),
+                json.dumps(
+                    {
+                        "host": os.uname().nodename,
+                        "pid": os.getpid(),
+                        "claimed_at": iso_time(time.time()),
+                        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+                    }
+                ),
                 self.campaign.may_migrate(simulation),
                 self.campaign.site,
                 tuple(sorted(view.dead)),
@@ -78,7 +85,17 @@ class StoreClaimer(Claimer):
                 log.info("slot %d: %s not taken (%s %s)", slot.index, simulation.name, result.outcome, result.detail)
                 continue
             self.tried.add(simulation.name)
-            adopt_records(self.store, simulation.name, result.done, self.campaign.scratch_here, self.root)
+            try:
+                adopt_records(self.store, simulation.name, result.done, self.campaign.scratch_here, self.root)
+            except (TransferError, DataError, OSError) as error:
+                log.warning(
+                    "slot %d: %s: cannot take its records from the store (%s); released",
+                    slot.index,
+                    simulation.name,
+                    error,
+                )
+                self.board.release(result.lease)
+                continue
             log.info(
                 "slot %d: claimed %s (claim %s) at segment %d of %d",
                 slot.index,
@@ -109,9 +126,34 @@ class StoreClaimer(Claimer):
 
     def holds(self, member: Member) -> bool:
         try:
-            return not self.board.renew([member.lease])
+            return not self.board.renew([member.lease]) or self.reclaim(member)
         except Exception:  # noqa: BLE001 - unreachable: publishing checks the claim again
             return True
+
+    def reclaim(self, member: Member) -> bool:
+        """After this job's claim of ``member`` expired unrenewed (the store was out of
+        reach for a whole lease): take it again if nobody else did, and nobody stored a
+        segment of it meanwhile; the segment in progress then goes on."""
+        result = self.board.claim(
+            member.name,
+            member.n_segments,
+            member.lease.holder,
+            "{}",
+            self.campaign.may_migrate(self.campaign.simulation(member.system, member.replica)),
+            self.campaign.site,
+        )
+        if result.outcome != "claimed":
+            return False
+        if result.done != member.fetched():
+            self.board.release(result.lease)
+            return False
+        log.warning(
+            "%s: its claim expired while the store was out of reach; nobody took it, taken again (claim %s)",
+            member.name,
+            result.lease.generation,
+        )
+        member.lease = result.lease
+        return True
 
 
 def adopt_records(store: Store, simulation: str, done: int, scratch: str, root: Path | str = ".") -> None:
@@ -185,7 +227,7 @@ def await_work(campaign: Campaign, store: Store, digest_dir: Path, worker: int, 
                     decision = {"next": "done", "given_up": given_up}
                 else:
                     preferred = view.preferred()
-                    pulling = pending_pulls(digest_dir, exclude=worker)
+                    pulling = pending_pulls(digest_dir, workers(campaign), exclude=worker)
                     if len(preferred) > pulling * slots:
                         decision = {"next": "pull", "claimable": len(preferred), "other_jobs_pulling": pulling}
                 if decision is not None:
@@ -228,17 +270,33 @@ def shared_listing(board: ClaimBoard, cache: Path, max_age: float) -> Listing:
     return listing
 
 
-def pending_pulls(digest_dir: Path, exclude: int | None = None) -> int:
-    """This site's pull jobs asked for and not finished (from its await and pull records)."""
+def pending_pulls(digest_dir: Path, workers: int, exclude: int | None = None) -> int:
+    """This site's pull jobs asked for and not finished: per worker, its latest wait
+    for work said "pull" and that round's job has not ended (and has not failed: a
+    failed job's worker goes no further, and must not hold the others back)."""
     count = 0
-    for worker_dir in digest_dir.glob("w*"):
-        if exclude is not None and worker_dir.name == f"w{exclude}":
+    for worker in range(workers):
+        if worker == exclude:
             continue
-        for decision in worker_dir.glob("*.await.json"):
-            try:
-                wants_pull = json.loads(decision.read_text()).get("next") == "pull"
-            except (OSError, ValueError):
-                continue
-            if wants_pull and not decision.with_name(decision.name.replace(".await.", ".pull.")).exists():
-                count += 1
+        decisions = sorted(digest_dir.glob(f"w{worker}/*.await.json"), key=lambda path: int(path.name.split(".")[0]))
+        if not decisions:
+            continue
+        latest = decisions[-1]
+        try:
+            wants_pull = json.loads(latest.read_text()).get("next") == "pull"
+        except (OSError, ValueError):
+            continue
+        round_ = latest.name.split(".")[0]
+        wildcards = {"site": digest_dir.parent.name, "digest": digest_dir.name, "worker": worker, "round": round_}
+        ended = latest.with_name(f"{round_}.pull.json").exists()
+        failed = _failed(Path(layout.fill(layout.log_path("pull"), **wildcards)))
+        if wants_pull and not ended and not failed:
+            count += 1
     return count
+
+
+def _failed(log_file: Path) -> bool:
+    try:
+        return "FAILED" in log_file.read_text(errors="replace")
+    except OSError:
+        return False

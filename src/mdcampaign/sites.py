@@ -118,6 +118,7 @@ def preferred_order(
     speeds: dict[tuple[str, str], float] | None = None,
     resumable: frozenset = frozenset(),
     elsewhere: dict[str, str] | None = None,
+    only_here: frozenset = frozenset(),
 ) -> list[Work]:
     """The order in which ``site`` takes claimable simulations (pulling), without those
     it should leave to a faster site.
@@ -136,7 +137,9 @@ def preferred_order(
     it released mid-segment, whose checkpoint is in its scratch) and takes last what
     another live site can resume (``elsewhere``: simulation -> that site), since a
     move costs the segment in flight; but not where a site at least
-    ``LEAVE_TO_FASTER`` times faster could take it: then moving pays.
+    ``LEAVE_TO_FASTER`` times faster could take it: then moving pays. Nothing is
+    left that only this site may run (``only_here``: pinned to it, or started here and
+    not allowed to move).
     """
     speeds = speeds or {}
     elsewhere = elsewhere or {}
@@ -151,7 +154,9 @@ def preferred_order(
     others = [s for s in alive if s.name != site.name]
 
     def faster_site(work: Work) -> bool:
-        return any(days(work, site, speeds) >= LEAVE_TO_FASTER * days(work, other, speeds) for other in others)
+        return work.name not in only_here and any(
+            days(work, site, speeds) >= LEAVE_TO_FASTER * days(work, other, speeds) for other in others
+        )
 
     def resume_first(work: Work) -> int:
         if work.name in resumable and not faster_site(work):

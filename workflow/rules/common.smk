@@ -94,7 +94,9 @@ SIMULATION_NAMED = {sim.name: sim for sim in SIMULATIONS}
 # planned per simulation.
 PULLS = CAMPAIGN.pulls
 PULL_WILDCARDS = (
-    {"site": CAMPAIGN.site, "digest": campaign_digest(CAMPAIGN)} if PULLS else {}
+    {"site": CAMPAIGN.site, "digest": campaign_digest(CAMPAIGN, config)}
+    if PULLS
+    else {}
 )
 WORKERS = workers(CAMPAIGN) if PULLS else 0
 # How segments are run, for the report's rule graph.
@@ -433,7 +435,15 @@ def pull_inputs(wildcards):
             round=wildcards.round,
         )
     }
-    if not workflow.is_main_process:
+    # inside the job, and for rounds that ran: what they were given no longer matters
+    # (a setup made since must not make a finished round look out of date)
+    finished = layout.fill(
+        layout.PULL_ROUND,
+        **PULL_WILDCARDS,
+        worker=wildcards.worker,
+        round=wildcards.round,
+    )
+    if not workflow.is_main_process or os.path.exists(finished):
         return inputs
     per_worker = 2 * (PACKING.slots if PACKING.enabled else 1)
     unstarted = planning_view()["unstarted"]

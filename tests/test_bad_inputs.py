@@ -5,6 +5,7 @@ line or key, and what is allowed; no traceback, nothing written to the store."""
 from __future__ import annotations
 
 import base64
+import os
 import subprocess
 from pathlib import Path
 
@@ -26,6 +27,7 @@ THROUGH_SNAKEMAKE = {
     "comma-separated table",
     "binary PDB file",
     "site column naming an unknown site",
+    "site names that YAML reads as numbers",
 }
 
 
@@ -135,3 +137,115 @@ def test_nested_command_line_config_is_read_as_numbers(tmp_path):
     lines = [line for line in (refused.stdout + refused.stderr).splitlines() if line.strip()]
     assert refused.returncode == 1 and "Traceback" not in refused.stdout + refused.stderr
     assert lines[-1] == "mdcampaign: config/config.yaml: protocol.temperature_K: must be a finite number (got nan)"
+
+
+@pytest.mark.parametrize(
+    "arguments, expect",
+    [
+        (["init", "{file}"], "{file} is a file, not a folder"),
+        (["init", "{file}/inside"], "the campaign could not be written there: Not a directory"),
+        (["tune", "--cores", "-5"], "tune --cores: must be between 1 and the"),
+        (["tune", "--cores", "0"], "tune --cores: must be between 1 and the"),
+        (["tune", "--seconds", "-5"], "tune --seconds: each trial must last between 1 and 3600 s"),
+        (["tune", "--seconds", "nan"], "tune --seconds: each trial must last between 1 and 3600 s"),
+        (["tune", "--gpus", "-1"], "tune --gpus: must be between 0 and 64"),
+    ],
+)
+def test_command_line_mistakes_get_one_line(arguments, expect, tmp_path):
+    directory = write_campaign(tmp_path / "campaign")
+    afile = tmp_path / "a-file"
+    afile.write_text("not a folder")
+    arguments = [argument.replace("{file}", str(afile)) for argument in arguments]
+    result = subprocess.run(["mdcampaign", *arguments], cwd=directory, capture_output=True, text=True)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("mdcampaign: "), lines
+    assert expect.replace("{file}", str(afile)) in lines[0], lines[0]
+    report("bad-input corpus", f"mdcampaign {' '.join(arguments)}", True)
+
+
+@pytest.mark.parametrize(
+    "value, expect",
+    [
+        ("/nonexistent/gmx", "MDCAMPAIGN_GMX='/nonexistent/gmx' does not exist"),
+        ("gmx; touch {canary}", "is not a program: MDCAMPAIGN_GMX must name the gmx program itself"),
+        ("/bin/false", "MDCAMPAIGN_GMX='/bin/false' does not run as gmx"),
+        ("no-such-gmx", "MDCAMPAIGN_GMX='no-such-gmx' is not a command on PATH"),
+    ],
+)
+def test_a_broken_gmx_variable_is_named_by_validate_and_doctor(value, expect, tmp_path):
+    canary = tmp_path / "canary"
+    value = value.replace("{canary}", str(canary))
+    directory = write_campaign(
+        tmp_path / "campaign",
+        systems=[
+            {
+                "id": "ala-gmx",
+                "structure": str(STRUCTURES / "alanine-dipeptide.pdb"),
+                "replicas": 1,
+                "engine": "gromacs",
+                "solvent": "explicit",
+                "forcefield": "amber99sbildn",
+                "water_model": "tip3p",
+            }
+        ],
+    )
+    env = {**os.environ, "MDCAMPAIGN_GMX": value}
+    validate = subprocess.run(["mdcampaign", "validate"], cwd=directory, capture_output=True, text=True, env=env)
+    assert validate.returncode == 0 and "Traceback" not in validate.stderr
+    (warning,) = validate.stderr.strip().splitlines()
+    assert warning.startswith("warning: ") and "engine gromacs" in warning and expect in warning, warning
+    doctor = subprocess.run(["mdcampaign", "doctor"], cwd=directory, capture_output=True, text=True, env=env)
+    line = next(line for line in doctor.stdout.splitlines() if "engine gromacs" in line)
+    assert doctor.returncode == 1 and line.startswith("FAIL") and expect in line, doctor.stdout
+    assert not canary.exists()
+    report("bad-input corpus", f"MDCAMPAIGN_GMX={value}", True)
+
+
+def test_setup_with_a_broken_gmx_variable_fails_in_one_line_naming_it(tmp_path):
+    directory = write_campaign(
+        tmp_path / "campaign",
+        systems=[
+            {
+                "id": "ala-gmx",
+                "structure": str(STRUCTURES / "alanine-dipeptide.pdb"),
+                "replicas": 1,
+                "engine": "gromacs",
+                "solvent": "explicit",
+                "forcefield": "amber99sbildn",
+                "water_model": "tip3p",
+            }
+        ],
+    )
+    result = snakemake(directory, check=False, env={**os.environ, "MDCAMPAIGN_GMX": "/nonexistent/gmx"})
+    log = (directory / "logs/setup/ala-gmx.log").read_text()
+    assert result.returncode != 0 and "Traceback" not in log
+    assert "FAILED: engine gromacs: MDCAMPAIGN_GMX='/nonexistent/gmx' does not exist" in log, log
+    assert not (directory / "results" / "sims").exists()
+
+
+def test_a_missing_extra_is_named_by_validate_before_anything_runs(tmp_path):
+    """The ligand tools live in the environment's bin/ folder: without it on PATH they
+    are missing for real, and validate names what and how to install it."""
+    import sys
+
+    directory = write_campaign(
+        tmp_path / "campaign",
+        systems=[
+            {
+                "id": "lig",
+                "structure": str(STRUCTURES / "alanine-dipeptide.pdb"),
+                "replicas": 1,
+                "solvent": "explicit",
+                "ligand": "ACE",
+                "ligand_smiles": "CC=O",
+            }
+        ],
+    )
+    mdcampaign = Path(sys.executable).parent / "mdcampaign"
+    env = {**os.environ, "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([str(mdcampaign), "validate"], cwd=directory, capture_output=True, text=True, env=env)
+    assert result.returncode == 0 and "Traceback" not in result.stderr
+    (warning,) = result.stderr.strip().splitlines()
+    assert "1 systems have ligands, but antechamber, parmchk2, sqm are not installed" in warning
+    assert "pip install 'mdcampaign[ligands]'" in warning

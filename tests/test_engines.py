@@ -109,7 +109,8 @@ def test_status_and_doctor_know_gromacs(mixed_campaign):
         env={**__import__("os").environ, "MDCAMPAIGN_GMX": "/nonexistent/gmx"},
     )
     line = next(line for line in broken.stdout.splitlines() if "engine gromacs" in line)
-    assert "FAIL" in line and "not installed" in line and "module load gromacs" in broken.stdout
+    assert "FAIL" in line and "MDCAMPAIGN_GMX='/nonexistent/gmx' does not exist" in line
+    assert "module load gromacs" in broken.stdout
 
 
 def test_gromacs_refuses_what_it_cannot_do_in_one_line(tmp_path):

@@ -66,7 +66,11 @@ def test_a_ligand_from_its_mol2_is_parameterized_once_and_matched(tmp_path):
         (LigandSpec("TMP", smiles="C1CC"), "ligand_smiles 'C1CC' is not valid SMILES"),
         (LigandSpec("TMP", smiles="Cc1ccccc1"), "do not match ligand_smiles 'Cc1ccccc1'"),
         (LigandSpec("XYZ", smiles=XYLENE), "the structure has no residue XYZ to take the pose from"),
-        (LigandSpec("TMP", smiles=XYLENE, charge=1), "ligand TMP: AM1-BCC charges could not be computed"),
+        (
+            LigandSpec("TMP", smiles=XYLENE, charge=1),
+            "ligand TMP, column ligand_charge: +1 leaves it with an odd number of electrons (57), and AM1-BCC "
+            "needs a closed shell; the molecule as read (C8H10) has formal charge +0",
+        ),
     ],
 )
 def test_a_ligand_that_cannot_be_parameterized_fails_in_one_line(tmp_path, spec, expect):

@@ -259,3 +259,32 @@ def test_a_remote_store_path_starting_with_a_dash_is_only_a_path(root, tmp_path,
         assert not _canaries(canary, tmp_path), "a remote path was read as an option"
     finally:
         remote(f"cd ~ && rm -rf -- ./{shlex.quote(name)}", check=False)
+
+
+def test_hostile_site_and_holder_names_never_run_in_the_store_scripts(tmp_path, monkeypatch):
+    """Defence in depth: the config's name check stands before these, but every value a
+    claim script is given is quoted (or refused where it would name another folder)."""
+    from mdcampaign.claims import ClaimBoard
+    from mdcampaign.store import LocalStore
+
+    monkeypatch.chdir(tmp_path)
+    marker = f"pwned-{uuid.uuid4().hex[:6]}"
+    site = METACHARACTERS.format(marker=marker)
+    holder = f"{site}+host-1.s0"
+    store = tmp_path / "store"
+    board = ClaimBoard(LocalStore(store), 600)
+    claimed = board.claim("sys/r1", 2, holder, info=f"$(touch {marker})", site=site, dead=(holder + "x",))
+    assert claimed.outcome == "claimed"
+    lease = claimed.lease
+    assert board.renew([lease]) == set()
+    assert board.published(lease, 1, site, ns_per_day=12.5)
+    assert board.published(lease, 1, site, analyzed=True)
+    listing = board.listing().of("sys/r1")
+    assert listing.holder == holder and listing.origin == site and listing.speeds == {site: 12.5}
+    board.release(lease)
+    assert board.listing().of("sys/r1").ended == "released"
+    assert not list(tmp_path.rglob(marker)) and not (Path.cwd() / marker).exists(), "a name was executed by a shell"
+    for bad in ("../../escape", "a\nb"):
+        with pytest.raises(ValueError, match="cannot be part of a file name"):
+            board.claim("sys/r2", 2, f"{bad}+host", site=bad)
+    assert not (tmp_path / "escape").exists() and not list(store.rglob("*escape*"))

@@ -422,3 +422,55 @@ def test_last_step_is_idempotent_and_refuses_a_copy_it_did_not_send(tmp_path, re
         store._finish("sims/a/r1/segments", "0001", sums, stamp=1)
     assert time.time() - started < FAST.delay, "a refusal is not retried"
     assert remote_sums(f"{remote_root}/sims/a/r1/segments/0000") == sums
+
+
+# -- the store's disk fills during a fetch over SSH -------------------------------------
+
+
+@pytest.fixture
+def small_remote_disk(ssh_path):
+    """A real 8 MB file system (tmpfs) for the store user, nearly filled; needs root to
+    mount it (the store user then owns it)."""
+    mount_point = Path(f"/home/mdstore/small-{uuid.uuid4().hex[:8]}")
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m,mode=0755", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        mount_point.rmdir()
+        pytest.skip(f"cannot mount a small file system for the store user here: {mounted.stderr.strip()}")
+    subprocess.run(["chown", "mdstore:mdstore", str(mount_point)], check=True)
+    filler = f"{mount_point}/filler"
+    free = int(remote(f"df --output=avail -B1 {mount_point} | tail -n 1").strip())
+    remote(f"head -c {free - 16 * 1024} /dev/zero > {filler}")
+    yield str(mount_point), filler
+    subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
+    mount_point.rmdir()
+
+
+@pytest.mark.slow
+def test_a_full_store_disk_over_ssh_is_one_line_and_the_same_command_finishes(tmp_path, small_remote_disk, ssh_path):
+    disk, filler = small_remote_disk
+    store = f"{disk}/store"
+    campaign = write_campaign(
+        tmp_path / "campaign",
+        systems=[{"id": "ala", "structure": STRUCTURES / "alanine-dipeptide.pdb", "replicas": 1}],
+        store=f"{HOST}:{store}",
+        transfer={"timeout_seconds": 10, "retries": 2},
+    )
+    failed = snakemake(campaign, check=False, env={"PATH": ssh_path})
+    output = failed.stdout + failed.stderr
+    assert failed.returncode != 0 and "Traceback" not in output
+    lines = [line for line in output.splitlines() if "is full (No space left on device)" in line]
+    assert lines and f"the store on {HOST} is full (No space left on device) at {HOST}:{store}/" in lines[0], output[
+        -3000:
+    ]
+    assert "partial" not in remote(f"find {store} -name '*partial*'"), "the partial copy is removed"
+    assert not list((campaign / "results").rglob("manifest.json")), "nothing recorded as stored"
+    remote(f"rm -f {filler}")  # space again
+    snakemake(campaign, env={"PATH": ssh_path})
+    for record in sorted((campaign / "results/sims/ala/r1/segments").glob("*/manifest.json")):
+        manifest = json.loads(record.read_text())
+        stored = remote_sums(f"{store}/{manifest['path']}")
+        assert {n: f["sha256"] for n, f in manifest["files"].items()}.items() <= stored.items()
+    assert len(list((campaign / "results/sims/ala/r1/segments").glob("*/manifest.json"))) == 2

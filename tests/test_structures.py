@@ -328,3 +328,17 @@ def default_protocol():
     from mdcampaign.protocol import Protocol
 
     return Protocol(**_schema_defaults())
+
+
+def test_an_mmcif_file_saved_with_a_pdb_name_is_read_as_mmcif(tmp_path):
+    import gzip
+
+    from mdcampaign.repair import read_structure
+    from mdcampaign.structures import inspect_structure
+
+    source = Path(__file__).parent / "data" / "structures" / "1YJP.cif.gz"
+    misnamed = tmp_path / "1yjp.pdb"
+    misnamed.write_bytes(gzip.decompress(source.read_bytes()))
+    assert inspect_structure(misnamed) == inspect_structure(source)
+    fixer, info = read_structure(misnamed)
+    assert info["read_as"] == "mmCIF" and fixer.topology.getNumResidues() == 7 + 7  # GNNQQNY and its waters

@@ -56,6 +56,15 @@ RENEWALS_PER_LEASE = 6
 HOLDER_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
+def _file_name_part(text: str, what: str) -> str:
+    """``text`` as part of one file name in the store: refused if it could name another
+    folder (a '/', or a NUL or newline a shell script would split on); everything else
+    is quoted where it enters a script."""
+    if any(c in text for c in "/\0\n"):
+        raise ValueError(f"{what} {text!r} cannot be part of a file name in the store")
+    return text
+
+
 def simulation_dir(name: str) -> str:
     """The claims folder of a simulation ``<system>/r<replica>``, relative to the store."""
     return f"{CLAIMS}/{name}"
@@ -163,8 +172,9 @@ def _mine(holder: str, lease_seconds: float) -> str:
     """Shell test: the claim $d/$g is the newest of $d, not ended, held by ``holder``
     and not expired (a holder never revives an expired claim: once a whole lease has
     passed, a taker may be counting the segments, so it has lost)."""
+    holder = _file_name_part(holder, "holder")
     return (
-        f'{_NEWEST}; [ "$newest" = "$g" ] && [ -e "$d/$g/holder+{holder}" ] && '
+        f'{_NEWEST}; [ "$newest" = "$g" ] && [ -e "$d/$g/"{shlex.quote("holder+" + holder)} ] && '
         '[ ! -e "$d/$g/released" ] && [ ! -e "$d/$g/failed" ] && '
         f'[ $((now - $(stat -c %Y "$d/$g"))) -lt {int(lease_seconds)} ]'
     )
@@ -249,6 +259,7 @@ class ClaimBoard:
         Counts the segments in the store itself, so a stale listing cannot make a
         holder redo one. Idempotent: claiming what ``holder`` already holds renews it."""
         quote = shlex.quote
+        holder, site = _file_name_part(holder, "holder"), _file_name_part(site, "site")
         d = simulation_dir(simulation)
         segment_dir = layout.store_segments(simulation)
         analysis = layout.store_analysis(simulation, segments)
@@ -285,7 +296,7 @@ if [ {quote("no" if not migrate else "yes")} = no ] && [ -n "$origin" ] && [ "$o
   echo "pinned $n ${{origin#origin+}}"; exit 0
 fi
 mkdir "$d/$next" 2>/dev/null || {{ echo "lost $n"; exit 0; }}
-printf '%s\\n' {quote(info)} > "$d/$next/holder+{holder}"
+printf '%s\\n' {quote(info)} > "$d/$next/"{quote("holder+" + holder)}
 for g in $(ls -1 "$d" | grep -E '^[0-9]{{{GENERATION_DIGITS}}}$'); do
   if [ $((1$g)) -lt $((1$next - 1)) ] && [ ! -e "$d/$g/failed" ]; then rm -rf "${{d:?}}/$g"; fi
 done
@@ -329,11 +340,14 @@ echo "claimed $next $n"
         the store: record progress, origin and speed, and renew. False if the lease
         was lost meanwhile."""
         d, g = shlex.quote(simulation_dir(lease.simulation)), shlex.quote(lease.generation)
+        site = _file_name_part(site, "site")
         speed = (
-            f'rm -f "$d"/speed+{shlex.quote(site)}+*; : > "$d/speed+{site}+{ns_per_day:.3f}"; ' if ns_per_day else ""
+            f'rm -f "$d"/{shlex.quote(f"speed+{site}+")}*; : > "$d/"{shlex.quote(f"speed+{site}+{ns_per_day:.3f}")}; '
+            if ns_per_day
+            else ""
         )
         marker = "analyzed" if analyzed else "segments"
-        origin = f'if [ {int(done)} -eq 1 ]; then : > "$d/origin+{site}"; fi; ' if site else ""
+        origin = f'if [ {int(done)} -eq 1 ]; then : > "$d/"{shlex.quote("origin+" + site)}; fi; ' if site else ""
         out = self._run(
             f'{_CLOCK} || exit 3; d={d}; g={g}; if {_mine(lease.holder, self.lease_seconds)}; then touch "$d/$g"; '
             f'rm -f "$d"/{marker}-*; : > "$d/{marker}-{done:04d}"; {origin}{speed}echo ok; else echo lost; fi',

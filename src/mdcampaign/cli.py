@@ -45,6 +45,14 @@ def cmd_validate(args) -> int:
         f"{args.config}: campaign '{campaign.name}' is valid: {len(campaign.systems)} systems, "
         f"{len(campaign.simulations)} simulations, {segments} segments, {total_ns:g} ns in total"
     )
+    # what the campaign needs that this machine lacks: named here, before anything runs
+    # (a warning: the simulations may be meant for another machine; doctor checks a site)
+    from .doctor import FAIL, check_engines, check_ligand_tools
+
+    mine = campaign.share if args.site else campaign.simulations
+    for check in check_engines(campaign, mine) + check_ligand_tools(campaign, mine):
+        if check.status == FAIL:
+            print(f"warning: this machine cannot run them all: {check.what}; fix: {check.fix}", file=sys.stderr)
     return 0
 
 
@@ -235,6 +243,20 @@ def cmd_tune(args) -> int:
 
     from .tune import best, tune
 
+    available = len(os.sched_getaffinity(0))
+    cores = available if args.cores is None else args.cores
+    if not 1 <= cores <= available:
+        raise CampaignError(
+            f"tune --cores: must be between 1 and the {available} cores this process may use (got {cores})"
+        )
+    if not 0 <= args.gpus <= 64:
+        raise CampaignError(f"tune --gpus: must be between 0 and 64 (got {args.gpus})")
+    if args.gpus > cores:
+        raise CampaignError(f"tune --gpus: each GPU's slots need a core of their own ({args.gpus} GPUs, {cores} cores)")
+    if not 1 <= args.seconds <= 3600:
+        raise CampaignError(
+            f"tune --seconds: each trial must last between 1 and 3600 s to measure anything (got {args.seconds:g})"
+        )
     campaign, _ = _load(args, check=False)
     directory = Path(args.directory)
     wanted = args.systems or list(campaign.systems)
@@ -250,11 +272,12 @@ def cmd_tune(args) -> int:
             f"system(s) {', '.join(missing)} not set up yet: run snakemake --profile <machine> "
             f"{' '.join(layout.fill(layout.SETUP_DIR, system=m) + '/setup.json' for m in missing)}"
         )
-    cores = args.cores or len(os.sched_getaffinity(0))
     print(
         f"tuning on {cores} cores" + (f" and {args.gpus} GPUs" if args.gpus else "") + f", {args.seconds:g} s per trial"
     )
     trials = tune(systems, cores, args.gpus, args.seconds, campaign.platform if not args.gpus else "auto")
+    if not trials:
+        raise CampaignError("nothing was measured (tune measures OpenMM systems; see the lines above)")
     print()
     for name, trial in best(trials).items():
         fewest = next(t for t in trials if t.system == name)  # the first candidate: fewest slots
@@ -307,7 +330,10 @@ def main(argv=None) -> int:
         "--config", "-c", default="config/config.yaml", help="config file, relative to the campaign directory"
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("validate", help="check config/ and the systems table; print what the campaign contains")
+    validate = commands.add_parser(
+        "validate", help="check config/ and the systems table; print what the campaign contains"
+    )
+    validate.add_argument("--site", help="check this machine's software for this site's share only")
     plan = commands.add_parser("plan", help="which site runs which simulation, and when each site will finish")
     plan.add_argument(
         "--write", action="store_true", help=f"re-balance simulations that have not started and write {ASSIGNMENT_FILE}"

@@ -105,22 +105,24 @@ def check_software(profile: dict) -> list[Check]:
     return checks
 
 
-def check_engines(campaign) -> list[Check]:
-    """Every MD engine this site's simulations use is installed and runs."""
+def check_engines(campaign, simulations=None) -> list[Check]:
+    """Every MD engine this site's simulations (or ``simulations``) use is installed and runs."""
     from .engines import engine_for
 
     users: dict[str, int] = {}
-    for simulation in campaign.share:
+    for simulation in campaign.share if simulations is None else simulations:
         users[simulation.protocol.engine] = users.get(simulation.protocol.engine, 0) + 1
     checks = []
     for name, count in sorted(users.items()):
         engine = engine_for(name)
-        version = engine.version()
-        if version is None:
+        problem = engine.problem()
+        version = None if problem else engine.version()
+        if problem or version is None:
             checks.append(
                 Check(
                     FAIL,
-                    f"engine {name} (used by {count} simulations here) is not installed or does not run",
+                    f"engine {name} (used by {count} simulations here) cannot run: "
+                    + (problem or "it is not installed"),
                     engine.install_hint,
                 )
             )
@@ -129,20 +131,21 @@ def check_engines(campaign) -> list[Check]:
     return checks
 
 
-def check_ligand_tools(campaign) -> list[Check]:
-    """The ligand toolchain, where this site's systems have ligands."""
-    from .ligands import INSTALL_HINT, missing_tools
+def check_ligand_tools(campaign, simulations=None) -> list[Check]:
+    """The ligand toolchain, where this site's systems (or those of ``simulations``) have ligands."""
+    from .extras import LIGANDS
 
-    with_ligand = {s.system for s in campaign.share if campaign.systems[s.system].ligand}
+    chosen = campaign.share if simulations is None else simulations
+    with_ligand = {s.system for s in chosen if campaign.systems[s.system].ligand}
     if not with_ligand:
         return []
-    missing = missing_tools()
+    missing = LIGANDS.missing()
     if missing:
         return [
             Check(
                 FAIL,
                 f"{len(with_ligand)} systems have ligands, but {', '.join(missing)} are not installed",
-                INSTALL_HINT,
+                LIGANDS.install_hint,
             )
         ]
     return [Check(PASS, f"ligand tools (AmberTools, RDKit, ParmEd) for {len(with_ligand)} systems")]

@@ -40,6 +40,10 @@ class Engine:
 
     install_hint = ""
 
+    def problem(self) -> str | None:
+        """Why this engine cannot run here, in one line with the fix, or None."""
+        return None if self.version() else f"{self.name} is not installed: {self.install_hint}"
+
     def prepare(
         self,
         inputs: dict[str, Path],
@@ -112,6 +116,11 @@ class GromacsEngine(Engine):
         from .gromacs import available
 
         return available()
+
+    def problem(self) -> str | None:
+        from .gromacs import gmx_problem
+
+        return gmx_problem()
 
     def prepare(self, inputs, protocol, out_dir, platform, threads, seed, ligand=None) -> dict:
         from .gromacs import import_inputs, prepare

@@ -68,3 +68,15 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def file_system_now(directory: str | Path) -> float:
+    """The time by the clock that stamps files in ``directory`` (that of the file
+    server, or of this machine's kernel), to compare with files' modification times:
+    this process's own clock may differ (a skewed host, faketime)."""
+    fd, path = tempfile.mkstemp(dir=directory, prefix=".clock.")
+    try:
+        return os.fstat(fd).st_mtime
+    finally:
+        os.close(fd)
+        os.unlink(path)

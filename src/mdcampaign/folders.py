@@ -44,6 +44,20 @@ def init_campaign(directory: Path) -> list[Path]:
     the Snakefile that uses the installed workflow, its default workflow profile and
     a .gitignore. Refuses a folder that already holds a campaign. The files written."""
     directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise CampaignError(
+            f"{directory} is a file, not a folder: name a new folder (or an empty one) for the campaign"
+        )
+    try:
+        return _write_campaign(directory)
+    except OSError as error:
+        raise CampaignError(
+            f"{directory}: the campaign could not be written there: {error.strerror or error}"
+            + (f" ({error.filename})" if error.filename else "")
+        ) from None
+
+
+def _write_campaign(directory: Path) -> list[Path]:
     if (directory / "config" / "config.yaml").exists() or (directory / SNAKEFILE).exists():
         raise CampaignError(
             f"{directory} already holds a campaign (config/config.yaml or {SNAKEFILE}); nothing was changed"
@@ -102,8 +116,18 @@ def install_profiles(names: list[str], source: Path | None = None, target: Path 
     unknown = [name for name in names if name not in available]
     if unknown:
         raise CampaignError(f"no profile '{unknown[0]}' in {source} (profiles: {', '.join(available)})")
+    try:
+        return _install_profiles(names or available, source, target)
+    except OSError as error:
+        raise CampaignError(
+            f"profiles could not be installed in {target}: {error.strerror or error}"
+            + (f" ({error.filename})" if error.filename else "")
+        ) from None
+
+
+def _install_profiles(names: list[str], source: Path, target: Path) -> list[str]:
     report = []
-    for name in names or available:
+    for name in names:
         origin, destination = source / name / "config.yaml", target / name / "config.yaml"
         if destination.exists():
             same = filecmp.cmp(origin, destination, shallow=False)

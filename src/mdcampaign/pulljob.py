@@ -260,13 +260,15 @@ def shared_listing(board: ClaimBoard, cache: Path, max_age: float) -> Listing:
     """The claims as the site's waiting workers share them: one listing of the store
     per ``max_age`` seconds, however many workers wait (called under their lock)."""
     try:
-        age = time.time() - cache.stat().st_mtime
-        if age < max_age:
-            return Listing.from_json(json.loads(cache.read_text()), seconds_since=age)
+        saved = json.loads(cache.read_text())
+        # the workers of a site share one host clock: whatever its offset, the difference holds
+        age = time.time() - saved["saved_at"]
+        if 0 <= age < max_age:
+            return Listing.from_json(saved["listing"], seconds_since=age)
     except (OSError, ValueError, KeyError, TypeError):
         pass  # none yet, or unreadable: list the store
     listing = board.listing()
-    atomic_write_text(cache, json.dumps(listing.to_json()))
+    atomic_write_text(cache, json.dumps({"saved_at": time.time(), "listing": listing.to_json()}))
     return listing
 
 

@@ -33,8 +33,10 @@ from .protocol import Protocol
 from .structures import (
     ADDITIVE_RESIDUES,
     METAL_ION_RESIDUES,
+    MMCIF_SUFFIXES,
     SALT_ION_RESIDUES,
     WATER_RESIDUES,
+    content_format,
     inspect_structure,
     read_structure_bytes,
     structure_suffix,
@@ -160,9 +162,12 @@ def read_structure(structure: Path, model: int = 1, altloc: str = ""):
     problem, _ = inspect_structure(structure)
     if problem:
         raise CampaignError(f"structure '{structure}' {problem}")
-    suffix = structure_suffix(structure)
     text = read_structure_bytes(structure).decode("utf-8", errors="replace")
+    suffix = content_format(text, structure)
     info: dict = {}
+    if suffix != structure_suffix(structure):
+        info["read_as"] = "mmCIF" if suffix in MMCIF_SUFFIXES else "PDB"
+        log.info("the file is named %s but holds %s: read as %s", structure.name, info["read_as"], info["read_as"])
     if suffix in (".pdb", ".ent"):
         text, info["alternate_locations"] = choose_alternate_locations(text, altloc)
     with tempfile.TemporaryDirectory(prefix="mdcampaign-structure-") as tmp:

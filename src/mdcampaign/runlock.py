@@ -154,7 +154,10 @@ def _read_records(locks_dir: str) -> list[dict]:
                 record = json.load(file)
             record["pid"] = int(record["pid"])
             record["host"] = str(record["host"])
-            record["started"] = float(record.get("started") or 0.0)
+            # when it started, on the file system's clock (the record is written once, at
+            # the start), to compare with the lock files' times: a host whose own clock
+            # is off (or runs under faketime) would otherwise misjudge which run made them
+            record["started"] = os.stat(path).st_mtime
         except FileNotFoundError:
             continue  # it just ended
         except (OSError, ValueError, KeyError, TypeError):

@@ -139,6 +139,7 @@ def announce_runner(work: Path) -> None:
             "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
             "slot": current_slot(),
             "started_at": iso_time(time.time()),
+            "clock": clock(),
         },
     )
 
@@ -148,8 +149,15 @@ def withdraw_runner(work: Path) -> None:
 
 
 def iso_time(epoch: float) -> str:
-    """A time for the records: UTC, ISO 8601, to the second."""
+    """A time for the records: UTC, ISO 8601, to the second, by this host's clock (a
+    record names the host in its ``clock`` field: hosts' clocks may disagree)."""
     return datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="seconds")
+
+
+def clock() -> str:
+    """Whose clock a record's times are by: this host's name (claims' ages use the
+    store's clock instead, see claims.py)."""
+    return platform.node()
 
 
 def publish(work_dir: Path, outputs: dict[str, Path]) -> None:

@@ -50,6 +50,7 @@ from .runs import (
     SegmentTask,
     StopRequest,
     announce_runner,
+    clock,
     iso_time,
     sole_runner,
     withdraw_runner,
@@ -456,6 +457,7 @@ def _finish(context, recorder: _Recorder, job: SegmentTask, start_sha: str, hist
         "start_state_sha256": start_sha,
         "openmm_version": openmm.__version__,
         "finished_at": iso_time(time.time()),
+        "clock": clock(),
     }
     atomic_write_json(recorder.paths.info, info)
     log.info(

@@ -21,6 +21,7 @@ from .campaign import Campaign
 from .claims import MAX_FAILURES, Listing, SimulationClaims
 from .engines import engine_for
 from .errors import DataError
+from .files import file_system_now
 from .records import read_manifest
 from .runs import RUNNER_RECORD
 from .systems import Simulation
@@ -171,9 +172,12 @@ def _recently_written(work: Path) -> bool:
     try:
         with os.scandir(work) as entries:
             newest = max((entry.stat().st_mtime for entry in entries if entry.is_file()), default=0.0)
+        now = file_system_now(work)  # file times against the clock that made them
     except FileNotFoundError:
         return False
-    return time.time() - newest < ACTIVE_SECONDS
+    except OSError:  # a folder we cannot write in: this process's clock it is
+        now = time.time()
+    return now - newest < ACTIVE_SECONDS
 
 
 def collect(

@@ -34,6 +34,8 @@ from .locations import check_location, split_remote
 log = logging.getLogger(__name__)
 
 RETRYABLE_RSYNC_CODES = {10, 12, 30, 35, 255}
+# where rsync keeps a partly sent file between attempts (relative to the file's folder)
+PARTIAL_DIR = ".rsync-partial"
 
 # stderr text that means "retrying will not help", and what to tell the user
 FATAL_MESSAGES = (
@@ -308,7 +310,7 @@ class SshStore(Store):
             "-a",
             "-s",
             "-L",
-            "--partial-dir=.rsync-partial",
+            f"--partial-dir={PARTIAL_DIR}",
             f"--timeout={self.settings.timeout_seconds}",
             "-e",
             shlex.join(self._ssh_command),
@@ -368,8 +370,18 @@ class SshStore(Store):
         return f"{self.host}:{self._path(relative)}"
 
     def _cleanup(self, relative: str) -> None:
+        """Remove a partial copy, and what rsync kept of it in its partial folder (for a
+        single file that folder is beside it, and would keep a full disk full)."""
+        parent, name = posixpath.split(self._path(relative))
+        kept = posixpath.join(parent, PARTIAL_DIR)
         subprocess.run(
-            [*self._ssh_command, "--", self.host, f"rm -rf -- {shlex.quote(self._path(relative))}"],
+            [
+                *self._ssh_command,
+                "--",
+                self.host,
+                f"rm -rf -- {shlex.quote(self._path(relative))} {shlex.quote(posixpath.join(kept, name))}; "
+                f"rmdir -- {shlex.quote(kept)} 2>/dev/null; true",
+            ],
             capture_output=True,
             text=True,
         )
@@ -416,7 +428,7 @@ class SshStore(Store):
                 "home=$(pwd)",
                 f"cd {shlex.quote(self._path(parent))}",
                 f"if [ -d {partial} ]; then",
-                f"  ( cd {partial} && rm -rf ./.rsync-partial && printf '%s\\n' {checks} | sha256sum --quiet -c - )",
+                f"  ( cd {partial} && rm -rf ./{PARTIAL_DIR} && printf '%s\\n' {checks} | sha256sum --quiet -c - )",
                 *(
                     [
                         f'  ( cd "$home" && cd -- {shlex.quote(self.root)} && sh -c {shlex.quote(guard)} ) || '

@@ -98,7 +98,7 @@ def inspect_structure(path: Path) -> tuple[str | None, int]:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         text = data.decode("latin-1")
-    suffix = structure_suffix(path)
+    suffix = content_format(text, path)
     lines = text.splitlines()
     if suffix in (".pdb", ".ent"):
         problem, atoms = _pdb_atoms(lines)
@@ -117,6 +117,28 @@ def structure_suffix(path: Path) -> str:
     if name.endswith(GZIP_SUFFIX):
         name = name[: -len(GZIP_SUFFIX)]
     return Path(name).suffix
+
+
+PDB_SUFFIXES = (".pdb", ".ent")
+MMCIF_SUFFIXES = (".cif", ".mmcif", ".pdbx")
+_MMCIF_START = re.compile(r"\A(?:\s*#[^\n]*\n|\s*\n)*\s*data_", re.IGNORECASE)
+_MMCIF_ATOMS = re.compile(r"^\s*_atom_site\.", re.IGNORECASE | re.MULTILINE)
+_PDB_ATOMS = re.compile(r"^(ATOM  |HETATM)[ 0-9A-Za-z]{5} ", re.MULTILINE)
+
+
+def content_format(text: str, path: Path) -> str:
+    """The format suffix a structure is read as: its name's, unless its content is the
+    other of PDB and mmCIF (an mmCIF file saved as .pdb starts with ``data_`` and has an
+    ``_atom_site`` loop; a PDB file saved as .cif has fixed-column atom records and no
+    ``data_`` block)."""
+    suffix = structure_suffix(path)
+    if suffix not in PDB_SUFFIXES + MMCIF_SUFFIXES:
+        return suffix
+    if _MMCIF_START.match(text) and _MMCIF_ATOMS.search(text):
+        return suffix if suffix in MMCIF_SUFFIXES else ".cif"
+    if suffix in MMCIF_SUFFIXES and not _MMCIF_ATOMS.search(text) and _PDB_ATOMS.search(text):
+        return ".pdb"
+    return suffix
 
 
 def read_structure_bytes(path: Path) -> bytes:

@@ -13,12 +13,13 @@ import logging
 import platform as host_platform
 import posixpath
 import tempfile
-from datetime import UTC, datetime
+import time
 from pathlib import Path
 
 from . import __version__
 from .files import atomic_write_json, sha256_file
 from .records import manifest_text, write_manifest
+from .runs import clock, iso_time
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -26,10 +27,6 @@ log = logging.getLogger(__name__)
 
 def file_record(path: Path) -> dict:
     return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def stage_segment(store: Store, sources: dict[str, tuple[str, str]], staged: dict[str, Path], info: dict) -> dict:
@@ -41,7 +38,7 @@ def stage_segment(store: Store, sources: dict[str, tuple[str, str]], staged: dic
     """
     store.get([(relative, Path(staged[name]), sha) for name, (relative, sha) in sources.items()])
     files = {name: file_record(Path(staged[name])) for name in sources}
-    record = {**info, "files": files, "store": store.describe(), "staged_at": _now()}
+    record = {**info, "files": files, "store": store.describe(), "staged_at": iso_time(time.time()), "clock": clock()}
     atomic_write_json(staged["stage.json"], record)
     log.info("staged %s segment %s: %s", info.get("simulation"), info.get("segment"), ", ".join(files))
     return record
@@ -80,8 +77,9 @@ def fetch_segment(
         "seed": info.get("seed"),
         "site": info.get("site"),
         "info": segment_info,
-        "fetched_at": _now(),
+        "fetched_at": iso_time(time.time()),
         "fetched_by": host_platform.node(),
+        "clock": clock(),
         "mdcampaign_version": __version__,
     }
     # A simulation's system reaches the store before its first segment does.

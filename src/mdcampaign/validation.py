@@ -88,6 +88,9 @@ def validate(data: dict, schema: dict, where: str, fill_defaults: bool = True, k
     ``config/systems.tsv, line 3 (id 'villin')``; ``key_word`` names what a key is
     called there (``column`` for table rows), giving "..., column replicas: ...".
     """
+    problem = non_text_key(data)
+    if problem:
+        raise CampaignError(f"{where}: {problem}")
     validator_class = _DefaultingValidator if fill_defaults else _StrictValidator
     validator = validator_class(schema)
     errors = sorted(validator.iter_errors(data), key=_error_rank)
@@ -99,6 +102,37 @@ def validate(data: dict, schema: dict, where: str, fill_defaults: bool = True, k
         raise CampaignError(f"{where}: {describe_error(error)}")
     _integers_as_int(data, schema)
     return data
+
+
+def non_text_key(data, path: tuple = ()) -> str | None:
+    """The first mapping key (at any depth) that is not text, described for the user,
+    or None. YAML reads `1:`, `2.5:`, `yes:` or `null:` as a number, a boolean or
+    nothing; keys name sites, sections and options, and are joined, sorted and put in
+    paths as text."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if not isinstance(key, str):
+                where = ".".join(path) + ": " if path else ""
+                if key is None:
+                    return f"{where}a key is empty (or null/~), not a name; give the name, in quotes if needed"
+                if isinstance(key, bool):
+                    return (
+                        f"{where}key {key} is read by YAML as true/false (from yes, no, on, off, true or false), "
+                        "not as a name; keys must be text: put it in quotes"
+                    )
+                return (
+                    f"{where}key {key!r} is read by YAML as {'a number' if isinstance(key, (int, float)) else 'a ' + type(key).__name__}, "
+                    f"not as a name; keys must be text: put it in quotes ('{key}') or start it with a letter"
+                )
+            problem = non_text_key(value, (*path, key))
+            if problem:
+                return problem
+    elif isinstance(data, list):
+        for index, item in enumerate(data):
+            problem = non_text_key(item, (*path[:-1], f"{path[-1] if path else ''}[{index}]"))
+            if problem:
+                return problem
+    return None
 
 
 def _integers_as_int(data: dict, schema: dict) -> None:
@@ -153,6 +187,9 @@ def describe_error(error: jsonschema.ValidationError, with_location: bool = True
         symbol = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}[kind]
         return f"{prefix}must be {symbol} {error.validator_value} {got}"
     if kind == "pattern":
+        # each pattern says in words what it allows (the schema's x-allowed), else it is a name's
+        if "x-allowed" in schema:
+            return f"{prefix}must be {schema['x-allowed']} {got}"
         return f"{prefix}must contain only letters, digits, '_', '.' and '-', and start with a letter or digit {got}"
     if kind in ("maxLength", "minLength"):
         word = "at most" if kind == "maxLength" else "at least"

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -137,13 +139,38 @@ def test_a_killed_job_of_this_site_on_this_host_is_taken_back_at_once(tmp_path):
     assert claims.claim("sys/r2", 2, "alpha+thishost-1.s0").outcome == "held"
 
 
-def test_lease_ages_come_from_the_store_clock(tmp_path):
+def _claim_under_faketime(root: Path, offset: str, holder: str) -> str:
+    """Claim sys/r1 from a process whose clock is ``offset`` off (Debian's faketime)."""
+    code = (
+        "import sys; from pathlib import Path; from mdcampaign.claims import ClaimBoard; "
+        "from mdcampaign.store import LocalStore; "
+        f"print(ClaimBoard(LocalStore(Path(sys.argv[1])), {LEASE}).claim('sys/r1', 2, sys.argv[2]).outcome)"
+    )
+    result = subprocess.run(
+        ["faketime", "-f", offset, sys.executable, "-c", code, str(root), holder],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout.strip()
+
+
+@pytest.mark.skipif(shutil.which("faketime") is None, reason="faketime is not installed (apt-get install faketime)")
+def test_lease_ages_come_from_the_store_clock_whatever_the_callers_clock(tmp_path):
+    assert _claim_under_faketime(tmp_path, "+3h", "ahead+host-1.s0") == "claimed"
     claims = board(tmp_path)
-    claims.claim("sys/r1", 2, "alpha+host-1.s0")
     listing = claims.listing()
-    stamp = (tmp_path / "claims/.clock").stat().st_mtime
-    assert listing.now == pytest.approx(int(stamp), abs=1)
+    assert listing.now == pytest.approx(time.time(), abs=2), "the store's clock, not the claimant's"
     assert 0 <= listing.of("sys/r1").age < 3
+    # a live holder three hours ahead keeps its claim, from a correct clock and from one behind
+    assert claims.claim("sys/r1", 2, "correct+host-2.s0").outcome == "held"
+    assert _claim_under_faketime(tmp_path, "-3h", "behind+host-3.s0") == "held"
+    # renewed by the site ahead, it is still fresh by the store's clock
+    assert _claim_under_faketime(tmp_path, "+3h", "ahead+host-1.s0") == "claimed"
+    assert 0 <= claims.listing().of("sys/r1").age < 3
+    time.sleep(LEASE + 1.5)  # no renewal: once a lease old it is taken over, by a site behind too
+    assert _claim_under_faketime(tmp_path, "-3h", "behind+host-3.s0") == "claimed"
+    assert claims.listing().of("sys/r1").holder == "behind+host-3.s0"
 
 
 # -- the preference rule ------------------------------------------------------------
@@ -244,3 +271,72 @@ def test_an_expired_claim_is_never_revived_by_its_holder_but_may_be_taken_again(
     assert not claims.published(first, 1, "alpha")
     again = claims.claim("sys/r1", 2, "alpha+host-1.s0")  # nobody took it: the same holder takes it anew
     assert again.outcome == "claimed" and again.lease.generation > first.generation
+
+
+# -- a site whose clock is hours off, with real Snakemake sites --------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("faketime") is None, reason="faketime is not installed (apt-get install faketime)")
+def test_a_site_three_hours_ahead_shares_a_campaign_and_is_taken_over_only_after_its_lease(tmp_path):
+    """Site `ahead` runs its whole Snakemake under faketime +3h, site `correct` with the
+    machine's clock, one shared store: neither takes a claim the other holds while it
+    lives; `ahead`, killed with kill -9, is taken over a lease after its last renewal;
+    every segment is stored once; the records say whose clock their times are by."""
+    from test_pulling_ssh import ALA, assert_exact, claims_of, fetches, kill_tree
+
+    from conftest import REPO, SNAKEFILE
+
+    lease_minutes = 0.25
+    store = tmp_path / "store"
+    spec = {name: {"scratch": str(tmp_path / f"scratch-{name}"), "ns_per_day": 100} for name in ("ahead", "correct")}
+    folders = {
+        name: write_campaign(
+            tmp_path / f"at-{name}",
+            systems=[{"id": "ala", "structure": ALA, "replicas": 4}],
+            protocol={"target_ns": 0.006},
+            store=str(store),
+            sites=spec,
+            site=name,
+            pulling={"lease_minutes": lease_minutes, "poll_seconds": 2},
+        )
+        for name in spec
+    }
+    command = ["snakemake", "-s", str(SNAKEFILE), "--profile", str(REPO / "profiles" / "local")]
+    runs = {}
+    for name, prefix in (("ahead", ["faketime", "-f", "+3h"]), ("correct", [])):
+        out = open(folders[name] / "snakemake.out", "w")  # noqa: SIM115 - the process writes it while it runs
+        runs[name] = subprocess.Popen([*prefix, *command], cwd=folders[name], stdout=out, stderr=subprocess.STDOUT)
+    simulations = [f"ala/r{i}" for i in range(1, 5)]
+    deadline, victim = time.time() + 300, None
+    while time.time() < deadline and victim is None:  # both work, and `ahead` holds a started simulation
+        claims = {sim: claims_of(str(store), sim) for sim in simulations}
+        holders = {c.get("holder", "").split("+")[0] for c in claims.values() if c.get("holder")}
+        for sim, claim in claims.items():
+            if holders >= {"ahead", "correct"} and claim.get("holder", "").startswith("ahead+"):
+                if not claim["ended"] and claim["done"] >= 1:
+                    victim = sim
+        time.sleep(0.1)
+    assert victim, "the site ahead never held a started simulation while the other worked"
+    last_renewal = claims_of(str(store), victim)["renewed"]
+    kill_tree(runs["ahead"].pid)
+    runs["ahead"].wait()
+    assert runs["correct"].wait(timeout=600) == 0, (folders["correct"] / "snakemake.out").read_text()[-5000:]
+    assert_exact(str(store), simulations, 3, 0.1)
+    # taken over once a lease had passed since its last renewal, by the store's clock
+    taken = store / "claims" / victim / claims_of(str(store), victim)["generation"]
+    assert claims_of(str(store), victim)["holder"].startswith("correct+")
+    assert taken.stat().st_mtime - last_renewal >= lease_minutes * 60 - 1
+    # no claim was taken from a live holder: each segment stored once, no lease lost by the correct site
+    counts = {name: fetches(folder) for name, folder in folders.items()}
+    every = [(sim, f"{k:04d}") for sim in simulations for k in range(3)]
+    assert {seg: sum(c.get(seg, 0) for c in counts.values()) for seg in every} == dict.fromkeys(every, 1)
+    correct_logs = "\n".join(p.read_text() for p in (folders["correct"] / "logs").rglob("*.log"))
+    assert "lease lost" not in correct_logs and "taken over" not in correct_logs
+    # the records say whose clock their times are by
+    offsets = {}
+    for path in (store / "sims").glob("ala/r*/segments/*/manifest.json"):
+        manifest = json.loads(path.read_text())
+        offsets.setdefault(manifest["site"], set()).add(round(manifest["clock_offset_s"] / 3600))
+        assert manifest["clock"] and manifest["info"]["clock"]
+    assert offsets == {"correct": {0}, "ahead": {3}}, offsets

@@ -3,11 +3,11 @@
 A job's slot takes a simulation by creating the next *claim* of it in the store, an
 exclusive ``mkdir`` (atomic on a local or network file system, and run over SSH as
 one remote command). The claim is a lease: the job renews it while it runs (it
-touches the claim); a claim not renewed for the lease time is expired, and anyone may
+creates and removes an entry in the claim's folder, which stamps the folder); a claim not renewed for the lease time is expired, and anyone may
 take the simulation over by creating the next claim. Ages are measured with the
 store's clock only (the modification time the store's file system gives a claim,
-against a file touched there just before), never with a site's clock, since sites'
-clocks disagree.
+against a file created there just before), never with a site's clock, since sites'
+clocks disagree (a site hours ahead or behind neither takes a live claim nor keeps a dead one).
 
 In the store, per simulation::
 
@@ -163,7 +163,16 @@ class ClaimResult:
     detail: str = ""
 
 
-_CLOCK = f"mkdir -p {CLAIMS} && touch {CLAIMS}/.clock && now=$(stat -c %Y {CLAIMS}/.clock)"
+# The store's clock: the time a file created there now gets. Files and folders are only
+# ever stamped by being created (or by an entry created in them), never by `touch`,
+# whose "now" is the calling process's clock where that clock is faked or skewed
+# (libfaketime fakes utimensat), while creation times come from the file system.
+_CLOCK = (
+    f'mkdir -p {CLAIMS} && c=$(mktemp {CLAIMS}/.clock.XXXXXX) && now=$(stat -c %Y "$c") && rm -f "$c"'
+)
+# Renew the claim $d/$g: an entry created and removed in it stamps its folder.
+_RENEW = 'r=$(mktemp "$d/$g/.renew.XXXXXX") && rm -f "$r"'
+
 # The newest claim of simulation folder $d (empty if none).
 _NEWEST = f"newest=$(ls -1 \"$d\" | grep -E '^[0-9]{{{GENERATION_DIGITS}}}$' | sort | tail -n 1 || true)"
 
@@ -279,7 +288,7 @@ if [ -n "$newest" ]; then
   if [ ! -e "$d/$newest/released" ] && [ ! -e "$d/$newest/failed" ]; then
     age=$((now - $(stat -c %Y "$d/$newest")))
     if [ "$holder" = {quote(f"holder+{holder}")} ] && [ "$age" -lt {int(self.lease_seconds)} ]; then
-      touch "$d/$newest"; echo "claimed $newest $n"; exit 0
+      g=$newest; {_RENEW}; echo "claimed $newest $n"; exit 0
     fi
     dead=no
     for h in none {stale}; do [ "$holder" = "$h" ] && dead=yes; done
@@ -316,7 +325,7 @@ echo "claimed $next $n"
         for number, lease in enumerate(leases):
             d, g = shlex.quote(simulation_dir(lease.simulation)), shlex.quote(lease.generation)
             lines.append(
-                f'd={d}; g={g}; if {_mine(lease.holder, self.lease_seconds)}; then touch "$d/$g"; else echo {number}; fi'
+                f'd={d}; g={g}; if {_mine(lease.holder, self.lease_seconds)}; then {_RENEW}; else echo {number}; fi'
             )
         out = self._run("\n".join(lines), "renewing claims")
         return {leases[int(word)] for word in out.split()}
@@ -349,7 +358,7 @@ echo "claimed $next $n"
         marker = "analyzed" if analyzed else "segments"
         origin = f'if [ {int(done)} -eq 1 ]; then : > "$d/"{shlex.quote("origin+" + site)}; fi; ' if site else ""
         out = self._run(
-            f'{_CLOCK} || exit 3; d={d}; g={g}; if {_mine(lease.holder, self.lease_seconds)}; then touch "$d/$g"; '
+            f'{_CLOCK} || exit 3; d={d}; g={g}; if {_mine(lease.holder, self.lease_seconds)}; then {_RENEW}; '
             f'rm -f "$d"/{marker}-*; : > "$d/{marker}-{done:04d}"; {origin}{speed}echo ok; else echo lost; fi',
             f"recording progress of {lease.simulation}",
         )

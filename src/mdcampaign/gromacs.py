@@ -1664,7 +1664,7 @@ def _finish(
         "start_sha256": start_sha,
         "gmx_version": available(),
         "finished_at": iso_time(time.time()),
-        "clock": clock(),
+        **clock(work),
     }
     atomic_write_json(work / "segment.json", info)
     # mdrun's own files are no longer needed; keep its logs, in order, as one.

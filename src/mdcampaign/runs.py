@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .errors import SegmentError
-from .files import atomic_write_json
+from .files import atomic_write_json, file_system_now
 from .protocol import Protocol
 from .slots import current_slot
 
@@ -139,7 +139,7 @@ def announce_runner(work: Path) -> None:
             "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
             "slot": current_slot(),
             "started_at": iso_time(time.time()),
-            "clock": clock(),
+            **clock(work),
         },
     )
 
@@ -154,10 +154,16 @@ def iso_time(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="seconds")
 
 
-def clock() -> str:
-    """Whose clock a record's times are by: this host's name (claims' ages use the
-    store's clock instead, see claims.py)."""
-    return platform.node()
+def clock(directory: Path | str) -> dict:
+    """Whose clock a record's times are by: this host (``clock``), and how far this
+    process's clock is from the clock that stamps files in ``directory``, where the
+    record is written (``clock_offset_s``: 0 on a healthy machine; a skewed or faked
+    process clock shows here). Claims' ages use the store's clock instead (claims.py)."""
+    try:
+        offset = round(time.time() - file_system_now(directory), 1)
+    except OSError:
+        offset = None
+    return {"clock": platform.node(), "clock_offset_s": offset}
 
 
 def publish(work_dir: Path, outputs: dict[str, Path]) -> None:

@@ -457,7 +457,7 @@ def _finish(context, recorder: _Recorder, job: SegmentTask, start_sha: str, hist
         "start_state_sha256": start_sha,
         "openmm_version": openmm.__version__,
         "finished_at": iso_time(time.time()),
-        "clock": clock(),
+        **clock(recorder.paths.info.parent),
     }
     atomic_write_json(recorder.paths.info, info)
     log.info(

@@ -38,7 +38,8 @@ def stage_segment(store: Store, sources: dict[str, tuple[str, str]], staged: dic
     """
     store.get([(relative, Path(staged[name]), sha) for name, (relative, sha) in sources.items()])
     files = {name: file_record(Path(staged[name])) for name in sources}
-    record = {**info, "files": files, "store": store.describe(), "staged_at": iso_time(time.time()), "clock": clock()}
+    record = {**info, "files": files, "store": store.describe(), "staged_at": iso_time(time.time())}
+    record.update(clock(Path(staged["stage.json"]).parent))
     atomic_write_json(staged["stage.json"], record)
     log.info("staged %s segment %s: %s", info.get("simulation"), info.get("segment"), ", ".join(files))
     return record
@@ -79,7 +80,7 @@ def fetch_segment(
         "info": segment_info,
         "fetched_at": iso_time(time.time()),
         "fetched_by": host_platform.node(),
-        "clock": clock(),
+        **clock(Path(record_path).parent if Path(record_path).parent.exists() else "."),
         "mdcampaign_version": __version__,
     }
     # A simulation's system reaches the store before its first segment does.

@@ -283,9 +283,8 @@ def test_a_site_three_hours_ahead_shares_a_campaign_and_is_taken_over_only_after
     machine's clock, one shared store: neither takes a claim the other holds while it
     lives; `ahead`, killed with kill -9, is taken over a lease after its last renewal;
     every segment is stored once; the records say whose clock their times are by."""
-    from test_pulling_ssh import ALA, assert_exact, claims_of, fetches, kill_tree
-
     from conftest import REPO, SNAKEFILE
+    from test_pulling_ssh import ALA, assert_exact, claims_of, fetches, kill_tree
 
     lease_minutes = 0.25
     store = tmp_path / "store"
@@ -313,9 +312,9 @@ def test_a_site_three_hours_ahead_shares_a_campaign_and_is_taken_over_only_after
         claims = {sim: claims_of(str(store), sim) for sim in simulations}
         holders = {c.get("holder", "").split("+")[0] for c in claims.values() if c.get("holder")}
         for sim, claim in claims.items():
-            if holders >= {"ahead", "correct"} and claim.get("holder", "").startswith("ahead+"):
-                if not claim["ended"] and claim["done"] >= 1:
-                    victim = sim
+            started = not claim.get("ended") and claim.get("done", 0) >= 1
+            if holders >= {"ahead", "correct"} and claim.get("holder", "").startswith("ahead+") and started:
+                victim = sim
         time.sleep(0.1)
     assert victim, "the site ahead never held a started simulation while the other worked"
     last_renewal = claims_of(str(store), victim)["renewed"]
@@ -340,3 +339,12 @@ def test_a_site_three_hours_ahead_shares_a_campaign_and_is_taken_over_only_after
         offsets.setdefault(manifest["site"], set()).add(round(manifest["clock_offset_s"] / 3600))
         assert manifest["clock"] and manifest["info"]["clock"]
     assert offsets == {"correct": {0}, "ahead": {3}}, offsets
+    # status from a machine whose clock is off says so, and still reads the claims by the store's clock
+    status = subprocess.run(
+        ["faketime", "-f", "+3h", "mdcampaign", "status", "--no-slurm"],
+        cwd=folders["correct"],
+        capture_output=True,
+        text=True,
+    )
+    assert status.returncode == 0 and "4 done" in status.stdout, status.stdout + status.stderr
+    assert "note: this machine's clock is 3.0 h ahead of the store's" in status.stdout

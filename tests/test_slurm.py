@@ -6,6 +6,7 @@ Skipped, with the reason, when no cluster answers (e.g. on a laptop)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, assert_complete, make_profile, run_with_profile, snakemake, write_campaign
+from conftest import REPO, SNAKEFILE, assert_complete, make_profile, report, run_with_profile, snakemake, write_campaign
 
 CI_DIR = Path(os.environ.get("MDCAMPAIGN_CI_DIR", "/tmp/mdcampaign-ci"))
 JOBCOMP = CI_DIR / "slurm" / "jobcomp.log"
@@ -340,3 +341,168 @@ def test_a_cluster_site_and_a_workstation_site_pull_one_campaign(tmp_path):
     assert worked == {"cluster", "desk"}
     for site in (cluster, desk):
         assert_complete(site, {f"ala/r{r}": 0.004 for r in range(1, 9)}, store=store)
+
+
+# -- the controller goes away ------------------------------------------------------------
+
+CONTROLLER_PID = CI_DIR / "slurm" / "run" / "slurmctld.pid"
+
+
+def stop_controller() -> None:
+    """Stop the test cluster's slurmctld (by its pid file). SIGTERM: it saves its state
+    first (a SIGKILL just after a submission can lose that job and hand its id out
+    again, which drains the node: "Duplicate jobid"; a lost job is a job Slurm never
+    answers about again, which the patience below covers as well)."""
+    os.kill(int(CONTROLLER_PID.read_text()), signal.SIGTERM)
+    while controller_running():
+        time.sleep(0.1)
+
+
+def controller_running() -> bool:
+    try:
+        status = Path(f"/proc/{int(CONTROLLER_PID.read_text())}/status").read_text()
+    except (OSError, ValueError):
+        return False
+    return "zombie" not in status.lower()
+
+
+def start_controller() -> None:
+    """Start slurmctld again as scripts/ci/slurm-up does (same config, same state)."""
+    subprocess.run(["/usr/sbin/slurmctld", "-f", "/etc/slurm/slurm.conf"], check=True)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True)
+        if "UP" in ping.stdout:
+            return
+        time.sleep(0.5)
+    raise AssertionError("slurmctld did not come back")
+
+
+def wait_for_text(path: Path, text: str, timeout: float, after: int = 0) -> int:
+    """Wait until ``text`` appears in the file (past offset ``after``); its offset."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        content = path.read_text() if path.exists() else ""
+        found = content.find(text, after)
+        if found >= 0:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"'{text}' never appeared in {path}:\n{(path.read_text() if path.exists() else '')[-3000:]}")
+
+
+def wait_until_running(count: int, timeout: float) -> None:
+    """Until at least ``count`` jobs of the cluster are running."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        running = subprocess.run(["squeue", "-h", "-t", "R", "-o", "%i"], capture_output=True, text=True).stdout
+        if len(running.split()) >= count:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"fewer than {count} jobs ever ran at once")
+
+
+def jobs_of_segments(campaign: Path) -> dict[str, list[str]]:
+    """Slurm job ids per simulate job (system_replica_segment), from the plugin's logs."""
+    jobs: dict[str, list[str]] = {}
+    for log in (campaign / ".snakemake" / "slurm_logs" / "rule_simulate").glob("*/*.log"):
+        jobs.setdefault(log.parent.name, []).append(log.stem)
+    return jobs
+
+
+def test_a_controller_outage_mid_campaign_loses_nothing_and_the_run_ends_by_itself(tmp_path):
+    """slurmctld killed twice mid-campaign (jobs running and pending): a short outage
+    is ridden out (the run follows its jobs again); one of 2 minutes outlasts the
+    run's patience (45 s here), which stops with one line naming the jobs it lost
+    sight of, cancelling nothing; the same command then finishes, exact, and no
+    segment ever ran in two jobs at once."""
+    systems = [{"id": "ala", "structure": REPO / "config/structures/alanine-dipeptide.pdb", "replicas": 3}]
+    protocol = {"segment_ns": 0.06, "target_ns": 0.12, "frame_interval_ps": 2.0, "checkpoint_interval_ps": 10.0}
+    campaign = write_campaign(tmp_path / "campaign", systems=systems, protocol=protocol)
+    profile = make_profile(
+        tmp_path, "ci-slurm", config={"slurm_patience_minutes": 0.75}, **{"slurm-status-attempts": 2}
+    )
+    output = campaign / "snakemake.out"
+    command = ["snakemake", "-s", str(SNAKEFILE), "--profile", str(profile)]
+    outage = None
+    with open(output, "w") as out:
+        run = subprocess.Popen(command, cwd=campaign, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        # a short outage while the first segments run (launched: a controller that dies while
+        # it launches a job requeues it on hold) and one waits for a core
+        wait_for_text(output, "rule_simulate", timeout=180)
+        wait_until_running(2, timeout=120)
+        stop_controller()
+        time.sleep(40)
+        start_controller()
+        mark = wait_for_text(output, "Slurm does not say what became of job(s)", timeout=120)
+        wait_for_text(output, "again; following it", timeout=180, after=mark)
+        # the second segments run: now a long outage
+        wait_for_text(output, "segment=0001", timeout=240)
+        wait_until_running(1, timeout=120)
+        stop_controller()
+        outage = time.time()
+        code = run.wait(timeout=300)
+        stopped_after = time.time() - outage
+    finally:
+        if run.poll() is None:
+            run.kill()
+        if not controller_running():
+            time.sleep(max(0.0, 120 - (time.time() - outage)) if outage else 0.0)  # a 2-minute outage
+            start_controller()
+        subprocess.run(
+            ["scontrol", "update", "nodename=" + os.uname().nodename.split(".")[0], "state=resume"], capture_output=True
+        )
+    text = output.read_text()
+    assert code != 0 and stopped_after < 120, f"the first run did not stop by itself:\n{text[-3000:]}"
+    (line,) = {line.strip() for line in text.splitlines() if line.strip().startswith("mdcampaign: Slurm has not said")}
+    assert "simulate system=ala" in line and "running the same command again is safe" in line, line
+    assert "Traceback" not in text
+    # nothing was cancelled: Slurm's own record of every job
+    for job_ids in jobs_of_segments(campaign).values():
+        for job_id in job_ids:
+            assert slurm_record_when_ended(job_id)["JobState"] != "CANCELLED", job_id
+    rerun = run_with_profile(campaign, profile, timeout=600)
+    assert "Traceback" not in rerun.stdout + rerun.stderr
+    assert_complete(campaign, {f"ala/r{k}": 0.12 for k in (1, 2, 3)})
+    # no segment ever ran in two Slurm jobs at the same time
+    for segment, job_ids in jobs_of_segments(campaign).items():
+        spans = sorted(
+            (
+                datetime.fromisoformat(slurm_record_when_ended(j)["StartTime"]),
+                datetime.fromisoformat(slurm_record_when_ended(j)["EndTime"]),
+            )
+            for j in job_ids
+        )
+        for (_, first_end), (second_start, _) in itertools.pairwise(spans):
+            assert second_start >= first_end, f"{segment} ran in two jobs at once: {job_ids}"
+    report("controller outage", "followed, then stopped in one line; rerun exact", True)
+
+
+def slurm_record_when_ended(job_id: str, timeout: float = 60) -> dict[str, str]:
+    """Slurm's job-completion record of a job, once it has ended."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            return slurm_record(job_id)
+        except AssertionError:
+            if time.time() > deadline:
+                raise
+            time.sleep(1)
+
+
+def test_a_submission_refused_by_slurm_names_the_partition_in_one_line(tmp_path):
+    campaign = write_campaign(
+        tmp_path / "campaign",
+        systems=[{"id": "ala", "structure": REPO / "config/structures/alanine-dipeptide.pdb", "replicas": 1}],
+    )
+    profile = make_profile(tmp_path, "ci-slurm", **{"retries": 0})
+    subprocess.run(["scontrol", "update", "PartitionName=normal", "State=INACTIVE"], check=True)
+    try:
+        result = run_with_profile(campaign, profile, check=False, timeout=300)
+    finally:
+        subprocess.run(["scontrol", "update", "PartitionName=normal", "State=UP"], check=True)
+    text = result.stdout + result.stderr
+    lines = [line.strip() for line in text.splitlines() if "mdcampaign: Slurm refused the setup job" in line]
+    assert result.returncode != 0 and lines, text[-3000:]
+    assert "for partition 'normal'" in lines[0] and "sinfo -p normal" in lines[0], lines[0]
+    assert "Traceback" not in text

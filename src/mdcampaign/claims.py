@@ -38,6 +38,7 @@ import os
 import re
 import shlex
 import socket
+import time
 from dataclasses import dataclass, field
 
 from . import layout
@@ -119,6 +120,7 @@ class Listing:
 
     now: float  # the store's clock when listed
     simulations: dict[str, SimulationClaims]
+    taken_at: float | None = None  # this process's clock then (None for a listing read back from a file)
 
     def of(self, name: str) -> SimulationClaims:
         return self.simulations.get(name) or SimulationClaims()
@@ -167,9 +169,7 @@ class ClaimResult:
 # ever stamped by being created (or by an entry created in them), never by `touch`,
 # whose "now" is the calling process's clock where that clock is faked or skewed
 # (libfaketime fakes utimensat), while creation times come from the file system.
-_CLOCK = (
-    f'mkdir -p {CLAIMS} && c=$(mktemp {CLAIMS}/.clock.XXXXXX) && now=$(stat -c %Y "$c") && rm -f "$c"'
-)
+_CLOCK = f'mkdir -p {CLAIMS} && c=$(mktemp {CLAIMS}/.clock.XXXXXX) && now=$(stat -c %Y "$c") && rm -f "$c"'
 # Renew the claim $d/$g: an entry created and removed in it stamps its folder.
 _RENEW = 'r=$(mktemp "$d/$g/.renew.XXXXXX") && rm -f "$r"'
 
@@ -250,7 +250,7 @@ class ClaimBoard:
                 claims.ended = entry
         for name, stamp in newest.items():
             sims[name].age = max(0.0, now - stamp)
-        return Listing(now, sims)
+        return Listing(now, sims, taken_at=time.time())
 
     def claim(
         self,
@@ -325,7 +325,7 @@ echo "claimed $next $n"
         for number, lease in enumerate(leases):
             d, g = shlex.quote(simulation_dir(lease.simulation)), shlex.quote(lease.generation)
             lines.append(
-                f'd={d}; g={g}; if {_mine(lease.holder, self.lease_seconds)}; then {_RENEW}; else echo {number}; fi'
+                f"d={d}; g={g}; if {_mine(lease.holder, self.lease_seconds)}; then {_RENEW}; else echo {number}; fi"
             )
         out = self._run("\n".join(lines), "renewing claims")
         return {leases[int(word)] for word in out.split()}
@@ -358,7 +358,7 @@ echo "claimed $next $n"
         marker = "analyzed" if analyzed else "segments"
         origin = f'if [ {int(done)} -eq 1 ]; then : > "$d/"{shlex.quote("origin+" + site)}; fi; ' if site else ""
         out = self._run(
-            f'{_CLOCK} || exit 3; d={d}; g={g}; if {_mine(lease.holder, self.lease_seconds)}; then {_RENEW}; '
+            f"{_CLOCK} || exit 3; d={d}; g={g}; if {_mine(lease.holder, self.lease_seconds)}; then {_RENEW}; "
             f'rm -f "$d"/{marker}-*; : > "$d/{marker}-{done:04d}"; {origin}{speed}echo ok; else echo lost; fi',
             f"recording progress of {lease.simulation}",
         )

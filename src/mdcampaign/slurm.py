@@ -4,6 +4,7 @@ call each; an absent or unanswering Slurm gives empty answers, never an error.""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from datetime import datetime
@@ -26,6 +27,55 @@ def queued_jobs() -> dict[str, dict]:
         if len(parts) == 5:
             jobs[parts[2]] = {"job_id": parts[0], "state": parts[1], "elapsed": parts[3], "limit": parts[4]}
     return jobs
+
+
+def jobs_from(directory: str) -> list[dict] | None:
+    """This user's jobs that the Slurm executor plugin submitted from ``directory``
+    (its comment rule_<rule>_wildcards_<values>): id, state, comment; None when
+    Slurm does not answer."""
+    try:
+        result = subprocess.run(
+            ["squeue", "--me", "-h", "-o", "%i|%T|%k|%Z"], capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if result.returncode != 0:
+        return None
+    jobs = []
+    for line in result.stdout.splitlines():
+        parts = line.split("|", 3)
+        if (
+            len(parts) == 4
+            and parts[2].startswith("rule_")
+            and os.path.realpath(parts[3]) == os.path.realpath(directory)
+        ):
+            jobs.append({"job_id": parts[0], "state": parts[1], "comment": parts[2]})
+    return jobs
+
+
+def pending_reasons(job_ids: list[str]) -> dict[str, str]:
+    """Why each of these pending jobs waits (squeue's reason, e.g. Resources, Priority,
+    launch_failed_requeued_held). One squeue call; {} when Slurm does not answer."""
+    if not job_ids:
+        return {}
+    try:
+        result = subprocess.run(
+            ["squeue", "-h", "-t", "PD", "-j", ",".join(job_ids), "-o", "%i|%r"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return dict(line.split("|", 1) for line in result.stdout.splitlines() if "|" in line)
+
+
+def cancel(job_ids: list[str]) -> bool:
+    """scancel these jobs; whether Slurm accepted it."""
+    try:
+        return subprocess.run(["scancel", *job_ids], capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
 
 
 def job_end_time(job_id: str) -> float | None:

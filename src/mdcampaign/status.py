@@ -42,6 +42,8 @@ WAITING, SET_UP, STAGED, RUNNING, PAUSED, FAILED, FETCHED, ANALYZED, DONE, OTHER
 LOG_TAIL_LINES = 5
 # A segment that wrote a frame this recently is taken to be running.
 ACTIVE_SECONDS = 600
+# status says so when this machine's clock and the store's differ by more than this
+CLOCK_NOTE_SECONDS = 60
 
 
 @dataclass
@@ -66,6 +68,8 @@ class CampaignStatus:
     campaign: str
     site: str | None
     simulations: list[SimulationStatus] = field(default_factory=list)
+    # this machine's clock minus the store's (when sites pull: measured by the listing)
+    clock_offset_s: float | None = None
 
     @property
     def totals(self) -> dict:
@@ -89,6 +93,7 @@ class CampaignStatus:
             "campaign": self.campaign,
             "site": self.site,
             "totals": self.totals,
+            "clock_offset_s": self.clock_offset_s,
             "simulations": [dict(vars(s)) for s in self.simulations],
         }
 
@@ -191,6 +196,8 @@ def collect(
     if not scratch.is_absolute():
         scratch = directory / scratch
     status = CampaignStatus(campaign.name, campaign.site)
+    if listing is not None and listing.taken_at is not None:
+        status.clock_offset_s = round(listing.taken_at - listing.now, 1)
     setups = {}
     for simulation in campaign.simulations:
         if simulation.system not in setups:
@@ -398,6 +405,10 @@ def _seconds(seconds: float | None) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
+def _clock_difference(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else _seconds(seconds)
+
+
 def _bar(fraction: float, width: int = 12) -> str:
     filled = round(max(0.0, min(1.0, fraction)) * width)
     return "█" * filled + "░" * (width - filled)
@@ -447,6 +458,13 @@ def render(status: CampaignStatus, colour: bool) -> str:
             lines.append(f"  {s.failure['message']}")
             lines.append(f"  log: {s.failure['log']}")
             lines.extend(f"  | {text}" for text in s.failure["last_lines"])
+    if status.clock_offset_s is not None and abs(status.clock_offset_s) > CLOCK_NOTE_SECONDS:
+        ahead = "ahead of" if status.clock_offset_s > 0 else "behind"
+        lines.append("")
+        lines.append(
+            f"note: this machine's clock is {_clock_difference(abs(status.clock_offset_s))} {ahead} the store's; claims' "
+            "ages use the store's clock, and each record's times are by the clock it names (clock, clock_offset_s)"
+        )
     totals = status.totals
     states = ", ".join(f"{count} {state}" for state, count in sorted(totals["states"].items()))
     fraction = totals["simulated_ns"] / totals["target_ns"] if totals["target_ns"] else 1.0

@@ -28,6 +28,7 @@ try:
     from mdcampaign.pulljob import site_view
     from mdcampaign.pulling import campaign_digest, workers
     from mdcampaign.slots import batches
+    from mdcampaign.slurm_jobs import earlier_jobs_cancelled, patient_status_checks
     from mdcampaign.store import TransferSettings, open_store
     from mdcampaign.summary import simulation_identity
 except ModuleNotFoundError as missing:
@@ -73,6 +74,11 @@ onstart:
     # never filled in would otherwise fail at the first sbatch.
     if problem := account_problem(config):
         sys.exit(f"mdcampaign: {problem}")
+    # On a cluster: follow jobs through a controller outage, and first cancel what an
+    # earlier run of this campaign left in the queue (mdcampaign.slurm_jobs).
+    if workflow.executor_plugin is not None and workflow.executor_plugin.name == "slurm":
+        patient_status_checks(config["slurm_patience_minutes"])
+        earlier_jobs_cancelled(".", say=lambda text: print(text, file=sys.stderr))
 
 
 SCRATCH = CAMPAIGN.scratch_here

@@ -111,7 +111,7 @@ def test_a_stale_lock_is_not_cleared_while_another_run_lives(tmp_path, holder):
     for lock in locks:
         os.utime(lock, (long_ago + 1, long_ago + 1))
     for record_file in (tmp_path / layout.SNAKEMAKE_LOCKS).glob(runlock.RECORD_PREFIX + "*.json"):
-        record_file.write_text(json.dumps({**json.loads(record_file.read_text()), "started": long_ago}))
+        os.utime(record_file, (long_ago, long_ago))  # a run's start is its record's time on the file system
     dry_run = holder()
     crashed.send_signal(signal.SIGKILL)
     crashed.wait()

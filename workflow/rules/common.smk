@@ -76,7 +76,10 @@ onstart:
         sys.exit(f"mdcampaign: {problem}")
     # On a cluster: follow jobs through a controller outage, and first cancel what an
     # earlier run of this campaign left in the queue (mdcampaign.slurm_jobs).
-    if workflow.executor_plugin is not None and workflow.executor_plugin.name == "slurm":
+    if (
+        workflow.executor_plugin is not None
+        and workflow.executor_plugin.name == "slurm"
+    ):
         patient_status_checks(config["slurm_patience_minutes"])
         earlier_jobs_cancelled(".", say=lambda text: print(text, file=sys.stderr))
 

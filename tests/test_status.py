@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SNAKEFILE, exploding_system, snakemake, write_campaign
+from conftest import REPO, SNAKEFILE, STRUCTURES, exploding_system, snakemake, write_campaign
 from test_faults import long_campaign, start_snakemake
 from test_segment import wait_for
 
@@ -129,3 +130,20 @@ def test_the_readme_commands_work_from_the_plain_install(finished, tmp_path):
         result = subprocess.run(command, cwd=finished, capture_output=True, text=True, env=env)
         assert result.returncode == 0, f"{' '.join(command)}: {result.stderr[-2000:]}"
     assert "summary.tsv" in (tmp_path / "report.html").read_text()
+    # a GROMACS system too (its .edr files are read with pyedr, a core dependency)
+    if shutil.which("gmx"):
+        gromacs = write_campaign(
+            tmp_path / "gromacs",
+            systems=[
+                {
+                    "id": "ala-gmx",
+                    "structure": STRUCTURES / "alanine-dipeptide.pdb",
+                    "engine": "gromacs",
+                    "solvent": "explicit",
+                    "water_model": "tip3p",
+                }
+            ],
+        )
+        command = ["snakemake", "-s", str(SNAKEFILE), "--profile", str(REPO / "profiles" / "local")]
+        result = subprocess.run(command, cwd=gromacs, capture_output=True, text=True, env=env)
+        assert result.returncode == 0, result.stderr[-3000:]

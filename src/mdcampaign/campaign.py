@@ -18,7 +18,7 @@ from .validation import load_schema, validate
 
 @dataclass(frozen=True)
 class Pulling:
-    """``pulling:`` of the config (see claims.py and README "Many machines, one campaign")."""
+    """``pulling:`` of the config (see claims.py and docs/guide/many-machines.md)."""
 
     enabled: bool = True
     lease_minutes: float = 30.0

@@ -25,7 +25,7 @@ and discards: publishing a segment runs `guard_script` in the same step as the
 rename into place, which refuses unless the holder's claim is the newest and was
 renewed less than half a lease ago. A taker creates a claim only after finding the
 old one at least a whole lease old, in the same script; so a segment is never
-published by two holders (see README "Many machines, one campaign").
+published by two holders (see docs/guide/many-machines.md).
 
 Every operation is one POSIX shell script run in the store's root (GNU ``find`` and
 ``stat``, as on Linux file servers and clusters), so a remote store costs one SSH
@@ -47,8 +47,7 @@ from .store import Store
 CLAIMS = layout.STORE_CLAIMS
 GENERATION_DIGITS = 6
 # A simulation whose segments failed this many times (each time in a claim of its
-# own) is not taken again until its claims are cleared (README: "When a simulation
-# keeps failing").
+# own) is not taken again until its claims are cleared (docs/operations/when-things-go-wrong.md).
 MAX_FAILURES = 3
 # A holder renews every LEASE / RENEWALS_PER_LEASE; it publishes only while its claim
 # is younger than LEASE / 2 (see guard_script).

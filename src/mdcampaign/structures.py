@@ -18,7 +18,7 @@ SALT_ION_RESIDUES = frozenset({"NA", "CL", "K", "NA+", "CL-", "K+", "SOD", "CLA"
 # Crystallization additives, cryoprotectants and buffer molecules (PDB chemical
 # component ids) that setup removes by default and lists in its log and setup.json;
 # a system that needs one kept parameterizes it as a ligand. Documented in
-# config/README.md ("What setup removes").
+# docs/guide/structures.md ("What setup does with the structure file").
 ADDITIVE_RESIDUES = frozenset(
     {
         "GOL",

@@ -32,11 +32,11 @@ import openmm
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from mdcampaign import engine  # noqa: E402
-from mdcampaign.prepare import prepare  # noqa: E402
+from mdcampaign.engines.openmm import plumbing as engine  # noqa: E402
+from mdcampaign.engines.openmm.runner import run_segment  # noqa: E402
+from mdcampaign.engines.openmm.setup import prepare  # noqa: E402
 from mdcampaign.protocol import Protocol  # noqa: E402
 from mdcampaign.runs import SegmentTask  # noqa: E402
-from mdcampaign.segment import run_segment  # noqa: E402
 from mdcampaign.validation import load_schema  # noqa: E402
 
 DEFAULTS = {
@@ -170,7 +170,7 @@ def kill_cost(kills: int, threads: int, tmp: Path) -> dict:
         command = [
             sys.executable,
             "-m",
-            "mdcampaign.segment",
+            "mdcampaign.engines.openmm.runner",
             "--system",
             str(setup / "system.xml"),
             "--state",

@@ -6,7 +6,7 @@ runner against a bare `gmx mdrun` of the same segment.
    OpenMM (LangevinMiddleIntegrator.step in a loop) and bare `gmx mdrun`; ns/day, and
    atom-steps per second (the two setups solvate the same padding with slightly
    different numbers of waters).
-2. One segment (50 ps, a checkpoint every 10 ps) run by `gromacs.run_segment` (tpr
+2. One segment (50 ps, a checkpoint every 10 ps) run by `gromacs_runner.run_segment` (tpr
    conversion, checkpoints, splicing of its parts, the energies table, records: all
    included) against `gmx mdrun` of the same tpr from the same checkpoint with the
    same thread options, checkpointing only at its end.
@@ -30,8 +30,9 @@ sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from efficiency import bare_ns_per_day  # noqa: E402
-from mdcampaign import gromacs  # noqa: E402
-from mdcampaign.prepare import prepare  # noqa: E402
+from mdcampaign.engines.gromacs import gmx, setup  # noqa: E402
+from mdcampaign.engines.gromacs import runner as gromacs_runner  # noqa: E402
+from mdcampaign.engines.openmm.setup import prepare  # noqa: E402
 from mdcampaign.protocol import Protocol  # noqa: E402
 from mdcampaign.validation import load_schema  # noqa: E402
 
@@ -59,7 +60,7 @@ def bare_mdrun(setup: Path, protocol: Protocol, threads: int, work: Path) -> flo
     """ns/day of `gmx mdrun` running the segment the runner runs, wall time of the
     mdrun process."""
     work.mkdir(parents=True)
-    gromacs.run_gmx(
+    gmx.run_gmx(
         "convert-tpr",
         [("-s", setup / "system.tpr"), ("-nsteps", protocol.segment_steps), ("-o", work / "bare.tpr")],
         cwd=work,
@@ -69,11 +70,11 @@ def bare_mdrun(setup: Path, protocol: Protocol, threads: int, work: Path) -> flo
         ("-cpi", setup / "start.cpt"),
         ("-noappend", True),
         ("-deffnm", "bare"),
-        *gromacs._thread_options(threads),
+        *gmx.thread_options(threads),
     ]
     started = time.perf_counter()
     subprocess.run(
-        gromacs.gmx_argv("mdrun", options), cwd=work, check=True, capture_output=True, env=gromacs._environment(threads)
+        gmx.gmx_argv("mdrun", options), cwd=work, check=True, capture_output=True, env=gmx.gmx_environment(threads)
     )
     return protocol.segment_ns / (time.perf_counter() - started) * 86400
 
@@ -81,7 +82,9 @@ def bare_mdrun(setup: Path, protocol: Protocol, threads: int, work: Path) -> flo
 def runner(setup: Path, protocol: Protocol, threads: int, work: Path) -> float:
     """ns/day of our runner for the same segment: its whole wall time."""
     started = time.perf_counter()
-    complete, _ = gromacs.run_segment(setup / "system.tpr", setup / "start.cpt", work, 0, protocol, threads=threads)
+    complete, _ = gromacs_runner.run_segment(
+        setup / "system.tpr", setup / "start.cpt", work, 0, protocol, threads=threads
+    )
     assert complete
     return protocol.segment_ns / (time.perf_counter() - started) * 86400
 
@@ -91,7 +94,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    if gromacs.available() is None:
+    if gmx.available() is None:
         print("GROMACS is not installed (gmx not found): skipped", file=sys.stderr)
         return 0
     protocol = Protocol(**{**PROTOCOL, "engine": "gromacs"})
@@ -100,7 +103,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="mdcampaign-engines-") as tmp:
         tmp = Path(tmp)
         openmm_setup = prepare(STRUCTURE, openmm_protocol, tmp / "openmm", platform="CPU", threads=args.threads)
-        gmx_setup = gromacs.prepare(STRUCTURE, protocol, tmp / "gromacs", threads=args.threads)
+        gmx_setup = setup.prepare(STRUCTURE, protocol, tmp / "gromacs", threads=args.threads)
         openmm_speeds, bare_speeds, runner_speeds = [], [], []
         for attempt in range(args.repeat):
             measures = [
@@ -148,7 +151,7 @@ def main() -> int:
     print("|---|---|---|")
     print(f"| bare `gmx mdrun` (same tpr, checkpoint, threads) | {cell(bare_speeds)} | 1 |")
     print(
-        f"| our runner (`gromacs.run_segment`, everything included) | {cell(runner_speeds)} | "
+        f"| our runner (`gromacs_runner.run_segment`, everything included) | {cell(runner_speeds)} | "
         f"{statistics.median(runner_speeds) / statistics.median(bare_speeds):.3f} |"
     )
     return 0

@@ -139,7 +139,7 @@ def tiny_campaign(tmp_path):
 @pytest.fixture(scope="session")
 def prepared_ala(tmp_path_factory):
     """Alanine dipeptide in implicit solvent, set up once per test session."""
-    from mdcampaign.prepare import prepare
+    from mdcampaign.engines.openmm.setup import prepare
     from mdcampaign.protocol import Protocol
 
     schema_defaults = _schema_defaults()

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from mdcampaign.analysis import TrajectoryError, analyze
+from mdcampaign.engines.openmm.runner import run_segment
 from mdcampaign.protocol import Protocol
 from mdcampaign.runs import SegmentTask
-from mdcampaign.segment import run_segment
 
 
 @pytest.fixture(scope="module")

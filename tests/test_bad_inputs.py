@@ -68,7 +68,7 @@ def validation_error(directory: Path) -> str:
 
 
 def setup_error(directory: Path) -> str:
-    from mdcampaign.prepare import prepare
+    from mdcampaign.engines.openmm.setup import prepare
 
     config = read_config_file(directory / "config" / "config.yaml")
     campaign = load_campaign(config, "config/config.yaml", base_dir=directory)

@@ -12,13 +12,13 @@ import sys
 import pytest
 
 from conftest import REPO
-from mdcampaign.reference import REFERENCE_FILE, _rows, reference
+from mdcampaign.reference import MAP_FILE, REFERENCE_FILE, _rows, reference, repository_map
 from mdcampaign.validation import load_schema
 
 
-def test_the_configuration_reference_is_generated_from_the_schemas():
-    current = (REPO / REFERENCE_FILE).read_text()
-    assert current == reference(), "config/README.md is out of date: run python -m mdcampaign.reference"
+def test_the_configuration_reference_and_the_repository_map_are_generated():
+    assert (REPO / REFERENCE_FILE).read_text() == reference(), "run python -m mdcampaign.reference"
+    assert (REPO / MAP_FILE).read_text() == repository_map(REPO / "src" / "mdcampaign")
     checked = subprocess.run(
         [sys.executable, "-m", "mdcampaign.reference", "--check"], cwd=REPO, capture_output=True, text=True
     )

@@ -14,12 +14,12 @@ import pandas as pd
 import pytest
 
 from conftest import STRUCTURES, assert_complete, snakemake, write_campaign, write_systems
-from mdcampaign import gromacs
+from mdcampaign.engines.gromacs import gmx
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
-        gromacs.available() is None, reason="GROMACS is not installed (gmx not found): apt-get install gromacs"
+        gmx.available() is None, reason="GROMACS is not installed (gmx not found): apt-get install gromacs"
     ),
 ]
 

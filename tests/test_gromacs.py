@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 
 from conftest import STRUCTURES, _schema_defaults
-from mdcampaign import gromacs
+from mdcampaign.engines.gromacs import gmx, inputs, runner, setup
 from mdcampaign.errors import CampaignError, SegmentError
 from mdcampaign.protocol import Protocol
 from mdcampaign.runs import ENERGY_COLUMNS, RUNNER_LOCK
 
-GMX_VERSION = gromacs.available()
+GMX_VERSION = gmx.available()
 needs_gmx = pytest.mark.skipif(
     GMX_VERSION is None, reason="GROMACS is not installed (gmx not found): apt-get install gromacs"
 )
@@ -60,12 +60,12 @@ def gmx_setup(tmp_path_factory):
         pytest.skip("GROMACS is not installed (gmx not found): apt-get install gromacs")
     protocol = protocol_with()
     out = tmp_path_factory.mktemp("gmx-setup")
-    info = gromacs.prepare(STRUCTURES / "alanine-dipeptide.pdb", protocol, out, threads=THREADS)
+    info = setup.prepare(STRUCTURES / "alanine-dipeptide.pdb", protocol, out, threads=THREADS)
     return out, protocol, info
 
 
 def frame_times(path: Path) -> list[float]:
-    return [time_ps for _, _, time_ps in gromacs._xtc_frames(path)]
+    return [time_ps for _, _, time_ps in runner._xtc_frames(path)]
 
 
 def read_energies(path: Path):
@@ -93,10 +93,10 @@ def assert_segment(work: Path, protocol: Protocol, segment: int, tinit: float = 
     assert 260 < table["temperature_K"].mean() < 340
     info = json.loads((work / "segment.json").read_text())
     assert info["frames"] == frames and info["first_step"] == first
-    assert gromacs.checkpoint_header(work / "final_state.cpt")["step"] == first + protocol.segment_steps
+    assert gmx.checkpoint_header(work / "final_state.cpt")["step"] == first + protocol.segment_steps
     # mdrun's own files are gone; its log is kept
     assert sorted(p.name for p in work.iterdir()) == sorted(
-        [*gromacs.OUTPUT_FILES, "gromacs.log", "mdrun.log", RUNNER_LOCK]
+        [*runner.OUTPUT_FILES, "gromacs.log", "mdrun.log", RUNNER_LOCK]
     )
     return info
 
@@ -105,18 +105,18 @@ def assert_segment(work: Path, protocol: Protocol, segment: int, tinit: float = 
 
 
 def test_engine_columns_are_the_openmm_runners():
-    assert gromacs.ENERGY_COLUMNS == ENERGY_COLUMNS
+    assert runner.ENERGY_COLUMNS == ENERGY_COLUMNS
 
 
 def test_gmx_argv_is_a_list_with_absolute_paths_and_no_option_lookalikes(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    argv = gromacs.gmx_argv("grompp", [("-f", Path("-weird name.mdp")), ("-maxwarn", 0), ("-ignh", True), ("-d", 0.8)])
-    assert argv[:4] == [gromacs.GMX, "-quiet", "-nobackup", "grompp"]
+    argv = gmx.gmx_argv("grompp", [("-f", Path("-weird name.mdp")), ("-maxwarn", 0), ("-ignh", True), ("-d", 0.8)])
+    assert argv[:4] == [gmx.GMX, "-quiet", "-nobackup", "grompp"]
     assert argv[4:] == ["-f", str(tmp_path / "-weird name.mdp"), "-maxwarn", "0", "-ignh", "-d", "0.8"]
     with pytest.raises(ValueError):
-        gromacs.gmx_argv("grompp", [("-f", "-o")])
+        gmx.gmx_argv("grompp", [("-f", "-o")])
     with pytest.raises(ValueError):
-        gromacs.gmx_argv("grompp", [("f", Path("x"))])
+        gmx.gmx_argv("grompp", [("f", Path("x"))])
 
 
 def test_error_line_picks_gromacs_own_error():
@@ -140,7 +140,7 @@ For more information and tips for troubleshooting, please check the GROMACS
 website at http://www.gromacs.org/Documentation/Errors
 -------------------------------------------------------
 """
-    assert gromacs.error_line(grompp) == (
+    assert gmx.error_line(grompp) == (
         "ERROR 1 [file bad.mdp, line 3]: Right hand side 'abc' for parameter 'dt' in parameter file is not a real value"
     )
     mdrun = """Program:     gmx mdrun, version 2022.5
@@ -152,24 +152,24 @@ electrostatic contributions to the energy are 0 and -3.2e+04, respectively.
 
 For more information and tips for troubleshooting, please check the GROMACS
 """
-    assert gromacs.error_line(mdrun).startswith("Step 120: The total potential energy is nan, which is not finite.")
+    assert gmx.error_line(mdrun).startswith("Step 120: The total potential energy is nan, which is not finite.")
 
 
 def test_check_protocol_says_what_gromacs_cannot_do():
-    assert gromacs.check_protocol(protocol_with()) == []
-    problems = gromacs.check_protocol(protocol_with(forcefield="amber14", solvent="implicit"))
+    assert setup.check_protocol(protocol_with()) == []
+    problems = setup.check_protocol(protocol_with(forcefield="amber14", solvent="implicit"))
     assert any("forcefield 'amber14' is not shipped with GROMACS" in p for p in problems)
     assert any("GROMACS removed implicit solvent in version 2019" in p for p in problems)
-    (problem,) = gromacs.check_protocol(protocol_with(water_model="opc"))
+    (problem,) = setup.check_protocol(protocol_with(water_model="opc"))
     assert "water_model 'opc'" in problem and "tip3p" in problem
-    (problem,) = gromacs.check_protocol(protocol_with(ph=4.0))
+    (problem,) = setup.check_protocol(protocol_with(ph=4.0))
     assert "ph 4.0" in problem
     assert all("\n" not in p for p in problems)
 
 
 def test_prepare_refuses_before_running_anything(tmp_path):
     with pytest.raises(CampaignError, match="implicit solvent"):
-        gromacs.prepare(STRUCTURES / "alanine-dipeptide.pdb", protocol_with(solvent="implicit"), tmp_path)
+        setup.prepare(STRUCTURES / "alanine-dipeptide.pdb", protocol_with(solvent="implicit"), tmp_path)
     assert not (tmp_path / "build").exists()
 
 
@@ -195,19 +195,19 @@ def test_setup_writes_the_production_inputs(gmx_setup, tmp_path):
     assert info["solute_atoms"] == 22 and info["waters"] > 200
     assert info["atoms"] == info["solute_atoms"] + 3 * info["waters"] + sum(info["ions"].values())
     assert info["trajectory_atoms"] == 22
-    header = gromacs.checkpoint_header(out / "start.cpt")
+    header = gmx.checkpoint_header(out / "start.cpt")
     assert header["step"] == 0 and header["time_ps"] == 0.0 and header["natoms"] == info["atoms"]
     import mdtraj
 
     assert mdtraj.load(str(out / "topology.pdb")).n_atoms == info["atoms"]
     assert mdtraj.load(str(out / "trajectory_topology.pdb")).n_atoms == 22
-    tpr = gromacs.inspect_tpr(out / "system.tpr")
+    tpr = gmx.inspect_tpr(out / "system.tpr")
     assert tpr["integrator"] == "sd" and tpr["nsteps"] == protocol.segment_steps
     assert tpr["nstxout_compressed"] == protocol.frame_steps and tpr["init_step"] == 0
     assert 250 < info["equilibration"]["temperature_mean_K"] < 350  # one frame: +-3% swings
     assert tpr["ld_seed"] == protocol.seed
     # A replica: the same state, another Langevin seed.
-    replica = gromacs.inspect_tpr(gromacs.replica_tpr(out, 11, tmp_path / "r2.tpr"))
+    replica = gmx.inspect_tpr(inputs.replica_tpr(out, 11, tmp_path / "r2.tpr"))
     assert replica["ld_seed"] == 11 and replica["nsteps"] == tpr["nsteps"]
 
 
@@ -222,14 +222,14 @@ def test_two_segments_join_into_one_continuous_trajectory(gmx_setup, tmp_path):
     works = []
     for segment in range(protocol.n_segments):
         work = tmp_path / f"{segment:04d}"
-        complete, info = gromacs.run_segment(out / "system.tpr", start, work, segment, protocol, threads=THREADS)
+        complete, info = runner.run_segment(out / "system.tpr", start, work, segment, protocol, threads=THREADS)
         assert complete, info
         assert_segment(work, protocol, segment)
         assert info["runs"] and info["runs"][-1]["ns_per_day"] > 0
         start = work / "final_state.cpt"
         works.append(work)
     # Running a complete segment again does nothing.
-    again = gromacs.run_segment(out / "system.tpr", out / "start.cpt", works[0], 0, protocol, threads=THREADS)
+    again = runner.run_segment(out / "system.tpr", out / "start.cpt", works[0], 0, protocol, threads=THREADS)
     assert again[0] and again[1]["finished_at"] == json.loads((works[0] / "segment.json").read_text())["finished_at"]
     joined = mdtraj.load([str(w / "trajectory.xtc") for w in works], top=str(out / "trajectory_topology.pdb"))
     spacing = np.diff(joined.time)
@@ -254,7 +254,7 @@ def _segment_command(setup: Path, protocol: Protocol, work: Path, segment=0, sta
     return [
         sys.executable,
         "-m",
-        "mdcampaign.gromacs",
+        "mdcampaign.engines.gromacs.runner",
         "--tpr",
         str(setup / "system.tpr"),
         "--start",
@@ -293,7 +293,7 @@ def test_kill9_of_mdrun_three_times_then_resume_keeps_every_frame_once(gmx_setup
         # Kill once this attempt has checkpointed beyond the previous one (and, the first
         # time, beyond the short calibration run that measures the speed).
         while mdrun is None and time.time() < deadline and process.poll() is None:
-            header = gromacs.checkpoint_header(work / "segment.cpt")
+            header = gmx.checkpoint_header(work / "segment.cpt")
             children = _children(process.pid)
             if header and header["step"] > max(reached, protocol.checkpoint_steps) and children:
                 time.sleep(0.1 * attempt)  # land at different moments after the checkpoint
@@ -309,7 +309,7 @@ def test_kill9_of_mdrun_three_times_then_resume_keeps_every_frame_once(gmx_setup
         else:  # the whole job: mdrun dies with its parent
             process.wait(timeout=60)
             assert _wait(lambda pid=mdrun: not _alive(pid), 10), "mdrun outlived its killed parent"
-        header = gromacs.checkpoint_header(work / "segment.cpt")
+        header = gmx.checkpoint_header(work / "segment.cpt")
         assert header["step"] > reached
         reached = header["step"]
         assert not (work / "segment.json").exists()
@@ -339,21 +339,21 @@ def test_time_budget_and_sigterm_stop_with_a_checkpoint_and_the_next_call_contin
     protocol = protocol_with(segment_ns=0.03, target_ns=0.03)  # 30 ps: longer than the budget
     work = tmp_path / "0000"
     began = time.time()
-    complete, info = gromacs.run_segment(
+    complete, info = runner.run_segment(
         out / "system.tpr", out / "start.cpt", work, 0, protocol, threads=THREADS, deadline=time.time() + 8
     )
     assert not complete and "time budget" in info["reason"], info
     assert time.time() - began < 10
     assert 0 < info["step"] < protocol.segment_steps
-    assert gromacs.checkpoint_header(work / "segment.cpt")["step"] == info["step"]
+    assert gmx.checkpoint_header(work / "segment.cpt")["step"] == info["step"]
     # SIGTERM (Slurm's warning, Ctrl-C): mdrun checkpoints and stops, the runner exits 75.
     process = subprocess.Popen(
         _segment_command(out, protocol, work), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    assert _wait(lambda: gromacs.checkpoint_header(work / "segment.cpt")["step"] > info["step"], 60)
+    assert _wait(lambda: gmx.checkpoint_header(work / "segment.cpt")["step"] > info["step"], 60)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 75
-    complete, info = gromacs.run_segment(out / "system.tpr", out / "start.cpt", work, 0, protocol, threads=THREADS)
+    complete, info = runner.run_segment(out / "system.tpr", out / "start.cpt", work, 0, protocol, threads=THREADS)
     assert complete
     assert_segment(work, protocol, 0)
     stops = [run["stop_reason"] or "" for run in info["runs"]]
@@ -364,7 +364,7 @@ def test_time_budget_and_sigterm_stop_with_a_checkpoint_and_the_next_call_contin
 @pytest.mark.slow
 def test_a_labs_own_tpr_runs_in_two_segments(gmx_setup, tmp_path):
     out, protocol, _ = gmx_setup
-    lab = gromacs.import_inputs(tpr=out / "system.tpr", out_dir=tmp_path / "lab")
+    lab = inputs.import_inputs(tpr=out / "system.tpr", out_dir=tmp_path / "lab")
     assert lab["timestep_fs"] == protocol.timestep_fs and lab["frame_interval_ps"] == protocol.frame_interval_ps
     assert lab["trajectory_atoms"] == 22  # compressed-x-grps read back from the tpr
     import mdtraj
@@ -373,7 +373,7 @@ def test_a_labs_own_tpr_runs_in_two_segments(gmx_setup, tmp_path):
     start = None  # segment 0 starts from the tpr's own state
     for segment in range(2):
         work = tmp_path / f"lab-{segment}"
-        complete, _ = gromacs.run_segment(
+        complete, _ = runner.run_segment(
             tmp_path / "lab" / "system.tpr", start, work, segment, protocol, threads=THREADS
         )
         assert complete
@@ -386,7 +386,7 @@ def test_a_labs_gro_top_mdp_go_through_grompp_and_a_bad_mdp_fails_in_one_line(gm
     out, protocol, _ = gmx_setup
     lab = tmp_path / "inputs"
     shutil.copytree(out, lab, ignore=shutil.ignore_patterns("build"))
-    info = gromacs.import_inputs(
+    info = inputs.import_inputs(
         gro=lab / "start.gro",
         top=lab / "system.top",
         mdp=lab / "production.mdp",
@@ -402,7 +402,7 @@ def test_a_labs_gro_top_mdp_go_through_grompp_and_a_bad_mdp_fails_in_one_line(gm
         .replace("dt                       = 0.002", "dt                       = two")
     )
     with pytest.raises(CampaignError) as error:
-        gromacs.import_inputs(
+        inputs.import_inputs(
             gro=lab / "start.gro", top=lab / "system.top", mdp=bad, ndx=lab / "index.ndx", out_dir=tmp_path / "bad"
         )
     message = str(error.value)
@@ -413,7 +413,7 @@ def test_a_labs_gro_top_mdp_go_through_grompp_and_a_bad_mdp_fails_in_one_line(gm
     broken = lab / "broken.top"
     broken.write_text((lab / "system.top").read_text().replace("[ molecules ]", "[ molecule ]"))
     with pytest.raises(CampaignError) as error:
-        gromacs.import_inputs(
+        inputs.import_inputs(
             gro=lab / "start.gro",
             top=broken,
             mdp=lab / "production.mdp",
@@ -427,8 +427,8 @@ def test_a_labs_gro_top_mdp_go_through_grompp_and_a_bad_mdp_fails_in_one_line(gm
 def test_a_failing_mdrun_names_the_command_and_the_error(gmx_setup, tmp_path):
     out, protocol, _ = gmx_setup
     with pytest.raises(SegmentError, match=r"does not match the protocol: its timestep is 2 fs"):
-        gromacs.run_segment(
+        runner.run_segment(
             out / "system.tpr", out / "start.cpt", tmp_path / "w", 0, protocol_with(timestep_fs=1.0), threads=THREADS
         )
     with pytest.raises(SegmentError, match=r"is at step 0, but the segment starts at step 1000"):
-        gromacs.run_segment(out / "system.tpr", out / "start.cpt", tmp_path / "w1", 1, protocol, threads=THREADS)
+        runner.run_segment(out / "system.tpr", out / "start.cpt", tmp_path / "w1", 1, protocol, threads=THREADS)

@@ -15,10 +15,10 @@ from openmm import app
 
 from conftest import _schema_defaults, assert_complete, snakemake, write_campaign
 from mdcampaign.errors import CampaignError
+from mdcampaign.ligand_spec import LigandSpec
 from mdcampaign.ligands import missing_tools
 from mdcampaign.protocol import Protocol
 from mdcampaign.repair import repair
-from mdcampaign.systems import LigandSpec
 
 DATA = Path(__file__).parent / "data" / "structures"
 COMPLEX = DATA / "T4L-L99A-p-xylene-complex.pdb.gz"

@@ -13,8 +13,8 @@ import pytest
 from openmm import app
 
 from conftest import STRUCTURES, _schema_defaults, assert_complete, snakemake, write_campaign
+from mdcampaign.engines.openmm.setup import check_templates
 from mdcampaign.errors import CampaignError
-from mdcampaign.prepare import check_templates
 from mdcampaign.protocol import Protocol
 from mdcampaign.repair import first_bad_pdb_line, read_structure, repair
 

@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 
 from mdcampaign import xtc
+from mdcampaign.engines.openmm.runner import read_checkpoint, run_segment
 from mdcampaign.errors import SegmentError
 from mdcampaign.protocol import Protocol
 from mdcampaign.runs import SegmentTask
-from mdcampaign.segment import read_checkpoint, run_segment
 
 LONG = {"segment_ns": 0.02, "target_ns": 0.02, "frame_interval_ps": 0.1, "checkpoint_interval_ps": 1.0}
 
@@ -35,7 +35,7 @@ def segment_command(setup_dir: Path, protocol: Protocol, work: Path, segment=0, 
     return [
         sys.executable,
         "-m",
-        "mdcampaign.segment",
+        "mdcampaign.engines.openmm.runner",
         "--system",
         str(setup_dir / "system.xml"),
         "--state",

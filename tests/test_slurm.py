@@ -262,9 +262,9 @@ def test_a_packed_job_runs_two_simulations_at_once_and_the_next_job_continues_th
 
 
 def test_openmm_and_gromacs_simulations_share_a_packed_slurm_job(tmp_path):
-    from mdcampaign import gromacs
+    from mdcampaign.engines.gromacs import gmx
 
-    if gromacs.available() is None:
+    if gmx.available() is None:
         pytest.skip("GROMACS is not installed (gmx not found): apt-get install gromacs")
     structure = REPO / "config/structures/alanine-dipeptide.pdb"
     campaign = write_campaign(

@@ -219,7 +219,7 @@ def duplicated_atom_pdb(directory: Path) -> Path:
 
 def test_setup_refuses_atoms_on_top_of_each_other_in_one_line(tmp_path):
     """Real OpenMM on the CPU: without the check, minimization makes NaN."""
-    from mdcampaign.prepare import prepare
+    from mdcampaign.engines.openmm.setup import prepare
 
     directory = write_campaign(
         tmp_path / "campaign", systems=[{"id": "stacked", "structure": "stacked.pdb", "replicas": 1}]

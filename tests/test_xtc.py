@@ -9,8 +9,8 @@ import pytest
 from mdtraj.formats import XTCTrajectoryFile
 
 from mdcampaign import xtc
+from mdcampaign.engines.openmm.runner import run_segment
 from mdcampaign.runs import SegmentTask
-from mdcampaign.segment import run_segment
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,12 @@ from pathlib import Path
 
 from . import layout
 from .configuration import expand_path
+from .engines import unknown_engine
 from .errors import CampaignError
-from .protocol import Protocol, protocol_from
+from .protocol import Protocol
 from .sites import ASSIGNMENT_FILE, Site, check_sites, pinned_sites, read_assignment, site_assignment
 from .slots import Packing
-from .systems import Simulation, System, parse_system, read_systems_table, replica_seed
+from .systems import Simulation, System, checked_protocol, parse_system, read_systems_table, replica_seed
 from .validation import load_schema, validate
 
 
@@ -86,7 +87,9 @@ def load_campaign(
     base_dir = Path(base_dir)
     validate(config, load_schema("config.schema.yaml", schema_dir), config_file)
     protocol_schema = load_schema("config.schema.yaml", schema_dir)["properties"]["protocol"]
-    defaults = protocol_from(config["protocol"], config_file + ": protocol")
+    if problem := unknown_engine(config["protocol"]["engine"]):
+        raise CampaignError(f"{config_file}: protocol.engine: {problem}")
+    defaults = checked_protocol(config["protocol"], config_file + ": protocol")
     systems_file = config["systems"]
     rows = read_systems_table(base_dir / systems_file, systems_file)
     row_schema = load_schema("systems.schema.yaml", schema_dir)

@@ -151,31 +151,14 @@ def check_ligand_tools(campaign, simulations=None) -> list[Check]:
     return [Check(PASS, f"ligand tools (AmberTools, RDKit, ParmEd) for {len(with_ligand)} systems")]
 
 
-def check_platforms(config: dict, profile: dict) -> list[Check]:
-    from .engine import available_platforms
+def check_engine_machines(campaign, config: dict, profile: dict) -> list[Check]:
+    """What each engine this site's simulations use checks of this machine (OpenMM: the
+    platforms usable here against what the profile asks for)."""
+    from .engines import engine_for
 
-    usable = available_platforms()
-    wanted = config.get("platform", "auto")
-    wants_gpu = any("gpu" in (resources or {}) for resources in (profile.get("set-resources") or {}).values())
-    wants_gpu |= "gpu" in (profile.get("resources") or {})
-    checks = [Check(PASS, f"OpenMM platforms usable here: {', '.join(usable)}")]
-    if wanted not in ("auto",) and wanted not in usable:
-        checks.append(
-            Check(
-                FAIL,
-                f"the profile asks for platform {wanted}, which is not usable here",
-                "install the GPU build (pip install 'openmm[cuda12]') and check nvidia-smi, "
-                "or run on a GPU node, or use a CPU profile",
-            )
-        )
-    elif wants_gpu and "CUDA" not in usable and "OpenCL" not in usable:
-        checks.append(
-            Check(
-                FAIL,
-                "the profile requests GPUs but OpenMM sees no CUDA or OpenCL device here",
-                "pip install 'openmm[cuda12]' and check nvidia-smi (on clusters, run doctor on a GPU node)",
-            )
-        )
+    checks = []
+    for name in sorted({simulation.protocol.engine for simulation in campaign.share}):
+        checks += [Check(*check) for check in engine_for(name).machine_checks(config, profile)]
     return checks
 
 
@@ -467,7 +450,7 @@ def run_checks(directory: Path, config_file: str, profile_name: str | None) -> l
         return checks
     checks += check_engines(campaign)
     checks += check_ligand_tools(campaign)
-    checks += check_platforms(config, profile)
+    checks += check_engine_machines(campaign, config, profile)
     checks += check_slurm(profile, config, profile_path) if profile_path else []
     checks += check_slurm_start_up_probe(profile)
     checks += check_store(campaign, directory)

@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import layout, slurm
+from .engines import engine_for, files_of
 from .errors import EXIT_FAILED, EXIT_PAUSED, CampaignError, DataError, SegmentError, TransferError
-from .protocol import Protocol, engine_files
-from .slots import pin_to_slot
-from .systems import LigandSpec
+from .ligand_spec import LigandSpec
+from .protocol import Protocol
+from .slots import current_slot, pin_to_slot
 
 log = logging.getLogger("mdcampaign")
 
@@ -142,7 +143,6 @@ def job_logging(log_file: Path | str, what: str):
 
 
 def setup(smk) -> None:
-    from .engines import engine_for
     from .files import atomic_write_json
 
     with job_logging(smk.log[0], f"setup {smk.wildcards.system}"):
@@ -201,7 +201,7 @@ def stage(job: JobContext) -> None:
     with job_logging(job.log, job.label):
         w = job.wildcards
         previous = read_manifest(layout.segment_record(w["system"], w["replica"], int(w["segment"]) - 1))
-        files = engine_files(previous.get("protocol", {}))
+        files = files_of(previous.get("protocol", {}))
         staged = {name: job.scratch("input") / name for name in files.staged_files}
         sim_dir = layout.fill(layout.STORE_SIM, **w)
         sources = {name: (f"{sim_dir}/{name}", previous["pinned"][name]) for name in files.pinned_files}
@@ -233,7 +233,6 @@ def _deadline(runtime_minutes: float | None) -> float | None:
 
 
 def simulate(job: JobContext) -> None:
-    from .engines import engine_for
     from .runs import SegmentTask, publish
 
     with job_logging(job.log, job.label):
@@ -264,6 +263,7 @@ def simulate(job: JobContext) -> None:
             platform=job.config["platform"],
             threads=job.threads,
             deadline=_deadline(job.runtime),
+            slot=current_slot(),
         )
         outcome = engine.run_segment(task)
         if not outcome.complete:
@@ -294,7 +294,7 @@ def fetch(job: JobContext) -> None:
         w = job.wildcards
         segment = int(w["segment"])
         output = job.scratch("output")
-        files = engine_files(job.params["protocol"])
+        files = files_of(job.params["protocol"])
         segment_files = {name: output / name for name in files.segment_files}
         info = {
             "simulation": layout.sim_name(w["system"], w["replica"]),

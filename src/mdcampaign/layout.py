@@ -108,11 +108,6 @@ class EngineFiles:
         return (self.system, self.start_state, "topology.pdb", "trajectory_topology.pdb", "stage.json")
 
 
-ENGINE_FILES = {
-    "openmm": EngineFiles(system="system.xml", setup_state="state.xml", final_state="final_state.xml"),
-    "gromacs": EngineFiles(system="system.tpr", setup_state="start.cpt", final_state="final_state.cpt"),
-}
-
 # relative to scratch
 SCRATCH_SEGMENT = f"{SIM}/{{segment}}"
 

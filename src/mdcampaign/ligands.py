@@ -32,7 +32,7 @@ from openmm import Vec3, app, unit
 from .errors import CampaignError
 from .extras import LIGANDS
 from .files import atomic_write_json
-from .systems import LigandSpec
+from .ligand_spec import LigandSpec
 
 log = logging.getLogger(__name__)
 

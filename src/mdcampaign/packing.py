@@ -33,8 +33,8 @@ from pathlib import Path
 
 from . import layout
 from .claims import RENEWALS_PER_LEASE, ClaimBoard, Lease
+from .engines import files_of
 from .errors import EXIT_PAUSED
-from .protocol import engine_files
 from .slots import Packing, Slot, slot_plan
 
 log = logging.getLogger(__name__)
@@ -287,7 +287,7 @@ def _run_segment(batch: Batch, member: Member, segment: int, slot: Slot, threads
     batch.runs.append(run)
     scratch = Path(layout.fill(f"{batch.job_config['scratch']}/{layout.SCRATCH_SEGMENT}", **wildcards))
     # Steps a killed job finished are not redone (what Snakemake's outputs would tell it).
-    files = engine_files(member.protocol)
+    files = files_of(member.protocol)
     simulated = [*files.segment_files, *(files.pinned_files if segment == 0 else ())]
     steps = ["fetch"]
     if not all((scratch / "output" / name).exists() for name in simulated):

@@ -10,7 +10,6 @@ from dataclasses import MISSING, dataclass, fields
 
 from . import layout
 from .errors import CampaignError
-from .forcefields import ENGINE_PROBLEMS, forcefield_files
 
 # Segment names have layout.SEGMENT_DIGITS digits; more segments also mean more jobs
 # than any allocation would want.
@@ -22,11 +21,6 @@ MAX_TIMESTEP_WITHOUT_HMR_FS = 2.5
 def engine_of(record: dict) -> str:
     """The engine of a protocol record (Protocol.record, a segment manifest's protocol)."""
     return record.get("engine", ADDED_KEYS["engine"])
-
-
-def engine_files(record: dict) -> layout.EngineFiles:
-    """The engine's file names for a protocol record."""
-    return layout.ENGINE_FILES[engine_of(record)]
 
 
 @dataclass(frozen=True)
@@ -109,15 +103,9 @@ class Protocol:
         # A tiny tolerance so that 0.3 / 0.1 counts as 3 segments, not 4.
         return max(1, math.ceil(self.target_ns / self.segment_ns - 1e-9))
 
-    @property
-    def forcefield_files(self) -> list[str]:
-        return forcefield_files(self.forcefield, self.solvent, self.water_model, self.implicit_model)
-
-    def problems(self, engine: str | None = None, own_inputs: bool = False) -> Iterator[str]:
-        """Inconsistencies between keys that the schema cannot express, and what the
-        engine (``engine``, or the protocol's own) cannot do with them; with a lab's
-        own engine inputs (``own_inputs``) the inputs decide the force field, water
-        and preparation, so only the segmenting keys are checked here."""
+    def problems(self) -> Iterator[str]:
+        """Inconsistencies between keys that the schema cannot express (what an engine
+        cannot do with them: engines.engine_problems)."""
         if self.segment_ns > self.target_ns + 1e-12:
             yield f"segment_ns ({self.segment_ns}) must not exceed target_ns ({self.target_ns})"
         if self.n_segments > MAX_SEGMENTS:
@@ -150,8 +138,6 @@ class Protocol:
                 f"of frame intervals (frame_interval_ps {self.frame_interval_ps})"
             )
         yield from _mutation_problems(self.mutations)
-        if not own_inputs:
-            yield from ENGINE_PROBLEMS[engine or self.engine](self)
 
 
 ADDED_KEYS = {field.name: field.default for field in fields(Protocol) if field.default is not MISSING}
@@ -180,8 +166,8 @@ def _is_multiple(value: float, unit: float) -> bool:
     return abs(ratio - round(ratio)) < 1e-6 and round(ratio) > 0
 
 
-def protocol_from(values: dict, where: str, own_inputs: bool = False) -> Protocol:
+def protocol_from(values: dict, where: str) -> Protocol:
     protocol = Protocol(**{key: values[key] for key in Protocol.keys()})  # noqa: SIM118 - Protocol.keys() is its fields
-    for problem in protocol.problems(own_inputs=own_inputs):
+    for problem in protocol.problems():
         raise CampaignError(f"{where}: {problem}")
     return protocol

@@ -29,6 +29,7 @@ from openmm import app, unit
 
 from . import layout
 from .errors import CampaignError
+from .ligand_spec import LigandSpec
 from .protocol import Protocol
 from .structures import (
     ADDITIVE_RESIDUES,
@@ -41,7 +42,6 @@ from .structures import (
     read_structure_bytes,
     structure_suffix,
 )
-from .systems import LigandSpec
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,6 @@ from pathlib import Path
 from .errors import SegmentError
 from .files import atomic_write_json, file_system_now
 from .protocol import Protocol
-from .slots import current_slot
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +51,13 @@ class SegmentTask:
     platform: str = "auto"  # OpenMM's platform preference
     threads: int | None = None
     deadline: float | None = None  # epoch seconds by which the runner must have stopped
+    slot: dict | None = None  # a packed job's slot it runs in (slots.current_slot): its cores and GPU
     stop_margin_seconds: float | None = None  # default: 5% of the time left at start, 5-60 s
+
+    @property
+    def device(self) -> int | None:
+        """The GPU of the slot it runs in, if any."""
+        return self.slot.get("device") if self.slot else None
 
     @property
     def first_step(self) -> int:
@@ -129,15 +134,15 @@ def sole_runner(work: Path, name: str, segment: int):
         yield
 
 
-def announce_runner(work: Path) -> None:
-    """Record that this process is working on the segment now."""
+def announce_runner(work: Path, slot: dict | None = None) -> None:
+    """Record that this process is working on the segment now (in ``slot``, if packed)."""
     atomic_write_json(
         work / RUNNER_RECORD,
         {
             "pid": os.getpid(),
             "host": platform.node(),
             "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-            "slot": current_slot(),
+            "slot": slot,
             "started_at": iso_time(time.time()),
             **clock(work),
         },

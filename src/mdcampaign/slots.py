@@ -99,12 +99,6 @@ def pin_to_slot() -> None:
         os.sched_setaffinity(0, slot["cores"])
 
 
-def slot_device() -> int | None:
-    """The GPU index this process was given, if any."""
-    device = os.environ.get(DEVICE_ENV)
-    return int(device) if device else None
-
-
 def batches(names: list[str], size: int) -> dict[str, str]:
     """Cut simulations (in the order given) into batches of ``size``; each batch is
     named after its members, so the same simulations always form the same batch."""

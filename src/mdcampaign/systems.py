@@ -13,38 +13,12 @@ from pathlib import Path
 
 from . import layout
 from .configuration import read_user_text
+from .engines import ENGINES, engine_for, engine_problems, unknown_engine
 from .errors import CampaignError
+from .ligand_spec import LigandSpec
 from .protocol import Protocol, protocol_from
 from .structures import STRUCTURE_SUFFIXES, inspect_structure, structure_suffix
 from .validation import coerce_cell, suggest, validate
-
-
-@dataclass(frozen=True)
-class LigandSpec:
-    """A system's small-molecule ligand, as the systems table gives it (see ligands.py)."""
-
-    residue: str  # its residue name in the structure
-    chemistry_file: Path | None = None  # SDF/MOL2 with bond orders (and the pose)
-    smiles: str | None = None
-    charge: int | None = None
-
-    def record(self) -> dict:
-        return {
-            "residue": self.residue,
-            "file": str(self.chemistry_file) if self.chemistry_file else None,
-            "smiles": self.smiles,
-            "charge": self.charge,
-        }
-
-    @classmethod
-    def from_record(cls, record: dict) -> LigandSpec:
-        return cls(
-            record["residue"],
-            Path(record["file"]) if record.get("file") else None,
-            record.get("smiles"),
-            record.get("charge"),
-        )
-
 
 LIGAND_CHEMISTRY_SUFFIXES = (".sdf", ".mol", ".mol2")
 
@@ -205,18 +179,16 @@ def parse_system(
     validate(overrides, overrides_schema, where, fill_defaults=False, key_word="column")
     if ".." in own["id"]:
         raise CampaignError(f"{where}, column id: must not contain '..' (got {own['id']!r})")
-    own_inputs = _own_inputs(own, overrides.get("engine", defaults["engine"]), where, base_dir)
-    protocol = protocol_from({**defaults, **overrides}, where, own_inputs=bool(own_inputs))
-    if own_inputs.get("tpr"):
-        if own["replicas"] > 1:
-            raise CampaignError(
-                f"{where}, column replicas: a .tpr runs as given, so its {own['replicas']} replicas would be "
-                "identical; give the .gro, .top and .mdp (columns gromacs_topology, gromacs_mdp) to run replicas "
-                "with their own random seeds"
-            )
+    engine = overrides.get("engine", defaults["engine"])
+    if problem := unknown_engine(engine):
+        raise CampaignError(f"{where}, column engine: {problem}")
+    own_inputs = _own_inputs(own, engine, where, base_dir)
+    protocol = checked_protocol({**defaults, **overrides}, where, own_inputs=bool(own_inputs))
+    if own_inputs and structure_suffix(Path(own["structure"])) not in STRUCTURE_SUFFIXES:
+        # the structure is itself an engine's run input (a .tpr): nothing to inspect
         return System(
             own["id"],
-            own_inputs["tpr"],
+            Path(own["structure"]),
             own["replicas"],
             protocol,
             line,
@@ -256,10 +228,11 @@ def _ligand(own: dict, protocol: Protocol, where: str, base_dir: Path) -> Ligand
             "(SDF/MOL2 with bond orders and its pose) or ligand_smiles (the pose is then the "
             "structure's residue)"
         )
-    if protocol.engine != "openmm":
+    if not engine_for(protocol.engine).supports_ligands:
+        able = ", ".join(name for name, engine in ENGINES.items() if engine.supports_ligands)
         raise CampaignError(
             f"{where}, column ligand: the {protocol.engine} engine does not parameterize ligands yet; "
-            "use engine openmm for this system"
+            f"use engine {able} for this system"
         )
     if not protocol.explicit:
         raise CampaignError(
@@ -279,61 +252,23 @@ def _ligand(own: dict, protocol: Protocol, where: str, base_dir: Path) -> Ligand
     return LigandSpec(own["ligand"], chemistry, own.get("ligand_smiles"), own.get("ligand_charge"))
 
 
-# A lab's own GROMACS inputs: column -> (key in System.own_inputs, file suffix).
-GROMACS_INPUT_COLUMNS = {
-    "gromacs_topology": ("top", ".top"),
-    "gromacs_mdp": ("mdp", ".mdp"),
-    "gromacs_index": ("ndx", ".ndx"),
-}
-TPR_MAGIC = b"VERSION"  # near the start of every .tpr
-
-
 def _own_inputs(own: dict, engine: str, where: str, base_dir: Path) -> dict:
-    """The lab's own engine inputs a row names, checked to exist ({} if none)."""
-    structure = Path(own["structure"])
-    given = {column: own[column] for column in GROMACS_INPUT_COLUMNS if own.get(column)}
-    if structure.suffix.lower() != ".tpr" and not given:
-        return {}
-    if engine != "gromacs":
-        what = "a .tpr" if structure.suffix.lower() == ".tpr" else "GROMACS inputs (" + ", ".join(given) + ")"
-        raise CampaignError(f"{where}, column engine: {what} can only run with engine gromacs (got '{engine}')")
-    inputs = {}
-    if structure.suffix.lower() == ".tpr":
-        if given:
-            raise CampaignError(
-                f"{where}, column {next(iter(given))}: give either a .tpr structure or a .gro "
-                "with gromacs_topology and gromacs_mdp, not both"
-            )
-        inputs["tpr"] = structure
-    else:
-        missing = [c for c in ("gromacs_topology", "gromacs_mdp") if c not in given]
-        if missing or structure.suffix.lower() != ".gro":
-            problem = (
-                f"{' and '.join(missing)} missing"
-                if missing
-                else f"the structure must be the .gro these inputs go with (got '{structure.name}')"
-            )
-            raise CampaignError(
-                f"{where}, column {missing[0] if missing else 'structure'}: a lab's own GROMACS "
-                f"inputs are a .gro structure, gromacs_topology and gromacs_mdp: {problem}"
-            )
-        inputs["gro"] = structure
-        for column, text in given.items():
-            key, suffix = GROMACS_INPUT_COLUMNS[column]
-            if Path(text).suffix.lower() != suffix:
-                raise CampaignError(f"{where}, column {column}: expected a {suffix} file (got '{text}')")
-            inputs[key] = Path(text)
-    for key, path in inputs.items():
-        resolved = path if path.is_absolute() else base_dir / path
-        column = next((c for c, (k, _) in GROMACS_INPUT_COLUMNS.items() if k == key), "structure")
-        if not resolved.is_file():
-            state = "is a directory" if resolved.is_dir() else "does not exist"
-            raise CampaignError(f"{where}, column {column}: file '{path}' {state}")
-        if key == "tpr":
-            with open(resolved, "rb") as handle:
-                if TPR_MAGIC not in handle.read(256):
-                    raise CampaignError(f"{where}, column structure: '{path}' is not a GROMACS run input (.tpr)")
-    return inputs
+    """The lab's own engine inputs a row names, checked by the engine they are for
+    ({} if none)."""
+    for name, candidate in ENGINES.items():
+        what = candidate.names_own_inputs(own)
+        if what and name != engine:
+            raise CampaignError(f"{where}, column engine: {what} can only run with engine {name} (got '{engine}')")
+    return engine_for(engine).own_inputs(own, where, base_dir)
+
+
+def checked_protocol(values: dict, where: str, own_inputs: bool = False) -> Protocol:
+    """A protocol from its keys, with the problems of its keys and of its engine (with a
+    lab's own engine inputs, the inputs decide what the engine is given) as one line."""
+    protocol = protocol_from(values, where)
+    for problem in engine_problems(protocol, own_inputs):
+        raise CampaignError(f"{where}: {problem}")
+    return protocol
 
 
 def _without_default(subschema: dict) -> dict:

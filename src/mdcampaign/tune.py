@@ -13,13 +13,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .engines import engine_for
 from .slots import Packing, slot_plan
-
-WARMUP_STEPS = 100
 
 
 @dataclass
@@ -82,27 +80,15 @@ def measure(system_dir: Path, packing: Packing, seconds: float, platform: str, c
 
 
 def _worker(system_dir: str, platform: str, threads: int, seconds: float) -> float:
-    """Integrate a set-up system for about ``seconds`` after a warm-up; its ns/day."""
-    from . import engine
-    from .slots import pin_to_slot
+    """In a slot's process: the set-up system's ns/day, measured by its engine."""
+    from .engines import engine_for
+    from .slots import current_slot, pin_to_slot
 
     pin_to_slot()
     setup = json.loads((Path(system_dir) / "setup.json").read_text())
-    protocol = setup["protocol"]
-    system = engine.read_xml(Path(system_dir) / "system.xml")
-    state = engine.read_xml(Path(system_dir) / "state.xml")
-    integrator = engine.langevin(protocol["temperature_K"], protocol["friction_per_ps"], protocol["timestep_fs"], 1)
-    context = engine.make_context(system, integrator, engine.choose_platform(platform), threads)
-    context.setState(state)
-    integrator.step(WARMUP_STEPS)
-    steps, chunk = 0, 50
-    started = time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        integrator.step(chunk)
-        steps += chunk
-    context.getState(getEnergy=True)  # wait for a GPU to finish
-    elapsed = time.perf_counter() - started
-    return steps * protocol["timestep_fs"] * 1e-6 / elapsed * 86400.0
+    slot = current_slot()
+    device = slot.get("device") if slot else None
+    return engine_for(setup.get("engine", "openmm")).measure_speed(Path(system_dir), platform, threads, seconds, device)
 
 
 def tune(systems: dict[str, Path], cores: int, gpus: int, seconds: float, platform: str, report=print) -> list[Trial]:
@@ -111,10 +97,11 @@ def tune(systems: dict[str, Path], cores: int, gpus: int, seconds: float, platfo
     for name, system_dir in systems.items():
         setup = json.loads((system_dir / "setup.json").read_text())
         atoms = setup.get("atoms", 0)
-        if setup.get("engine", "openmm") != "openmm":
+        engine = engine_for(setup.get("engine", "openmm"))
+        if not engine.measures_speed:
             report(
-                f"{name}: skipped (tune measures OpenMM systems; {setup['engine']} systems use the packing "
-                "measured for OpenMM ones of their size)"
+                f"{name}: skipped (tune cannot measure {engine.name} systems in slots; they use the packing "
+                "measured for systems of another engine of their size)"
             )
             continue
         for packing in candidates(len(cpus), gpus):

@@ -3,7 +3,7 @@ rule setup:
     make a lab's own engine inputs ready to run as given."""
     input:
         unpack(setup_inputs),
-    # Also writes the engine's own system and equilibrated state (layout.ENGINE_FILES:
+    # Also writes the engine's own system and equilibrated state (its EngineFiles:
     # system.xml + state.xml, or system.tpr + start.cpt), found through setup.json,
     # which is written last; they are not declared so that the rule is the same for
     # every engine.

@@ -1,8 +1,8 @@
-"""Force-field presets, per MD engine: which files a (force field, solvent) choice uses,
-and what each engine can and cannot do with a protocol (one line per problem).
+"""OpenMM's force-field presets: which files a (force field, solvent) choice uses, and
+what the OpenMM engine cannot do with a protocol (one line per problem).
 
-The engine checks read a protocol's keys by name (``campaign.Protocol``) and import
-nothing, so that validating a campaign imports no MD engine."""
+The checks read a protocol's keys by name and import nothing, so that validating a
+campaign imports no MD engine."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def forcefield_files(forcefield: str, solvent: str, water_model: str, implicit_m
     return [protein, choices[implicit_model]]
 
 
-def openmm_problems(protocol) -> Iterator[str]:
+def problems(protocol) -> Iterator[str]:
     try:
         forcefield_files(protocol.forcefield, protocol.solvent, protocol.water_model, protocol.implicit_model)
     except ValueError as error:
@@ -92,46 +92,3 @@ def openmm_problems(protocol) -> Iterator[str]:
             f"{BAROSTAT_INTERVAL_STEPS} timesteps ({BAROSTAT_INTERVAL_STEPS * protocol.timestep_ps:g} ps), "
             "the barostat interval, so that restarts reproduce the pressure coupling"
         )
-
-
-# GROMACS: protocol value -> the name GROMACS's pdb2gmx knows (force fields GROMACS ships).
-GROMACS_FORCEFIELDS = {"amber99sbildn": "amber99sb-ildn"}
-GROMACS_WATER_MODELS = {"tip3p": "tip3p", "spce": "spce", "tip4pew": "tip4pew"}
-GROMACS_PH_RANGE = (6.1, 8.1)
-GROMACS_MAX_TIMESTEP_FS = 4.0  # with hmr; without it, campaign.MAX_TIMESTEP_WITHOUT_HMR_FS
-
-
-def gromacs_problems(protocol) -> Iterator[str]:
-    if protocol.forcefield not in GROMACS_FORCEFIELDS:
-        yield (
-            f"forcefield '{protocol.forcefield}' is not shipped with GROMACS; the GROMACS engine offers "
-            f"{', '.join(GROMACS_FORCEFIELDS)} ({', '.join(GROMACS_FORCEFIELDS.values())}.ff)"
-        )
-    if not protocol.explicit:
-        yield (
-            "solvent 'implicit': GROMACS removed implicit solvent in version 2019; use solvent 'explicit' "
-            "with the GROMACS engine (or the OpenMM engine for implicit solvent)"
-        )
-    elif protocol.water_model not in GROMACS_WATER_MODELS:
-        yield (
-            f"water_model '{protocol.water_model}' is not shipped with GROMACS's amber99sb-ildn.ff; choose one "
-            f"of: {', '.join(GROMACS_WATER_MODELS)}"
-        )
-    if protocol.timestep_fs > GROMACS_MAX_TIMESTEP_FS:
-        yield (
-            f"timestep_fs {protocol.timestep_fs}: the GROMACS engine allows at most {GROMACS_MAX_TIMESTEP_FS} fs "
-            "(with hmr; its leap-frog Langevin integrator is not tested beyond)"
-        )
-    if not GROMACS_PH_RANGE[0] <= protocol.ph <= GROMACS_PH_RANGE[1]:
-        yield (
-            f"ph {protocol.ph}: pdb2gmx assigns the standard protonation states (pH about 7), so the GROMACS "
-            f"engine accepts ph {GROMACS_PH_RANGE[0]}-{GROMACS_PH_RANGE[1]} only"
-        )
-    if protocol.equilibration_steps < 1:
-        yield (
-            "equilibration_ps 0: the GROMACS engine needs at least one step of equilibration (segment 0 "
-            "starts from the equilibration's checkpoint, velocities included)"
-        )
-
-
-ENGINE_PROBLEMS = {"openmm": openmm_problems, "gromacs": gromacs_problems}

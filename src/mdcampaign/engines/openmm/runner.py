@@ -32,19 +32,17 @@ from pathlib import Path
 import openmm
 from openmm import app, unit
 
-from . import engine, xtc
-from .errors import SegmentError
-from .files import (
+from ... import xtc
+from ...errors import SegmentError
+from ...files import (
     atomic_write_bytes,
     atomic_write_json,
     fsync_file,
     sha256_bytes,
     sha256_file,
 )
-from .forcefields import BAROSTAT_INTERVAL_STEPS
-from .prepare import thermo_values, trajectory_atom_indices
-from .protocol import Protocol
-from .runs import (
+from ...protocol import Protocol
+from ...runs import (
     ENERGY_COLUMNS,
     Outcome,
     SegmentTask,
@@ -55,7 +53,9 @@ from .runs import (
     sole_runner,
     withdraw_runner,
 )
-from .slots import current_slot
+from . import plumbing
+from .forcefields import BAROSTAT_INTERVAL_STEPS
+from .setup import thermo_values, trajectory_atom_indices
 
 log = logging.getLogger(__name__)
 
@@ -82,14 +82,14 @@ def _run_segment(job: SegmentTask, work: Path) -> Outcome:
         return Outcome(True, done)
 
     protocol = job.protocol
-    system = engine.read_xml(job.system)
+    system = plumbing.read_xml(job.system)
     topology = app.PDBFile(str(job.topology)).topology
     subset = trajectory_atom_indices(topology, protocol.trajectory_atoms)
-    platform_name = engine.choose_platform(job.platform)
-    integrator = engine.langevin(
+    platform_name = plumbing.choose_platform(job.platform)
+    integrator = plumbing.langevin(
         protocol.temperature_K, protocol.friction_per_ps, protocol.timestep_fs, job.segment_seed
     )
-    context = engine.make_context(system, integrator, platform_name, job.threads)
+    context = plumbing.make_context(system, integrator, platform_name, job.threads, job.device)
     log.info(
         "%s segment %d: steps %d-%d, platform %s%s",
         job.name,
@@ -109,8 +109,8 @@ def _run_segment(job: SegmentTask, work: Path) -> Outcome:
         step, frames, rows, history = resumed
 
     recorder = _Recorder(context, system, topology, subset, paths, job, frames, rows)
-    run = _RunLog(history, platform_name, job.threads, step, protocol)
-    announce_runner(work)
+    run = _RunLog(history, platform_name, job.threads, step, protocol, job.slot)
+    announce_runner(work, job.slot)
     try:
         with StopRequest() as stop:
             step = _integrate(
@@ -142,8 +142,9 @@ class _RunLog:
     """Per-run bookkeeping (host, platform, steps, speed) carried in checkpoints, so
     that a segment completed over several runs reports all of them."""
 
-    def __init__(self, earlier: list, platform_name: str, threads, from_step: int, protocol: Protocol):
+    def __init__(self, earlier: list, platform_name: str, threads, from_step: int, protocol: Protocol, slot=None):
         self.earlier = earlier
+        self.slot = slot
         self.protocol = protocol
         self.platform = platform_name
         self.threads = threads
@@ -157,7 +158,7 @@ class _RunLog:
                 "stop_reason": stop_reason,
                 "host": host_platform.node(),
                 "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-                "slot": current_slot(),
+                "slot": self.slot,
                 "platform": self.platform,
                 "threads": self.threads,
                 "from_step": self.from_step,
@@ -195,7 +196,7 @@ def _completed_info(work: Path, start_sha: str) -> dict | None:
 def _fresh_start(context: openmm.Context, paths: _WorkFiles, job: SegmentTask):
     for path in (paths.trajectory, paths.energies, paths.checkpoint, paths.previous, paths.final_state, paths.info):
         path.unlink(missing_ok=True)
-    state = engine.read_xml(job.start_state)
+    state = plumbing.read_xml(job.start_state)
     if job.protocol.explicit:
         context.setPeriodicBoxVectors(*state.getPeriodicBoxVectors())
     context.setPositions(state.getPositions())
@@ -311,8 +312,8 @@ class _Recorder:
         self.rows = rows
         self.subset = subset
         self.periodic = job.protocol.explicit
-        self.dof = engine.degrees_of_freedom(system)
-        self.mass_g = engine.total_mass_grams(system)
+        self.dof = plumbing.degrees_of_freedom(system)
+        self.mass_g = plumbing.total_mass_grams(system)
         self.stop_reason = ""
         n_atoms = len(subset) if subset is not None else topology.getNumAtoms()
         self._xtc = app.XTCFile(
@@ -435,7 +436,7 @@ def _finish(context, recorder: _Recorder, job: SegmentTask, start_sha: str, hist
     recorder.checkpoint(job.last_step, context.getPlatform().getName(), start_sha, history)
     recorder.close()
     state = context.getState(getPositions=True, getVelocities=True, enforcePeriodicBox=False)
-    engine.write_xml(recorder.paths.final_state, state)
+    plumbing.write_xml(recorder.paths.final_state, state)
     protocol = job.protocol
     total_wall = sum(run["wall_seconds"] for run in history)
     info = {
@@ -477,16 +478,40 @@ def _ns_per_day(steps: int, protocol: Protocol, seconds: float) -> float | None:
     return round(steps * protocol.timestep_ps / 1000.0 / seconds * 86400.0, 3)
 
 
+WARMUP_STEPS = 100
+
+
+def measure_speed(
+    setup_dir: Path, files, platform: str, threads: int, seconds: float, device: int | None = None
+) -> float:
+    """Integrate a set-up system for about ``seconds`` after a warm-up; its ns/day."""
+    protocol = json.loads((Path(setup_dir) / "setup.json").read_text())["protocol"]
+    system = plumbing.read_xml(Path(setup_dir) / files.system)
+    state = plumbing.read_xml(Path(setup_dir) / files.setup_state)
+    integrator = plumbing.langevin(protocol["temperature_K"], protocol["friction_per_ps"], protocol["timestep_fs"], 1)
+    context = plumbing.make_context(system, integrator, plumbing.choose_platform(platform), threads, device)
+    context.setState(state)
+    integrator.step(WARMUP_STEPS)
+    steps, chunk = 0, 50
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        integrator.step(chunk)
+        steps += chunk
+    context.getState(getEnergy=True)  # wait for a GPU to finish
+    elapsed = time.perf_counter() - started
+    return steps * protocol["timestep_fs"] * 1e-6 / elapsed * 86400.0
+
+
 def main(argv=None) -> int:
     """Run one segment outside Snakemake (for debugging and benchmarks):
 
-    python -m mdcampaign.segment --system system.xml --state state.xml \\
+    python -m mdcampaign.engines.openmm.runner --system system.xml --state state.xml \\
         --topology topology.pdb --work work/ --protocol protocol.json [--segment K]
     Exit status: 0 complete, 75 paused (progress saved), 1 failed.
     """
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m mdcampaign.segment", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m mdcampaign.engines.openmm.runner", description=main.__doc__)
     parser.add_argument("--system", required=True, type=Path)
     parser.add_argument("--state", required=True, type=Path, help="start state (setup state.xml or a final_state.xml)")
     parser.add_argument("--topology", required=True, type=Path)

@@ -20,14 +20,15 @@ from pathlib import Path
 import openmm
 from openmm import app, unit
 
-from . import engine
-from .errors import CampaignError, SegmentError
-from .files import sha256_file
+from ...errors import CampaignError, SegmentError
+from ...files import sha256_file
+from ...ligand_spec import LigandSpec
+from ...protocol import Protocol
+from ...repair import repair
+from ...structures import METAL_ION_RESIDUES, SALT_ION_RESIDUES, WATER_RESIDUES
+from . import plumbing
 from .forcefields import BAROSTAT_INTERVAL_STEPS, MODELLER_WATER
-from .protocol import Protocol
-from .repair import repair
-from .structures import METAL_ION_RESIDUES, SALT_ION_RESIDUES, WATER_RESIDUES
-from .systems import LigandSpec
+from .forcefields import forcefield_files as _files_for
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def prepare(
     with open(out_dir / "fixed.pdb", "w") as handle:
         app.PDBFile.writeFile(fixer.topology, fixer.positions, handle, keepIds=True)
 
-    forcefield_files = protocol.forcefield_files + ([fix_info["ligand"]["forcefield_file"]] if ligand else [])
+    forcefield_files = _forcefield_files(protocol) + ([fix_info["ligand"]["forcefield_file"]] if ligand else [])
     forcefield = app.ForceField(*forcefield_files)
     check_templates(forcefield, fixer.topology, structure, protocol)
     modeller = app.Modeller(fixer.topology, fixer.positions)
@@ -96,7 +97,7 @@ def prepare(
     info["waters"] = sum(1 for r in topology.residues() if r.name in WATER_RESIDUES)
     info["forcefield_files"] = forcefield_files
 
-    platform_name = engine.choose_platform(platform)
+    platform_name = plumbing.choose_platform(platform)
     info["platform"] = platform_name
     log.info("setup: %d atoms (%d solute), platform %s", info["atoms"], info["solute_atoms"], platform_name)
 
@@ -107,8 +108,8 @@ def prepare(
     )
     info["equilibration"] = equilibration
 
-    engine.write_xml(out_dir / "system.xml", system)
-    engine.write_xml(out_dir / "state.xml", state)
+    plumbing.write_xml(out_dir / "system.xml", system)
+    plumbing.write_xml(out_dir / "state.xml", state)
     final_positions = state.getPositions()
     topology.setPeriodicBoxVectors(state.getPeriodicBoxVectors() if protocol.explicit else None)
     write_pdb(out_dir / "topology.pdb", topology, final_positions)
@@ -126,6 +127,10 @@ def prepare(
     info["host"] = host_platform.node()
     info["wall_seconds"] = round(time.time() - started, 1)
     return info
+
+
+def _forcefield_files(protocol: Protocol) -> list[str]:
+    return _files_for(protocol.forcefield, protocol.solvent, protocol.water_model, protocol.implicit_model)
 
 
 def write_pdb(path: Path, topology: app.Topology, positions) -> None:
@@ -217,9 +222,9 @@ def create_system(forcefield: app.ForceField, topology: app.Topology, protocol: 
 
 
 def minimize(system, positions, protocol: Protocol, platform_name: str, threads: int | None):
-    context = engine.make_context(
+    context = plumbing.make_context(
         system,
-        engine.langevin(protocol.temperature_K, protocol.friction_per_ps, protocol.timestep_fs),
+        plumbing.langevin(protocol.temperature_K, protocol.friction_per_ps, protocol.timestep_fs),
         platform_name,
         threads,
     )
@@ -271,8 +276,8 @@ def equilibrate(
     restrained_steps = (total // 2) // BAROSTAT_INTERVAL_STEPS * BAROSTAT_INTERVAL_STEPS
     free_steps = total - restrained_steps
     report_steps = max(1, protocol.steps(THERMO_EVERY_PS))
-    dof = engine.degrees_of_freedom(system)
-    mass_g = engine.total_mass_grams(system)
+    dof = plumbing.degrees_of_freedom(system)
+    mass_g = plumbing.total_mass_grams(system)
     rows = []
     started = time.time()
 
@@ -300,9 +305,9 @@ def equilibrate(
         )
 
     restrained = _restrained_copy(system, topology, positions)
-    context = engine.make_context(
+    context = plumbing.make_context(
         restrained,
-        engine.langevin(protocol.temperature_K, protocol.friction_per_ps, protocol.timestep_fs, seed),
+        plumbing.langevin(protocol.temperature_K, protocol.friction_per_ps, protocol.timestep_fs, seed),
         platform_name,
         threads,
     )
@@ -312,9 +317,9 @@ def equilibrate(
     state = context.getState(getPositions=True, getVelocities=True)
     del context
 
-    context = engine.make_context(
+    context = plumbing.make_context(
         system,
-        engine.langevin(protocol.temperature_K, protocol.friction_per_ps, protocol.timestep_fs, seed + 1),
+        plumbing.langevin(protocol.temperature_K, protocol.friction_per_ps, protocol.timestep_fs, seed + 1),
         platform_name,
         threads,
     )

@@ -10,9 +10,8 @@ from pathlib import Path
 import openmm
 from openmm import unit
 
-from .errors import SegmentError
-from .files import atomic_write_text
-from .slots import slot_device
+from ...errors import SegmentError
+from ...files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -59,20 +58,24 @@ def choose_platform(preference: str = "auto") -> str:
     return "Reference"
 
 
-def platform_properties(name: str, threads: int | None) -> dict[str, str]:
+def platform_properties(name: str, threads: int | None, device: int | None = None) -> dict[str, str]:
+    """``device``: the GPU (of a packed job's slot) to run on, if any."""
     if name == "CPU" and threads:
         return {"Threads": str(threads)}
     if name in ("CUDA", "OpenCL"):
-        device = slot_device()  # a packed job's slot runs on its own GPU
         return {"Precision": "mixed", **({"DeviceIndex": str(device)} if device is not None else {})}
     return {}
 
 
 def make_context(
-    system: openmm.System, integrator: openmm.Integrator, platform_name: str, threads: int | None
+    system: openmm.System,
+    integrator: openmm.Integrator,
+    platform_name: str,
+    threads: int | None,
+    device: int | None = None,
 ) -> openmm.Context:
     platform = openmm.Platform.getPlatformByName(platform_name)
-    return openmm.Context(system, integrator, platform, platform_properties(platform_name, threads))
+    return openmm.Context(system, integrator, platform, platform_properties(platform_name, threads, device))
 
 
 def langevin(temperature_K: float, friction_per_ps: float, timestep_fs: float, seed: int | None = None):

@@ -34,6 +34,7 @@ from mdcampaign.engines.gromacs import gmx, setup  # noqa: E402
 from mdcampaign.engines.gromacs import runner as gromacs_runner  # noqa: E402
 from mdcampaign.engines.openmm.setup import prepare  # noqa: E402
 from mdcampaign.protocol import Protocol  # noqa: E402
+from mdcampaign.runs import SegmentTask  # noqa: E402
 from mdcampaign.validation import load_schema  # noqa: E402
 
 DEFAULTS = {
@@ -82,10 +83,18 @@ def bare_mdrun(setup: Path, protocol: Protocol, threads: int, work: Path) -> flo
 def runner(setup: Path, protocol: Protocol, threads: int, work: Path) -> float:
     """ns/day of our runner for the same segment: its whole wall time."""
     started = time.perf_counter()
-    complete, _ = gromacs_runner.run_segment(
-        setup / "system.tpr", setup / "start.cpt", work, 0, protocol, threads=threads
+    task = SegmentTask(
+        name="benchmark",
+        segment=0,
+        protocol=protocol,
+        seed=protocol.seed,
+        system=setup / "system.tpr",
+        start_state=setup / "start.cpt",
+        topology=None,
+        work_dir=work,
+        threads=threads,
     )
-    assert complete
+    assert gromacs_runner.run_segment(task).complete
     return protocol.segment_ns / (time.perf_counter() - started) * 86400
 
 

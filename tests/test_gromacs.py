@@ -19,7 +19,7 @@ from conftest import STRUCTURES, _schema_defaults
 from mdcampaign.engines.gromacs import gmx, inputs, runner, setup
 from mdcampaign.errors import CampaignError, SegmentError
 from mdcampaign.protocol import Protocol
-from mdcampaign.runs import ENERGY_COLUMNS, RUNNER_LOCK
+from mdcampaign.runs import ENERGY_COLUMNS, RUNNER_LOCK, SegmentTask
 
 GMX_VERSION = gmx.available()
 needs_gmx = pytest.mark.skipif(
@@ -47,6 +47,23 @@ GMX_PROTOCOL = {
     "seed": 3,
 }
 THREADS = 2
+
+
+def run_segment(tpr: Path, start: Path | None, work: Path, segment: int, protocol: Protocol, **options):
+    """The runner on one segment, as (complete, info)."""
+    task = SegmentTask(
+        name="test",
+        segment=segment,
+        protocol=protocol,
+        seed=1,
+        system=tpr,
+        start_state=start,
+        topology=None,
+        work_dir=work,
+        **options,
+    )
+    outcome = runner.run_segment(task)
+    return outcome.complete, outcome.info
 
 
 def protocol_with(**changes) -> Protocol:
@@ -222,14 +239,14 @@ def test_two_segments_join_into_one_continuous_trajectory(gmx_setup, tmp_path):
     works = []
     for segment in range(protocol.n_segments):
         work = tmp_path / f"{segment:04d}"
-        complete, info = runner.run_segment(out / "system.tpr", start, work, segment, protocol, threads=THREADS)
+        complete, info = run_segment(out / "system.tpr", start, work, segment, protocol, threads=THREADS)
         assert complete, info
         assert_segment(work, protocol, segment)
         assert info["runs"] and info["runs"][-1]["ns_per_day"] > 0
         start = work / "final_state.cpt"
         works.append(work)
     # Running a complete segment again does nothing.
-    again = runner.run_segment(out / "system.tpr", out / "start.cpt", works[0], 0, protocol, threads=THREADS)
+    again = run_segment(out / "system.tpr", out / "start.cpt", works[0], 0, protocol, threads=THREADS)
     assert again[0] and again[1]["finished_at"] == json.loads((works[0] / "segment.json").read_text())["finished_at"]
     joined = mdtraj.load([str(w / "trajectory.xtc") for w in works], top=str(out / "trajectory_topology.pdb"))
     spacing = np.diff(joined.time)
@@ -339,7 +356,7 @@ def test_time_budget_and_sigterm_stop_with_a_checkpoint_and_the_next_call_contin
     protocol = protocol_with(segment_ns=0.03, target_ns=0.03)  # 30 ps: longer than the budget
     work = tmp_path / "0000"
     began = time.time()
-    complete, info = runner.run_segment(
+    complete, info = run_segment(
         out / "system.tpr", out / "start.cpt", work, 0, protocol, threads=THREADS, deadline=time.time() + 8
     )
     assert not complete and "time budget" in info["reason"], info
@@ -353,7 +370,7 @@ def test_time_budget_and_sigterm_stop_with_a_checkpoint_and_the_next_call_contin
     assert _wait(lambda: gmx.checkpoint_header(work / "segment.cpt")["step"] > info["step"], 60)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 75
-    complete, info = runner.run_segment(out / "system.tpr", out / "start.cpt", work, 0, protocol, threads=THREADS)
+    complete, info = run_segment(out / "system.tpr", out / "start.cpt", work, 0, protocol, threads=THREADS)
     assert complete
     assert_segment(work, protocol, 0)
     stops = [run["stop_reason"] or "" for run in info["runs"]]
@@ -373,9 +390,7 @@ def test_a_labs_own_tpr_runs_in_two_segments(gmx_setup, tmp_path):
     start = None  # segment 0 starts from the tpr's own state
     for segment in range(2):
         work = tmp_path / f"lab-{segment}"
-        complete, _ = runner.run_segment(
-            tmp_path / "lab" / "system.tpr", start, work, segment, protocol, threads=THREADS
-        )
+        complete, _ = run_segment(tmp_path / "lab" / "system.tpr", start, work, segment, protocol, threads=THREADS)
         assert complete
         assert_segment(work, protocol, segment)
         start = work / "final_state.cpt"
@@ -427,8 +442,8 @@ def test_a_labs_gro_top_mdp_go_through_grompp_and_a_bad_mdp_fails_in_one_line(gm
 def test_a_failing_mdrun_names_the_command_and_the_error(gmx_setup, tmp_path):
     out, protocol, _ = gmx_setup
     with pytest.raises(SegmentError, match=r"does not match the protocol: its timestep is 2 fs"):
-        runner.run_segment(
+        run_segment(
             out / "system.tpr", out / "start.cpt", tmp_path / "w", 0, protocol_with(timestep_fs=1.0), threads=THREADS
         )
     with pytest.raises(SegmentError, match=r"is at step 0, but the segment starts at step 1000"):
-        runner.run_segment(out / "system.tpr", out / "start.cpt", tmp_path / "w1", 1, protocol, threads=THREADS)
+        run_segment(out / "system.tpr", out / "start.cpt", tmp_path / "w1", 1, protocol, threads=THREADS)

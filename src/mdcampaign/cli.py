@@ -14,7 +14,7 @@ from .campaign import load_campaign
 from .configuration import read_config_file
 from .errors import CampaignError, TransferError
 from .guards import check_started
-from .records import read_manifests
+from .records import Manifest, read_manifests
 from .sites import ASSIGNMENT_FILE, assign, planning_work, projected_days, write_assignment
 
 
@@ -56,24 +56,24 @@ def cmd_validate(args) -> int:
     return 0
 
 
-def segment_manifests(root: Path) -> list[dict]:
+def segment_manifests(root: Path) -> list[Manifest]:
     """Every readable segment record below ``root`` (a store's or the local results' sims/)."""
     return read_manifests(sorted(Path(root).glob("*/r*/segments/*/manifest.json")))
 
 
-def progress(manifests: list[dict]) -> tuple[dict[str, str], dict[str, float], dict[tuple[str, str], float]]:
+def progress(manifests: list[Manifest]) -> tuple[dict[str, str], dict[str, float], dict[tuple[str, str], float]]:
     """From segment manifests: where each started simulation runs, how many ns each
     has done, and the median speed measured per (site, system)."""
     started, done, samples = {}, {}, {}
     for manifest in manifests:
-        name = manifest["simulation"]
-        system = name.rsplit("/", 1)[0]
-        done[name] = done.get(name, 0.0) + manifest["info"]["simulated_ns"]
-        site = manifest.get("site")
-        if manifest["segment"] == 0 and site:
+        name = manifest.simulation
+        system = layout.SimulationId.parse(name).system
+        done[name] = done.get(name, 0.0) + manifest.info.simulated_ns
+        site = manifest.site
+        if manifest.segment == 0 and site:
             started[name] = site
-        if site and manifest["info"].get("ns_per_day"):
-            samples.setdefault((site, system), []).append(manifest["info"]["ns_per_day"])
+        if site and manifest.info.ns_per_day:
+            samples.setdefault((site, system), []).append(manifest.info.ns_per_day)
     return started, done, {key: statistics.median(values) for key, values in samples.items()}
 
 
@@ -130,7 +130,7 @@ def cmd_plan(args) -> int:
     return 0
 
 
-def _pulling_plan(campaign, config, manifests: list[dict], works: list, verbose: bool) -> int:
+def _pulling_plan(campaign, config, manifests: list[Manifest], works: list, verbose: bool) -> int:
     """What each pulling site has done and holds, and when the campaign should end if
     every site keeps its slots busy (the work left spread over all their throughput)."""
     from .claims import ClaimBoard
@@ -142,8 +142,8 @@ def _pulling_plan(campaign, config, manifests: list[dict], works: list, verbose:
         listing = None
     done_ns: dict[str, float] = {}
     for manifest in manifests:
-        site = manifest.get("site") or "?"
-        done_ns[site] = done_ns.get(site, 0.0) + manifest["info"]["simulated_ns"]
+        site = manifest.site or "?"
+        done_ns[site] = done_ns.get(site, 0.0) + manifest.info.simulated_ns
     holds: dict[str, list[str]] = {}
     if listing is not None:
         for name, claims in listing.simulations.items():

@@ -66,7 +66,7 @@ def check_started(campaign: Campaign, base_dir: Path | str = ".") -> None:
             raise CampaignError(str(error)) from None
         if manifest is None:
             continue
-        started_with = manifest.get("mdcampaign_version", FIRST_VERSION)
+        started_with = manifest.mdcampaign_version or FIRST_VERSION
         if not same_series(started_with, __version__):
             raise CampaignError(
                 f"{simulation.name} was started with mdcampaign {started_with} ({record}) and this is mdcampaign "
@@ -75,8 +75,8 @@ def check_started(campaign: Campaign, base_dir: Path | str = ".") -> None:
                 "(mdcampaign init) for this version"
             )
         # Records leave out keys at their as-before value (Protocol.record).
-        recorded = {**ADDED_KEYS, **manifest["protocol"]} if manifest.get("protocol") else {}
-        started_at = manifest.get("site")
+        recorded = {**ADDED_KEYS, **manifest.protocol} if manifest.protocol else {}
+        started_at = manifest.site
         if campaign.sites and not campaign.pulls and started_at and simulation.site != started_at:
             raise CampaignError(
                 f"{simulation.name} was started on site '{started_at}' ({record}) but is now assigned to site "

@@ -29,6 +29,7 @@ from pathlib import Path
 from . import layout, slurm
 from .engines import engine_for, files_of
 from .errors import EXIT_FAILED, EXIT_PAUSED, CampaignError, DataError, SegmentError, TransferError
+from .jobspec import JobSpec
 from .ligand_spec import LigandSpec
 from .protocol import Protocol
 from .slots import current_slot, pin_to_slot
@@ -73,10 +74,10 @@ class JobContext:
 def main(argv=None) -> int:
     """scripts/job.py RULE SPEC THREADS RUNTIME: run one job of a shell-run rule."""
     argv = sys.argv[1:] if argv is None else argv
-    rule, spec = argv[0], json.loads(argv[1])
+    rule, spec = argv[0], JobSpec.from_json(argv[1])
     threads = int(_positive(argv[2]) or 1) if len(argv) > 2 else 1
     runtime = _positive(argv[3]) if len(argv) > 3 else None
-    context = JobContext(rule, spec["wildcards"], spec.get("params", {}), spec.get("config", {}), threads, runtime)
+    context = JobContext(rule, spec.wildcards, spec.params, spec.config, threads, runtime)
     pin_to_slot()  # in a packed job: this slot's cores
     {
         "stage": stage,
@@ -201,18 +202,18 @@ def stage(job: JobContext) -> None:
     with job_logging(job.log, job.label):
         w = job.wildcards
         previous = read_manifest(layout.segment_record(w["system"], w["replica"], int(w["segment"]) - 1))
-        files = files_of(previous.get("protocol", {}))
+        files = files_of(previous.protocol or {})
         staged = {name: job.scratch("input") / name for name in files.staged_files}
         sim_dir = layout.fill(layout.STORE_SIM, **w)
-        sources = {name: (f"{sim_dir}/{name}", previous["pinned"][name]) for name in files.pinned_files}
+        sources = {name: (f"{sim_dir}/{name}", previous.pinned[name]) for name in files.pinned_files}
         sources[files.start_state] = (
-            f"{previous['path']}/{files.final_state}",
-            previous["files"][files.final_state]["sha256"],
+            f"{previous.path}/{files.final_state}",
+            previous.files[files.final_state]["sha256"],
         )
         info = {
             "simulation": layout.sim_name(w["system"], w["replica"]),
             "segment": int(w["segment"]),
-            "pinned": previous["pinned"],
+            "pinned": previous.pinned,
         }
         stage_segment(store_of(job.config), sources, staged, info)
 
@@ -307,7 +308,7 @@ def fetch(job: JobContext) -> None:
             pinned = {name: output / name for name in files.pinned_files}
         else:
             pinned = {}
-            info["pinned"] = read_manifest(layout.segment_record(w["system"], w["replica"], segment - 1))["pinned"]
+            info["pinned"] = read_manifest(layout.segment_record(w["system"], w["replica"], segment - 1)).pinned
         board, lease = _claim(job)
         manifest = fetch_segment(
             store_of(job.config),
@@ -319,9 +320,9 @@ def fetch(job: JobContext) -> None:
             Path(layout.segment_record(w["system"], w["replica"], segment)),
             guard=board.guard_script(lease) if board else None,
         )
-        atomic_write_text(job.path(layout.SEGMENT_MARKER), json.dumps({"fetched_at": manifest["fetched_at"]}) + "\n")
+        atomic_write_text(job.path(layout.SEGMENT_MARKER), json.dumps({"fetched_at": manifest.fetched_at}) + "\n")
         if board:
-            _record_progress(board, lease, segment + 1, job.config["site"], manifest["info"].get("ns_per_day"))
+            _record_progress(board, lease, segment + 1, job.config["site"], manifest.info.ns_per_day)
 
 
 def pack(job: JobContext) -> None:
@@ -429,11 +430,11 @@ def analyze(job: JobContext) -> None:
         segments = int(w["segments"])
         manifests = [read_manifest(layout.segment_record(w["system"], w["replica"], k)) for k in range(segments)]
         sim_dir = layout.fill(layout.STORE_SIM, **w)
-        expected = {"trajectory_topology.pdb": manifests[0]["pinned"]["trajectory_topology.pdb"]}
+        expected = {"trajectory_topology.pdb": manifests[0].pinned["trajectory_topology.pdb"]}
         for m in manifests:
-            segment = layout.segment_name(m["segment"])
+            segment = layout.segment_name(m.segment)
             for name in ("trajectory.xtc", "energies.csv"):
-                expected[f"segments/{segment}/{name}"] = m["files"][name]["sha256"]
+                expected[f"segments/{segment}/{name}"] = m.files[name]["sha256"]
         store = store_of(job.config)
         cache = job.path(layout.analysis_cache(job.config["scratch"]))
         local = store.local_copy(sim_dir, cache, expected)
@@ -444,7 +445,7 @@ def analyze(job: JobContext) -> None:
             "png": folder / "analysis.png",
             **{key: folder / f"{key}.csv" for key in ("rmsd", "rg", "rmsf", "dssp")},
         }
-        segments = [local / "segments" / layout.segment_name(m["segment"]) for m in manifests]
+        segments = [local / "segments" / layout.segment_name(m.segment) for m in manifests]
         summary = run_analysis(
             [d / "trajectory.xtc" for d in segments],
             [d / "energies.csv" for d in segments],
@@ -453,14 +454,14 @@ def analyze(job: JobContext) -> None:
             out,
             layout.sim_name(w["system"], w["replica"]),
         )
-        speeds = [m["info"]["ns_per_day"] for m in manifests if m["info"].get("ns_per_day")]
+        speeds = [m.info.ns_per_day for m in manifests if m.info.ns_per_day]
         summary.update(
             {
                 "segments": len(manifests),
-                "segment_simulated_ns": round(sum(m["info"]["simulated_ns"] for m in manifests), 6),
+                "segment_simulated_ns": round(sum(m.info.simulated_ns for m in manifests), 6),
                 "ns_per_day_mean": round(sum(speeds) / len(speeds), 3) if speeds else None,
-                "platforms": sorted({m["info"]["platform"] for m in manifests}),
-                "site": manifests[-1].get("site"),
+                "platforms": sorted({m.info.platform for m in manifests}),
+                "site": manifests[-1].site,
             }
         )
         atomic_write_json(out["json"], summary)

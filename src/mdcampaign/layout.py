@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import NamedTuple
 
 RESULTS = "results"
 LOGS = "logs"
@@ -77,6 +78,10 @@ STORE_ANALYSIS_DIR = f"{STORE_SIM}/analysis/{{segments}}"
 STORE_CLAIMS = "claims"
 
 
+# written last by `stage` into a segment's scratch input: the staging is complete
+STAGE_RECORD = "stage.json"
+
+
 @dataclass(frozen=True)
 class EngineFiles:
     """The files whose format is an MD engine's own; every other file of a campaign is
@@ -105,11 +110,27 @@ class EngineFiles:
     @property
     def staged_files(self) -> tuple[str, ...]:
         """What `stage` copies out of the store for segment k >= 1 (plus its record)."""
-        return (self.system, self.start_state, "topology.pdb", "trajectory_topology.pdb", "stage.json")
+        return (self.system, self.start_state, "topology.pdb", "trajectory_topology.pdb", STAGE_RECORD)
 
 
 # relative to scratch
 SCRATCH_SEGMENT = f"{SIM}/{{segment}}"
+
+
+def segment_steps_left(scratch_segment: str | os.PathLike, files: EngineFiles, segment: int) -> list[str]:
+    """Which of a segment's jobs (stage, simulate, fetch) are still to run, judged by
+    their outputs in its scratch folder as the rules declare them: what Snakemake would
+    decide, for a packed job that runs them itself. fetch always runs: its record in
+    results/ is what says a segment is done."""
+    folder = os.fspath(scratch_segment)
+    simulated = [*files.segment_files, *(files.pinned_files if segment == 0 else ())]
+    steps = ["fetch"]
+    if not all(os.path.exists(os.path.join(folder, "output", name)) for name in simulated):
+        steps.insert(0, "simulate")
+        if segment > 0 and not os.path.exists(os.path.join(folder, "input", STAGE_RECORD)):
+            steps.insert(0, "stage")
+    return steps
+
 
 SEGMENT_DIGITS = 4
 SEGMENT_PATTERN = r"\d\d\d\d+"  # no braces: Snakemake would read {4,} as a wildcard
@@ -120,8 +141,29 @@ def segment_name(index: int) -> str:
     return f"{index:0{SEGMENT_DIGITS}d}"
 
 
+class SimulationId(NamedTuple):
+    """A simulation: a system and one of its replicas. Its name, ``<system>/r<replica>``,
+    is what users see and its path below ``sims/``."""
+
+    system: str
+    replica: int
+
+    @property
+    def name(self) -> str:
+        return sim_name(self.system, self.replica)
+
+    @classmethod
+    def parse(cls, name: str) -> SimulationId:
+        """The simulation a name stands for (ValueError if it names none)."""
+        system, separator, replica = name.rpartition("/r")
+        if not separator or not system or not replica.isdigit():
+            raise ValueError(f"not a simulation name: {name!r} (expected <system>/r<replica>)")
+        return cls(system, int(replica))
+
+
 def sim_name(system: str, replica: int) -> str:
-    """The name users see for a simulation; it is also its path below ``sims/``."""
+    """The name users see for a simulation; it is also its path below ``sims/``
+    (planning calls this for every simulation: plain formatting)."""
     return f"{system}/r{replica}"
 
 
@@ -193,7 +235,7 @@ def store_segments(simulation: str) -> str:
 
 def store_analysis(simulation: str, segments: int, name: str = "analysis.json") -> str:
     """The analysis of a simulation's first ``segments`` segments, in the store."""
-    system, replica = simulation.rsplit("/r", 1)
+    system, replica = SimulationId.parse(simulation)
     return f"{STORE_ANALYSIS_DIR.format(system=system, replica=replica, segments=segment_name(segments))}/{name}"
 
 

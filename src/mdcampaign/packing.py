@@ -18,7 +18,6 @@ slot whose claim was taken over stops that simulation and discards its segment.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -35,6 +34,7 @@ from . import layout
 from .claims import RENEWALS_PER_LEASE, ClaimBoard, Lease
 from .engines import files_of
 from .errors import EXIT_PAUSED
+from .jobspec import JobSpec
 from .slots import Packing, Slot, slot_plan
 
 log = logging.getLogger(__name__)
@@ -287,14 +287,7 @@ def _run_segment(batch: Batch, member: Member, segment: int, slot: Slot, threads
     batch.runs.append(run)
     scratch = Path(layout.fill(f"{batch.job_config['scratch']}/{layout.SCRATCH_SEGMENT}", **wildcards))
     # Steps a killed job finished are not redone (what Snakemake's outputs would tell it).
-    files = files_of(member.protocol)
-    simulated = [*files.segment_files, *(files.pinned_files if segment == 0 else ())]
-    steps = ["fetch"]
-    if not all((scratch / "output" / name).exists() for name in simulated):
-        steps.insert(0, "simulate")
-        if segment > 0 and not (scratch / "input" / "stage.json").exists():
-            steps.insert(0, "stage")
-    for rule in steps:
+    for rule in layout.segment_steps_left(scratch, files_of(member.protocol), segment):
         run.log = layout.fill(layout.log_path(rule), **wildcards)
         code = _job(batch, rule, wildcards, member, slot, threads)
         if code != 0 and member.lease is not None and member.state != "lost" and not batch.claimer.holds(member):
@@ -330,13 +323,9 @@ def _job(
     config = batch.job_config
     if member.lease is not None:  # fetch and analyze check and record the claim
         config = {**config, "lease": member.lease.to_json(), "lease_seconds": batch.claimer.board.lease_seconds}
-    spec = {
-        "wildcards": wildcards,
-        "params": params or {"protocol": member.protocol, "seed": member.seed},
-        "config": config,
-    }
+    spec = JobSpec(wildcards, params or {"protocol": member.protocol, "seed": member.seed}, config)
     runtime = max(1.0, (batch.deadline - time.time()) / 60.0) if batch.deadline else 0
-    command = [*batch.command, rule, json.dumps(spec), str(threads if rule == "simulate" else 1), str(runtime)]
+    command = [*batch.command, rule, spec.to_json(), str(threads if rule == "simulate" else 1), str(runtime)]
     with batch.lock:
         if batch.stopping:
             return EXIT_PAUSED

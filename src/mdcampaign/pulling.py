@@ -15,6 +15,7 @@ import socket
 import statistics
 from dataclasses import dataclass
 
+from . import layout
 from .campaign import Campaign
 from .claims import MAX_FAILURES, Listing
 from .sites import planning_work, preferred_order
@@ -114,7 +115,7 @@ class SiteView:
         """Median ns/day per (site, system), as the claims recorded them."""
         samples: dict[tuple[str, str], list[float]] = {}
         for name, claims in self.listing.simulations.items():
-            system = name.rsplit("/", 1)[0]
+            system = layout.SimulationId.parse(name).system
             for site, speed in claims.speeds.items():
                 samples.setdefault((site, system), []).append(speed)
         return {key: statistics.median(values) for key, values in samples.items()}

@@ -162,7 +162,7 @@ def adopt_records(store: Store, simulation: str, done: int, scratch: str, root: 
     staging, fetching and the analysis find them here; and drop scratch folders of
     segments already in the store (left by an earlier claim here)."""
     root = Path(root)
-    system, replica = simulation.rsplit("/r", 1)
+    system, replica = layout.SimulationId.parse(simulation)
     local = root / layout.sim_records(simulation)
     if done > 0 and layout.segments_fetched(system, replica, done, str(root)) < done:
         source = _store_sim(store, simulation, root)
@@ -174,7 +174,7 @@ def adopt_records(store: Store, simulation: str, done: int, scratch: str, root: 
             write_manifest(record, manifest)
             atomic_write_text(
                 root / layout.segment_marker(system, replica, segment),
-                json.dumps({"fetched_at": manifest["fetched_at"]}) + "\n",
+                json.dumps({"fetched_at": manifest.fetched_at}) + "\n",
             )
         log.info("%s: took the records of %d segments from the store into %s", simulation, done, local)
     for segment in range(done):

@@ -102,22 +102,21 @@ def plot_rule_graph(path: Path, mode: str, campaign: str) -> None:
     plt.close(fig)
 
 
-def segment_runs(manifests: list[dict]) -> list[dict]:
+def segment_runs(manifests: list) -> list[dict]:
     """One row per run that worked on a segment: simulation, segment, host, job, slot,
     platform, start, seconds, ns/day (a segment interrupted and resumed has several)."""
     rows = []
     for manifest in manifests:
-        info = manifest.get("info") or {}
-        for run in info.get("runs") or []:
+        for run in manifest.info.runs:
             try:
                 started = datetime.fromisoformat(run["started_at"]).timestamp()
             except (KeyError, TypeError, ValueError):
                 continue
             rows.append(
                 {
-                    "simulation": manifest.get("simulation"),
-                    "segment": manifest.get("segment"),
-                    "site": manifest.get("site"),
+                    "simulation": manifest.simulation,
+                    "segment": manifest.segment,
+                    "site": manifest.site,
                     "host": run.get("host"),
                     "job": run.get("slurm_job_id"),
                     "slot": (run.get("slot") or {}).get("slot")

@@ -34,12 +34,24 @@ def measured_ns_per_day(
             layout.SEGMENT_RECORD, system=system, replica=other, segment=layout.segment_name(index)
         )
         try:
-            speed = (read_manifest(record, missing_ok=True) or {}).get("info", {}).get("ns_per_day")
-        except (DataError, AttributeError):
+            manifest = read_manifest(record, missing_ok=True)
+        except DataError:
             continue
+        speed = manifest.info.ns_per_day if manifest else None
         if speed:
             return float(speed)
     return None
+
+
+def expected_speed(campaign, simulation, segment: int, base_dir: Path | str = ".", known: float | None = None) -> float:
+    """The ns/day a simulation's segment is expected to run at on this machine: ``known``
+    (a speed the caller has at hand), else that of the closest finished segment of the same
+    system (measured_ns_per_day), else the profile's estimate for its solvent. What time
+    limits and ETAs are made of."""
+    speed = known or measured_ns_per_day(
+        simulation.system, simulation.replica, segment, campaign.systems[simulation.system].replicas, base_dir
+    )
+    return speed or campaign.expected_ns_per_day[simulation.protocol.solvent]
 
 
 def segment_runtime_minutes(

@@ -23,6 +23,7 @@ from .engines import engine_for
 from .errors import DataError
 from .files import file_system_now
 from .records import read_manifest
+from .resources import expected_speed
 from .runs import RUNNER_RECORD
 from .systems import Simulation
 
@@ -211,7 +212,8 @@ def collect(
 
 def _segment_speed(record: str) -> float | None:
     try:
-        return ((read_manifest(record, missing_ok=True) or {}).get("info") or {}).get("ns_per_day")
+        manifest = read_manifest(record, missing_ok=True)
+        return manifest.info.ns_per_day if manifest else None
     except DataError:
         return None  # status shows what it can; the job that needs it says what is wrong
 
@@ -256,9 +258,9 @@ def _one(
         analyzed = analyzed or claims.analyzed >= segments_total
         speed = speed or (max(claims.speeds.values()) if claims.speeds else None)
     simulated = n_done * protocol.segment_ns
-    expected_speed = speed or campaign.expected_ns_per_day[protocol.solvent]
+    speed_here = expected_speed(campaign, simulation, n_done, root, known=speed)
     remaining = max(0.0, target_ns - simulated)
-    eta = remaining / expected_speed if remaining else 0.0
+    eta = remaining / speed_here if remaining else 0.0
     result = SimulationStatus(
         simulation.name,
         simulation.site,
@@ -309,7 +311,7 @@ def _one(
     result.segment = n_done
     result.state = SET_UP if set_up else WAITING
     segment_dir = scratch / layout.fill(layout.SCRATCH_SEGMENT, **wildcards, segment=current)
-    if (segment_dir / "input" / "stage.json").exists():
+    if (segment_dir / "input" / layout.STAGE_RECORD).exists():
         result.state = STAGED
     work = segment_dir / "work"
     progress_ns = 0.0
@@ -368,7 +370,7 @@ def _one(
         str(directory / layout.fill(layout.COMPLETION_RECORD, **wildcards, segments="*"))
     ):
         result.state = ANALYZED  # an analysis of fewer segments; more are coming
-    result.eta_days = round(max(0.0, target_ns - result.simulated_ns) / expected_speed, 4)
+    result.eta_days = round(max(0.0, target_ns - result.simulated_ns) / speed_here, 4)
     return result
 
 

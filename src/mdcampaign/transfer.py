@@ -8,7 +8,6 @@ it never needs the store's host.
 
 from __future__ import annotations
 
-import json
 import logging
 import platform as host_platform
 import posixpath
@@ -16,9 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import __version__
+from . import __version__, layout
 from .files import atomic_write_json, sha256_file
-from .records import manifest_text, write_manifest
+from .records import Manifest, manifest_text, read_segment_record, write_manifest
 from .runs import clock, iso_time
 from .store import Store
 
@@ -39,8 +38,8 @@ def stage_segment(store: Store, sources: dict[str, tuple[str, str]], staged: dic
     store.get([(relative, Path(staged[name]), sha) for name, (relative, sha) in sources.items()])
     files = {name: file_record(Path(staged[name])) for name in sources}
     record = {**info, "files": files, "store": store.describe(), "staged_at": iso_time(time.time())}
-    record.update(clock(Path(staged["stage.json"]).parent))
-    atomic_write_json(staged["stage.json"], record)
+    record.update(clock(Path(staged[layout.STAGE_RECORD]).parent))
+    atomic_write_json(staged[layout.STAGE_RECORD], record)
     log.info("staged %s segment %s: %s", info.get("simulation"), info.get("segment"), ", ".join(files))
     return record
 
@@ -54,7 +53,7 @@ def fetch_segment(
     relative_dir: str,
     record_path: Path,
     guard: str | None = None,
-) -> dict:
+) -> Manifest:
     """Send a finished segment to the store, verified, then write its local record.
 
     ``segment_files``: name -> scratch path of the segment's outputs. ``pinned_files``:
@@ -66,23 +65,22 @@ def fetch_segment(
     """
     files = {name: file_record(Path(path)) for name, path in segment_files.items()}
     pinned = {name: sha256_file(path) for name, path in pinned_files.items()}
-    segment_info = json.loads(Path(segment_files["segment.json"]).read_text())
-    manifest = {
-        "simulation": info["simulation"],
-        "segment": int(posixpath.basename(relative_dir)),
-        "store": store.describe(),
-        "path": relative_dir,
-        "files": files,
-        "pinned": pinned or info.get("pinned", {}),
-        "protocol": info.get("protocol"),
-        "seed": info.get("seed"),
-        "site": info.get("site"),
-        "info": segment_info,
-        "fetched_at": iso_time(time.time()),
-        "fetched_by": host_platform.node(),
+    manifest = Manifest(
+        simulation=info["simulation"],
+        segment=int(posixpath.basename(relative_dir)),
+        store=store.describe(),
+        path=relative_dir,
+        files=files,
+        pinned=pinned or info.get("pinned", {}),
+        protocol=info.get("protocol"),
+        seed=info.get("seed"),
+        site=info.get("site"),
+        info=read_segment_record(segment_files["segment.json"]),
+        fetched_at=iso_time(time.time()),
+        fetched_by=host_platform.node(),
         **clock(Path(record_path).parent if Path(record_path).parent.exists() else "."),
-        "mdcampaign_version": __version__,
-    }
+        mdcampaign_version=__version__,
+    )
     # A simulation's system reaches the store before its first segment does.
     for name, path in pinned_files.items():
         store.pin(Path(path), f"{sim_dir}/{name}", pinned[name], guard=guard)
@@ -93,7 +91,7 @@ def fetch_segment(
     write_manifest(record_path, manifest)
     log.info(
         "fetched %s segment %s to %s (%d files, %.1f MB)",
-        manifest["simulation"],
+        manifest.simulation,
         posixpath.basename(relative_dir),
         store.describe(relative_dir),
         len(files),

@@ -22,6 +22,6 @@ checkpoint pack:
     resources:
         runtime=pack_runtime,
     params:
-        job=job_spec(members=pack_members, packing=lambda wildcards: PACKING.__dict__),
+        job=job_spec(members=pack_members, packing=PLAN.packing_of),
     shell:
         job_command("pack", runtime=True)

@@ -10,7 +10,7 @@ checkpoint await_work:
     conda:
         "../envs/mdcampaign.yaml"
     params:
-        job=job_spec(config=PULL_JOB_CONFIG),
+        job=job_spec(config=PLAN.pull_job_config),
     shell:
         job_command("await_work")
 
@@ -35,7 +35,7 @@ checkpoint pull:
     resources:
         runtime=CAMPAIGN.max_runtime_minutes,
     params:
-        job=job_spec(config=PULL_JOB_CONFIG),
+        job=job_spec(config=PLAN.pull_job_config),
     shell:
         job_command("pull", runtime=True)
 
@@ -52,6 +52,6 @@ rule pulled:
     conda:
         "../envs/mdcampaign.yaml"
     params:
-        job=job_spec(final=lambda wildcards, input: input[-1]),
+        job=job_spec(final=PLAN.last_input),
     shell:
         job_command("pulled")

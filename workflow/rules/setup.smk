@@ -21,6 +21,6 @@ rule setup:
     threads: 1
     params:
         protocol=setup_protocol,
-        seed=lambda wc: CAMPAIGN.systems[wc.system].protocol.seed + 1,
+        seed=setup_seed,
     script:
         "../../scripts/setup.py"

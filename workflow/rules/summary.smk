@@ -27,12 +27,12 @@ rule summary:
     conda:
         "../envs/mdcampaign.yaml"
     params:
-        simulations=[simulation_identity(sim) for sim in SUMMARIZED],
-        analyses=SUMMARIZED_ANALYSES,
+        simulations=[simulation_identity(sim) for sim in PLAN.summarized],
+        analyses=PLAN.summarized_analyses,
         campaign=CAMPAIGN.name,
-        mode=SEGMENT_MODE,
-        timelines=[sim.name for sim in SUMMARIZED[: layout.TIMELINE_SIMULATIONS]],
+        mode=PLAN.segment_mode,
+        timelines=[sim.name for sim in PLAN.summarized[: layout.TIMELINE_SIMULATIONS]],
         # pulling: every site's analyses, from the store
-        store=JOB_CONFIG if PULLS else None,
+        store=PLAN.job_config if PLAN.pulls else None,
     script:
         "../../scripts/summary.py"

@@ -139,21 +139,9 @@ class GromacsEngine(Engine):
         return state if state.exists() else None  # a lab's own inputs start from their tpr
 
     def run_segment(self, task):
-        from ...runs import Outcome
         from .runner import run_segment
 
-        complete, info = run_segment(
-            task.system,
-            task.start_state,
-            task.work_dir,
-            task.segment,
-            task.protocol,
-            threads=task.threads,
-            deadline=task.deadline,
-            slot=task.slot,
-            name=task.name,
-        )
-        return Outcome(complete, info)
+        return run_segment(task)
 
     def checkpoint_step(self, work_dir: Path) -> int | None:
         from .runner import own_checkpoint_step

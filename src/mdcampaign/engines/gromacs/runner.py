@@ -53,11 +53,13 @@ from ... import xtc
 from ...errors import EXIT_FAILED, EXIT_PAUSED, CampaignError, SegmentError
 from ...files import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
 from ...protocol import Protocol
+from ...records import segment_record
 from ...runs import (
     ENERGY_COLUMNS,
+    Outcome,
+    SegmentTask,
     StopRequest,
     announce_runner,
-    clock,
     iso_time,
     sole_runner,
     withdraw_runner,
@@ -156,51 +158,35 @@ class _MdrunProcess:
             self._output.close()
 
 
-def run_segment(
-    tpr: Path,
-    start_cpt: Path | None,
-    work_dir: Path,
-    segment_index: int,
-    protocol: Protocol,
-    threads: int | None = None,
-    deadline: float | None = None,
-    pin_offset: int | None = None,
-    slot: dict | None = None,
-    name: str = "segment",
-) -> tuple[bool, dict]:
-    """Run (or resume, or recognise as done) segment ``segment_index`` in ``work_dir``.
+def run_segment(task: SegmentTask) -> Outcome:
+    """Run (or resume, or recognise as done) one segment in ``task.work_dir``.
 
-    ``tpr``: the simulation's production input (``system.tpr``, a replica's tpr or a
-    lab's own); ``start_cpt``: where the segment starts (setup's ``start.cpt`` or the
-    previous segment's ``final_state.cpt``; None only for segment 0 of a lab's tpr, which
-    starts from the tpr's own state). ``deadline``: epoch seconds by which mdrun must
-    have stopped. Returns ``(True, info)`` when the segment is complete (outputs
-    ``trajectory.xtc``, ``energies.csv``, ``final_state.cpt``, ``segment.json`` in
-    ``work_dir``), ``(False, {"step", "reason"})`` when it stopped early with its
-    progress checkpointed: the same call continues it exactly."""
-    work = Path(work_dir).absolute()
+    ``task.system``: the simulation's production input (``system.tpr``, a replica's
+    tpr or a lab's own); ``task.start_state``: where the segment starts (setup's
+    ``start.cpt`` or the previous segment's ``final_state.cpt``; None only for segment
+    0 of a lab's tpr, which starts from the tpr's own state). ``task.deadline``: epoch
+    seconds by which mdrun must have stopped. Complete: the outputs ``trajectory.xtc``,
+    ``energies.csv``, ``final_state.cpt``, ``segment.json`` are in the work folder;
+    else it stopped early with its progress checkpointed (``{"step", "reason"}``), and
+    the same call continues it exactly."""
+    work = Path(task.work_dir).absolute()
     work.mkdir(parents=True, exist_ok=True)
-    with sole_runner(work, name, segment_index):
+    with sole_runner(work, task.name, task.segment):
         try:
-            return _run_segment(
-                tpr, start_cpt, work, segment_index, protocol, threads, deadline, pin_offset, slot, name
-            )
+            return Outcome(*_run_segment(task, work))
         finally:
             withdraw_runner(work)
 
 
-def _run_segment(
-    tpr: Path,
-    start_cpt: Path | None,
-    work: Path,
-    segment_index: int,
-    protocol: Protocol,
-    threads: int | None,
-    deadline: float | None,
-    pin_offset: int | None,
-    slot: dict | None,
-    name: str,
-) -> tuple[bool, dict]:
+def _run_segment(task: SegmentTask, work: Path) -> tuple[bool, dict]:
+    name, segment_index, protocol, threads, deadline = (
+        task.name,
+        task.segment,
+        task.protocol,
+        task.threads,
+        task.deadline,
+    )
+    tpr, start_cpt = task.system, task.start_state
     tpr = Path(tpr).absolute()
     start_cpt = Path(start_cpt).absolute() if start_cpt is not None else None
     if start_cpt is None and segment_index != 0:
@@ -266,8 +252,8 @@ def _run_segment(
 
     stop_reason = None
     redone_end = False
-    announce_runner(work, slot)
-    gpu = slot.get("device") if slot else None  # a packed job's slot runs on its own GPU
+    announce_runner(work, task.slot)
+    gpu = task.device  # a packed job's slot runs on its own GPU
     with StopRequest() as stop:
         while True:
             resume = _choose_resume(work, first, last)
@@ -324,14 +310,13 @@ def _run_segment(
                     break
                 options.append(("-maxh", round((remaining - margin) / 3600.0, 6)))
                 mdrun_deadline = deadline - margin / 2
-            options += thread_options(threads, pin_offset, gpu)
+            options += thread_options(threads, gpu=gpu)
             run = {
                 "host": host_platform.node(),
                 "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-                "slot": slot,
+                "slot": task.slot,
                 "platform": "GROMACS " + (f"GPU {gpu}" if gpu is not None else "CPU"),
                 "threads": threads,
-                "pin_offset": pin_offset,
                 "from_step": step,
                 "started_at": iso_time(time.time()),
             }
@@ -395,7 +380,7 @@ def _run_segment(
             stop_reason,
         )
         return False, {"step": reached, "reason": stop_reason}
-    info = _finish(work, marker, parameters, protocol, start_sha, first, last, name, segment_index)
+    info = _finish(task, work, marker, parameters, start_sha, first, last)
     return True, info
 
 
@@ -512,16 +497,9 @@ def _spliced_outputs(work: Path, parameters: dict, first: int, last: int):
 
 
 def _finish(
-    work: Path,
-    marker: dict,
-    parameters: dict,
-    protocol: Protocol,
-    start_sha: str,
-    first: int,
-    last: int,
-    name: str,
-    segment_index: int,
+    task: SegmentTask, work: Path, marker: dict, parameters: dict, start_sha: str, first: int, last: int
 ) -> dict:
+    name, segment_index, protocol = task.name, task.segment, task.protocol
     spliced = _spliced_outputs(work, parameters, first, last)
     if spliced is None:
         raise SegmentError(
@@ -546,21 +524,14 @@ def _finish(
     atomic_write_bytes(work / "final_state.cpt", final.read_bytes())
     history = marker["history"]
     total_wall = sum(run.get("wall_seconds") or 0 for run in history)
-    info = {
-        "simulation": name,
-        "segment": segment_index,
-        "engine": "gromacs",
-        "first_step": first,
-        "last_step": last,
-        "timestep_fs": protocol.timestep_fs,
-        "time_start_ps": round(tinit + first * dt, 6),
-        "time_end_ps": round(tinit + last * dt, 6),
-        "simulated_ns": round((last - first) * dt / 1000.0, 9),
-        "frames": len(kept),
-        "frame_interval_ps": protocol.frame_interval_ps,
-        "platform": history[-1]["platform"] if history else None,
-        "ns_per_day": _ns_per_day(last - first, dt, total_wall),
-        "checkpoint_minutes": round(
+    info = segment_record(
+        task,
+        frames=len(kept),
+        platform=history[-1]["platform"] if history else None,
+        runs=history,
+        ns_per_day=_ns_per_day(last - first, dt, total_wall),
+        seed=task.seed,  # the replica's tpr holds its seeds
+        checkpoint_minutes=round(
             max(
                 MIN_CHECKPOINT_SECONDS,
                 protocol.checkpoint_interval_ps / 1000.0 / marker["ns_per_day_measured"] * 86400.0,
@@ -570,12 +541,9 @@ def _finish(
         )
         if marker.get("ns_per_day_measured")
         else None,
-        "runs": history,
-        "start_sha256": start_sha,
-        "gmx_version": available(),
-        "finished_at": iso_time(time.time()),
-        **clock(work),
-    }
+        start_sha256=start_sha,
+        gmx_version=available(),
+    )
     atomic_write_json(work / "segment.json", info)
     # mdrun's own files are no longer needed; keep its logs, in order, as one.
     with open(work / "mdrun.log.tmp", "wb") as handle:
@@ -647,25 +615,26 @@ def main(argv=None) -> int:
     parser.add_argument("--protocol", required=True, type=Path, help="JSON file with every protocol key")
     parser.add_argument("--segment", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--pin-offset", type=int, default=None)
     parser.add_argument("--gpu", type=int, default=None)
     parser.add_argument("--budget-seconds", type=float, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     protocol = Protocol(**json.loads(args.protocol.read_text()))
-    deadline = time.time() + args.budget_seconds if args.budget_seconds else None
+    task = SegmentTask(
+        name=args.work.name,
+        segment=args.segment,
+        protocol=protocol,
+        seed=protocol.seed,
+        system=args.tpr,
+        start_state=args.start,
+        topology=None,
+        work_dir=args.work,
+        threads=args.threads,
+        deadline=time.time() + args.budget_seconds if args.budget_seconds else None,
+        slot={"slot": None, "cores": None, "device": args.gpu} if args.gpu is not None else None,
+    )
     try:
-        complete, _ = run_segment(
-            args.tpr,
-            args.start,
-            args.work,
-            args.segment,
-            protocol,
-            args.threads,
-            deadline,
-            args.pin_offset,
-            {"slot": None, "cores": None, "device": args.gpu} if args.gpu is not None else None,
-        )
+        complete = run_segment(task).complete
     except (SegmentError, CampaignError) as error:
         log.error("%s", error)
         return EXIT_FAILED

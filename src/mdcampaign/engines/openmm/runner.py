@@ -42,13 +42,13 @@ from ...files import (
     sha256_file,
 )
 from ...protocol import Protocol
+from ...records import segment_record
 from ...runs import (
     ENERGY_COLUMNS,
     Outcome,
     SegmentTask,
     StopRequest,
     announce_runner,
-    clock,
     iso_time,
     sole_runner,
     withdraw_runner,
@@ -439,27 +439,16 @@ def _finish(context, recorder: _Recorder, job: SegmentTask, start_sha: str, hist
     plumbing.write_xml(recorder.paths.final_state, state)
     protocol = job.protocol
     total_wall = sum(run["wall_seconds"] for run in history)
-    info = {
-        "simulation": job.name,
-        "segment": job.segment,
-        "engine": "openmm",
-        "first_step": job.first_step,
-        "last_step": job.last_step,
-        "timestep_fs": protocol.timestep_fs,
-        "time_start_ps": round(job.first_step * protocol.timestep_ps, 6),
-        "time_end_ps": round(job.last_step * protocol.timestep_ps, 6),
-        "simulated_ns": protocol.segment_ns,
-        "frames": recorder.frames,
-        "frame_interval_ps": protocol.frame_interval_ps,
-        "seed": job.segment_seed,
-        "platform": history[-1]["platform"],
-        "ns_per_day": _ns_per_day(protocol.segment_steps, protocol, total_wall),
-        "runs": history,
-        "start_state_sha256": start_sha,
-        "openmm_version": openmm.__version__,
-        "finished_at": iso_time(time.time()),
-        **clock(recorder.paths.info.parent),
-    }
+    info = segment_record(
+        job,
+        frames=recorder.frames,
+        platform=history[-1]["platform"],
+        runs=history,
+        ns_per_day=_ns_per_day(protocol.segment_steps, protocol, total_wall),
+        seed=job.segment_seed,
+        start_state_sha256=start_sha,
+        openmm_version=openmm.__version__,
+    )
     atomic_write_json(recorder.paths.info, info)
     log.info(
         "%s segment %d complete: %d frames, %.1f ns/day on %s",

@@ -76,8 +76,8 @@ def aggregate(tmp: Path, seconds: float, repeat: int) -> list[str]:
         atoms = json.loads((folder / "setup.json").read_text())["atoms"]
         one, two = [], []
         for _ in range(repeat):
-            one.append(sum(measure(folder, Packing(slots=1, threads=2), seconds, "CPU", cpus)))
-            two.append(sum(measure(folder, Packing(slots=2, threads=1), seconds, "CPU", cpus)))
+            one.append(sum(measure(folder, Packing.of(slots=1, threads=2), seconds, "CPU", cpus)))
+            two.append(sum(measure(folder, Packing.of(slots=2, threads=1), seconds, "CPU", cpus)))
         print(f"{system}: 1x2 {one}, 2x1 {two}", file=sys.stderr)
         rows.append(
             f"| {system} ({atoms} atoms) | {statistics.median(one):.1f} ({min(one):.1f}–{max(one):.1f}) | "

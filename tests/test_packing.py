@@ -23,23 +23,23 @@ PACKED = {"packing": {"slots": 2, "threads": 1}}
 
 
 def test_each_slot_gets_its_own_cores():
-    plan = slot_plan(Packing(slots=4, threads=12), list(range(48)))
+    plan = slot_plan(Packing.of(slots=4, threads=12), list(range(48)))
     assert [slot.cores for slot in plan] == [tuple(range(12 * i, 12 * (i + 1))) for i in range(4)]
     assert all(slot.device is None for slot in plan)
     assert plan[2].environment() == {"MDCAMPAIGN_SLOT": "2", "MDCAMPAIGN_SLOT_CORES": ",".join(map(str, range(24, 36)))}
 
 
 def test_one_slot_per_gpu_and_several_slots_sharing_a_gpu():
-    one_each = slot_plan(Packing(slots=4, threads=1, gpus=4), list(range(96)))
+    one_each = slot_plan(Packing.of(slots=4, threads=1, gpus=4), list(range(96)))
     assert [slot.device for slot in one_each] == [0, 1, 2, 3]
-    two_each = slot_plan(Packing(slots=8, threads=2, gpus=4), list(range(16)))
+    two_each = slot_plan(Packing.of(slots=8, threads=2, gpus=4), list(range(16)))
     assert [slot.device for slot in two_each] == [0, 1, 2, 3, 0, 1, 2, 3]
     assert len({core for slot in two_each for core in slot.cores}) == 16, "no core is shared"
     assert two_each[5].environment()["MDCAMPAIGN_SLOT_DEVICE"] == "1"
 
 
 def test_too_few_cores_pins_nobody_rather_than_sharing_a_core():
-    plan = slot_plan(Packing(slots=4, threads=2), [0, 1, 2])
+    plan = slot_plan(Packing.of(slots=4, threads=2), [0, 1, 2])
     assert all(slot.cores is None for slot in plan)
     assert "MDCAMPAIGN_SLOT_CORES" not in plan[0].environment()
 
@@ -50,7 +50,7 @@ def test_batches_are_one_jobs_worth_and_named_after_their_members():
     assert len(set(first.values())) == 3
     assert first["sys0/r1"] == first["sys1/r1"] != first["sys2/r1"]
     assert batches(names, 2) == first, "the same simulations always form the same batch"
-    assert Packing(slots=3).batch_size == 6 and Packing(slots=3, simulations=4).batch_size == 4
+    assert Packing.of(slots=3).batch_size == 6 and Packing.of(slots=3, simulations=4).batch_size == 4
 
 
 def two_replicas(tmp_path: Path, **protocol) -> Path:
@@ -239,6 +239,6 @@ def test_kill_9_of_the_whole_packed_run_then_the_same_command_continues_exactly(
 def test_a_slot_process_runs_on_its_own_cores():
     code = "import os; from mdcampaign.slots import pin_to_slot; pin_to_slot(); print(sorted(os.sched_getaffinity(0)))"
     core = max(os.sched_getaffinity(0))
-    env = {**os.environ, **slot_plan(Packing(slots=1, threads=1), [core])[0].environment()}
+    env = {**os.environ, **slot_plan(Packing.of(slots=1, threads=1), [core])[0].environment()}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == f"[{core}]"

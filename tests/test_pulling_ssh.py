@@ -252,7 +252,7 @@ def test_over_ssh_a_holder_that_lost_its_claim_stores_nothing(tmp_path, remote_r
     from mdcampaign.errors import TransferError
     from mdcampaign.store import SshStore, TransferSettings
 
-    store = SshStore(HOST, remote_root, TransferSettings(timeout_seconds=5, retries=0))
+    store = SshStore(HOST, remote_root, TransferSettings.of(timeout_seconds=5, retries=0))
     board = ClaimBoard(store, 8)  # the new holder stores within half of it
     old = board.claim("sys/r1", 2, "alpha+far-1.s0").lease
     time.sleep(9.5)

@@ -69,7 +69,7 @@ def test_remote_paths_with_metacharacters_stay_literal(tmp_path, monkeypatch):
     marker = f"pwned-remote-{uuid.uuid4().hex[:6]}"
     root = f"{STORE_ROOT}/safety-{uuid.uuid4().hex[:6]}"
     nasty = METACHARACTERS.format(marker=marker)
-    store = open_store(f"{HOST}:{root}/{nasty}", TransferSettings(timeout_seconds=5, retries=0))
+    store = open_store(f"{HOST}:{root}/{nasty}", TransferSettings.of(timeout_seconds=5, retries=0))
     source = tmp_path / "data.txt"
     source.write_text("x")
     try:
@@ -141,7 +141,7 @@ def test_local_paths_that_look_like_rsync_options_are_only_paths(tmp_path, monke
         remote(f"rm -f ~/{canary} && rm -rf {root}-probe", check=False)
         assert not _canaries(canary, tmp_path)
 
-        store = open_store(f"{HOST}:{root}", TransferSettings(timeout_seconds=5, retries=0))
+        store = open_store(f"{HOST}:{root}", TransferSettings.of(timeout_seconds=5, retries=0))
         source = evil / "data.txt"
         sha = sha256_file(source)
         store.put_directory({"data.txt": source}, "sims/a/r1/segments/0000")
@@ -211,9 +211,9 @@ def test_a_store_host_that_looks_like_an_option_is_refused_and_never_run(host, t
     )
     assert is_remote(store)
     with pytest.raises(TransferError, match="which is not a host name"):
-        open_store(store, TransferSettings(timeout_seconds=5, retries=0))
+        open_store(store, TransferSettings.of(timeout_seconds=5, retries=0))
     with pytest.raises(TransferError, match="is not a host name"):
-        SshStore(host, "/x", TransferSettings(timeout_seconds=5, retries=0))
+        SshStore(host, "/x", TransferSettings.of(timeout_seconds=5, retries=0))
     checks = check_store(SimpleNamespace(store=store, config_file="config/config.yaml"), tmp_path)
     assert [c.status for c in checks] == [FAIL] and "which is not a host name" in checks[0].what, checks
     assert checks[0].fix
@@ -236,7 +236,7 @@ def test_a_remote_store_path_starting_with_a_dash_is_only_a_path(root, tmp_path,
     name = root.removeprefix("~/")
     monkeypatch.chdir(tmp_path)
     assert check_location(f"{HOST}:{root}") is None
-    store = open_store(f"{HOST}:{root}", TransferSettings(timeout_seconds=5, retries=0))
+    store = open_store(f"{HOST}:{root}", TransferSettings.of(timeout_seconds=5, retries=0))
     assert isinstance(store, SshStore) and store.describe() == f"{HOST}:./{name}"
     source = tmp_path / "data.txt"
     source.write_text("x")

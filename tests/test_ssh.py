@@ -37,7 +37,7 @@ def server_problem() -> str | None:
 
 pytestmark = [pytest.mark.ssh, pytest.mark.skipif(server_problem() is not None, reason=str(server_problem()))]
 
-FAST = TransferSettings(timeout_seconds=5, retries=3, retry_delay_seconds=6)
+FAST = TransferSettings.of(timeout_seconds=5, retries=3, retry_delay_seconds=6)
 
 
 @pytest.fixture
@@ -102,7 +102,7 @@ PUT_SCRIPT = """
 import sys
 from pathlib import Path
 from mdcampaign.store import TransferSettings, open_store
-store = open_store(sys.argv[1], TransferSettings(timeout_seconds=5, retries=4, retry_delay_seconds=6))
+store = open_store(sys.argv[1], TransferSettings.of(timeout_seconds=5, retries=4, retry_delay_seconds=6))
 store.put_directory({p.name: p for p in Path(sys.argv[2]).iterdir()}, "sims/big/r1/segments/0000")
 """
 
@@ -388,7 +388,7 @@ def test_last_step_failure_without_retries_has_a_reason(tmp_path, remote_root):
     and what ssh said, or that it said nothing): never an empty reason."""
     if os.geteuid() != 0:
         pytest.skip("needs to stop and kill the test server's session processes (run as root, like sshd-up)")
-    store = open_store(f"{HOST}:{remote_root}", TransferSettings(timeout_seconds=5, retries=0))
+    store = open_store(f"{HOST}:{remote_root}", TransferSettings.of(timeout_seconds=5, retries=0))
     _, sources, segment, error = _drop_and_put(
         tmp_path, store, "sims/a/r1/segments", remote_root, {"trajectory.xtc": 64_000_000}
     )

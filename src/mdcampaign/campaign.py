@@ -21,10 +21,10 @@ from .validation import load_schema, validate
 class Pulling:
     """``pulling:`` of the config (see claims.py and docs/guide/many-machines.md)."""
 
-    enabled: bool = True
-    lease_minutes: float = 30.0
-    poll_seconds: float = 60.0
-    migrate: bool = True
+    enabled: bool
+    lease_minutes: float
+    poll_seconds: float
+    migrate: bool
 
     @property
     def lease_seconds(self) -> float:
@@ -41,15 +41,15 @@ class Campaign:
     platform: str
     defaults: Protocol
     systems: dict[str, System]
-    expected_ns_per_day: dict = field(default_factory=dict)
-    max_runtime_minutes: int = 2880
-    local_rules: tuple = ()
-    sites: dict = field(default_factory=dict)  # name -> sites.Site
-    site: str | None = None  # the site this run is
-    scratch_here: str = "scratch"  # this run's scratch (the site's, or `scratch`), expanded
-    packing: Packing = field(default_factory=Packing)
-    pulling: Pulling = field(default_factory=Pulling)
-    simulations: list[Simulation] = field(default_factory=list)
+    expected_ns_per_day: dict  # solvent -> ns/day
+    max_runtime_minutes: int
+    local_rules: tuple
+    sites: dict  # name -> sites.Site
+    site: str | None  # the site this run is
+    scratch_here: str  # this run's scratch (the site's, or `scratch`), expanded
+    packing: Packing
+    pulling: Pulling
+    simulations: list[Simulation]
     _by_key: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):

@@ -34,12 +34,14 @@ call per operation and a local one a ``sh`` process, with the same code.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shlex
 import socket
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from . import layout
 from .store import Store
@@ -164,28 +166,12 @@ class ClaimResult:
     detail: str = ""
 
 
-# The store's clock: the time a file created there now gets. Files and folders are only
-# ever stamped by being created (or by an entry created in them), never by `touch`,
-# whose "now" is the calling process's clock where that clock is faked or skewed
-# (libfaketime fakes utimensat), while creation times come from the file system.
-_CLOCK = f'mkdir -p {CLAIMS} && c=$(mktemp {CLAIMS}/.clock.XXXXXX) && now=$(stat -c %Y "$c") && rm -f "$c"'
-# Renew the claim $d/$g: an entry created and removed in it stamps its folder.
-_RENEW = 'r=$(mktemp "$d/$g/.renew.XXXXXX") && rm -f "$r"'
-
-# The newest claim of simulation folder $d (empty if none).
-_NEWEST = f"newest=$(ls -1 \"$d\" | grep -E '^[0-9]{{{GENERATION_DIGITS}}}$' | sort | tail -n 1 || true)"
+SCRIPTS = Path(__file__).resolve().parent / "store_scripts" / "claims.sh"
 
 
-def _mine(holder: str, lease_seconds: float) -> str:
-    """Shell test: the claim $d/$g is the newest of $d, not ended, held by ``holder``
-    and not expired (a holder never revives an expired claim: once a whole lease has
-    passed, a taker may be counting the segments, so it has lost)."""
-    holder = _file_name_part(holder, "holder")
-    return (
-        f'{_NEWEST}; [ "$newest" = "$g" ] && [ -e "$d/$g/"{shlex.quote("holder+" + holder)} ] && '
-        '[ ! -e "$d/$g/released" ] && [ ! -e "$d/$g/failed" ] && '
-        f'[ $((now - $(stat -c %Y "$d/$g"))) -lt {int(lease_seconds)} ]'
-    )
+@functools.cache
+def _library() -> str:
+    return SCRIPTS.read_text()
 
 
 class ClaimBoard:
@@ -195,17 +181,27 @@ class ClaimBoard:
         self.store = store
         self.lease_seconds = float(lease_seconds)
 
-    def _run(self, script: str, what: str) -> str:
-        return self.store.run_script(script, what)
+    def _script(self, call: str, **values) -> str:
+        """The claims library with the layout's values and ``values`` set (each quoted,
+        whatever it is), then ``call``."""
+        settings = {
+            "claims": CLAIMS,
+            "lease": int(self.lease_seconds),
+            "gen_digits": GENERATION_DIGITS,
+            "seg_digits": layout.SEGMENT_DIGITS,
+            "record": layout.MANIFEST,
+            "max_failures": MAX_FAILURES,
+            **values,
+        }
+        assignments = "\n".join(f"{name}={shlex.quote(str(value))}" for name, value in settings.items())
+        return f"{assignments}\n{_library()}\n{call}\n"
+
+    def _run(self, call: str, what: str, **values) -> str:
+        return self.store.run_script(self._script(call, **values), what)
 
     def listing(self) -> Listing:
         """One listing of every claim in the store (one SSH call for a remote store)."""
-        out = self._run(
-            f'set -e; {_CLOCK}; echo "$now"; '
-            # claims and markers come and go while we list: a vanished one is not an error
-            f"find {CLAIMS} -ignore_readdir_race -mindepth 3 -maxdepth 4 ! -name '.*' -printf '%P\\t%T@\\n' || true",
-            "listing the claims",
-        )
+        out = self._run("listing", "listing the claims")
         lines = out.splitlines()
         now = float(lines[0])
         sims: dict[str, SimulationClaims] = {}
@@ -266,51 +262,19 @@ class ClaimBoard:
         on this host), whose claims are taken without waiting for the lease time.
         Counts the segments in the store itself, so a stale listing cannot make a
         holder redo one. Idempotent: claiming what ``holder`` already holds renews it."""
-        quote = shlex.quote
         holder, site = _file_name_part(holder, "holder"), _file_name_part(site, "site")
-        d = simulation_dir(simulation)
-        segment_dir = layout.store_segments(simulation)
-        analysis = layout.store_analysis(simulation, segments)
-        stale = " ".join(quote(f"holder+{h}") for h in dead)
-        script = f"""set -e
-{_CLOCK}
-d={quote(d)}; mkdir -p "$d"
-n=0
-while [ -f {quote(segment_dir)}/"$(printf '%04d' "$n")"/manifest.json ]; do n=$((n + 1)); done
-rm -f "$d"/segments-*; : > "$d/segments-$(printf '%04d' "$n")"
-if [ "$n" -ge {int(segments)} ] && [ -f {quote(analysis)} ]; then
-  rm -f "$d"/analyzed-*; : > "$d/analyzed-$(printf '%04d' "$n")"; echo "complete $n"; exit 0
-fi
-{_NEWEST}
-if [ -n "$newest" ]; then
-  holder=$(ls -1 "$d/$newest" | grep '^holder+' | head -n 1 || true)
-  if [ ! -e "$d/$newest/released" ] && [ ! -e "$d/$newest/failed" ]; then
-    age=$((now - $(stat -c %Y "$d/$newest")))
-    if [ "$holder" = {quote(f"holder+{holder}")} ] && [ "$age" -lt {int(self.lease_seconds)} ]; then
-      g=$newest; {_RENEW}; echo "claimed $newest $n"; exit 0
-    fi
-    dead=no
-    for h in none {stale}; do [ "$holder" = "$h" ] && dead=yes; done
-    if [ "$age" -lt {int(self.lease_seconds)} ] && [ "$dead" = no ]; then echo "held $n ${{holder#holder+}} $age"; exit 0; fi
-  fi
-  next=$(printf '%0{GENERATION_DIGITS}d' $((1$newest - 1{"0" * GENERATION_DIGITS} + 1)))
-else
-  next={"0" * GENERATION_DIGITS}
-fi
-failures=$(find "$d" -mindepth 2 -maxdepth 2 -name failed | wc -l)
-if [ "$failures" -ge {MAX_FAILURES} ]; then echo "failed $n $failures"; exit 0; fi
-origin=$(ls -1 "$d" | grep '^origin+' | head -n 1 || true)
-if [ {quote("no" if not migrate else "yes")} = no ] && [ -n "$origin" ] && [ "$origin" != {quote(f"origin+{site}")} ]; then
-  echo "pinned $n ${{origin#origin+}}"; exit 0
-fi
-mkdir "$d/$next" 2>/dev/null || {{ echo "lost $n"; exit 0; }}
-printf '%s\\n' {quote(info)} > "$d/$next/"{quote("holder+" + holder)}
-for g in $(ls -1 "$d" | grep -E '^[0-9]{{{GENERATION_DIGITS}}}$'); do
-  if [ $((1$g)) -lt $((1$next - 1)) ] && [ ! -e "$d/$g/failed" ]; then rm -rf "${{d:?}}/$g"; fi
-done
-echo "claimed $next $n"
-"""
-        words = self._run(script, f"claiming {simulation}").split()
+        values = {
+            "d": simulation_dir(simulation),
+            "holder": holder,
+            "segments": layout.store_segments(simulation),
+            "total": int(segments),
+            "analysis": layout.store_analysis(simulation, segments),
+            "info": info,
+            "migrate": "yes" if migrate else "no",
+            "origin_here": f"origin+{site}",
+            "dead": " ".join(f"holder+{_file_name_part(h, 'holder')}" for h in dead),
+        }
+        words = self._run("claim", f"claiming {simulation}", **values).split()
         outcome, done = words[0], int(words[1]) if len(words) > 1 else 0
         if outcome == "claimed":
             return ClaimResult(outcome, int(words[2]), Lease(simulation, words[1], holder))
@@ -320,26 +284,24 @@ echo "claimed $next $n"
         """Renew every lease in one operation; the ones that were lost."""
         if not leases:
             return set()
-        lines = [f"{_CLOCK} || exit 3"]
+        calls = ["clock || exit 3"]
         for number, lease in enumerate(leases):
-            d, g = shlex.quote(simulation_dir(lease.simulation)), shlex.quote(lease.generation)
-            lines.append(
-                f"d={d}; g={g}; if {_mine(lease.holder, self.lease_seconds)}; then {_RENEW}; else echo {number}; fi"
-            )
-        out = self._run("\n".join(lines), "renewing claims")
+            values = {"d": simulation_dir(lease.simulation), "g": lease.generation, "holder": lease.holder}
+            calls.append("; ".join(f"{k}={shlex.quote(v)}" for k, v in values.items()) + f"; renew {number}")
+        out = self.store.run_script(self._script("\n".join(calls)), "renewing claims")
         return {leases[int(word)] for word in out.split()}
 
     def guard_script(self, lease: Lease) -> str:
         """A script that succeeds only while ``lease`` is held and was renewed less than
         half a lease ago (by the store's clock); run just before a rename into place."""
-        d, g = shlex.quote(simulation_dir(lease.simulation)), shlex.quote(lease.generation)
-        half = int(self.lease_seconds // 2)
-        return (
-            f"{_CLOCK} || exit 1; d={d}; g={g}; if {_mine(lease.holder, self.lease_seconds)} && "
-            f'[ $((now - $(stat -c %Y "$d/$g"))) -lt {half} ]; then exit 0; fi; '
-            f"echo 'lease lost: another site took over {lease.simulation} (claim {lease.generation} is no "
-            "longer the newest, or was not renewed in time); this copy is discarded' >&2; exit 1"
-        )
+        return self._script("guard", **self._lease_values(lease), simulation=lease.simulation)
+
+    def _lease_values(self, lease: Lease) -> dict:
+        return {
+            "d": simulation_dir(lease.simulation),
+            "g": lease.generation,
+            "holder": _file_name_part(lease.holder, "holder"),
+        }
 
     def published(
         self, lease: Lease, done: int, site: str, ns_per_day: float | None = None, analyzed: bool = False
@@ -347,28 +309,24 @@ echo "claimed $next $n"
         """After a segment (or, ``analyzed``, the analysis of ``done`` segments) reached
         the store: record progress, origin and speed, and renew. False if the lease
         was lost meanwhile."""
-        d, g = shlex.quote(simulation_dir(lease.simulation)), shlex.quote(lease.generation)
         site = _file_name_part(site, "site")
-        speed = (
-            f'rm -f "$d"/{shlex.quote(f"speed+{site}+")}*; : > "$d/"{shlex.quote(f"speed+{site}+{ns_per_day:.3f}")}; '
-            if ns_per_day
-            else ""
-        )
-        marker = "analyzed" if analyzed else "segments"
-        origin = f'if [ {int(done)} -eq 1 ]; then : > "$d/"{shlex.quote("origin+" + site)}; fi; ' if site else ""
         out = self._run(
-            f"{_CLOCK} || exit 3; d={d}; g={g}; if {_mine(lease.holder, self.lease_seconds)}; then {_RENEW}; "
-            f'rm -f "$d"/{marker}-*; : > "$d/{marker}-{done:04d}"; {origin}{speed}echo ok; else echo lost; fi',
+            "clock || exit 3; published",
             f"recording progress of {lease.simulation}",
+            **self._lease_values(lease),
+            kind="analyzed" if analyzed else "segments",
+            done=int(done),
+            origin_here=f"origin+{site}" if site else "",
+            speed=f"speed+{site}+{ns_per_day:.3f}" if ns_per_day else "",
         )
         return out.strip() == "ok"
 
     def release(self, lease: Lease, failed: bool = False) -> None:
         """End a claim: the simulation is free for anyone (``failed``: counted, see
         MAX_FAILURES)."""
-        d, g = shlex.quote(simulation_dir(lease.simulation)), shlex.quote(lease.generation)
-        mark = "failed" if failed else "released"
         self._run(
-            f'{_CLOCK} || exit 3; d={d}; g={g}; if {_mine(lease.holder, self.lease_seconds)}; then : > "$d/$g/{mark}"; fi',
+            "clock || exit 3; release",
             f"releasing {lease.simulation}",
+            **self._lease_values(lease),
+            end="failed" if failed else "released",
         )

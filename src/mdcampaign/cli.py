@@ -34,7 +34,7 @@ def _load(args, check: bool = True):
 def _store(campaign, config):
     from .store import TransferSettings, open_store
 
-    return open_store(campaign.store, TransferSettings(**config.get("transfer", {})))
+    return open_store(campaign.store, TransferSettings.of(**config.get("transfer", {})))
 
 
 def cmd_validate(args) -> int:
@@ -58,7 +58,7 @@ def cmd_validate(args) -> int:
 
 def segment_manifests(root: Path) -> list[Manifest]:
     """Every readable segment record below ``root`` (a store's or the local results' sims/)."""
-    return read_manifests(sorted(Path(root).glob("*/r*/segments/*/manifest.json")))
+    return read_manifests(sorted(Path(root).glob(f"*/r*/segments/*/{layout.MANIFEST}")))
 
 
 def progress(manifests: list[Manifest]) -> tuple[dict[str, str], dict[str, float], dict[tuple[str, str], float]]:
@@ -92,7 +92,7 @@ def cmd_plan(args) -> int:
         manifests = segment_manifests(Path(args.directory) / layout.SIMS_RECORDS)
         try:
             manifests += segment_manifests(
-                _store(campaign, config).collect(layout.STORE_SIMS, "manifest.json", Path(cache))
+                _store(campaign, config).collect(layout.STORE_SIMS, layout.MANIFEST, Path(cache))
             )
         except TransferError as error:
             print(f"note: could not read the store ({error}); using this site's records only", file=sys.stderr)

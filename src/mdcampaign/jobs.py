@@ -32,6 +32,7 @@ from .errors import EXIT_FAILED, EXIT_PAUSED, CampaignError, DataError, SegmentE
 from .jobspec import JobSpec
 from .ligand_spec import LigandSpec
 from .protocol import Protocol
+from .records import read_manifest, read_manifests, write_fetched_marker
 from .slots import current_slot, pin_to_slot
 
 log = logging.getLogger("mdcampaign")
@@ -149,7 +150,7 @@ def setup(smk) -> None:
     with job_logging(smk.log[0], f"setup {smk.wildcards.system}"):
         record = dict(smk.params.protocol)
         ligand = record.pop("ligand", None)
-        protocol = Protocol(**record)
+        protocol = Protocol.from_record(record)
         out_dir = Path(smk.output.info).parent
         inputs = {name: Path(path) for name, path in smk.input.items()}
         engine = engine_for(protocol.engine)
@@ -173,7 +174,7 @@ def setup(smk) -> None:
 def store_of(config: dict):
     from .store import TransferSettings, open_store
 
-    return open_store(config["store"], TransferSettings(**config.get("transfer", {})))
+    return open_store(config["store"], TransferSettings.of(**config.get("transfer", {})))
 
 
 def _claim(job: JobContext):
@@ -196,7 +197,6 @@ def _record_progress(board, lease, done: int, site: str, ns_per_day: float | Non
 
 
 def stage(job: JobContext) -> None:
-    from .records import read_manifest
     from .transfer import stage_segment
 
     with job_logging(job.log, job.label):
@@ -238,7 +238,7 @@ def simulate(job: JobContext) -> None:
 
     with job_logging(job.log, job.label):
         w = job.wildcards
-        protocol = Protocol(**job.params["protocol"])
+        protocol = Protocol.from_record(job.params["protocol"])
         engine = engine_for(protocol.engine)
         files = engine.files
         first = int(w["segment"]) == 0
@@ -287,8 +287,6 @@ def simulate(job: JobContext) -> None:
 
 
 def fetch(job: JobContext) -> None:
-    from .files import atomic_write_text
-    from .records import read_manifest
     from .transfer import fetch_segment
 
     with job_logging(job.log, job.label):
@@ -320,7 +318,7 @@ def fetch(job: JobContext) -> None:
             Path(layout.segment_record(w["system"], w["replica"], segment)),
             guard=board.guard_script(lease) if board else None,
         )
-        atomic_write_text(job.path(layout.SEGMENT_MARKER), json.dumps({"fetched_at": manifest.fetched_at}) + "\n")
+        write_fetched_marker(job.path(layout.SEGMENT_MARKER), manifest)
         if board:
             _record_progress(board, lease, segment + 1, job.config["site"], manifest.info.ns_per_day)
 
@@ -371,7 +369,7 @@ def pull(job: JobContext) -> None:
 
     with job_logging(job.log, job.label):
         campaign = _pulling_campaign(job)
-        packing = campaign.packing if campaign.packing.enabled else Packing(slots=1, threads=job.threads)
+        packing = campaign.packing if campaign.packing.enabled else Packing.of(slots=1, threads=job.threads)
         log.info(
             "site %s: %d slots of %d threads%s take work from %s",
             campaign.site,
@@ -423,7 +421,6 @@ def pulled(job: JobContext) -> None:
 def analyze(job: JobContext) -> None:
     from .analysis import analyze as run_analysis
     from .files import atomic_write_json
-    from .records import read_manifest
 
     with job_logging(job.log, job.label):
         w = job.wildcards
@@ -508,14 +505,13 @@ def summary(smk) -> None:
                 setups[sim["system"]] = setup_columns(read_json(setup) if setup.exists() else {})
             rows.append({**summary_row(sim, read_json(path)), **setups[sim["system"]]})
         write_summary(rows, Path(smk.output.table), Path(smk.output.figure), smk.params.campaign)
-        from .records import read_manifests
         from .report_figures import plot_rule_graph, plot_timelines
 
         plot_rule_graph(Path(smk.output.workflow), smk.params.mode, smk.params.campaign)
         manifests = read_manifests(
             path
             for name in smk.params.timelines
-            for path in sorted(Path(layout.sim_records(name), "segments").glob("*/manifest.json"))
+            for path in sorted(Path(layout.sim_records(name), "segments").glob(f"*/{layout.MANIFEST}"))
         )
         plot_timelines(
             manifests,

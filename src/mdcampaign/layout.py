@@ -37,7 +37,9 @@ SETUP_INFO = f"{SETUP_DIR}/setup.json"
 SETUP_OUTPUTS = ("topology.pdb", "trajectory_topology.pdb", "setup.json")
 SIMS_RECORDS = f"{RESULTS}/sims"
 SIM_RECORDS = f"{SIMS_RECORDS}/{SIM}"
-SEGMENT_RECORD = f"{SIM_RECORDS}/segments/{{segment}}/manifest.json"
+# A segment's record (its manifest), beside its data in the store and in results/.
+MANIFEST = "manifest.json"
+SEGMENT_RECORD = f"{SIM_RECORDS}/segments/{{segment}}/{MANIFEST}"
 SEGMENT_MARKER = f"{SIM_RECORDS}/segments/{{segment}}.fetched"
 # The analysis of a simulation's first {segments} segments (zero-padded count): a
 # raised target asks for a new one, which is what makes Snakemake continue the
@@ -231,6 +233,16 @@ def store_sim(simulation: str) -> str:
 def store_segments(simulation: str) -> str:
     """The folder of a simulation's segments in the store."""
     return f"{store_sim(simulation)}/segments"
+
+
+def sim_segment_record(segment: int) -> str:
+    """A segment's record within its simulation's folder (in the store or a copy of it)."""
+    return f"segments/{segment_name(segment)}/{MANIFEST}"
+
+
+def scratch_segment(scratch: str, system: str, replica, segment: int) -> str:
+    """A segment's folder in scratch (its input, work and output areas)."""
+    return fill(f"{scratch}/{SCRATCH_SEGMENT}", system=system, replica=replica, segment=segment_name(segment))
 
 
 def store_analysis(simulation: str, segments: int, name: str = "analysis.json") -> str:

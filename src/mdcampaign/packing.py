@@ -285,7 +285,7 @@ def _run_segment(batch: Batch, member: Member, segment: int, slot: Slot, threads
     wildcards = {"system": member.system, "replica": member.replica, "segment": name}
     run = SegmentRun(member.name, name, slot.index, time.time())
     batch.runs.append(run)
-    scratch = Path(layout.fill(f"{batch.job_config['scratch']}/{layout.SCRATCH_SEGMENT}", **wildcards))
+    scratch = Path(layout.scratch_segment(batch.job_config["scratch"], member.system, member.replica, segment))
     # Steps a killed job finished are not redone (what Snakemake's outputs would tell it).
     for rule in layout.segment_steps_left(scratch, files_of(member.protocol), segment):
         run.log = layout.fill(layout.log_path(rule), **wildcards)

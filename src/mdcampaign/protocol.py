@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import dataclass, fields
 
 from . import layout
 from .errors import CampaignError
+from .validation import schema_defaults
 
 # Segment names have layout.SEGMENT_DIGITS digits; more segments also mean more jobs
 # than any allocation would want.
@@ -49,22 +50,28 @@ class Protocol:
     checkpoint_interval_ps: float
     trajectory_atoms: str
     seed: int
-    # Keys added after campaigns existed; their defaults (ADDED_KEYS) mean "as before".
-    engine: str = "openmm"
-    chains: str = ""
-    model: int = 1
-    altloc: str = ""
-    remove_residues: str = ""
-    keep_crystal_water: bool = False
-    mutations: str = ""
+    # Keys added after campaigns existed (ADDED): records leave them out while they hold
+    # their schema default, which means "as before" (ADDED_KEYS).
+    engine: str
+    chains: str
+    model: int
+    altloc: str
+    remove_residues: str
+    keep_crystal_water: bool
+    mutations: str
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:
         return tuple(f.name for f in fields(cls))
 
+    @classmethod
+    def from_record(cls, record: dict) -> Protocol:
+        """The protocol a record (Protocol.record, a manifest's protocol) carries."""
+        return cls(**{**ADDED_KEYS, **record})
+
     def record(self) -> dict:
-        """The protocol as rule params and records carry it (``Protocol(**record)``
-        restores it): keys added later are left out at their as-before value, so that
+        """The protocol as rule params and records carry it (``from_record`` restores
+        it): keys added later are left out at their as-before value, so that
         upgrading does not change existing jobs' params (Snakemake reruns a job whose
         params changed) and records read the same as before."""
         return {
@@ -140,7 +147,8 @@ class Protocol:
         yield from _mutation_problems(self.mutations)
 
 
-ADDED_KEYS = {field.name: field.default for field in fields(Protocol) if field.default is not MISSING}
+ADDED = ("engine", "chains", "model", "altloc", "remove_residues", "keep_crystal_water", "mutations")
+ADDED_KEYS = {key: value for key, value in schema_defaults("protocol").items() if key in ADDED}
 
 
 def _mutation_problems(mutations: str) -> Iterator[str]:

@@ -19,7 +19,7 @@ from .errors import DataError, TransferError
 from .files import atomic_write_text
 from .packing import Claimer, Member
 from .pulling import SiteView, dead_holders, workers
-from .records import read_manifest, write_manifest
+from .records import read_manifest, write_fetched_marker, write_manifest
 from .runs import iso_time
 from .slots import Slot
 from .store import LocalStore, Store
@@ -170,31 +170,19 @@ def adopt_records(store: Store, simulation: str, done: int, scratch: str, root: 
             record = root / layout.segment_record(system, replica, segment)
             if record.exists():
                 continue
-            manifest = read_manifest(source / "segments" / layout.segment_name(segment) / "manifest.json")
+            manifest = read_manifest(source / layout.sim_segment_record(segment))
             write_manifest(record, manifest)
-            atomic_write_text(
-                root / layout.segment_marker(system, replica, segment),
-                json.dumps({"fetched_at": manifest.fetched_at}) + "\n",
-            )
+            write_fetched_marker(root / layout.segment_marker(system, replica, segment), manifest)
         log.info("%s: took the records of %d segments from the store into %s", simulation, done, local)
     for segment in range(done):
-        shutil.rmtree(
-            root
-            / layout.fill(
-                f"{scratch}/{layout.SCRATCH_SEGMENT}",
-                system=system,
-                replica=replica,
-                segment=layout.segment_name(segment),
-            ),
-            ignore_errors=True,
-        )
+        shutil.rmtree(root / layout.scratch_segment(scratch, system, replica, segment), ignore_errors=True)
 
 
 def _store_sim(store: Store, simulation: str, root: Path) -> Path:
     if isinstance(store, LocalStore):
         return store.root / layout.store_sim(simulation)
     cache = root / ".snakemake" / "mdcampaign" / "manifests" / simulation
-    return store.collect(layout.store_sim(simulation), "manifest.json", cache)
+    return store.collect(layout.store_sim(simulation), layout.MANIFEST, cache)
 
 
 def await_work(campaign: Campaign, store: Store, digest_dir: Path, worker: int, output: Path) -> dict:

@@ -176,6 +176,11 @@ def read_manifests(paths) -> list[Manifest]:
     return manifests
 
 
+def write_fetched_marker(path: str | Path, manifest: Manifest) -> None:
+    """The fetch rule's output for a segment now in the store (layout.SEGMENT_MARKER)."""
+    atomic_write_text(path, json.dumps({"fetched_at": manifest.fetched_at}) + "\n")
+
+
 def read_segment_record(path: str | Path) -> SegmentRecord:
     """A segment's own record (``segment.json``), as its runner wrote it."""
     return SegmentRecord.from_json(json.loads(Path(path).read_text()))

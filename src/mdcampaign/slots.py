@@ -27,10 +27,17 @@ DEVICE_ENV = "MDCAMPAIGN_SLOT_DEVICE"
 class Packing:
     """``packing:`` of the config. ``slots == 0``: no packing (one segment per job)."""
 
-    slots: int = 0
-    threads: int = 1
-    gpus: int = 0
-    simulations: int = 0  # simulations one job holds; 0: twice the slots
+    slots: int
+    threads: int
+    gpus: int
+    simulations: int  # simulations one job holds; 0: twice the slots
+
+    @classmethod
+    def of(cls, **values) -> Packing:
+        """A packing of these values, the schema's defaults for the others."""
+        from .validation import schema_defaults
+
+        return cls(**{**schema_defaults("packing"), **values})
 
     @property
     def enabled(self) -> bool:

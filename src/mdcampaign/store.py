@@ -66,9 +66,18 @@ FATAL_MESSAGES = (
 
 @dataclass
 class TransferSettings:
-    timeout_seconds: int = 60
-    retries: int = 3
-    retry_delay_seconds: float | None = None  # default: the timeout plus 10 s
+    """``transfer:`` of the config."""
+
+    timeout_seconds: int
+    retries: int
+    retry_delay_seconds: float | None = None  # default: the timeout plus 10 s (the schema has none)
+
+    @classmethod
+    def of(cls, **values) -> TransferSettings:
+        """Settings of these values, the schema's defaults for the others."""
+        from .validation import schema_defaults
+
+        return cls(**{**schema_defaults("transfer"), **values})
 
     @property
     def delay(self) -> float:
@@ -93,7 +102,7 @@ def open_store(store: str, settings: TransferSettings | None = None) -> Store:
         raise TransferError(f"store '{store}' {problem}")
     parts = split_remote(store)
     if parts is not None:
-        return SshStore(*parts, settings or TransferSettings())
+        return SshStore(*parts, settings or TransferSettings.of())
     return LocalStore(Path(store))
 
 

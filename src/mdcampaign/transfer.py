@@ -85,9 +85,9 @@ def fetch_segment(
     for name, path in pinned_files.items():
         store.pin(Path(path), f"{sim_dir}/{name}", pinned[name], guard=guard)
     with tempfile.TemporaryDirectory(prefix="mdcampaign-manifest-") as tmp:
-        manifest_file = Path(tmp) / "manifest.json"
+        manifest_file = Path(tmp) / layout.MANIFEST
         manifest_file.write_text(manifest_text(manifest))
-        store.put_directory({**segment_files, "manifest.json": manifest_file}, relative_dir, guard=guard)
+        store.put_directory({**segment_files, layout.MANIFEST: manifest_file}, relative_dir, guard=guard)
     write_manifest(record_path, manifest)
     log.info(
         "fetched %s segment %s to %s (%d files, %.1f MB)",

@@ -37,7 +37,7 @@ def candidates(cores: int, gpus: int, max_per_gpu: int = 4) -> list[Packing]:
     GPUs 1, 2, 4 slots per GPU, the cores shared among them."""
     if gpus:
         per_gpu = [n for n in (1, 2, 4, 8) if n <= max_per_gpu and n * gpus <= cores]
-        return [Packing(slots=n * gpus, threads=max(1, cores // (n * gpus)), gpus=gpus) for n in per_gpu]
+        return [Packing.of(slots=n * gpus, threads=max(1, cores // (n * gpus)), gpus=gpus) for n in per_gpu]
     counts = []
     slots = 1
     while slots <= cores:
@@ -45,7 +45,7 @@ def candidates(cores: int, gpus: int, max_per_gpu: int = 4) -> list[Packing]:
         slots *= 2
     if cores not in counts:
         counts.append(cores)
-    return [Packing(slots=s, threads=cores // s) for s in counts]
+    return [Packing.of(slots=s, threads=cores // s) for s in counts]
 
 
 def measure(system_dir: Path, packing: Packing, seconds: float, platform: str, cpus: list[int]) -> list[float]:

@@ -40,6 +40,15 @@ def load_schema(name: str, schema_dir: str | None = None) -> dict:
         return safe_load_yaml(handle)
 
 
+def schema_defaults(*section: str) -> dict:
+    """The defaults the config schema gives the keys of a section (``"pulling"``,
+    ``"protocol"``, ...): the one place defaults are written."""
+    schema = load_schema("config.schema.yaml")
+    for name in section:
+        schema = schema["properties"][name]
+    return {key: _copy(sub["default"]) for key, sub in schema["properties"].items() if "default" in sub}
+
+
 def _with_defaults(validator_class):
     validate_properties = validator_class.VALIDATORS["properties"]
 

@@ -513,7 +513,7 @@ def main(argv=None) -> int:
     parser.add_argument("--budget-seconds", type=float, default=None, help="stop cleanly after this long")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    protocol = Protocol(**json.loads(args.protocol.read_text()))
+    protocol = Protocol.from_record(json.loads(args.protocol.read_text()))
     job = SegmentTask(
         "segment",
         args.segment,

@@ -149,6 +149,21 @@ def announce_runner(work: Path, slot: dict | None = None) -> None:
     )
 
 
+def run_entry(task: SegmentTask, platform_name: str, from_step: int, started: float) -> dict:
+    """How one run of a segment begins, in its record's ``runs`` (the same for every
+    engine): where (host, Slurm job, slot), on what, from which step, when. The runner
+    adds how it ended: ``to_step``, ``wall_seconds``, ``ns_per_day``, ``stop_reason``."""
+    return {
+        "host": platform.node(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "slot": task.slot,
+        "platform": platform_name,
+        "threads": task.threads,
+        "from_step": from_step,
+        "started_at": iso_time(started),
+    }
+
+
 def withdraw_runner(work: Path) -> None:
     (work / RUNNER_RECORD).unlink(missing_ok=True)
 

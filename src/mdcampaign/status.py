@@ -90,13 +90,8 @@ class CampaignStatus:
         }
 
     def to_json(self) -> dict:
-        return {
-            "campaign": self.campaign,
-            "site": self.site,
-            "totals": self.totals,
-            "clock_offset_s": self.clock_offset_s,
-            "simulations": [dict(vars(s)) for s in self.simulations],
-        }
+        data = {key: value for key, value in vars(self).items() if key != "simulations"}
+        return {**data, "totals": self.totals, "simulations": [dict(vars(s)) for s in self.simulations]}
 
 
 def _slurm_comment(rule: str, simulation: Simulation, segment: str | None = None) -> str:

@@ -42,7 +42,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform as host_platform
 import re
 import signal
 import subprocess
@@ -60,7 +59,7 @@ from ...runs import (
     SegmentTask,
     StopRequest,
     announce_runner,
-    iso_time,
+    run_entry,
     sole_runner,
     withdraw_runner,
 )
@@ -311,15 +310,7 @@ def _run_segment(task: SegmentTask, work: Path) -> tuple[bool, dict]:
                 options.append(("-maxh", round((remaining - margin) / 3600.0, 6)))
                 mdrun_deadline = deadline - margin / 2
             options += thread_options(threads, gpu=gpu)
-            run = {
-                "host": host_platform.node(),
-                "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-                "slot": task.slot,
-                "platform": "GROMACS " + (f"GPU {gpu}" if gpu is not None else "CPU"),
-                "threads": threads,
-                "from_step": step,
-                "started_at": iso_time(time.time()),
-            }
+            run = run_entry(task, "GROMACS " + (f"GPU {gpu}" if gpu is not None else "CPU"), step, time.time())
             marker["running"] = run
             atomic_write_json(marker_path, marker)
             began = time.time()

@@ -75,6 +75,39 @@ class _Build:
             tool, options, cwd=self.build, subject=subject, stdin=stdin, error=error, threads=nt, log_file=self.gmx_log
         )
 
+    def grompp(
+        self,
+        stage: str,
+        settings: dict,
+        coordinates: Path,
+        maxwarn: int = 0,
+        restraints: Path | None = None,
+        checkpoint: Path | None = None,
+    ) -> Path:
+        """Write ``<stage>.mdp`` and make ``<stage>.tpr`` from it in the build folder;
+        grompp's error is one line naming the structure. The tpr."""
+        (self.build / f"{stage}.mdp").write_text(mdp_text(settings))
+        options = [
+            ("-f", self.build / f"{stage}.mdp"),
+            ("-c", coordinates),
+            *([("-r", restraints)] if restraints else []),
+            *([("-t", checkpoint)] if checkpoint else []),
+            ("-p", self.build / "topol.top"),
+            ("-o", self.build / f"{stage}.tpr"),
+            ("-po", self.build / f"{stage}.out.mdp"),
+            ("-maxwarn", maxwarn),
+        ]
+        self.gmx("grompp", options, subject=self.structure, error=CampaignError)
+        return self.build / f"{stage}.tpr"
+
+    def mdrun(self, stage: str) -> None:
+        """Run ``<stage>.tpr``, its outputs named ``<stage>.*`` in the build folder."""
+        self.gmx(
+            "mdrun",
+            [("-s", self.build / f"{stage}.tpr"), ("-deffnm", stage), *thread_options(self.threads)],
+            nt=self.threads,
+        )
+
     def done(self, what: str) -> None:
         """Say what setup did, in setup.json's steps."""
         self.info.setdefault("steps", []).append(what)
@@ -185,32 +218,16 @@ def _solvate(b: _Build) -> None:
             ("-o", b.build / "solvated.gro"),
         ],
     )
-    (b.build / "ions.mdp").write_text(
-        mdp_text(
-            {
-                "integrator": "steep",
-                "nsteps": 0,
-                "cutoff-scheme": "Verlet",
-                "coulombtype": "PME",
-                "rcoulomb": b.protocol.nonbonded_cutoff_nm,
-                "rvdw": b.protocol.nonbonded_cutoff_nm,
-            }
-        )
-    )
-    b.gmx(
-        "grompp",
-        [
-            ("-f", b.build / "ions.mdp"),
-            ("-c", b.build / "solvated.gro"),
-            ("-p", b.build / "topol.top"),
-            # the one warning allowed: net charge (genion is about to neutralize it)
-            ("-o", b.build / "ions.tpr"),
-            ("-po", b.build / "ions.out.mdp"),
-            ("-maxwarn", 1),
-        ],
-        subject=b.structure,
-        error=CampaignError,
-    )
+    ions = {
+        "integrator": "steep",
+        "nsteps": 0,
+        "cutoff-scheme": "Verlet",
+        "coulombtype": "PME",
+        "rcoulomb": b.protocol.nonbonded_cutoff_nm,
+        "rvdw": b.protocol.nonbonded_cutoff_nm,
+    }
+    # the one warning allowed: net charge (genion is about to neutralize it)
+    b.grompp("ions", ions, b.build / "solvated.gro", maxwarn=1)
     genion = [
         ("-s", b.build / "ions.tpr"),
         ("-o", b.build / "ions.gro"),
@@ -245,22 +262,9 @@ def _minimize(b: _Build) -> None:
         },
         "nstenergy": 1,
     }
-    (b.build / "em.mdp").write_text(mdp_text(em))
-    b.gmx(
-        "grompp",
-        [
-            ("-f", b.build / "em.mdp"),
-            ("-c", b.build / "ions.gro"),
-            ("-p", b.build / "topol.top"),
-            ("-o", b.build / "em.tpr"),
-            ("-po", b.build / "em.out.mdp"),
-            ("-maxwarn", 0),
-        ],
-        subject=b.structure,
-        error=CampaignError,
-    )
+    b.grompp("em", em, b.build / "ions.gro")
     t0 = time.time()
-    b.gmx("mdrun", [("-s", b.build / "em.tpr"), ("-deffnm", "em"), *thread_options(b.threads)], nt=b.threads)
+    b.mdrun("em")
     em_energy = read_edr(b.build / "em.edr")
     potential = em_energy.get("Potential", [])
     b.info["minimization"] = {
@@ -302,22 +306,8 @@ def _equilibrate(b: _Build) -> None:
             "nstenergy": energy_steps,
             "nstlog": energy_steps,
         }
-        (b.build / "nvt.mdp").write_text(mdp_text(nvt))
-        b.gmx(
-            "grompp",
-            [
-                ("-f", b.build / "nvt.mdp"),
-                ("-c", b.build / "em.gro"),
-                ("-r", b.build / "em.gro"),
-                ("-p", b.build / "topol.top"),
-                ("-o", b.build / "nvt.tpr"),
-                ("-po", b.build / "nvt.out.mdp"),
-                ("-maxwarn", 0),
-            ],
-            subject=b.structure,
-            error=CampaignError,
-        )
-        b.gmx("mdrun", [("-s", b.build / "nvt.tpr"), ("-deffnm", "nvt"), *thread_options(b.threads)], nt=b.threads)
+        b.grompp("nvt", nvt, b.build / "em.gro", restraints=b.build / "em.gro")
+        b.mdrun("nvt")
         start_gro, start_cpt = b.build / "nvt.gro", b.build / "nvt.cpt"
     npt = {
         **md,
@@ -333,19 +323,8 @@ def _equilibrate(b: _Build) -> None:
         npt.update({"continuation": False, "gen-vel": True, "gen-temp": b.protocol.temperature_K, "gen-seed": b.seed})
     else:
         npt.update({"continuation": True, "gen-vel": False})
-    (b.build / "npt.mdp").write_text(mdp_text(npt))
-    grompp = [
-        ("-f", b.build / "npt.mdp"),
-        ("-c", start_gro),
-        ("-p", b.build / "topol.top"),
-        ("-o", b.build / "npt.tpr"),
-        ("-po", b.build / "npt.out.mdp"),
-        ("-maxwarn", 0),
-    ]
-    if start_cpt is not None:
-        grompp.append(("-t", start_cpt))
-    b.gmx("grompp", grompp, subject=b.structure, error=CampaignError)
-    b.gmx("mdrun", [("-s", b.build / "npt.tpr"), ("-deffnm", "npt"), *thread_options(b.threads)], nt=b.threads)
+    b.grompp("npt", npt, start_gro, checkpoint=start_cpt)
+    b.mdrun("npt")
     header = checkpoint_header(b.build / "npt.cpt")
     if header is None or header["step"] != 0:
         raise GromacsError(
@@ -384,26 +363,9 @@ def _production_input(b: _Build, molecule_files: list[Path]) -> tuple[list, list
 
 def _analysis_topologies(b: _Build, subset: bool) -> None:
     """Topologies for analysis: all atoms, and the atoms written to the trajectory."""
-    b.gmx(
-        "trjconv",
-        [
-            ("-s", b.out / "system.tpr"),
-            ("-f", b.out / "start.gro"),
-            ("-o", b.out / "topology.pdb"),
-            ("-n", b.out / "index.ndx"),
-        ],
-        stdin="System\n",
-    )
-    b.gmx(
-        "trjconv",
-        [
-            ("-s", b.out / "system.tpr"),
-            ("-f", b.out / "start.gro"),
-            ("-o", b.out / "trajectory_topology.pdb"),
-            ("-n", b.out / "index.ndx"),
-        ],
-        stdin=("Solute\n" if subset else "System\n"),
-    )
+    for name, group in (("topology.pdb", "System"), ("trajectory_topology.pdb", "Solute" if subset else "System")):
+        options = [("-s", b.out / "system.tpr"), ("-f", b.out / "start.gro"), ("-o", b.out / name)]
+        b.gmx("trjconv", [*options, ("-n", b.out / "index.ndx")], stdin=f"{group}\n")
 
 
 def _finish(b: _Build, atoms: list, solute: list[int], subset: bool, started: float) -> dict:

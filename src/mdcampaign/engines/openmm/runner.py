@@ -25,8 +25,8 @@ import json
 import logging
 import math
 import os
-import platform as host_platform
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import openmm
@@ -50,6 +50,7 @@ from ...runs import (
     StopRequest,
     announce_runner,
     iso_time,
+    run_entry,
     sole_runner,
     withdraw_runner,
 )
@@ -109,7 +110,7 @@ def _run_segment(job: SegmentTask, work: Path) -> Outcome:
         step, frames, rows, history = resumed
 
     recorder = _Recorder(context, system, topology, subset, paths, job, frames, rows)
-    run = _RunLog(history, platform_name, job.threads, step, protocol, job.slot)
+    run = _RunLog(history, run_entry(job, platform_name, step, time.time()), protocol)
     announce_runner(work, job.slot)
     try:
         with StopRequest() as stop:
@@ -138,34 +139,25 @@ def _run_segment(job: SegmentTask, work: Path) -> Outcome:
     return Outcome(True, _finish(context, recorder, job, start_sha, run.history(step)))
 
 
+@dataclass
 class _RunLog:
     """Per-run bookkeeping (host, platform, steps, speed) carried in checkpoints, so
     that a segment completed over several runs reports all of them."""
 
-    def __init__(self, earlier: list, platform_name: str, threads, from_step: int, protocol: Protocol, slot=None):
-        self.earlier = earlier
-        self.slot = slot
-        self.protocol = protocol
-        self.platform = platform_name
-        self.threads = threads
-        self.from_step = from_step
-        self.started = time.time()
+    earlier: list
+    entry: dict  # runs.run_entry
+    protocol: Protocol
+    started: float = field(default_factory=time.time)
 
     def history(self, step: int, stop_reason: str | None = None) -> list:
         elapsed = time.time() - self.started
         return self.earlier + [
             {
+                **self.entry,
                 "stop_reason": stop_reason,
-                "host": host_platform.node(),
-                "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-                "slot": self.slot,
-                "platform": self.platform,
-                "threads": self.threads,
-                "from_step": self.from_step,
                 "to_step": step,
                 "wall_seconds": round(elapsed, 2),
-                "ns_per_day": _ns_per_day(step - self.from_step, self.protocol, elapsed),
-                "started_at": iso_time(self.started),
+                "ns_per_day": _ns_per_day(step - self.entry["from_step"], self.protocol, elapsed),
             }
         ]
 

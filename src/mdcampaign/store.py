@@ -349,7 +349,9 @@ class SshStore(Store):
                 reason = fatal or f"{what} {failure}"
                 if retryable and attempts > 1:
                     reason += f" (after {attempts} attempts)"
-                raise TransferError(reason)
+                failure_error = TransferError(reason)
+                failure_error.fatal = fatal is not None
+                raise failure_error
             log.warning(
                 "%s %s; retrying in %.0f s (attempt %d of %d)",
                 what,
@@ -371,9 +373,45 @@ class SshStore(Store):
         return self._run([*self._ssh_command, "--", self.host, script], what, self.describe(path), cleanup)
 
     def _rsync(
-        self, options: list[str], sources: list[str], destination: str, what: str, path: str, cleanup: str | None = None
+        self,
+        options: list[str],
+        sources: list[str],
+        destination: str,
+        what: str,
+        path: str,
+        cleanup: str | None = None,
+        size: int = 0,
     ) -> subprocess.CompletedProcess:
-        return self._run([*self._rsync_base(), *options, "--", *sources, destination], what, path, cleanup)
+        """rsync; sending ``size`` bytes to the store (``cleanup``: where they land), a
+        failure that leaves less room there than that is a full disk, whatever rsync
+        said (it may die with exit 11 and no message of the remote's ENOSPC)."""
+        try:
+            return self._run([*self._rsync_base(), *options, "--", *sources, destination], what, path, cleanup)
+        except TransferError as error:
+            if not size or cleanup is None or getattr(error, "fatal", False):
+                raise
+            free = self._free_bytes(posixpath.dirname(cleanup))
+            if free is None or free >= size:
+                raise
+            self._cleanup(cleanup)
+            raise TransferError(
+                f"the store on {self.host} is full (No space left on device) at {path}: {free} bytes free "
+                f"there, {size} needed"
+            ) from None
+
+    def _free_bytes(self, relative: str) -> int | None:
+        """Bytes available to us in the store's file system at ``relative`` (None if it
+        cannot be told)."""
+        result = subprocess.run(
+            [*self._ssh_command, "--", self.host, f"df -Pk -- {shlex.quote(self._path(relative))} | tail -n 1"],
+            capture_output=True,
+            text=True,
+        )
+        fields = result.stdout.split()
+        try:
+            return int(fields[3]) * 1024 if result.returncode == 0 else None
+        except (IndexError, ValueError):
+            return None
 
     def _remote_arg(self, relative: str) -> str:
         return f"{self.host}:{self._path(relative)}"
@@ -418,6 +456,7 @@ class SshStore(Store):
                 f"copying to {self.describe(relative_dir)}",
                 self.describe(relative_dir),
                 cleanup=partial,
+                size=sum(Path(source).stat().st_size for source in files.values()),
             )
         self._finish(parent, name, sums, stamp=int(time.time()), guard=guard)
 
@@ -487,6 +526,7 @@ class SshStore(Store):
             f"copying {Path(source).name} to {self.describe(relative)}",
             self.describe(relative),
             cleanup=tmp,
+            size=Path(source).stat().st_size,
         )
         check = f"( cd -- {shlex.quote(self.root)} && sh -c {shlex.quote(guard)} ) && " if guard else ""
         self._remote(

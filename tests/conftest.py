@@ -157,6 +157,28 @@ def _schema_defaults() -> dict:
 
 
 @pytest.fixture(scope="session")
+def plain_install(tmp_path_factory) -> dict:
+    """mdcampaign as a user installs it, once per test session: a wheel built from this
+    checkout in a fresh virtual environment, without the test extras (its dependencies
+    from the package index). The environment to run its commands with."""
+    base = tmp_path_factory.mktemp("plain-install")
+    wheels, venv = base / "wheels", base / "venv"
+    for command in (
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(REPO)],
+        [sys.executable, "-m", "venv", str(venv)],
+    ):
+        subprocess.run(command, check=True, capture_output=True, timeout=900)
+    wheel = next(wheels.glob("mdcampaign-*.whl"))
+    installed = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "-q", str(wheel)], capture_output=True, text=True, timeout=1500
+    )
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    env = {**os.environ, "PATH": f"{venv / 'bin'}:{os.environ['PATH']}", "VIRTUAL_ENV": str(venv)}
+    env.pop("PYTHONPATH", None)
+    return {"env": env, "venv": venv, "wheel": wheel}
+
+
+@pytest.fixture(scope="session")
 def python() -> str:
     return sys.executable
 

@@ -5,15 +5,13 @@ installed by name; a started campaign refuses a major upgrade; --report in every
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import REPO, TINY_PROTOCOL
+from conftest import TINY_PROTOCOL
 from mdcampaign import __version__
 from mdcampaign.campaign import load_campaign
 from mdcampaign.configuration import read_config_file, report_requested
@@ -40,18 +38,8 @@ def tiny(campaign: Path, replicas: int = 2) -> None:
 
 
 @pytest.mark.slow
-def test_a_wheel_in_a_fresh_environment_runs_a_campaign_folder_written_by_init(tmp_path):
-    wheels = tmp_path / "wheels"
-    run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(REPO)],
-        tmp_path,
-    )
-    wheel = next(wheels.glob("mdcampaign-*.whl"))
-    venv = tmp_path / "venv"
-    run([sys.executable, "-m", "venv", str(venv)], tmp_path)
-    run([str(venv / "bin" / "pip"), "install", "-q", str(wheel)], tmp_path, timeout=1500)
-    env = {**os.environ, "PATH": f"{venv / 'bin'}:{os.environ['PATH']}", "VIRTUAL_ENV": str(venv)}
-    env.pop("PYTHONPATH", None)
+def test_a_wheel_in_a_fresh_environment_runs_a_campaign_folder_written_by_init(tmp_path, plain_install):
+    env, venv = plain_install["env"], plain_install["venv"]
     where = run(
         [str(venv / "bin" / "python"), "-c", "import mdcampaign.shipped as s; print(s.SNAKEFILE.resolve())"],
         tmp_path,

@@ -83,33 +83,43 @@ def test_campaign_runs_through_slurm_on_the_profiles_partitions(tiny_campaign):
     assert "Nothing to be done" in local.stdout + local.stderr
 
 
-def cluster_steps_per_second(directory: Path, config: dict, replicas: int) -> float:
-    """How fast a job integrates the test system on this cluster (one thread), measured
-    by short jobs of the profile and the number of simulations the test runs: inside a
-    job the speed differs from the test's own process (OpenMM's CPU platform with one
-    thread, unpinned, ran 5x slower with a core idle beside it than with both busy or
-    pinned), and this machine's speed swings from minute to minute. The fastest seen."""
-    campaign = write_campaign(
-        directory / "calibration",
-        systems=[{"id": "ala", "structure": REPO / "config/structures/alanine-dipeptide.pdb", "replicas": replicas}],
-        protocol={"segment_ns": 0.04, "target_ns": 0.04, "frame_interval_ps": 2.0, "checkpoint_interval_ps": 10.0},
+def cluster_steps_per_second(prepared: Path, protocol, slots: int) -> float:
+    """How fast a job integrates the test system on this cluster, one thread per
+    simulation and ``slots`` of them side by side, measured inside one real Slurm job
+    (inside a job the speed differs from the test's own process: OpenMM's CPU platform
+    with one thread, unpinned, ran 5x slower with a core idle beside it than with both
+    busy or pinned; and this machine's speed swings from minute to minute). The fastest
+    slot, in steps per second."""
+    import shlex
+    import sys
+    import uuid
+
+    setup = prepared / "setup.json"
+    if not setup.exists():
+        setup.write_text(json.dumps({"engine": "openmm", "protocol": protocol.record()}))
+    out = prepared / f"speed-{uuid.uuid4().hex[:8]}.txt"
+    probe = [sys.executable, "-m", "mdcampaign.tune", str(prepared), "CPU", "1", "8"]
+    # side by side, each pinned to its own core as a packed job's slots are (one alone: unpinned)
+    pins = [f"MDCAMPAIGN_SLOT={i} MDCAMPAIGN_SLOT_CORES={i} " if slots > 1 else "" for i in range(slots)]
+    slots_command = " & ".join(f"{pin}{shlex.join(probe)} >> {shlex.quote(str(out))}" for pin in pins)
+    subprocess.run(
+        ["sbatch", "--wait", "-p", "long", f"--cpus-per-task={slots}", "-t", "3", "-o", "/dev/null"]
+        + ["--wrap", f"{slots_command} & wait"],
+        check=True,
+        capture_output=True,
+        timeout=600,
     )
-    run_with_profile(campaign, make_profile(directory / "calibration", "ci-slurm", config=config))
-    speeds = [
-        json.loads(m.read_text())["info"]["ns_per_day"]
-        for m in campaign.glob("results/sims/ala/r*/segments/0000/manifest.json")
-    ]
-    return max(speeds) / 86400 / 4e-6  # ns/day at 4 fs per step
+    return max(float(line) for line in out.read_text().split()) / 86400 / (protocol.timestep_fs * 1e-6)
 
 
-def test_segment_longer_than_its_time_limit_completes_over_several_jobs(tmp_path):
+def test_segment_longer_than_its_time_limit_completes_over_several_jobs(tmp_path, prepared_ala):
     # Every simulate job gets one minute, of which ~40 s are left for MD once Snakemake
-    # has started inside the job; the segment needs ~70 s of MD at the fastest speed
+    # has started inside the job; the segment needs ~60 s of MD at the fastest speed
     # just measured in the cluster, so at least two jobs. Its length is a multiple of
     # the checkpoint interval (50 ps).
     checkpoint_steps = 12_500
     steps = (
-        max(2, math.ceil(70 * cluster_steps_per_second(tmp_path, {}, replicas=1) / checkpoint_steps)) * checkpoint_steps
+        max(2, math.ceil(60 * cluster_steps_per_second(*prepared_ala, slots=1) / checkpoint_steps)) * checkpoint_steps
     )
     segment_ns = round(steps * 4e-6, 6)
     campaign = write_campaign(
@@ -211,14 +221,14 @@ def test_doctor_names_a_partition_that_does_not_exist_and_the_fix(tmp_path):
     assert ok.returncode == 0, ok.stdout
 
 
-def test_a_packed_job_runs_two_simulations_at_once_and_the_next_job_continues_them(tmp_path):
+def test_a_packed_job_runs_two_simulations_at_once_and_the_next_job_continues_them(tmp_path, prepared_ala):
     # Two slots of one thread on the test node's two cores, each simulation four
-    # segments of ~25 s of MD at the fastest speed just measured; a job gets one
+    # segments of ~15 s of MD at the fastest speed just measured; a job gets one
     # minute (~45 s of MD once it has started), so the batch needs at least two jobs,
     # each running both simulations side by side and going on with their next segments.
     checkpoint_steps = 2_500
-    speed = cluster_steps_per_second(tmp_path, {"packing": {"slots": 2, "threads": 1}}, replicas=2)
-    steps = max(1, math.ceil(25 * speed / checkpoint_steps)) * checkpoint_steps
+    speed = cluster_steps_per_second(*prepared_ala, slots=2)
+    steps = max(1, math.ceil(15 * speed / checkpoint_steps)) * checkpoint_steps
     segment_ns = round(steps * 4e-6, 6)
     campaign = write_campaign(
         tmp_path / "campaign",

@@ -52,13 +52,14 @@ def summarize(runs: list[tuple[float, float]]) -> dict:
     }
 
 
-def round_robin(commands: dict, repeat: int) -> dict:
+def round_robin(commands: dict, repeat: int, env_of: dict | None = None) -> dict:
     """Run every (command, directory) once per round, `repeat` rounds: the machine's
-    load drifts over minutes, so every measurement sees the same mix of it."""
+    load drifts over minutes, so every measurement sees the same mix of it. ``env_of``:
+    environment variables per command, if any."""
     runs = {key: [] for key in commands}
     for round_ in range(repeat):
         for key, (command, cwd) in commands.items():
-            runs[key].append(timed(command, cwd))
+            runs[key].append(timed(command, cwd, (env_of or {}).get(key)))
         print(f"round {round_ + 1} of {repeat} done", file=sys.stderr)
     return {key: summarize(values) for key, values in runs.items()}
 

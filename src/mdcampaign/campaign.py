@@ -118,7 +118,17 @@ def load_campaign(
         for replica in range(1, s.replicas + 1)
     ]
     sites = {
-        name: Site(name, spec["ns_per_day"], spec["capacity"], spec.get("scratch"), spec.get("profile"))
+        name: Site(
+            name,
+            spec["ns_per_day"],
+            spec["capacity"],
+            spec.get("scratch"),
+            spec.get("profile"),
+            spec.get("host"),
+            spec.get("path"),
+            (spec["setup"],) if isinstance(spec.get("setup"), str) else tuple(spec.get("setup") or ()),
+            spec["python"],
+        )
         for name, spec in config["sites"].items()
     }
     site = config.get("site")

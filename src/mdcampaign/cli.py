@@ -218,6 +218,13 @@ def cmd_status(args) -> int:
                 file=sys.stderr,
             )
     status = collect(campaign, Path(args.directory), use_slurm=not args.no_slurm, listing=listing)
+    if campaign.sites:  # each site's driver, by its heartbeat: one more call to the store
+        from .heartbeat import read_beats, site_states
+
+        try:
+            status.sites = site_states(campaign, read_beats(_store(campaign, config)))
+        except TransferError as error:
+            print(f"note: could not read the sites' heartbeats in the store ({error})", file=sys.stderr)
     if args.json:
         print(json.dumps(status.to_json(), indent=2))
     else:
@@ -229,7 +236,7 @@ def cmd_status(args) -> int:
 def cmd_doctor(args) -> int:
     from .doctor import FAIL, run_checks
 
-    checks = run_checks(Path(args.directory), args.config, args.profile)
+    checks = run_checks(Path(args.directory), args.config, args.profile, args.site)
     colour = sys.stdout.isatty() and "NO_COLOR" not in __import__("os").environ
     for check in checks:
         print(check.line(colour))
@@ -323,6 +330,54 @@ def cmd_profile(args) -> int:
     return 0
 
 
+def cmd_sites(args) -> int:
+    """`mdcampaign sites deploy | start | stop | logs`: every site from this machine."""
+    from . import driver
+
+    if args.action == "here":  # on the site's own machine, called over SSH by the others
+        print(driver.here(Path(args.directory), args.what, args.site, args.profile, ["--now"] if args.now else []))
+        return 0
+    here = read_config_file(Path(args.directory) / args.config).get("site")  # this folder's own site, if any
+    campaign, config = _load(args, check=False)
+    from .deploy import chosen_sites, deploy
+    from .store import TransferSettings
+
+    settings = TransferSettings.of(**config.get("transfer", {}))
+    if args.action == "deploy":
+        wheels = Path(args.wheels) if args.wheels else None
+        failed = deploy(campaign, args.names, Path(args.directory), settings, wheels=wheels)
+        return 1 if failed else 0
+    if args.action == "logs":
+        site = chosen_sites(campaign, [args.name], here=here)[0]
+        print(driver.on_site(site, settings, Path(args.directory), "logs"))
+        return 0
+    sites = chosen_sites(campaign, args.names, here=here)
+    if args.action == "start" and args.all:
+        if args.names:
+            raise CampaignError("sites start --all: name no sites (it starts every site whose driver is silent)")
+        sites = _silent_sites(campaign, config, sites)
+        if not sites:
+            print("every site's driver is alive or finished: nothing to start")
+            return 0
+    failed = 0
+    for site in sites:
+        try:
+            options = ["--now"] if args.action == "stop" and args.now else []
+            print(driver.on_site(site, settings, Path(args.directory), args.action, *options))
+        except (CampaignError, TransferError) as error:
+            print(f"FAILED: {error}")
+            failed += 1
+    return 1 if failed else 0
+
+
+def _silent_sites(campaign, config, sites):
+    """The sites whose driver is not running and has not finished, by the store's heartbeats."""
+    from .heartbeat import read_beats, site_states
+
+    states = {state.site: state for state in site_states(campaign, read_beats(_store(campaign, config)))}
+    return [site for site in sites if states[site.name].needs_start]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="mdcampaign", description="Inspect an mdcampaign campaign.")
     parser.add_argument("--directory", "-d", default=".", help="campaign directory (default: .)")
@@ -347,6 +402,7 @@ def main(argv=None) -> int:
     status.add_argument("--site", help="show the campaign as this site sees it (default: the config's)")
     doctor = commands.add_parser("doctor", help="check this machine against a profile and the campaign")
     doctor.add_argument("--profile", help="profile name (in profiles/) or path, e.g. profiles/stampede")
+    doctor.add_argument("--site", help="check the campaign as this site runs it")
     tune = commands.add_parser("tune", help="measure which packing (slots x threads) gives the most ns/day here")
     tune.add_argument("--cores", type=int, help="cores a job has (default: all this process may use)")
     tune.add_argument("--gpus", type=int, default=0, help="GPUs a job has (default: 0, CPU only)")
@@ -357,6 +413,28 @@ def main(argv=None) -> int:
     profile = commands.add_parser("profile", help="machine profiles")
     profile.add_argument("action", choices=["install", "list"])
     profile.add_argument("names", nargs="*", help="profiles to install, e.g. stampede")
+    sites = commands.add_parser("sites", help="deploy, start, stop and watch the campaign's sites (other machines)")
+    actions = sites.add_subparsers(dest="action", required=True)
+    deploy = actions.add_parser(
+        "deploy", help="make or update the campaign folder and exactly this mdcampaign build on each site, over SSH"
+    )
+    deploy.add_argument("names", nargs="*", help="sites (default: every site with a host)")
+    deploy.add_argument(
+        "--wheels", help="a folder of wheels for the dependencies (for machines without a package index)"
+    )
+    start = actions.add_parser("start", help="start each site's Snakemake (its driver), detached on its login node")
+    start.add_argument("names", nargs="*", help="sites (default: every site)")
+    start.add_argument("--all", action="store_true", help="start every site whose driver is silent, and nothing else")
+    stop = actions.add_parser("stop", help="stop each site's driver; running jobs finish their segments")
+    stop.add_argument("names", nargs="*", help="sites (default: every site)")
+    stop.add_argument("--now", action="store_true", help="also cancel the running jobs (they checkpoint first)")
+    logs = actions.add_parser("logs", help="the end of a site's driver log")
+    logs.add_argument("name", help="the site")
+    here = actions.add_parser("here")  # what the commands above run on the site's machine
+    here.add_argument("what", choices=["start", "stop", "logs"])
+    here.add_argument("--site", required=True)
+    here.add_argument("--profile")
+    here.add_argument("--now", action="store_true")
     args = parser.parse_args(argv)
     commands_by_name = {
         "init": cmd_init,
@@ -367,6 +445,7 @@ def main(argv=None) -> int:
         "status": cmd_status,
         "doctor": cmd_doctor,
         "tune": cmd_tune,
+        "sites": cmd_sites,
     }
     try:
         return commands_by_name[args.command](args)

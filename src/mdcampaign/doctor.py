@@ -420,7 +420,7 @@ def check_space(campaign, directory: Path, profile: dict) -> list[Check]:
     return checks
 
 
-def run_checks(directory: Path, config_file: str, profile_name: str | None) -> list[Check]:
+def run_checks(directory: Path, config_file: str, profile_name: str | None, site: str | None = None) -> list[Check]:
     from .campaign import load_campaign
     from .configuration import read_config_file
     from .errors import CampaignError
@@ -443,13 +443,16 @@ def run_checks(directory: Path, config_file: str, profile_name: str | None) -> l
     try:
         config = read_config_file(directory / config_file)
         config.update(profile_config(profile))
+        if site:  # the campaign as that site runs it
+            config["site"] = site
         campaign = load_campaign(config, config_file, base_dir=directory)
         checks.append(Check(PASS, f"{config_file} is valid: {len(campaign.simulations)} simulations"))
     except CampaignError as error:
         checks.append(Check(FAIL, f"the campaign definition is invalid: {error}", "fix the file and line named"))
         return checks
-    checks += check_engines(campaign)
-    checks += check_ligand_tools(campaign)
+    mine = campaign.share if site else None
+    checks += check_engines(campaign, mine)
+    checks += check_ligand_tools(campaign, mine)
     checks += check_engine_machines(campaign, config, profile)
     checks += check_slurm(profile, config, profile_path) if profile_path else []
     checks += check_slurm_start_up_probe(profile)

@@ -35,6 +35,20 @@ module mdcampaign:
 
 
 use rule * from mdcampaign
+
+
+# A module's handlers run only when the main Snakefile calls them: the check of the
+# allocation, the heartbeat of a site's driver, the patience through a controller outage.
+onstart:
+    mdcampaign.onstart()
+
+
+onsuccess:
+    mdcampaign.onsuccess()
+
+
+onerror:
+    mdcampaign.onerror()
 """
 GITIGNORE = "".join(f"/{name}/\n" for name in (layout.RESULTS, "scratch", layout.LOGS, ".snakemake"))
 

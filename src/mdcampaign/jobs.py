@@ -401,6 +401,9 @@ def await_work(job: JobContext) -> None:
             int(job.wildcards["worker"]),
             job.path(layout.PULL_AWAIT),
         )
+        if decision["next"] == "stop":
+            log.warning("the site is being stopped (%s exists): this worker takes no more work", layout.DRAIN_MARKER)
+            sys.exit(EXIT_PAUSED)
         log.info("decision: %s", json.dumps(decision))
 
 

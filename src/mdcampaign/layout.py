@@ -71,6 +71,16 @@ WORKER_PATTERN = r"\d+"
 # Ligand parameters, one folder per distinct ligand (see ligands.py), shared by systems.
 LIGAND_CACHE = f"{RESULTS}/ligands"
 
+# A site's own state, in its campaign folder (mdcampaign sites deploy/start/stop).
+SITE_STATE = ".mdcampaign"
+SITE_VENV = f"{SITE_STATE}/venv"  # the environment deploy installs the campaign's build in
+SITE_WHEELS = f"{SITE_STATE}/wheels"  # the build's wheel, and the wheels of its dependencies if given
+SITE_BUILD = f"{SITE_STATE}/build"  # the build installed there (deploy.build_id)
+DRIVER_PID = f"{SITE_STATE}/driver.pid"  # the site's Snakemake, started by `sites start`
+DRIVER_LOG = f"{LOGS}/driver.log"
+# While this exists the site's jobs finish their segments and take no more (`sites stop`).
+DRAIN_MARKER = f"{SITE_STATE}/stop"
+
 # relative to the store
 STORE_SIMS = "sims"
 STORE_SIM = f"{STORE_SIMS}/{SIM}"
@@ -78,6 +88,10 @@ STORE_SEGMENT = f"{STORE_SIM}/segments/{{segment}}"
 STORE_ANALYSIS_DIR = f"{STORE_SIM}/analysis/{{segments}}"
 # Which site and job holds which simulation, when sites pull work (see claims.py).
 STORE_CLAIMS = "claims"
+# Each site's driver says it is alive here, every poll (heartbeat.py): <site>.json.
+STORE_SITES = "sites"
+# The campaign's definition every site must run (deploy writes it; sites check it).
+STORE_DEFINITION = "campaign.json"
 
 
 # written last by `stage` into a segment's scratch input: the staging is complete

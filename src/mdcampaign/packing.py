@@ -93,7 +93,7 @@ class Batch:
 
     def take(self, slot: Slot) -> Member | None:
         with self.lock:
-            if self.stopping or self.time_is_up():
+            if self.stopping or self.time_is_up() or self.draining():
                 return None
             if self.claimer is not None:
                 member = self.claimer.next(slot)
@@ -125,6 +125,11 @@ class Batch:
 
     def time_is_up(self) -> bool:
         return self.deadline is not None and self.deadline - time.time() < START_MARGIN_SECONDS
+
+    def draining(self) -> bool:
+        """The site is being stopped (`mdcampaign sites stop`): finish the segments that
+        run, start no more."""
+        return os.path.exists(layout.DRAIN_MARKER)
 
     def past_deadline(self) -> bool:
         return self.deadline is not None and time.time() >= self.deadline
@@ -251,7 +256,7 @@ def _slot_loop(batch: Batch, slot: Slot, threads: int) -> None:
                     break
                 member.state = "done"
                 break
-            if batch.stopping or batch.time_is_up():
+            if batch.stopping or batch.time_is_up() or batch.draining():
                 member.state = "paused"
                 break
             outcome = _run_segment(batch, member, segment, slot, threads)

@@ -189,7 +189,8 @@ def await_work(campaign: Campaign, store: Store, digest_dir: Path, worker: int, 
     """Wait until this worker should pull (claimable work beyond what the site's other
     pulling jobs will take) or the site is done (everything it may run is complete),
     looking at the store every ``pulling.poll_seconds``. Writes and returns the
-    decision: {"next": "pull" | "done", ...}."""
+    decision: {"next": "pull" | "done", ...}; or, without writing it, {"next":
+    "stop"} when the site is being stopped."""
     import fcntl
 
     board = claim_board(campaign, store)
@@ -197,6 +198,8 @@ def await_work(campaign: Campaign, store: Store, digest_dir: Path, worker: int, 
     waited_since = time.time()
     announced = False
     while True:
+        if os.path.exists(layout.DRAIN_MARKER):  # `mdcampaign sites stop`: take no more work
+            return {"next": "stop", "worker": worker}
         lock_file = digest_dir / ".decide.lock"
         lock_file.parent.mkdir(parents=True, exist_ok=True)
         with open(lock_file, "a") as handle:

@@ -39,6 +39,16 @@ class Site:
     capacity: int  # simulations running at once
     scratch: str | None = None
     profile: str | None = None
+    # where it lives, when it is another machine (mdcampaign sites deploy/start)
+    host: str | None = None  # its login node, as ssh reaches it
+    path: str | None = None  # the campaign folder there
+    setup: tuple[str, ...] = ()  # shell lines that prepare a login shell there
+    python: str = "python3"  # the Python that makes the campaign's environment there
+
+    @property
+    def profile_name(self) -> str | None:
+        """The profile's name, as `snakemake --profile NAME` finds it once installed."""
+        return self.profile.rstrip("/").rsplit("/", 1)[-1] if self.profile else None
 
 
 @dataclass(frozen=True)

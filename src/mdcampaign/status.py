@@ -71,6 +71,8 @@ class CampaignStatus:
     simulations: list[SimulationStatus] = field(default_factory=list)
     # this machine's clock minus the store's (when sites pull: measured by the listing)
     clock_offset_s: float | None = None
+    # each site's driver, by its heartbeat in the store (heartbeat.SiteState)
+    sites: list = field(default_factory=list)
 
     @property
     def totals(self) -> dict:
@@ -90,7 +92,8 @@ class CampaignStatus:
         }
 
     def to_json(self) -> dict:
-        data = {key: value for key, value in vars(self).items() if key != "simulations"}
+        data = {key: value for key, value in vars(self).items() if key not in ("simulations", "sites")}
+        data["sites"] = [dict(vars(site)) for site in self.sites]
         return {**data, "totals": self.totals, "simulations": [dict(vars(s)) for s in self.simulations]}
 
 
@@ -385,6 +388,31 @@ COLOURS = {
 }
 
 
+SITE_COLOURS = {"alive": "32", "finished": "36", "silent": "31", "failed": "31", "never": "33"}
+
+
+def render_sites(sites: list, paint) -> list[str]:
+    """A line per site's driver (alive or silent, its last beat's age by the store's
+    clock, where it runs, its jobs, its last error), and how to restart a silent one."""
+    rows = []
+    for site in sites:
+        jobs = f"{site.jobs.get('running', 0)} running, {site.jobs.get('waiting', 0)} waiting" if site.jobs else ""
+        where = f"{site.host} pid {site.pid}" if site.host else ""
+        beat = f"{_seconds(site.age_s)} ago" if site.age_s is not None else "never"
+        rows.append((site.site, site.state, beat, where, jobs, site))
+    headers = ("site", "driver", "last beat", "where", "jobs")
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    for *cells, site in rows:
+        text = "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+        lines.append(paint(text, SITE_COLOURS.get(site.state, "0")))
+        if site.last_error and site.state != "finished":
+            lines.append(f"  last error: {site.last_error}")
+        if site.restart and site.state != "never":
+            lines.append(f"  its driver is {site.state}: restart it with `{site.restart}`")
+    return lines
+
+
 def _duration(days: float | None) -> str:
     if not days:
         return "-"
@@ -455,6 +483,9 @@ def render(status: CampaignStatus, colour: bool) -> str:
             lines.append(f"  {s.failure['message']}")
             lines.append(f"  log: {s.failure['log']}")
             lines.extend(f"  | {text}" for text in s.failure["last_lines"])
+    if status.sites:
+        lines.append("")
+        lines.extend(render_sites(status.sites, paint))
     if status.clock_offset_s is not None and abs(status.clock_offset_s) > CLOCK_NOTE_SECONDS:
         ahead = "ahead of" if status.clock_offset_s > 0 else "behind"
         lines.append("")

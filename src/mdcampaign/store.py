@@ -30,38 +30,9 @@ from pathlib import Path
 from .errors import TransferError
 from .files import fsync_dir, fsync_file, sha256_file
 from .locations import check_location, split_remote
+from .remote import PARTIAL_DIR, Remote
 
 log = logging.getLogger(__name__)
-
-RETRYABLE_RSYNC_CODES = {10, 12, 30, 35, 255}
-# where rsync keeps a partly sent file between attempts (relative to the file's folder)
-PARTIAL_DIR = ".rsync-partial"
-
-# stderr text that means "retrying will not help", and what to tell the user
-FATAL_MESSAGES = (
-    (
-        "REMOTE HOST IDENTIFICATION HAS CHANGED",
-        "the host key of {host} has changed (possible man-in-the-middle, "
-        "or the server was reinstalled): check it, then update ~/.ssh/known_hosts (ssh-keygen -R {host})",
-    ),
-    (
-        "Host key verification failed",
-        "the host key of {host} could not be verified: connect once with `ssh {host}` to check and accept it",
-    ),
-    (
-        "Permission denied (publickey",
-        "ssh could not log in to {host} (Permission denied, publickey): check your key and ~/.ssh/config for this host",
-    ),
-    ("No space left on device", "the store on {host} is full (No space left on device) at {path}"),
-    ("Disk quota exceeded", "the store on {host} is over quota (Disk quota exceeded) at {path}"),
-    (
-        "Permission denied",
-        "permission denied on {host} writing {path}: check that the store directory exists "
-        "and is writable by your user there",
-    ),
-    ("Read-only file system", "the store on {host} is read-only at {path}"),
-    ("Could not resolve hostname", "ssh cannot resolve the host name {host} (is it in ~/.ssh/config?)"),
-)
 
 
 @dataclass
@@ -120,10 +91,11 @@ class Store:
         fails, nothing is put in place (a lease check, see claims.py)."""
         raise NotImplementedError
 
-    def run_script(self, script: str, what: str) -> str:
+    def run_script(self, script: str, what: str, stdin: str | None = None) -> str:
         """Run a POSIX shell script with the store's root as its working directory, on
-        the store's host (the one way claims reach the store, see claims.py); its
-        output. TransferError if it fails."""
+        the store's host (the one way claims reach the store, see claims.py), ``stdin``
+        its input (data too large for its command line); its output. TransferError if
+        it fails."""
         raise NotImplementedError
 
     def pin(self, source: Path, relative: str, sha256: str, guard: str | None = None) -> None:
@@ -174,12 +146,12 @@ class LocalStore(Store):
     def describe(self, relative: str = "") -> str:
         return str(self.root / relative) if relative else str(self.root)
 
-    def run_script(self, script: str, what: str) -> str:
+    def run_script(self, script: str, what: str, stdin: str | None = None) -> str:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise TransferError(f"cannot create the store at {self.root}: {error.strerror or error}") from None
-        result = subprocess.run(["sh", "-c", script], cwd=self.root, capture_output=True, text=True)
+        result = subprocess.run(["sh", "-c", script], cwd=self.root, capture_output=True, text=True, input=stdin)
         if result.returncode != 0:
             said = " ".join(result.stderr.split())[-300:] or f"exit {result.returncode}"
             raise TransferError(f"{what} failed at {self.root}: {said}")
@@ -289,6 +261,7 @@ class SshStore(Store):
         self.host = host
         self.root = remote_root(root)
         self.settings = settings
+        self.remote = Remote(host, settings)
 
     def describe(self, relative: str = "") -> str:
         return f"{self.host}:{self._path(relative)}"
@@ -296,81 +269,13 @@ class SshStore(Store):
     def _path(self, relative: str = "") -> str:
         return f"{self.root}/{relative}" if relative else self.root
 
-    @property
-    def _ssh_command(self) -> list[str]:
-        # BatchMode: never wait for a password prompt nobody will answer.
-        # Host keys are checked as the user's configuration says; never disabled here.
-        return [
-            "ssh",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            f"ConnectTimeout={self.settings.timeout_seconds}",
-            "-o",
-            "ServerAliveInterval=15",
-            "-o",
-            f"ServerAliveCountMax={max(2, self.settings.timeout_seconds // 15)}",
-        ]
-
-    def _rsync_base(self) -> list[str]:
-        # -s: remote paths reach rsync on the other side without a shell reading them
-        return [
-            "rsync",
-            "-a",
-            "-s",
-            "-L",
-            f"--partial-dir={PARTIAL_DIR}",
-            f"--timeout={self.settings.timeout_seconds}",
-            "-e",
-            shlex.join(self._ssh_command),
-        ]
-
-    # -- running commands -------------------------------------------------------------
-
-    def _run(self, command: list[str], what: str, path: str, cleanup: str | None = None) -> subprocess.CompletedProcess:
-        """Run ssh/rsync, retrying what may pass; raise TransferError on the rest."""
-        attempts = self.settings.retries + 1
-        for attempt in range(1, attempts + 1):
-            result = subprocess.run(command, capture_output=True, text=True)
-            if result.returncode == 0:
-                return result
-            fatal = self._fatal_message(result.stderr, path)
-            retryable = fatal is None and result.returncode in RETRYABLE_RSYNC_CODES
-            # never an empty reason: what the command said (its stderr last), or that it said nothing
-            said = " ".join(f"{result.stdout}\n{result.stderr}".split())[-300:]
-            failure = (
-                f"failed (exit {result.returncode}): {said}"
-                if said
-                else f"failed: no message from {Path(command[0]).name} (exit {result.returncode})"
-            )
-            if not retryable or attempt == attempts:
-                if cleanup and fatal is not None:
-                    self._cleanup(cleanup)
-                reason = fatal or f"{what} {failure}"
-                if retryable and attempts > 1:
-                    reason += f" (after {attempts} attempts)"
-                failure_error = TransferError(reason)
-                failure_error.fatal = fatal is not None
-                raise failure_error
-            log.warning(
-                "%s %s; retrying in %.0f s (attempt %d of %d)",
-                what,
-                failure,
-                self.settings.delay,
-                attempt + 1,
-                attempts,
-            )
-            time.sleep(self.settings.delay)
-        raise AssertionError("unreachable")
-
-    def _fatal_message(self, stderr: str, path: str) -> str | None:
-        for needle, message in FATAL_MESSAGES:
-            if needle in stderr:
-                return message.format(host=self.host, path=path)
-        return None
-
     def _remote(self, script: str, what: str, path: str, cleanup: str | None = None) -> subprocess.CompletedProcess:
-        return self._run([*self._ssh_command, "--", self.host, script], what, self.describe(path), cleanup)
+        return self.remote.run_script(script, what, self.describe(path), self._on_fatal(cleanup))
+
+    def _on_fatal(self, cleanup: str | None):
+        """What to do when a step fails for good: remove its partial copy (a full disk
+        is not left full)."""
+        return (lambda: self._cleanup(cleanup)) if cleanup else None
 
     def _rsync(
         self,
@@ -386,7 +291,7 @@ class SshStore(Store):
         failure that leaves less room there than that is a full disk, whatever rsync
         said (it may die with exit 11 and no message of the remote's ENOSPC)."""
         try:
-            return self._run([*self._rsync_base(), *options, "--", *sources, destination], what, path, cleanup)
+            return self.remote.rsync(options, sources, destination, what, path, self._on_fatal(cleanup))
         except TransferError as error:
             if not size or cleanup is None or getattr(error, "fatal", False):
                 raise
@@ -402,11 +307,7 @@ class SshStore(Store):
     def _free_bytes(self, relative: str) -> int | None:
         """Bytes available to us in the store's file system at ``relative`` (None if it
         cannot be told)."""
-        result = subprocess.run(
-            [*self._ssh_command, "--", self.host, f"df -Pk -- {shlex.quote(self._path(relative))} | tail -n 1"],
-            capture_output=True,
-            text=True,
-        )
+        result = self.remote.run_once(f"df -Pk -- {shlex.quote(self._path(relative))} | tail -n 1")
         fields = result.stdout.split()
         try:
             return int(fields[3]) * 1024 if result.returncode == 0 else None
@@ -421,23 +322,17 @@ class SshStore(Store):
         single file that folder is beside it, and would keep a full disk full)."""
         parent, name = posixpath.split(self._path(relative))
         kept = posixpath.join(parent, PARTIAL_DIR)
-        subprocess.run(
-            [
-                *self._ssh_command,
-                "--",
-                self.host,
-                f"rm -rf -- {shlex.quote(self._path(relative))} {shlex.quote(posixpath.join(kept, name))}; "
-                f"rmdir -- {shlex.quote(kept)} 2>/dev/null; true",
-            ],
-            capture_output=True,
-            text=True,
+        self.remote.run_once(
+            f"rm -rf -- {shlex.quote(self._path(relative))} {shlex.quote(posixpath.join(kept, name))}; "
+            f"rmdir -- {shlex.quote(kept)} 2>/dev/null; true"
         )
 
     # -- operations -------------------------------------------------------------------
 
-    def run_script(self, script: str, what: str) -> str:
+    def run_script(self, script: str, what: str, stdin: str | None = None) -> str:
         root = shlex.quote(self.root)
-        return self._remote(f"mkdir -p -- {root} && cd -- {root} && sh -c {shlex.quote(script)}", what, "").stdout
+        script = f"mkdir -p -- {root} && cd -- {root} && sh -c {shlex.quote(script)}"
+        return self.remote.run_script(script, what, self.describe(""), stdin=stdin).stdout
 
     def put_directory(self, files: dict[str, Path], relative_dir: str, guard: str | None = None) -> None:
         files = _by_name(files)
@@ -579,11 +474,7 @@ class SshStore(Store):
     def collect(self, relative_dir: str, file_name: str, cache: Path) -> Path:
         cache = Path(cache).absolute()
         cache.mkdir(parents=True, exist_ok=True)
-        probe = subprocess.run(
-            [*self._ssh_command, "--", self.host, f"test -d {shlex.quote(self._path(relative_dir))}"],
-            capture_output=True,
-            text=True,
-        )
+        probe = self.remote.run_once(f"test -d {shlex.quote(self._path(relative_dir))}")
         if probe.returncode == 1:  # nothing stored yet
             return cache
         self._rsync(

@@ -9,12 +9,13 @@ min_version("9.0")
 try:
     from mdcampaign import layout, runlock, shipped
     from mdcampaign.campaign import load_campaign
+    from mdcampaign.driver import run_ended, run_started
     from mdcampaign.configuration import (
         command_line_values,
         read_config_file,
         report_requested,
     )
-    from mdcampaign.errors import CampaignError
+    from mdcampaign.errors import CampaignError, TransferError
     from mdcampaign.guards import account_problem, check_started
     from mdcampaign.planning import Plan
     from mdcampaign.slurm_jobs import earlier_jobs_cancelled, patient_status_checks
@@ -70,6 +71,29 @@ onstart:
     ):
         patient_status_checks(config["slurm_patience_minutes"])
         earlier_jobs_cancelled(".", say=lambda text: print(text, file=sys.stderr))
+    # A site's run: the same campaign definition as the store's, and a heartbeat
+    # there every poll, which `mdcampaign status` reads (mdcampaign.driver).
+    global HEARTBEAT
+    try:
+        HEARTBEAT = run_started(
+            CAMPAIGN,
+            config,
+            CONFIG_FILE,
+            say=lambda text: print(text, file=sys.stderr),
+        )
+    except (CampaignError, TransferError) as error:
+        sys.exit(f"mdcampaign: {error}")
+
+
+onsuccess:
+    run_ended(HEARTBEAT, "finished")
+
+
+onerror:
+    run_ended(HEARTBEAT, "failed")
+
+
+HEARTBEAT = None
 
 
 # With --use-conda the job runs the environment's Python; otherwise the Python that

@@ -2,7 +2,7 @@
 spread over three sites, today's static assignment against pulling, both against a
 lower bound. No MD runs; the decisions are `mdcampaign.sites`' own.
 
-    python benchmarks/pulling.py [--seeds 5] [--simulations 500]
+    python benchmarks/pulling.py [--seeds 5] [--simulations 500] [--portable-checkpoints]
 
 The model (times in days):
 
@@ -35,6 +35,13 @@ The model (times in days):
   free)` as `pulling.SiteView` calls it: claimable = neither running, finished nor
   under an unexpired lease; live = sites holding claims; free = each site's capacity
   minus the claims it holds (queued jobs' slots count as free).
+- PULLING + HAND-OVER (issue 24; modelled, not yet built): as pulling, and a slot with
+  nothing to claim asks for the simulation running on another site that it would
+  finish soonest relative to its holder, if `sites.handover_gain` (its start, 2
+  minutes, included) reaches `HANDOVER_GAIN`; it waits for the end of the holder's
+  current segment (nothing redone) and continues it. A worker of a site with nothing
+  to claim submits a job for such hand-overs when they pay after its median queue wait.
+- --portable-checkpoints: any site resumes another's checkpoint (nothing redone).
 - LOWER BOUND: the availability integrated is that of workers that never run out of
   work: the same queue-wait draws, every job running its full wall time (killed at day
   2 on frontera in that scenario), the workstation always. The bound is the day at
@@ -60,7 +67,7 @@ import statistics
 import sys
 from dataclasses import dataclass, field, replace
 
-from mdcampaign.sites import Site, Work, assign, days, preferred_order
+from mdcampaign.sites import HANDOVER_GAIN, Site, Work, assign, days, handover_gain, preferred_order
 
 SITES = [Site("workstation", 300.0, 2), Site("stampede", 40.0, 40), Site("frontera", 200.0, 16)]
 
@@ -81,8 +88,11 @@ SEGMENTS = 10
 NS = (50, 100, 200)
 SIZES = (0.3, 3.0)
 SCENARIOS = {"all sites up": None, "frontera down from day 2 to day 3": ("frontera", 2.0, 3.0)}
-# Events at one moment: a simulation finishing at its job's wall time finishes; starts come last.
-FINISH, END, DOWN, LEASED, START = range(5)
+# Events at one moment: a simulation finishing at its job's wall time finishes, a
+# hand-over at a segment's end happens before the job ends; starts come last.
+FINISH, HANDOVER, END, DOWN, LEASED, START, NEXT = range(7)
+# Starting a handed-over simulation: the taker's slot polls the store, takes its records.
+HANDOVER_OVERHEAD = 2 / 1440
 
 
 def campaign(seed: int, simulations: int) -> list[Work]:
@@ -133,6 +143,7 @@ class Sim:
     lease: tuple[str, float] | None = None  # (site, expiry) of a killed job's claim
     finished: float | None = None
     ran_on: list = field(default_factory=list)  # (site, day claimed)
+    requested: bool = False  # a faster site asked for it at its current segment's end
 
     def remaining(self) -> Work:
         """What the claims show: the segments finished, not the checkpoints."""
@@ -146,6 +157,7 @@ class Slot:
     since: float = 0.0
     progress: float = 0.0  # segments of its simulation finished or checkpointed when it took it
     stopped: bool = False
+    waiting: Sim | None = None  # asked for that one, until its holder's segment ends
 
 
 @dataclass(eq=False)
@@ -154,12 +166,17 @@ class Job:
     worker: int
     slots: list[Slot] = field(default_factory=list)
     running: bool = False
+    ends: float = math.inf  # its wall time
 
 
 class Run:
-    def __init__(self, works: list[Work], pulling: bool, outage, queues: Queues):
+    def __init__(
+        self, works: list[Work], pulling: bool, outage, queues: Queues, handover: bool = False, portable: bool = False
+    ):
         self.sims = [Sim(work) for work in works]
-        self.pulling, self.outage, self.queues = pulling, outage, queues
+        self.pulling, self.outage, self.queues, self.handover = pulling, outage, queues, handover
+        self.portable = portable  # a checkpoint any site resumes (not today's: OpenMM's are per platform)
+        self.handovers = 0
         if not pulling:
             plan = assign(works, SITES, largest_first=True)
             for sim in self.sims:
@@ -222,18 +239,72 @@ class Run:
         """The slot takes the site's first preferred simulation, or stops for the rest of the job."""
         site = slot.job.site
         choice = self.preferred(site)
+        if not choice and self.handover and (asked := self.handover_candidate(slot)):
+            holder, sim, at = asked
+            sim.requested, slot.waiting = True, sim
+            self.push(at, HANDOVER, (holder, sim, slot))
+            return
         if not choice:
             slot.stopped = True
             if all(other.stopped for other in slot.job.slots):
                 self.end(slot.job, killed=False)
             return
-        sim = choice[0]
+        self.start(slot, choice[0])
+
+    def start(self, slot: Slot, sim: Sim) -> None:
+        site = slot.job.site
+        if self.portable and sim.checkpoint:
+            sim.checkpoint = (site.name, sim.checkpoint[1])
         if sim.checkpoint and sim.checkpoint[0] != site.name:
             self.redone += sim.checkpoint[1] * sim.work.ns / SEGMENTS * sim.work.size
         part = sim.checkpoint[1] if sim.checkpoint and sim.checkpoint[0] == site.name else 0.0
         slot.sim, slot.since, slot.progress, sim.slot, sim.lease = sim, self.now, sim.done + part, slot, None
         sim.ran_on.append((site.name, self.now))
         self.push(self.now + (SEGMENTS - slot.progress) * self.segment_days(sim, site), FINISH, (slot, sim))
+
+    def handover_candidate(self, slot: Slot) -> tuple[Slot, Sim, float] | None:
+        """The running simulation of another site that this slot's site would finish the
+        soonest relative to its holder (`sites.handover_gain`), taken over at the end of
+        the holder's current segment within this job's wall time; None if none pays."""
+        found = self.handover_candidates(slot.job.site, slot.job.ends, HANDOVER_OVERHEAD)
+        return max(found, key=lambda item: item[0])[1:] if found else None
+
+    def handover_candidates(self, site: Site, until: float, overhead: float) -> list[tuple[float, Slot, Sim, float]]:
+        """(days saved, holder's slot, simulation, when its segment ends) of every
+        simulation running elsewhere worth handing over to ``site``."""
+        found = []
+        for job in self.jobs:
+            if job.site is site:
+                continue
+            for holder in job.slots:
+                sim = holder.sim
+                if sim is None or sim.requested:
+                    continue
+                segment = self.segment_days(sim, job.site)
+                boundary = math.floor(holder.progress + (self.now - holder.since) / segment + 1e-9) + 1
+                at = holder.since + (boundary - holder.progress) * segment
+                if boundary >= SEGMENTS or at >= min(job.ends, until):
+                    continue
+                rest = replace(sim.work, ns=sim.work.ns * (SEGMENTS - boundary) / SEGMENTS)
+                gain = handover_gain(rest, job.site, site, {}, overhead)
+                if gain >= HANDOVER_GAIN:
+                    found.append((gain * days(rest, job.site, {}), holder, sim, at))
+        return found
+
+    def handed_over(self, holder: Slot, sim: Sim, taker: Slot) -> None:
+        """The holder's segment ended: it stores it and releases the simulation, which
+        the waiting slot takes (or, if the holder lost it meanwhile, looks again)."""
+        sim.requested, taker.waiting = False, None
+        if not taker.job.running:
+            return
+        if holder.sim is not sim:
+            self.take(taker)
+            return
+        sim.done = int(holder.progress + (self.now - holder.since) / self.segment_days(sim, holder.job.site) + 0.5)
+        sim.checkpoint, sim.slot, holder.sim = None, None, None
+        self.handovers += 1
+        self.start(taker, sim)
+        self.push(self.now, NEXT, holder)  # the holder's slot looks for its next one
 
     def end(self, job: Job, killed: bool) -> None:
         """The job ends; its simulations are left at their last segment, a killed job's
@@ -261,6 +332,9 @@ class Run:
             if not idle:
                 continue
             wanted = len(self.preferred(site))
+            if self.handover and not wanted:  # the tail: a job to take over what runs slower elsewhere
+                wait = BATCH[site.name].queue_median  # what the driver can expect of the queue
+                wanted = len(self.handover_candidates(site, math.inf, wait + HANDOVER_OVERHEAD))
             for key in idle:
                 others = sum(job is not None for (name, _), job in self.pending.items() if name == site.name)
                 if wanted <= others * BATCH[site.name].slots:
@@ -283,7 +357,8 @@ class Run:
                 what.running = True
                 self.jobs.append(what)
                 if BATCH[what.site.name].wall_time < math.inf:
-                    self.push(self.now + BATCH[what.site.name].wall_time, END, what)
+                    what.ends = self.now + BATCH[what.site.name].wall_time
+                    self.push(what.ends, END, what)
                 for slot in what.slots:
                     if what.running:
                         self.take(slot)
@@ -292,6 +367,11 @@ class Run:
                 if slot.sim is sim:  # not ended or killed meanwhile
                     sim.done, sim.finished, sim.checkpoint, sim.slot, slot.sim = SEGMENTS, self.now, None, None, None
                     self.take(slot)
+            elif kind == HANDOVER:
+                self.handed_over(*what)
+            elif kind == NEXT:
+                if what.job.running and what.sim is None and not what.stopped:
+                    self.take(what)
             elif kind == END and what.running:
                 self.end(what, killed=False)
             elif kind == DOWN:
@@ -339,45 +419,60 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--simulations", type=int, default=500)
+    parser.add_argument(
+        "--portable-checkpoints",
+        action="store_true",
+        help="what if any site could resume another's checkpoint (nothing redone when a simulation moves)",
+    )
     args = parser.parse_args()
+    portable = args.portable_checkpoints
     for scenario, outage in SCENARIOS.items():
         rows = []
         for seed in range(1, args.seeds + 1):
             works, queues = campaign(seed, args.simulations), Queues(seed)
-            static = Run(works, False, outage, queues).finish()
-            pulling = Run(works, True, outage, queues)
-            finished = pulling.finish()
+            static = Run(works, False, outage, queues, portable=portable).finish()
+            pulling = Run(works, True, outage, queues, portable=portable)
+            pulled = pulling.finish()
+            tail = Run(works, True, outage, queues, handover=True, portable=portable)
+            handed = tail.finish()
             total = sum(work.ns * work.size for work in works)
             rows.append(
                 (
                     seed,
                     static,
-                    finished,
+                    pulled,
+                    handed,
                     lower_bound(works, queues, outage),
                     pulling.redone / total,
-                    max(pulling.sims, key=lambda sim: sim.finished),
+                    tail.redone / total,
+                    tail.handovers,
+                    max(tail.sims, key=lambda sim: sim.finished),
                 )
             )
         print(f"\n### {scenario}\n")
         print(
-            "| seed | static | pulling | lower bound | pulling / bound | static / bound | pulling: work redone "
-            "| pulling's last simulation: ns × size, claims (site, day) |"
+            "| seed | static | pulling | pulling + hand-over | lower bound | static / bound | pulling / bound "
+            "| + hand-over / bound | work redone: pulling, + hand-over | hand-overs "
+            "| last simulation (hand-over): ns × size, claims (site, day) |"
         )
-        print("|---|---|---|---|---|---|---|---|")
-        for seed, static, pulled, bound, redone, last in rows:
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        for seed, static, pulled, handed, bound, redone, redone_tail, handovers, last in rows:
             claims = ", ".join(f"{site} {day:.1f}" for site, day in last.ran_on)
             print(
-                f"| {seed} | {static:.1f} | {pulled:.1f} | {bound:.1f} | {pulled / bound:.2f} | {static / bound:.2f} "
-                f"| {100 * redone:.1f}% | {last.work.ns:.0f} × {last.work.size:.2f}: {claims} |"
+                f"| {seed} | {static:.1f} | {pulled:.1f} | {handed:.1f} | {bound:.1f} | {static / bound:.2f} "
+                f"| {pulled / bound:.2f} | {handed / bound:.2f} | {100 * redone:.1f}%, {100 * redone_tail:.1f}% "
+                f"| {handovers} | {last.work.ns:.0f} × {last.work.size:.2f}: {claims} |"
             )
-        _, static, pulled, bound, redone, _ = zip(*rows, strict=True)
-        ratios = (
-            [p / b for p, b in zip(pulled, bound, strict=True)],
-            [s / b for s, b in zip(static, bound, strict=True)],
-        )
+        _, static, pulled, handed, bound, redone, redone_tail, handovers, _ = zip(*rows, strict=True)
+
+        def ratio(values, bound=bound):
+            return spread([v / b for v, b in zip(values, bound, strict=True)], 2)
+
         print(
-            f"| median (min–max) | {spread(static)} | {spread(pulled)} | {spread(bound)} | {spread(ratios[0], 2)} "
-            f"| {spread(ratios[1], 2)} | {spread([100 * r for r in redone], unit='%')} | |"
+            f"| median (min–max) | {spread(static)} | {spread(pulled)} | {spread(handed)} | {spread(bound)} "
+            f"| {ratio(static)} | {ratio(pulled)} | {ratio(handed)} "
+            f"| {spread([100 * r for r in redone], unit='%')}, {spread([100 * r for r in redone_tail], unit='%')} "
+            f"| {spread(handovers, 0)} | |"
         )
     return 0
 

@@ -19,7 +19,7 @@ from conftest import STRUCTURES, write_campaign
 from mdcampaign.claims import MAX_FAILURES, ClaimBoard
 from mdcampaign.errors import TransferError
 from mdcampaign.pulling import SiteView, dead_holders
-from mdcampaign.sites import Site, Work, preferred_order
+from mdcampaign.sites import HANDOVER_GAIN, Site, Work, handover_gain, preferred_order
 from mdcampaign.store import LocalStore
 
 # Seconds. Ages are whole seconds (the store's file times) and publishing needs a claim
@@ -348,3 +348,17 @@ def test_a_site_three_hours_ahead_shares_a_campaign_and_is_taken_over_only_after
     )
     assert status.returncode == 0 and "4 done" in status.stdout, status.stdout + status.stderr
     assert "note: this machine's clock is 3.0 h ahead of the store's" in status.stdout
+
+
+def test_a_hand_over_pays_only_when_the_rest_finishes_a_quarter_sooner_its_start_included():
+    """The rule the tail hand-over is modelled with (benchmarks/pulling.py)."""
+    slow, fast, same = Site("slow", 40.0, 8), Site("fast", 300.0, 2), Site("same", 40.0, 8)
+    rest = Work("a/r1", "a", 20.0, 1.0)  # 0.5 days on slow, 0.067 on fast
+    assert handover_gain(rest, slow, fast, {}) == pytest.approx(1 - 40 / 300)
+    assert handover_gain(rest, slow, same, {}) == pytest.approx(0.0)
+    assert handover_gain(rest, fast, slow, {}) < 0
+    # a start that costs most of the gain (a queue wait) makes it not worth asking
+    assert handover_gain(rest, slow, fast, {}, overhead_days=0.4) < HANDOVER_GAIN
+    # measured speeds decide when there are any
+    assert handover_gain(rest, slow, fast, {("fast", "a"): 45.0}) < HANDOVER_GAIN
+    assert handover_gain(Work("a/r1", "a", 0.0, 1.0), slow, fast, {}) == 0.0

@@ -119,6 +119,25 @@ def projected_days(
 LEAVE_TO_FASTER = 2.0
 
 
+# A site asks for another site's running simulation only when it would finish the rest
+# this much sooner, the hand-over included (the tail of a campaign; `handover_gain`).
+HANDOVER_GAIN = 0.25
+
+
+def handover_gain(
+    rest: Work, holder: Site, taker: Site, speeds: dict[tuple[str, str], float], overhead_days: float = 0.0
+) -> float:
+    """The share of the time a simulation's ``rest`` (what is left after the holder's
+    current segment) would take on its ``holder`` that ``taker`` saves by taking it
+    over at that segment's end, its ``overhead_days`` (starting it there) included:
+    0.25 means it finishes in three quarters of the time. Worth asking for at
+    ``HANDOVER_GAIN`` or more."""
+    there = days(rest, holder, speeds)
+    if there <= 0:
+        return 0.0
+    return 1.0 - (days(rest, taker, speeds) + overhead_days) / there
+
+
 def preferred_order(
     site: Site,
     claimable: list[Work],

@@ -35,9 +35,9 @@ The model (times in days):
   free)` as `pulling.SiteView` calls it: claimable = neither running, finished nor
   under an unexpired lease; live = sites holding claims; free = each site's capacity
   minus the claims it holds (queued jobs' slots count as free).
-- PULLING + HAND-OVER (issue 24; modelled, not yet built): as pulling, and a slot with
+- PULLING + HAND-OVER (issue 24; `pulljob.StoreClaimer` and `await_work` do it): as pulling, and a slot with
   nothing to claim asks for the simulation running on another site that it would
-  finish soonest relative to its holder, if `sites.handover_gain` (its start, 2
+  finish soonest relative to its holder, if `sites.handover_gain` (its start, 2.5
   minutes, included) reaches `HANDOVER_GAIN`; it waits for the end of the holder's
   current segment (nothing redone) and continues it. A worker of a site with nothing
   to claim submits a job for such hand-overs when they pay after its median queue wait.
@@ -67,7 +67,16 @@ import statistics
 import sys
 from dataclasses import dataclass, field, replace
 
-from mdcampaign.sites import HANDOVER_GAIN, Site, Work, assign, days, handover_gain, preferred_order
+from mdcampaign.sites import (
+    HANDOVER_GAIN,
+    HANDOVER_START_SECONDS,
+    Site,
+    Work,
+    assign,
+    days,
+    handover_gain,
+    preferred_order,
+)
 
 SITES = [Site("workstation", 300.0, 2), Site("stampede", 40.0, 40), Site("frontera", 200.0, 16)]
 
@@ -91,8 +100,9 @@ SCENARIOS = {"all sites up": None, "frontera down from day 2 to day 3": ("fronte
 # Events at one moment: a simulation finishing at its job's wall time finishes, a
 # hand-over at a segment's end happens before the job ends; starts come last.
 FINISH, HANDOVER, END, DOWN, LEASED, START, NEXT = range(7)
-# Starting a handed-over simulation: the taker's slot polls the store, takes its records.
-HANDOVER_OVERHEAD = 2 / 1440
+# Starting a handed-over simulation: two polls of the store (a minute each, as the
+# profiles poll) and the start itself, as `pulling.SiteView.handover_candidates` counts it.
+HANDOVER_OVERHEAD = (2 * 60 + HANDOVER_START_SECONDS) / 86400
 
 
 def campaign(seed: int, simulations: int) -> list[Work]:

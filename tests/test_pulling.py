@@ -362,3 +362,97 @@ def test_a_hand_over_pays_only_when_the_rest_finishes_a_quarter_sooner_its_start
     # measured speeds decide when there are any
     assert handover_gain(rest, slow, fast, {("fast", "a"): 45.0}) < HANDOVER_GAIN
     assert handover_gain(Work("a/r1", "a", 0.0, 1.0), slow, fast, {}) == 0.0
+
+
+def test_a_hand_over_request_reaches_the_holder_and_reserves_the_released_claim_for_the_asker(tmp_path):
+    claims = board(tmp_path)
+    lease = claims.claim("sys/r1", 5, "slow+job1.s0", site="slow").lease
+    assert claims.ask("sys/r1", lease.generation, "fast")
+    listing = claims.listing()
+    assert listing.of("sys/r1").asked_by == "fast" and listing.of("sys/r1").age < LEASE, "asking renews nothing"
+    asked: dict = {}
+    assert claims.renew([lease], asked) == set() and asked == {lease: "fast"}
+    claims.release(lease)  # the holder, at the end of its segment
+    assert claims.listing().of("sys/r1").reserved_for(LEASE) == "fast"
+    # for a lease, nobody else takes it: not the holder's site, not a third one
+    for holder, site in (("slow+job1.s1", "slow"), ("other+job2.s0", "other")):
+        refused = claims.claim("sys/r1", 5, holder, site=site)
+        assert (refused.outcome, refused.detail) == ("reserved", "fast"), refused
+    taken = claims.claim("sys/r1", 5, "fast+job3.s0", site="fast")
+    assert taken.outcome == "claimed" and taken.lease.generation > lease.generation
+    assert claims.listing().of("sys/r1").requests == [], "a new claim clears the requests"
+    # a request for a claim that is no longer held is refused, and one can be withdrawn
+    assert not claims.ask("sys/r1", lease.generation, "other")
+    assert claims.ask("sys/r1", taken.lease.generation, "other")
+    claims.withdraw("sys/r1", taken.lease.generation, "other")
+    assert claims.listing().of("sys/r1").asked_by is None
+    # a hostile site name stays one file name, quoted
+    with pytest.raises(ValueError):
+        claims.ask("sys/r1", taken.lease.generation, "../x")
+    assert claims.ask("sys/r1", taken.lease.generation, "a;touch pwned")
+    assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.slow
+def test_the_tail_a_much_faster_site_with_nothing_to_claim_takes_over_at_a_segment_end(tmp_path):
+    """Site `slow` (OpenMM's Reference platform: about 9x slower than CPU on this
+    solvated peptide) runs the campaign's only simulation; site `fast` (CPU) starts once
+    `slow` has stored a segment:
+    with nothing to claim it asks for it; `slow` stores the segment it runs, releases
+    it, and `fast` continues from that segment's end. Exact, each segment simulated
+    and stored once, nothing redone."""
+    from conftest import REPO, SNAKEFILE
+    from test_pulling_ssh import ALA, assert_exact, claims_of, fetches
+
+    store = tmp_path / "store"
+    spec = {
+        "slow": {"scratch": str(tmp_path / "scratch-slow"), "ns_per_day": 10, "capacity": 1},
+        "fast": {"scratch": str(tmp_path / "scratch-fast"), "ns_per_day": 10000, "capacity": 1},
+    }
+    folders = {
+        name: write_campaign(
+            tmp_path / f"at-{name}",
+            systems=[{"id": "ala", "structure": ALA, "replicas": 1, "solvent": "explicit", "forcefield": "amber14"}],
+            protocol={"segment_ns": 0.006, "target_ns": 0.03, "frame_interval_ps": 1.0, "checkpoint_interval_ps": 2.0},
+            store=str(store),
+            sites=spec,
+            site=name,
+            platform={"slow": "Reference", "fast": "CPU"}[name],
+            pulling={"lease_minutes": 0.5, "poll_seconds": 1},
+        )
+        for name in spec
+    }
+    command = ["snakemake", "-s", str(SNAKEFILE), "--profile", str(REPO / "profiles" / "local")]
+
+    def start(name: str) -> subprocess.Popen:
+        out = open(folders[name] / "snakemake.out", "w")  # noqa: SIM115 - the process writes it while it runs
+        return subprocess.Popen(command, cwd=folders[name], stdout=out, stderr=subprocess.STDOUT)
+
+    runs = {"slow": start("slow")}
+    deadline = time.time() + 300
+    while time.time() < deadline and claims_of(str(store), "ala/r1").get("done", 0) < 1:
+        assert runs["slow"].poll() is None, (folders["slow"] / "snakemake.out").read_text()[-3000:]
+        time.sleep(0.5)
+    assert claims_of(str(store), "ala/r1").get("done", 0) >= 1, "slow never stored its first segment"
+    runs["fast"] = start("fast")
+    for name, run in runs.items():
+        assert run.wait(timeout=900) == 0, (folders[name] / "snakemake.out").read_text()[-5000:]
+    assert_exact(str(store), ["ala/r1"], 5, 1.0)
+    by_site = {}
+    for path in sorted((store / "sims" / "ala" / "r1" / "segments").glob("*/manifest.json")):
+        by_site[path.parent.name] = json.loads(path.read_text())["site"]
+    assert by_site["0000"] == "slow" and by_site["0004"] == "fast", by_site
+    handed_at = min(segment for segment, site in by_site.items() if site == "fast")
+    assert all(site == "slow" for segment, site in by_site.items() if segment < handed_at), by_site
+    counts = {name: fetches(folder) for name, folder in folders.items()}
+    every = [("ala/r1", f"{k:04d}") for k in range(5)]
+    assert {seg: sum(c.get(seg, 0) for c in counts.values()) for seg in every} == dict.fromkeys(every, 1), counts
+    logs = {
+        name: "\n".join(p.read_text() for p in (folder / "logs").rglob("*.log")) for name, folder in folders.items()
+    }
+    assert "asked site slow for ala/r1" in logs["fast"], logs["fast"][-3000:]
+    assert f"ala/r1 handed over to site fast at segment {int(handed_at)}" in logs["slow"], logs["slow"][-3000:]
+    assert "lease lost" not in logs["slow"] + logs["fast"], "a hand-over is a release, never a takeover"
+    # nothing redone: each segment was simulated at one site only
+    simulated = [log.stem for folder in folders.values() for log in (folder / "logs" / "simulate").rglob("*.log")]
+    assert sorted(simulated) == [f"{k:04d}" for k in range(5)], simulated

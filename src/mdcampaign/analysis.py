@@ -105,10 +105,31 @@ def analyze(
     if len(dssp):
         for column in ("helix", "strand", "coil"):
             summary[f"{column}_fraction"] = _round(dssp[column].mean())
+    series = {"rmsd_nm": (time_ps, rmsd), "rg_nm": (time_ps, rg), "temperature_K": (None, thermo["temperature_K"])}
+    if len(dssp):
+        series.update({f"{column}_fraction": (time_ps, dssp[column]) for column in ("helix", "strand")})
+    summary["statistics"] = equilibrated_estimates(series)
     atomic_write_json(out["json"], summary)
     plot(time_ps, rmsd, rg, rmsf_table, dssp, thermo, title, out["png"])
     log.info("analyzed %s: %d frames, RMSD %.3f nm, Rg %.3f nm", title, traj.n_frames, rmsd.mean(), rg.mean())
     return summary
+
+
+def equilibrated_estimates(series: dict[str, tuple]) -> dict[str, dict]:
+    """Per observable (name: (times in ps or None, values)): the mean after the
+    equilibration cut, its autocorrelation-corrected error, and where the cut fell."""
+    from .uncertainty import replica_estimate
+
+    estimates = {}
+    for name, (times, values) in series.items():
+        values = np.asarray(values, dtype=float)
+        estimate = replica_estimate(values)
+        record = estimate.to_json()
+        record["mean"], record["error"] = _round(estimate.mean, 6), _round(estimate.error, 6)
+        if times is not None and len(times) and estimate.cut < len(times):
+            record["equilibrated_from_ps"] = _round(float(times[estimate.cut]), 3)
+        estimates[name] = record
+    return estimates
 
 
 def _make_whole(traj):

@@ -19,6 +19,9 @@ In the store, per simulation::
         analyzed-0007                 the analysis of that many segments is in the store
         origin+<site>                 where segment 0 ran (for migrate: false)
         speed+<site>+<ns/day>         the last measured speed there
+        handover+<claim>+<site>/      a site asks to take that claim over at the end of
+                                      its holder's segment; once released, it is
+                                      that site's for a lease (the tail hand-over)
 
 A holder that lost its claim (a newer claim exists, or its own was released) stops
 and discards: publishing a segment runs `guard_script` in the same step as the
@@ -95,6 +98,19 @@ class SimulationClaims:
     age: float | None = None  # seconds since the newest claim was renewed (store clock)
     failures: int = 0
     speeds: dict = field(default_factory=dict)  # site -> last measured ns/day
+    requests: list = field(default_factory=list)  # [claim, site] of each hand-over request
+
+    @property
+    def asked_by(self) -> str | None:
+        """The site that asked to take over the newest claim (the first by name)."""
+        sites = sorted(site for generation, site in self.requests if generation == self.generation)
+        return sites[0] if sites else None
+
+    def reserved_for(self, lease_seconds: float) -> str | None:
+        """The site a hand-over released the newest claim to, for a lease after its release."""
+        if self.ended == "released" and self.age is not None and self.age < lease_seconds:
+            return self.asked_by
+        return None
 
     @property
     def holder_site(self) -> str | None:
@@ -230,8 +246,10 @@ class ClaimBoard:
                 elif entry.startswith("speed+"):
                     _, site, speed = entry.split("+", 2)
                     claims.speeds[site] = float(speed)
+                elif entry.startswith("handover+") and entry.count("+") == 2:
+                    claims.requests.append(entry.split("+", 2)[1:])
         for name, rest, _ in entries:
-            if len(rest) != 2:
+            if len(rest) != 2 or rest[0].startswith("handover+"):
                 continue
             claims = sims[name]
             generation, entry = rest
@@ -280,8 +298,9 @@ class ClaimBoard:
             return ClaimResult(outcome, int(words[2]), Lease(simulation, words[1], holder))
         return ClaimResult(outcome, done, detail=" ".join(words[2:]))
 
-    def renew(self, leases: list[Lease]) -> set[Lease]:
-        """Renew every lease in one operation; the ones that were lost."""
+    def renew(self, leases: list[Lease], asked: dict | None = None) -> set[Lease]:
+        """Renew every lease in one operation; the ones that were lost. The ones another
+        site asked to take over (`ask`) are put in ``asked``: lease -> that site."""
         if not leases:
             return set()
         calls = ["clock || exit 3"]
@@ -289,7 +308,36 @@ class ClaimBoard:
             values = {"d": simulation_dir(lease.simulation), "g": lease.generation, "holder": lease.holder}
             calls.append("; ".join(f"{k}={shlex.quote(v)}" for k, v in values.items()) + f"; renew {number}")
         out = self.store.run_script(self._script("\n".join(calls)), "renewing claims")
-        return {leases[int(word)] for word in out.split()}
+        lost = set()
+        for word in out.split():
+            if word.startswith("h"):
+                number, _, site = word[1:].partition("+")
+                if asked is not None:
+                    asked[leases[int(number)]] = site
+            else:
+                lost.add(leases[int(word)])
+        return lost
+
+    def ask(self, simulation: str, generation: str, site: str) -> bool:
+        """Ask, for ``site``, to take over ``simulation``'s claim ``generation`` at the end
+        of its holder's current segment; False if that claim is no longer held."""
+        out = self._run(
+            "ask",
+            f"asking for {simulation}",
+            d=simulation_dir(simulation),
+            g=_file_name_part(generation, "claim"),
+            site=_file_name_part(site, "site"),
+        )
+        return out.strip() == "asked"
+
+    def withdraw(self, simulation: str, generation: str, site: str) -> None:
+        self._run(
+            "withdraw",
+            f"withdrawing the request for {simulation}",
+            d=simulation_dir(simulation),
+            g=_file_name_part(generation, "claim"),
+            site=_file_name_part(site, "site"),
+        )
 
     def guard_script(self, lease: Lease) -> str:
         """A script that succeeds only while ``lease`` is held and was renewed less than

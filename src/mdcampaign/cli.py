@@ -176,7 +176,7 @@ def cmd_summary(args) -> int:
 
     campaign, config = _load(args, check=False)
     store = _store(campaign, config)
-    rows = []
+    rows, replicas = [], {}
     with tempfile.TemporaryDirectory(prefix="mdcampaign-summary-") as cache:
         # the store's analyses: the store itself, or a copy mirroring it
         base = store.collect(layout.STORE_SIMS, "analysis.json", Path(cache) / layout.STORE_SIMS).parent
@@ -185,6 +185,7 @@ def cmd_summary(args) -> int:
             earlier = sorted(current.parent.parent.glob(f"[0-9]*/{current.name}"))
             path = current if current.exists() else (earlier[-1] if earlier else None)
             analysis = json.loads(path.read_text()) if path else {}
+            replicas.setdefault(simulation.system, []).append(analysis)
             row = summary_row(simulation_identity(simulation), analysis)
             row["status"] = "analyzed" if path == current else ("partly analyzed" if path else "pending")
             row["site"] = simulation.site or ""
@@ -192,8 +193,11 @@ def cmd_summary(args) -> int:
     out = Path(args.directory) / layout.RESULTS
     out.mkdir(parents=True, exist_ok=True)
     table, figure = out / "campaign_summary.tsv", out / "campaign_summary.png"
-    write_summary(rows, table, figure, campaign.name)
-    store.put_directory({"campaign_summary.tsv": table, "campaign_summary.png": figure}, "summary")
+    systems = out / "campaign_systems.tsv"
+    write_summary(rows, table, figure, campaign.name, (systems, replicas))
+    store.put_directory(
+        {"campaign_summary.tsv": table, "campaign_summary.png": figure, "campaign_systems.tsv": systems}, "summary"
+    )
     pending = sum(1 for row in rows if row["status"] == "pending")
     print(
         f"{table}: {len(rows)} simulations, {len(rows) - pending} analyzed, {pending} pending; "

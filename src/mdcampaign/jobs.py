@@ -494,10 +494,12 @@ def summary(smk) -> None:
             analyses = [str(base / path) for path in analyses]
         rows = []
         setups: dict[str, dict] = {}
+        replicas: dict[str, list[dict]] = {}
         for sim, path in zip(smk.params.simulations, analyses, strict=True):
             if not os.path.exists(path):
                 if smk.params.store:  # given up, or pinned to a site that has not finished
                     rows.append({**summary_row(sim, {}), "status": "not analyzed"})
+                    replicas.setdefault(sim["system"], []).append({})
                     continue
                 raise DataError(
                     f"the analysis of {sim['simulation']} is missing ({path}); delete "
@@ -506,8 +508,16 @@ def summary(smk) -> None:
             if sim["system"] not in setups:  # another site's systems may be set up elsewhere only
                 setup = Path(layout.setup_info(sim["system"]))
                 setups[sim["system"]] = setup_columns(read_json(setup) if setup.exists() else {})
-            rows.append({**summary_row(sim, read_json(path)), **setups[sim["system"]]})
-        write_summary(rows, Path(smk.output.table), Path(smk.output.figure), smk.params.campaign)
+            analysis = read_json(path)
+            replicas.setdefault(sim["system"], []).append(analysis)
+            rows.append({**summary_row(sim, analysis), **setups[sim["system"]]})
+        write_summary(
+            rows,
+            Path(smk.output.table),
+            Path(smk.output.figure),
+            smk.params.campaign,
+            (Path(smk.output.systems), replicas),
+        )
         from .report_figures import plot_rule_graph, plot_timelines
 
         plot_rule_graph(Path(smk.output.workflow), smk.params.mode, smk.params.campaign)

@@ -53,9 +53,10 @@ class Member:
     n_segments: int
     protocol: dict
     seed: int
-    state: str = "waiting"  # waiting, running, done, paused, failed, lost (its claim)
+    state: str = "waiting"  # waiting, running, done, paused, failed, lost (its claim), handed over
     failure: str | None = None
     lease: Lease | None = None  # its claim in the store, when pulled
+    asked_by: str | None = None  # a faster site asked to take it over after this segment
     frame_interval_ps: float = 0.0  # for its analysis, when pulled
 
     @property
@@ -91,13 +92,13 @@ class Batch:
     processes: dict = field(default_factory=dict)  # slot -> running Popen
     claimer: Claimer | None = None  # pulling: where free slots get their next simulation
 
-    def take(self, slot: Slot) -> Member | None:
+    def take(self, slot: Slot) -> Member | Asked | None:
         with self.lock:
             if self.stopping or self.time_is_up() or self.draining():
                 return None
             if self.claimer is not None:
                 member = self.claimer.next(slot)
-                if member is not None:
+                if isinstance(member, Member):
                     member.state = "running"
                     self.members.append(member)
                 return member
@@ -144,12 +145,21 @@ class Batch:
         log.warning("received %s: the running segments checkpoint and stop", signal.Signals(signum).name)
 
 
+class Asked:
+    """What `Claimer.next` gives a slot that asked another site for a simulation (the
+    tail hand-over): nothing yet, ask again after ``Claimer.poll_seconds``."""
+
+
+ASKED = Asked()
+
+
 class Claimer:
     """What a pulling job's free slots take (implemented in pulljob.py)."""
 
     board: ClaimBoard
+    poll_seconds: float = 30.0
 
-    def next(self, slot: Slot) -> Member | None:
+    def next(self, slot: Slot) -> Member | Asked | None:
         raise NotImplementedError
 
     def finish(self, member: Member) -> None:
@@ -226,8 +236,9 @@ def _renew_claims(batch: Batch, stop: threading.Event) -> None:
     board = batch.claimer.board
     while not stop.wait(board.lease_seconds / RENEWALS_PER_LEASE):
         held = batch.held()
+        asked: dict = {}
         try:
-            lost = board.renew([m.lease for m in held])
+            lost = board.renew([m.lease for m in held], asked)
         except Exception as error:  # noqa: BLE001 - the store may come back; the segments go on meanwhile
             log.warning(
                 "could not renew the claims (%s); trying again in %.0f s",
@@ -238,6 +249,13 @@ def _renew_claims(batch: Batch, stop: threading.Event) -> None:
         for member in held:
             if member.lease in lost and not _reclaimed(batch, member):
                 batch.lose(member)
+            elif member.lease in asked and member.asked_by is None:
+                member.asked_by = asked[member.lease]
+                log.info(
+                    "%s: site %s asked to take it over; it goes there after this segment",
+                    member.name,
+                    asked[member.lease],
+                )
 
 
 def _reclaimed(batch: Batch, member: Member) -> bool:
@@ -249,6 +267,9 @@ def _reclaimed(batch: Batch, member: Member) -> bool:
 
 def _slot_loop(batch: Batch, slot: Slot, threads: int) -> None:
     while (member := batch.take(slot)) is not None:
+        if member is ASKED:  # another site's simulation, at the end of its segment there
+            time.sleep(batch.claimer.poll_seconds)
+            continue
         while member.state == "running":
             segment = member.fetched()
             if segment >= member.n_segments:
@@ -258,6 +279,16 @@ def _slot_loop(batch: Batch, slot: Slot, threads: int) -> None:
                 break
             if batch.stopping or batch.time_is_up() or batch.draining():
                 member.state = "paused"
+                break
+            if member.asked_by is not None:  # the tail hand-over, at a segment's end
+                member.state = "handed over"
+                log.info(
+                    "slot %d: %s handed over to site %s at segment %d",
+                    slot.index,
+                    member.name,
+                    member.asked_by,
+                    segment,
+                )
                 break
             outcome = _run_segment(batch, member, segment, slot, threads)
             if outcome != "done":

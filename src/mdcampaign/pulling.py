@@ -13,12 +13,12 @@ import math
 import os
 import socket
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from . import layout
 from .campaign import Campaign
 from .claims import MAX_FAILURES, Listing
-from .sites import planning_work, preferred_order
+from .sites import HANDOVER_GAIN, HANDOVER_START_SECONDS, days, handover_gain, planning_work, preferred_order
 from .systems import Simulation
 
 
@@ -100,8 +100,47 @@ class SiteView:
             if not self.complete(s) and not self.given_up(s) and not self.bound_elsewhere(s)
         ]
 
+    def reserved_elsewhere(self, simulation: Simulation) -> bool:
+        """Released by a hand-over to another site, which takes it within a lease."""
+        reserved = self.listing.of(simulation.name).reserved_for(self.campaign.pulling.lease_seconds)
+        return reserved is not None and reserved != self.campaign.site
+
     def claimable(self) -> list[Simulation]:
-        return [s for s in self.unfinished() if not self.held(s)]
+        return [s for s in self.unfinished() if not self.held(s) and not self.reserved_elsewhere(s)]
+
+    def handover_candidates(self) -> list[tuple[Simulation, float]]:
+        """What this site, with nothing left to claim, may ask for (the tail of a
+        campaign): simulations another live site runs that this one would finish at
+        least ``HANDOVER_GAIN`` sooner from the end of the holder's current segment, by
+        the recorded speeds (`sites.handover_gain`; its start here included); never
+        one pinned to a site or kept where it started by ``migrate: false``. Each with
+        the seconds a segment takes its holder; the largest saving first."""
+        campaign = self.campaign
+        here = campaign.sites[campaign.site]
+        speeds = self.measured_speeds()
+        start_days = (2 * campaign.pulling.poll_seconds + HANDOVER_START_SECONDS) / 86400
+        found = []
+        for simulation in self.unfinished():
+            claims = self.listing.of(simulation.name)
+            holder = campaign.sites.get(claims.holder_site or "")
+            if (
+                holder is None
+                or holder.name == campaign.site
+                or not self.held(simulation)
+                or claims.asked_by is not None
+                or simulation.site is not None
+                or not campaign.may_migrate(simulation)
+            ):
+                continue
+            after = (claims.done + 1) * simulation.protocol.segment_ns  # its holder ends the segment it runs
+            (rest,) = planning_work([simulation], campaign.systems, {simulation.name: after})
+            if rest.ns <= 0:
+                continue
+            gain = handover_gain(rest, holder, here, speeds, start_days)
+            if gain >= HANDOVER_GAIN:
+                segment = replace(rest, ns=simulation.protocol.segment_ns)
+                found.append((-gain * days(rest, holder, speeds), simulation, days(segment, holder, speeds) * 86400))
+        return [(simulation, seconds) for _, simulation, seconds in sorted(found, key=lambda item: item[0])]
 
     def live_sites(self) -> dict[str, int]:
         """Sites holding live claims, and how many each holds."""

@@ -17,7 +17,7 @@ from .campaign import Campaign
 from .claims import ClaimBoard, Listing, holder_name
 from .errors import DataError, TransferError
 from .files import atomic_write_text
-from .packing import Claimer, Member
+from .packing import ASKED, Asked, Claimer, Member
 from .pulling import SiteView, dead_holders, workers
 from .records import read_manifest, write_fetched_marker, write_manifest
 from .runs import iso_time
@@ -46,15 +46,17 @@ class StoreClaimer(Claimer):
         self.board = claim_board(campaign, store)
         self.root = Path(root)
         self.tried: set[str] = set()  # simulations this job took once already
+        self.poll_seconds = campaign.pulling.poll_seconds
+        self.asking: dict[int, tuple[str, str, float]] = {}  # slot -> (simulation, claim, until when)
 
-    def next(self, slot: Slot) -> Member | None:
+    def next(self, slot: Slot) -> Member | Asked | None:
         try:
             return self._next(slot)
         except (TransferError, DataError) as error:  # the store is unreachable or a record unreadable
             log.warning("slot %d: cannot take work now (%s); this slot stops", slot.index, error)
             return None
 
-    def _next(self, slot: Slot) -> Member | None:
+    def _next(self, slot: Slot) -> Member | Asked | None:
         listing = self.board.listing()
         view = SiteView(self.campaign, listing, frozenset(dead_holders(listing, self.campaign.site)))
         for simulation in view.preferred():
@@ -113,6 +115,38 @@ class StoreClaimer(Claimer):
                 lease=result.lease,
                 frame_interval_ps=simulation.protocol.frame_interval_ps,
             )
+        return self._ask(slot, view)
+
+    def _ask(self, slot: Slot, view: SiteView) -> Asked | None:
+        """Nothing left to claim: wait for what this slot asked another site for (it was
+        claimable above once released), or ask for the best hand-over candidate."""
+        site = self.campaign.site
+        if slot.index in self.asking:
+            name, generation, until = self.asking[slot.index]
+            claims = view.listing.of(name)
+            still_held = claims.generation == generation and claims.ended is None
+            if still_held and time.time() < until:
+                return ASKED
+            del self.asking[slot.index]
+            if still_held:  # its holder did not get to the end of its segment in time
+                log.info("slot %d: %s: no longer waiting for site %s", slot.index, name, claims.holder_site)
+                self.board.withdraw(name, generation, site)
+        asked = {name for name, _, _ in self.asking.values()}
+        for simulation, segment_seconds in view.handover_candidates():
+            claims = view.listing.of(simulation.name)
+            if simulation.name in asked or simulation.name in self.tried:
+                continue
+            if self.board.ask(simulation.name, claims.generation, site):
+                until = time.time() + 1.5 * segment_seconds + 2 * self.campaign.pulling.lease_seconds
+                self.asking[slot.index] = (simulation.name, claims.generation, until)
+                log.info(
+                    "slot %d: asked site %s for %s (it would finish sooner here); it comes at the end of its "
+                    "segment there",
+                    slot.index,
+                    claims.holder_site,
+                    simulation.name,
+                )
+                return ASKED
         return None
 
     def finish(self, member: Member) -> None:
@@ -221,6 +255,9 @@ def await_work(campaign: Campaign, store: Store, digest_dir: Path, worker: int, 
                     pulling = pending_pulls(digest_dir, workers(campaign), exclude=worker)
                     if len(preferred) > pulling * slots:
                         decision = {"next": "pull", "claimable": len(preferred), "other_jobs_pulling": pulling}
+                    elif not preferred and not pulling and (asks := view.handover_candidates()):
+                        # the tail: a job whose slot asks for what runs much slower elsewhere
+                        decision = {"next": "pull", "claimable": 0, "handover": asks[0][0].name}
                 if decision is not None:
                     decision.update(
                         worker=worker,

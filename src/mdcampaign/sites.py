@@ -122,6 +122,9 @@ LEAVE_TO_FASTER = 2.0
 # A site asks for another site's running simulation only when it would finish the rest
 # this much sooner, the hand-over included (the tail of a campaign; `handover_gain`).
 HANDOVER_GAIN = 0.25
+# What starting a handed-over simulation costs besides the polls (a pull job's start,
+# taking its records from the store).
+HANDOVER_START_SECONDS = 30
 
 
 def handover_gain(

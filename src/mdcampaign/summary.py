@@ -26,6 +26,81 @@ ANALYSIS_COLUMNS = (
 )
 
 
+# Observables with an equilibrated estimate per replica and across replicas
+# (analysis.equilibrated_estimates, mdcampaign.uncertainty).
+STATISTICS = ("rmsd_nm", "rg_nm", "helix_fraction", "strand_fraction", "temperature_K")
+NOT_AVAILABLE = "n/a"
+
+
+def statistics_columns(analysis: dict) -> dict:
+    """A replica's equilibrated means and errors as table columns: a number, or n/a
+    with its reason in ``statistics_notes`` (never NaN)."""
+    if not analysis:
+        return {}
+    stats = analysis.get("statistics")
+    row, notes = {}, []
+    for name in STATISTICS:
+        record = (stats or {}).get(name)
+        if stats is None:
+            reason = "analyzed by an earlier mdcampaign, without statistics: redo its analysis for them"
+        elif record is None:
+            reason = "not computed for this system (no protein residues)" if "fraction" in name else "not computed"
+        else:
+            reason = record.get("reason")
+        record = record or {}
+        row[f"{name}_eq_mean"] = _or_na(record.get("mean"))
+        row[f"{name}_eq_error"] = _or_na(record.get("error"))
+        row[f"{name}_eq_from_ps"] = _or_na(record.get("equilibrated_from_ps"))
+        if reason and (record.get("mean") is None or record.get("error") is None):
+            notes.append(f"{name}: {reason}")
+    if stats is None:
+        notes = [notes[0].split(": ", 1)[1]] if notes else []
+    row["statistics_notes"] = "; ".join(notes)
+    return row
+
+
+def system_statistics(analyses: dict[str, list[dict]]) -> pd.DataFrame:
+    """One row per system (``analyses``: system -> its replicas' analysis records): the
+    mean over replicas of each observable with its standard error, and whether the
+    replicas agree within their own errors (chi-squared p >= 0.01)."""
+    from .uncertainty import ReplicaEstimate, across_replicas
+
+    rows = []
+    for system, records in analyses.items():
+        row, notes = {"system": system, "replicas_analyzed": sum(1 for r in records if r)}, []
+        for name in STATISTICS:
+            estimates = [
+                ReplicaEstimate(
+                    (r.get("statistics") or {}).get(name, {}).get("mean"),
+                    (r.get("statistics") or {}).get(name, {}).get("error"),
+                    0,
+                    None,
+                    (r.get("statistics") or {}).get(name, {}).get("reason")
+                    or ("no statistics in its analysis" if r else "not analyzed"),
+                )
+                for r in records
+            ]
+            estimate = across_replicas(estimates)
+            row[f"{name}_mean"] = _or_na(_rounded(estimate.mean))
+            row[f"{name}_se"] = _or_na(_rounded(estimate.error))
+            row[f"{name}_agreement_p"] = _or_na(_rounded(estimate.p_agree))
+            agree = estimate.replicas_agree
+            row[f"{name}_replicas_agree"] = NOT_AVAILABLE if agree is None else ("yes" if agree else "no")
+            if estimate.reason:
+                notes.append(f"{name}: {estimate.reason}")
+        row["notes"] = "; ".join(notes)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _rounded(value):
+    return None if value is None else float(f"{value:.6g}")
+
+
+def _or_na(value):
+    return NOT_AVAILABLE if value is None else value
+
+
 def setup_columns(setup: dict) -> dict:
     """What setup decided about a system's structure (setup.json), as table columns:
     empty where nothing was decided, so that plain systems keep plain rows."""
@@ -58,6 +133,7 @@ def summary_row(simulation: dict, analysis: dict) -> dict:
         }
     )
     row.update({column: analysis.get(column) for column in ANALYSIS_COLUMNS})
+    row.update(statistics_columns(analysis))
     return row
 
 
@@ -74,9 +150,15 @@ def simulation_identity(simulation) -> dict:
     }
 
 
-def write_summary(rows: list[dict], table: Path, figure: Path, campaign: str) -> pd.DataFrame:
+def write_summary(
+    rows: list[dict], table: Path, figure: Path, campaign: str, systems: tuple[Path, dict] | None = None
+) -> pd.DataFrame:
+    """The campaign table and figure; ``systems``: (its path, system -> replicas'
+    analysis records) for the table of each system's statistics over its replicas."""
     frame = pd.DataFrame(rows)
     frame.to_csv(table, sep="\t", index=False)
+    if systems is not None:
+        system_statistics(systems[1]).to_csv(systems[0], sep="\t", index=False)
     plot_campaign(frame, figure, campaign)
     log.info("summary of %d simulations written to %s", len(frame), table)
     return frame

@@ -1,5 +1,6 @@
 rule summary:
-    """The campaign table (one row per simulation), the campaign figure, and the
+    """The campaign table (one row per simulation), each system's statistics over its
+    replicas, the campaign figure, and the
     report's figures of the whole workflow and the segments' timelines. Writes only
     its outputs."""
     input:
@@ -10,6 +11,9 @@ rule summary:
         ),
         figure=report(
             layout.SUMMARY_FIGURE, caption="../report/figure.rst", category="Campaign"
+        ),
+        systems=report(
+            layout.SYSTEMS_TABLE, caption="../report/systems.rst", category="Campaign"
         ),
         workflow=report(
             layout.REPORT_WORKFLOW,

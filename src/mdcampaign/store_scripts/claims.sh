@@ -66,7 +66,7 @@ listing() {
 # migrate (yes/no), origin_here ("origin+<site>"), dead (holders known to have
 # stopped, space-separated "holder+..." words). Says: claimed <claim> <done> | held
 # <done> <holder> <age> | complete <done> | failed <done> <failures> | pinned <done>
-# <site> | lost <done>.
+# <site> | reserved <done> <site> | lost <done>.
 claim() {
     set -e
     clock
@@ -99,6 +99,14 @@ claim() {
                 echo "held $n ${current#holder+} $age"
                 return 0
             fi
+        elif [ -e "$d/$newest/released" ]; then
+            # released for a site that asked for it (a hand-over): theirs for a lease
+            asked=$(ls -1 "$d" | grep "^handover+$newest+" | sort | head -n 1 || true)
+            if [ -n "$asked" ] && [ "${asked#handover+"$newest"+}" != "${origin_here#origin+}" ] &&
+                [ $((now - $(stat -c %Y "$d/$newest/released"))) -lt "$lease" ]; then
+                echo "reserved $n ${asked#handover+"$newest"+}"
+                return 0
+            fi
         fi
         next=$(padded $((1$newest - 1$(padded 0 "$gen_digits") + 1)) "$gen_digits")
     else
@@ -119,6 +127,7 @@ claim() {
         return 0
     }
     printf '%s\n' "$info" >"$d/$next/holder+$holder"
+    rm -rf "$d"/handover+*
     # older claims go, but the previous one (and every failed one: they count)
     for old in $(ls -1 "$d" | grep -E "^[0-9]{$gen_digits}\$"); do
         if [ $((1$old)) -lt $((1$next - 1)) ] && [ ! -e "$d/$old/failed" ]; then rm -rf "${d:?}/$old"; fi
@@ -126,9 +135,34 @@ claim() {
     echo "claimed $next $n"
 }
 
-# Renew claim $d/$g of $holder; says $1 if it is no longer theirs.
+# Renew claim $d/$g of $holder; says $1 if it is no longer theirs, and h$1+<site> if
+# a site asked to take it over at the end of its current segment.
 renew() {
-    if mine; then stamp; else echo "$1"; fi
+    if mine; then
+        stamp
+        asked=$(ls -1 "$d" | grep "^handover+$g+" | sort | head -n 1 || true)
+        if [ -n "$asked" ]; then echo "h$1+${asked#handover+"$g"+}"; fi
+    else
+        echo "$1"
+    fi
+}
+
+# Ask, for $site, to take over claim $d/$g at the end of its holder's current segment
+# (`sites.handover_gain`). Says asked, or gone if that claim is no longer held.
+ask() {
+    clock || exit 3
+    newest_claim
+    if [ "$newest" = "$g" ] && [ ! -e "$d/$g/released" ] && [ ! -e "$d/$g/failed" ]; then
+        mkdir "$d/handover+$g+$site" 2>/dev/null || true
+        echo asked
+    else
+        echo gone
+    fi
+}
+
+# Withdraw $site's request for claim $d/$g.
+withdraw() {
+    rmdir "$d/handover+$g+$site" 2>/dev/null || true
 }
 
 # Succeed only while $holder's claim $d/$g is theirs and was renewed less than half a

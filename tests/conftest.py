@@ -216,6 +216,7 @@ def assert_complete(campaign: Path, sims: dict[str, float], store: Path | None =
 
     summary = pd.read_csv(campaign / "results" / "summary.tsv", sep="\t")
     assert sorted(summary["simulation"]) == sorted(sims)
+    assert_statistics(campaign, summary)
     for sim, target_ns in sims.items():
         row = summary.set_index("simulation").loc[sim]
         assert row["simulated_ns"] == pytest.approx(target_ns)
@@ -231,6 +232,37 @@ def assert_complete(campaign: Path, sims: dict[str, float], store: Path | None =
             manifest = json.loads((d / "manifest.json").read_text())
             assert set(manifest["files"]) == {"trajectory.xtc", "energies.csv", final_state, "segment.json"}
             assert manifest["protocol"].get("engine", "openmm") == row["engine"] == manifest["info"]["engine"]
+
+
+def assert_statistics(campaign: Path, summary) -> None:
+    """Each replica's equilibrated estimates in summary.tsv and each system's over its
+    replicas in systems.tsv: a finite number, or n/a with its reason; never NaN."""
+    import math
+
+    import pandas as pd
+
+    from mdcampaign.summary import NOT_AVAILABLE, STATISTICS
+
+    systems = pd.read_csv(campaign / "results" / "systems.tsv", sep="\t", dtype=str, keep_default_na=False)
+    assert sorted(systems["system"]) == sorted(set(summary["system"]))
+    tables = (
+        (
+            pd.read_csv(campaign / "results" / "summary.tsv", sep="\t", dtype=str, keep_default_na=False),
+            ("_eq_mean", "_eq_error", "_eq_from_ps"),
+            "statistics_notes",
+        ),
+        (systems, ("_mean", "_se", "_agreement_p"), "notes"),
+    )
+    for table, suffixes, notes in tables:
+        for _, row in table.iterrows():
+            for name in STATISTICS:
+                for suffix in suffixes:
+                    value = row[f"{name}{suffix}"]
+                    if value == NOT_AVAILABLE:
+                        assert name in row[notes], (name, suffix, row[notes])
+                    else:
+                        assert math.isfinite(float(value)), (name, suffix, value)
+        assert (table[f"{STATISTICS[0]}{suffixes[0]}"] != NOT_AVAILABLE).any(), "RMSD is estimated somewhere"
 
 
 # -- the closing report: how many fault trials and bad-input cases ended correctly ------

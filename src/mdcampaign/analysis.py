@@ -105,7 +105,11 @@ def analyze(
     if len(dssp):
         for column in ("helix", "strand", "coil"):
             summary[f"{column}_fraction"] = _round(dssp[column].mean())
-    series = {"rmsd_nm": (time_ps, rmsd), "rg_nm": (time_ps, rg), "temperature_K": (None, thermo["temperature_K"])}
+    series = {
+        "rmsd_nm": (time_ps, rmsd),
+        "rg_nm": (time_ps, rg),
+        "temperature_K": (thermo["time_ps"], thermo["temperature_K"]),
+    }
     if len(dssp):
         series.update({f"{column}_fraction": (time_ps, dssp[column]) for column in ("helix", "strand")})
     summary["statistics"] = equilibrated_estimates(series)
@@ -116,8 +120,8 @@ def analyze(
 
 
 def equilibrated_estimates(series: dict[str, tuple]) -> dict[str, dict]:
-    """Per observable (name: (times in ps or None, values)): the mean after the
-    equilibration cut, its autocorrelation-corrected error, and where the cut fell."""
+    """Per observable (name: (times in ps, values)): the mean after the equilibration
+    cut, its autocorrelation-corrected error, and where the cut fell."""
     from .uncertainty import replica_estimate
 
     estimates = {}
@@ -126,7 +130,8 @@ def equilibrated_estimates(series: dict[str, tuple]) -> dict[str, dict]:
         estimate = replica_estimate(values)
         record = estimate.to_json()
         record["mean"], record["error"] = _round(estimate.mean, 6), _round(estimate.error, 6)
-        if times is not None and len(times) and estimate.cut < len(times):
+        times = np.asarray(times, dtype=float)
+        if estimate.mean is not None and estimate.cut < len(times):
             record["equilibrated_from_ps"] = _round(float(times[estimate.cut]), 3)
         estimates[name] = record
     return estimates

@@ -35,13 +35,13 @@ NOT_AVAILABLE = "n/a"
 def statistics_columns(analysis: dict) -> dict:
     """A replica's equilibrated means and errors as table columns: a number, or n/a
     with its reason in ``statistics_notes`` (never NaN)."""
-    if not analysis:
-        return {}
     stats = analysis.get("statistics")
     row, notes = {}, []
     for name in STATISTICS:
         record = (stats or {}).get(name)
-        if stats is None:
+        if not analysis:
+            reason = "not analyzed"
+        elif stats is None:
             reason = "analyzed by an earlier mdcampaign, without statistics: redo its analysis for them"
         elif record is None:
             reason = "not computed for this system (no protein residues)" if "fraction" in name else "not computed"
@@ -53,8 +53,8 @@ def statistics_columns(analysis: dict) -> dict:
         row[f"{name}_eq_from_ps"] = _or_na(record.get("equilibrated_from_ps"))
         if reason and (record.get("mean") is None or record.get("error") is None):
             notes.append(f"{name}: {reason}")
-    if stats is None:
-        notes = [notes[0].split(": ", 1)[1]] if notes else []
+    if stats is None:  # one reason for all
+        notes = [f"{', '.join(STATISTICS)}: {notes[0].split(': ', 1)[1]}"] if notes else []
     row["statistics_notes"] = "; ".join(notes)
     return row
 

@@ -245,6 +245,8 @@ def assert_statistics(campaign: Path, summary) -> None:
 
     systems = pd.read_csv(campaign / "results" / "systems.tsv", sep="\t", dtype=str, keep_default_na=False)
     assert sorted(systems["system"]) == sorted(set(summary["system"]))
+    for system in systems["system"]:
+        assert (campaign / "results" / "convergence" / f"{system}.png").exists(), f"no convergence figure of {system}"
     tables = (
         (
             pd.read_csv(campaign / "results" / "summary.tsv", sep="\t", dtype=str, keep_default_na=False),

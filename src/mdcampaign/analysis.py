@@ -122,7 +122,7 @@ def analyze(
 def equilibrated_estimates(series: dict[str, tuple]) -> dict[str, dict]:
     """Per observable (name: (times in ps, values)): the mean after the equilibration
     cut, its autocorrelation-corrected error, and where the cut fell."""
-    from .uncertainty import replica_estimate
+    from .uncertainty import replica_estimate, running_mean
 
     estimates = {}
     for name, (times, values) in series.items():
@@ -133,6 +133,7 @@ def equilibrated_estimates(series: dict[str, tuple]) -> dict[str, dict]:
         times = np.asarray(times, dtype=float)
         if estimate.mean is not None and estimate.cut < len(times):
             record["equilibrated_from_ps"] = _round(float(times[estimate.cut]), 3)
+        record["running"] = running_mean(times, values)
         estimates[name] = record
     return estimates
 

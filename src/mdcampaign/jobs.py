@@ -517,6 +517,7 @@ def summary(smk) -> None:
             Path(smk.output.figure),
             smk.params.campaign,
             (Path(smk.output.systems), replicas),
+            Path(smk.output.convergence),
         )
         from .report_figures import plot_rule_graph, plot_timelines
 

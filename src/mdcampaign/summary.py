@@ -93,6 +93,52 @@ def system_statistics(analyses: dict[str, list[dict]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def plot_convergence(replicas: dict[str, list[dict]], folder: Path) -> list[Path]:
+    """Per system, ``<folder>/<system>.png``: each observable's running mean against
+    simulated time, one line per replica, and the replicas' mean ± its standard error
+    where every replica has reached that time. The figures written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for system, records in replicas.items():
+        curves = {
+            name: [
+                r["statistics"][name]["running"]
+                for r in records
+                if ((r.get("statistics") or {}).get(name) or {}).get("running")
+            ]
+            for name in STATISTICS
+        }
+        curves = {name: lines for name, lines in curves.items() if lines}
+        if not curves:
+            continue
+        fig, axes = plt.subplots(
+            1, len(curves), figsize=(3.6 * len(curves), 3.2), constrained_layout=True, squeeze=False
+        )
+        for axis, (name, lines) in zip(axes[0], curves.items(), strict=True):
+            for number, line in enumerate(lines, start=1):
+                axis.plot(line["time_ps"], line["mean"], lw=1, alpha=0.8, label=f"replica {number}")
+            if len(lines) >= 2:
+                end = min(line["time_ps"][-1] for line in lines)
+                grid = np.linspace(max(line["time_ps"][0] for line in lines), end, 50)
+                values = np.array([np.interp(grid, line["time_ps"], line["mean"]) for line in lines])
+                mean, error = values.mean(axis=0), values.std(axis=0, ddof=1) / np.sqrt(len(lines))
+                axis.fill_between(grid, mean - error, mean + error, color="black", alpha=0.15, label="mean ± SE")
+            axis.set_xlabel("simulated time (ps)")
+            axis.set_ylabel(f"running mean of {name}")
+        axes[0][0].legend(fontsize=7)
+        fig.suptitle(f"{system}: does more time change the answer?")
+        path = folder / f"{system}.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
 def _rounded(value):
     return None if value is None else float(f"{value:.6g}")
 
@@ -151,14 +197,22 @@ def simulation_identity(simulation) -> dict:
 
 
 def write_summary(
-    rows: list[dict], table: Path, figure: Path, campaign: str, systems: tuple[Path, dict] | None = None
+    rows: list[dict],
+    table: Path,
+    figure: Path,
+    campaign: str,
+    systems: tuple[Path, dict] | None = None,
+    convergence: Path | None = None,
 ) -> pd.DataFrame:
     """The campaign table and figure; ``systems``: (its path, system -> replicas'
-    analysis records) for the table of each system's statistics over its replicas."""
+    analysis records) for the table of each system's statistics over its replicas;
+    ``convergence``: the folder of each system's convergence figure."""
     frame = pd.DataFrame(rows)
     frame.to_csv(table, sep="\t", index=False)
     if systems is not None:
         system_statistics(systems[1]).to_csv(systems[0], sep="\t", index=False)
+    if convergence is not None:
+        plot_convergence(systems[1] if systems is not None else {}, convergence)
     plot_campaign(frame, figure, campaign)
     log.info("summary of %d simulations written to %s", len(frame), table)
     return frame

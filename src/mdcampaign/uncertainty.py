@@ -27,6 +27,8 @@ MIN_FRAMES = 10
 CUT_CANDIDATES = 50
 # Replicas whose means disagree beyond their errors with p below this are flagged.
 DISAGREE_P = 0.01
+# Points kept of a replica's running mean (for the convergence figures).
+RUNNING_POINTS = 40
 
 
 @dataclass(frozen=True)
@@ -131,3 +133,15 @@ def across_replicas(estimates: list[ReplicaEstimate]) -> SystemEstimate:
     from scipy.stats import chi2 as distribution
 
     return SystemEstimate(len(usable), mean, error, float(distribution.sf(chi2, len(usable) - 1)))
+
+
+def running_mean(times, values) -> dict | None:
+    """The mean of the frames so far against time, at most ``RUNNING_POINTS`` points:
+    whether more time still changes the answer."""
+    x = np.asarray(values, dtype=float)
+    t = np.asarray(times, dtype=float)
+    if len(x) == 0 or len(t) != len(x) or not np.all(np.isfinite(x)):
+        return None
+    cumulative = np.cumsum(x) / np.arange(1, len(x) + 1)
+    keep = np.unique(np.linspace(0, len(x) - 1, min(len(x), RUNNING_POINTS)).astype(int))
+    return {"time_ps": [round(float(v), 3) for v in t[keep]], "mean": [float(f"{v:.6g}") for v in cumulative[keep]]}

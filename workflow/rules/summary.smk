@@ -15,6 +15,12 @@ rule summary:
         systems=report(
             layout.SYSTEMS_TABLE, caption="../report/systems.rst", category="Campaign"
         ),
+        convergence=report(
+            directory(layout.CONVERGENCE),
+            patterns=["{system}.png"],
+            caption="../report/convergence.rst",
+            category="Convergence",
+        ),
         workflow=report(
             layout.REPORT_WORKFLOW,
             caption="../report/workflow.rst",

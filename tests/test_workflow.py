@@ -7,8 +7,10 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
+import pandas as pd
 import pytest
 
 from conftest import REPO, SNAKEFILE, assert_complete, executed_jobs, snakemake, write_systems
@@ -21,6 +23,23 @@ def test_campaign_end_to_end_then_extend_and_add(tiny_campaign):
     assert_complete(tiny_campaign, {"ala/r1": 0.004, "ala/r2": 0.004, "ala-water/r1": 0.004})
     assert (tiny_campaign / "results" / "summary.png").stat().st_size > 10_000
     assert not any((tiny_campaign / "scratch").rglob("*.xtc")), "scratch is cleaned up after fetch"
+    # the features for Markov models load with NumPy alone, one row per frame
+    features = tiny_campaign / "results" / "sims" / "ala" / "r1" / "analysis" / "0002" / "features.npz"
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import numpy, sys; d = numpy.load(sys.argv[1], allow_pickle=False); "
+            "print(d['dihedrals'].shape, len(d['time_ps']), len(d['rmsd_nm']), d['dihedral_names'].tolist())",
+            str(features),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    summary = pd.read_csv(tiny_campaign / "results" / "summary.tsv", sep="\t").set_index("simulation")
+    frames = int(summary.loc["ala/r1", "frames"])
+    assert loaded.stdout.startswith(f"({frames}, 4) {frames} {frames} ['sin(phi ALA2)', 'cos(phi ALA2)'"), loaded.stdout
 
     again = snakemake(tiny_campaign, "-n")
     assert "Nothing to be done" in again.stdout + again.stderr

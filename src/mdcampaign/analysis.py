@@ -9,6 +9,7 @@ summary numbers and one PNG figure per simulation.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -105,18 +106,46 @@ def analyze(
     if len(dssp):
         for column in ("helix", "strand", "coil"):
             summary[f"{column}_fraction"] = _round(dssp[column].mean())
-    series = {
-        "rmsd_nm": (time_ps, rmsd),
-        "rg_nm": (time_ps, rg),
-        "temperature_K": (thermo["time_ps"], thermo["temperature_K"]),
-    }
+    per_frame = {"rmsd_nm": rmsd, "rg_nm": rg}
     if len(dssp):
-        series.update({f"{column}_fraction": (time_ps, dssp[column]) for column in ("helix", "strand")})
+        per_frame.update({f"{column}_fraction": dssp[column].to_numpy() for column in ("helix", "strand")})
+    series = {name: (time_ps, values) for name, values in per_frame.items()}
+    series["temperature_K"] = (thermo["time_ps"], thermo["temperature_K"])
     summary["statistics"] = equilibrated_estimates(series)
+    if "features" in out:
+        write_features(out["features"], traj, per_frame)
     atomic_write_json(out["json"], summary)
     plot(time_ps, rmsd, rg, rmsf_table, dssp, thermo, title, out["png"])
     log.info("analyzed %s: %d frames, RMSD %.3f nm, Rg %.3f nm", title, traj.n_frames, rmsd.mean(), rg.mean())
     return summary
+
+
+def write_features(path: Path, traj, observables: dict) -> None:
+    """Per frame, what Markov-model tools start from, in one NPZ that NumPy alone reads:
+    ``time_ps``, ``dihedrals`` (sin and cos of every backbone phi and psi, frames x
+    features), ``dihedral_names`` and each per-frame observable (``rmsd_nm``, ...)."""
+    import mdtraj
+
+    columns, names = [], []
+    for kind, compute in (("phi", mdtraj.compute_phi), ("psi", mdtraj.compute_psi)):
+        indices, angles = compute(traj)
+        for column, atoms in enumerate(indices):
+            residue = traj.topology.atom(int(atoms[1])).residue
+            for function in (np.sin, np.cos):
+                columns.append(function(angles[:, column]))
+                names.append(f"{function.__name__}({kind} {residue})")
+    dihedrals = np.column_stack(columns).astype(np.float32) if columns else np.zeros((traj.n_frames, 0), np.float32)
+    arrays = {name: np.asarray(values, dtype=np.float32) for name, values in observables.items()}
+    partial = Path(path).with_name(f".{Path(path).name}.partial")
+    with open(partial, "wb") as handle:  # np.savez would add ".npz" to a name that lacks it
+        np.savez_compressed(
+            handle,
+            time_ps=np.asarray(traj.time, dtype=np.float64),
+            dihedrals=dihedrals,
+            dihedral_names=np.array(names, dtype=str),
+            **arrays,
+        )
+    os.replace(partial, path)
 
 
 def equilibrated_estimates(series: dict[str, tuple]) -> dict[str, dict]:

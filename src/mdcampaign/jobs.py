@@ -444,6 +444,7 @@ def analyze(job: JobContext) -> None:
             "json": folder / "analysis.json",
             "png": folder / "analysis.png",
             **{key: folder / f"{key}.csv" for key in ("rmsd", "rg", "rmsf", "dssp")},
+            "features": folder / "features.npz",
         }
         segments = [local / "segments" / layout.segment_name(m.segment) for m in manifests]
         summary = run_analysis(

@@ -51,7 +51,7 @@ def test_the_report_of_a_finished_campaign_renders_with_the_whole_workflow(tmp_p
     text = rendered_text(campaign / "report.html")
     assert "Statistics" in text and "Results" in text, f"the report's script did not run: {text[:300]}"
     results = text.split("Results", 1)[-1]
-    assert {"Campaign", "Convergence", "Simulations", "Workflow"} <= set(results.split()), text[:500]
+    assert {"Campaign", "Comparisons", "Convergence", "Simulations", "Workflow"} <= set(results.split()), text[:500]
     raw = (campaign / "report.html").read_text()
     for figure in ("workflow.png", "timelines.png", "summary.png", "systems.tsv", "convergence"):
         assert figure in raw

@@ -67,3 +67,38 @@ def test_replicas_that_disagree_beyond_their_errors_are_flagged():
     assert same.replicas_agree and same.mean == pytest.approx(1.0, abs=4 * same.error)
     split = across_replicas([replica_estimate(ar1(1000, 0.5, rng, m)) for m in (1.0, 1.0, 1.0, 2.0, 2.0, 2.0)])
     assert split.replicas_agree is False and split.p_agree < 1e-6
+
+
+def _replica(mean: float, error: float, rmsf: list[float]) -> dict:
+    stats = {"mean": mean, "error": error, "reason": None}
+    return {
+        "statistics": {name: stats for name in ("rmsd_nm", "rg_nm", "temperature_K")},
+        "rmsf_per_residue": {
+            "residue_index": list(range(len(rmsf))),
+            "residue": ["ALA1", "GLY2", "ALA3"][: len(rmsf)],
+            "rmsf_nm": rmsf,
+        },
+    }
+
+
+def test_a_group_is_compared_with_its_reference_with_error_bars():
+    from mdcampaign.summary import NOT_AVAILABLE, comparisons, system_statistics
+
+    analyses = {
+        "wt": [_replica(0.20, 0.01, [0.1, 0.1, 0.1]), _replica(0.21, 0.01, [0.1, 0.12, 0.1])],
+        "mut": [_replica(0.40, 0.01, [0.1, 0.3, 0.1]), _replica(0.41, 0.01, [0.1, 0.32, 0.1])],
+        "same": [_replica(0.20, 0.01, [0.1, 0.1, 0.1]), _replica(0.21, 0.01, [0.1, 0.12, 0.1])],
+        "single": [_replica(0.5, 0.01, [0.1, 0.1, 0.1])],
+    }
+    groups = {"wt": ("series", True), "mut": ("series", False), "same": ("series", False), "single": ("series", False)}
+    table = comparisons(analyses, groups).set_index(["system", "observable", "residue"])
+    assert table.loc[("mut", "rmsd_nm", ""), "differs"] == "yes"
+    assert float(table.loc[("mut", "rmsd_nm", ""), "difference"]) == pytest.approx(0.2)
+    assert table.loc[("same", "rmsd_nm", ""), "differs"] == "no"
+    assert table.loc[("mut", "rmsf_nm", "GLY2 (2)"), "differs"] == "yes"
+    assert table.loc[("mut", "rmsf_nm", "ALA1 (1)"), "differs"] == NOT_AVAILABLE, "identical replicas: no error bar"
+    single = table.loc[("single", "rmsd_nm", "")]
+    assert single["differs"] == NOT_AVAILABLE and "two replicas" in single["note"]
+    assert "wt" not in table.index.get_level_values("system"), "the reference is not compared with itself"
+    frame = system_statistics(analyses, groups).set_index("system")
+    assert frame.loc["wt", "reference"] == "yes" and frame.loc["mut", "group"] == "series"

@@ -19,6 +19,20 @@ pytestmark = pytest.mark.slow
 
 
 def test_campaign_end_to_end_then_extend_and_add(tiny_campaign):
+    # the two systems as a group: the solvated one compared with the one in implicit solvent
+    systems = [
+        {"id": "ala", "structure": REPO / "config/structures/alanine-dipeptide.pdb", "replicas": 2},
+        {
+            "id": "ala-water",
+            "structure": REPO / "config/structures/alanine-dipeptide.pdb",
+            "replicas": 1,
+            "solvent": "explicit",
+            "forcefield": "amber14",
+        },
+    ]
+    systems[0].update(group="solvent", reference="true")
+    systems[1].update(group="solvent")
+    write_systems(tiny_campaign, systems)
     snakemake(tiny_campaign)
     assert_complete(tiny_campaign, {"ala/r1": 0.004, "ala/r2": 0.004, "ala-water/r1": 0.004})
     assert (tiny_campaign / "results" / "summary.png").stat().st_size > 10_000
@@ -40,22 +54,20 @@ def test_campaign_end_to_end_then_extend_and_add(tiny_campaign):
     summary = pd.read_csv(tiny_campaign / "results" / "summary.tsv", sep="\t").set_index("simulation")
     frames = int(summary.loc["ala/r1", "frames"])
     assert loaded.stdout.startswith(f"({frames}, 4) {frames} {frames} ['sin(phi ALA2)', 'cos(phi ALA2)'"), loaded.stdout
+    # the group's comparison: every observable and residue against the reference; one
+    # replica of ala-water gives no error bar, which the table says
+    compared = pd.read_csv(tiny_campaign / "results" / "comparisons.tsv", sep="\t", dtype=str, keep_default_na=False)
+    assert set(compared["system"]) == {"ala-water"} and set(compared["reference"]) == {"ala"}
+    assert {"rmsd_nm", "rg_nm", "temperature_K", "rmsf_nm"} <= set(compared["observable"])
+    assert (compared["differs"] == "n/a").all() and compared["note"].str.len().gt(0).all()
+    assert (tiny_campaign / "results" / "comparisons.png").stat().st_size > 10_000
 
     again = snakemake(tiny_campaign, "-n")
     assert "Nothing to be done" in again.stdout + again.stderr
 
     # Continue: raise the target of one system; only its new segments run.
     before = {p: p.stat().st_mtime_ns for p in (tiny_campaign / "results" / "sims").rglob("trajectory.xtc")}
-    systems = [
-        {"id": "ala", "structure": REPO / "config/structures/alanine-dipeptide.pdb", "replicas": 2, "target_ns": 0.008},
-        {
-            "id": "ala-water",
-            "structure": REPO / "config/structures/alanine-dipeptide.pdb",
-            "replicas": 1,
-            "solvent": "explicit",
-            "forcefield": "amber14",
-        },
-    ]
+    systems[0]["target_ns"] = 0.008
     write_systems(tiny_campaign, systems)
     # planning holds the next segment of each affected simulation; the continue
     # decision adds the one after when it is fetched

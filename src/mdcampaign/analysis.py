@@ -106,6 +106,12 @@ def analyze(
     if len(dssp):
         for column in ("helix", "strand", "coil"):
             summary[f"{column}_fraction"] = _round(dssp[column].mean())
+    if len(ca):  # per residue, for comparisons across systems (summary.comparisons)
+        summary["rmsf_per_residue"] = {
+            "residue_index": rmsf_table["residue_index"].tolist(),
+            "residue": rmsf_table["residue"].tolist(),
+            "rmsf_nm": [round(float(v), 5) for v in rmsf],
+        }
     per_frame = {"rmsd_nm": rmsd, "rg_nm": rg}
     if len(dssp):
         per_frame.update({f"{column}_fraction": dssp[column].to_numpy() for column in ("helix", "strand")})

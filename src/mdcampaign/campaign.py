@@ -13,7 +13,15 @@ from .errors import CampaignError
 from .protocol import Protocol
 from .sites import ASSIGNMENT_FILE, Site, check_sites, pinned_sites, read_assignment, site_assignment
 from .slots import Packing
-from .systems import Simulation, System, checked_protocol, parse_system, read_systems_table, replica_seed
+from .systems import (
+    Simulation,
+    System,
+    check_groups,
+    checked_protocol,
+    parse_system,
+    read_systems_table,
+    replica_seed,
+)
 from .validation import load_schema, validate
 
 
@@ -112,6 +120,7 @@ def load_campaign(
         systems[systems_entry.id] = systems_entry
     if not systems:
         raise CampaignError(f"{systems_file}: no systems defined (add one row per system below the header)")
+    check_groups(systems, systems_file)
     simulations = [
         Simulation(s.id, replica, replica_seed(s.id, replica, s.protocol.seed), s.protocol)
         for s in systems.values()

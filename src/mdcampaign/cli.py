@@ -193,11 +193,12 @@ def cmd_summary(args) -> int:
     out = Path(args.directory) / layout.RESULTS
     out.mkdir(parents=True, exist_ok=True)
     table, figure = out / "campaign_summary.tsv", out / "campaign_summary.png"
-    systems = out / "campaign_systems.tsv"
-    write_summary(rows, table, figure, campaign.name, (systems, replicas))
-    store.put_directory(
-        {"campaign_summary.tsv": table, "campaign_summary.png": figure, "campaign_systems.tsv": systems}, "summary"
-    )
+    systems, compared = out / "campaign_systems.tsv", out / "campaign_comparisons.tsv"
+    groups = {s.id: (s.group, s.reference) for s in campaign.systems.values() if s.group}
+    figures = out / "campaign_comparisons.png"
+    write_summary(rows, table, figure, campaign.name, (systems, replicas), None, (compared, figures, groups))
+    written = (table, figure, systems, compared, figures)
+    store.put_directory({path.name: path for path in written}, "summary")
     pending = sum(1 for row in rows if row["status"] == "pending")
     print(
         f"{table}: {len(rows)} simulations, {len(rows) - pending} analyzed, {pending} pending; "

@@ -519,6 +519,7 @@ def summary(smk) -> None:
             smk.params.campaign,
             (Path(smk.output.systems), replicas),
             Path(smk.output.convergence),
+            (Path(smk.output.comparisons), Path(smk.output.comparisons_figure), dict(smk.params.groups)),
         )
         from .report_figures import plot_rule_graph, plot_timelines
 

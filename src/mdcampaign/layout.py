@@ -51,6 +51,8 @@ COMPLETION_RECORD = f"{SIM_RECORDS}/analysis/complete-{{segments}}.json"
 SUMMARY_TABLE = f"{RESULTS}/summary.tsv"
 SYSTEMS_TABLE = f"{RESULTS}/systems.tsv"
 CONVERGENCE = f"{RESULTS}/convergence"  # <system>.png
+COMPARISONS_TABLE = f"{RESULTS}/comparisons.tsv"
+COMPARISONS_FIGURE = f"{RESULTS}/comparisons.png"
 # One job of a packed batch of simulations (see slots.py), and what it did.
 PACKS = f"{RESULTS}/packs"
 PACK_ROUND = f"{PACKS}/{{batch}}/round-{{round}}.json"

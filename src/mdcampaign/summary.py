@@ -59,28 +59,37 @@ def statistics_columns(analysis: dict) -> dict:
     return row
 
 
-def system_statistics(analyses: dict[str, list[dict]]) -> pd.DataFrame:
+def system_estimates(analyses: dict[str, list[dict]]) -> dict[str, dict]:
+    """Per system (``analyses``: system -> its replicas' analysis records), each
+    observable's estimate over its replicas (uncertainty.SystemEstimate)."""
+    from .uncertainty import ReplicaEstimate, across_replicas
+
+    found = {}
+    for system, records in analyses.items():
+        found[system] = {}
+        for name in STATISTICS:
+            estimates = []
+            for record in records:
+                stats = (record.get("statistics") or {}).get(name) or {}
+                reason = stats.get("reason") or ("no statistics in its analysis" if record else "not analyzed")
+                estimates.append(ReplicaEstimate(stats.get("mean"), stats.get("error"), 0, None, reason))
+            found[system][name] = across_replicas(estimates)
+    return found
+
+
+def system_statistics(analyses: dict[str, list[dict]], groups: dict | None = None) -> pd.DataFrame:
     """One row per system (``analyses``: system -> its replicas' analysis records): the
     mean over replicas of each observable with its standard error, and whether the
     replicas agree within their own errors (chi-squared p >= 0.01)."""
-    from .uncertainty import ReplicaEstimate, across_replicas
-
+    groups = groups or {}
     rows = []
-    for system, records in analyses.items():
-        row, notes = {"system": system, "replicas_analyzed": sum(1 for r in records if r)}, []
-        for name in STATISTICS:
-            estimates = [
-                ReplicaEstimate(
-                    (r.get("statistics") or {}).get(name, {}).get("mean"),
-                    (r.get("statistics") or {}).get(name, {}).get("error"),
-                    0,
-                    None,
-                    (r.get("statistics") or {}).get(name, {}).get("reason")
-                    or ("no statistics in its analysis" if r else "not analyzed"),
-                )
-                for r in records
-            ]
-            estimate = across_replicas(estimates)
+    for system, by_name in system_estimates(analyses).items():
+        records = analyses[system]
+        group, reference = groups.get(system, (None, False))
+        row = {"system": system, "group": group or "", "reference": "yes" if reference else ""}
+        row["replicas_analyzed"] = sum(1 for r in records if r)
+        notes = []
+        for name, estimate in by_name.items():
             row[f"{name}_mean"] = _or_na(_rounded(estimate.mean))
             row[f"{name}_se"] = _or_na(_rounded(estimate.error))
             row[f"{name}_agreement_p"] = _or_na(_rounded(estimate.p_agree))
@@ -91,6 +100,112 @@ def system_statistics(analyses: dict[str, list[dict]]) -> pd.DataFrame:
         row["notes"] = "; ".join(notes)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+# Two estimates differ when their difference is at least this many standard errors.
+DIFFERS_Z = 2.0
+
+
+def residue_estimates(records: list[dict]) -> dict[int, tuple[str, float, float | None]]:
+    """Per residue index (CA atoms): (residue, mean RMSF over replicas, its standard
+    error or None with one replica), where every analyzed replica has that residue."""
+    tables = [r["rmsf_per_residue"] for r in records if r.get("rmsf_per_residue")]
+    if not tables:
+        return {}
+    common = set.intersection(*(set(t["residue_index"]) for t in tables))
+    found = {}
+    for index in sorted(common):
+        values = [t["rmsf_nm"][t["residue_index"].index(index)] for t in tables]
+        label = tables[0]["residue"][tables[0]["residue_index"].index(index)]
+        error = float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) >= 2 else None
+        found[index] = (label, float(np.mean(values)), error)
+    return found
+
+
+def comparisons(analyses: dict[str, list[dict]], groups: dict) -> pd.DataFrame:
+    """Each group's systems against its reference: for every observable and every
+    residue's RMSF, the difference with its standard error (the two systems' standard
+    errors over replicas, combined), z = difference / error, and whether they differ
+    (|z| >= 2), or n/a with the reason."""
+    columns = ["group", "system", "reference", "observable", "residue", "difference", "error", "z", "differs", "note"]
+    estimates = system_estimates(analyses)
+    rows = []
+    references = {group: system for system, (group, reference) in groups.items() if reference}
+    for system, (group, reference) in sorted(groups.items(), key=lambda item: (item[1][0], item[0])):
+        base = references.get(group)
+        if reference or base is None or system not in estimates or base not in estimates:
+            continue
+        pairs = [
+            (
+                name,
+                "",
+                (estimates[system][name].mean, estimates[system][name].error),
+                (base_estimate.mean, base_estimate.error),
+            )
+            for name, base_estimate in estimates[base].items()
+        ]
+        ours, theirs = residue_estimates(analyses[system]), residue_estimates(analyses[base])
+        for index in sorted(set(ours) & set(theirs)):
+            pairs.append(("rmsf_nm", f"{ours[index][0]} ({index + 1})", ours[index][1:], theirs[index][1:]))
+        for name, residue, (mean, error), (base_mean, base_error) in pairs:
+            row = {"group": group, "system": system, "reference": base, "observable": name, "residue": residue}
+            if mean is None or base_mean is None:
+                row.update(difference=NOT_AVAILABLE, error=NOT_AVAILABLE, z=NOT_AVAILABLE, differs=NOT_AVAILABLE)
+                row["note"] = "no estimate of one of the two"
+            elif error is None or base_error is None or error + base_error <= 0:
+                row.update(difference=_rounded(mean - base_mean), error=NOT_AVAILABLE, z=NOT_AVAILABLE)
+                row.update(differs=NOT_AVAILABLE, note="no error bar: each needs at least two replicas")
+            else:
+                combined = float(np.hypot(error, base_error))
+                z = (mean - base_mean) / combined
+                row.update(difference=_rounded(mean - base_mean), error=_rounded(combined), z=_rounded(z))
+                row.update(differs="yes" if abs(z) >= DIFFERS_Z else "no", note="")
+            rows.append(row)
+    return pd.DataFrame(rows, columns=columns)
+
+
+def plot_comparisons(table: pd.DataFrame, path: Path) -> None:
+    """Per group: each system's RMSF difference from the reference along the chain
+    (± its error), and every observable's z against the reference (|z| >= 2: differs)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = list(dict.fromkeys(table["group"])) if len(table) else []
+    if not groups:
+        fig, axis = plt.subplots(figsize=(6, 1.5))
+        axis.axis("off")
+        axis.text(0.5, 0.5, "no group with a reference in the systems table", ha="center", va="center")
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        return
+    fig, axes = plt.subplots(len(groups), 2, figsize=(11, 3.4 * len(groups)), squeeze=False, constrained_layout=True)
+    for (left, right), group in zip(axes, groups, strict=True):
+        rows = table[table["group"] == group]
+        reference = rows["reference"].iloc[0]
+        for system in dict.fromkeys(rows["system"]):
+            mine = rows[rows["system"] == system]
+            per_residue = mine[(mine["observable"] == "rmsf_nm") & (mine["residue"] != "")]
+            numbers = pd.to_numeric(per_residue["difference"], errors="coerce")
+            errors = pd.to_numeric(per_residue["error"], errors="coerce").fillna(0)
+            x = np.arange(len(per_residue))
+            line = left.plot(x, numbers, lw=1, marker="o", ms=2, label=system)[0]
+            left.fill_between(x, numbers - errors, numbers + errors, color=line.get_color(), alpha=0.2)
+            overall = mine[mine["residue"] == ""]
+            z = pd.to_numeric(overall["z"], errors="coerce")
+            right.scatter(z, np.arange(len(overall)), color=line.get_color(), label=system)
+            right.set_yticks(np.arange(len(overall)), overall["observable"].tolist(), fontsize=7)
+        left.axhline(0, color="gray", lw=0.8)
+        left.set_xlabel("residue (CA), in chain order")
+        left.set_ylabel(f"RMSF − {reference}'s (nm)")
+        left.set_title(f"group {group}: against {reference}", fontsize=9)
+        left.legend(fontsize=7)
+        for bound in (-DIFFERS_Z, DIFFERS_Z):
+            right.axvline(bound, color="gray", ls="--", lw=0.8)
+        right.set_xlabel(f"z = difference / error (|z| ≥ {DIFFERS_Z:g}: differs)")
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
 
 
 def plot_convergence(replicas: dict[str, list[dict]], folder: Path) -> list[Path]:
@@ -203,16 +318,24 @@ def write_summary(
     campaign: str,
     systems: tuple[Path, dict] | None = None,
     convergence: Path | None = None,
+    compared: tuple[Path, Path, dict] | None = None,
 ) -> pd.DataFrame:
     """The campaign table and figure; ``systems``: (its path, system -> replicas'
     analysis records) for the table of each system's statistics over its replicas;
-    ``convergence``: the folder of each system's convergence figure."""
+    ``convergence``: the folder of each system's convergence figure; ``compared``:
+    (table, figure, system -> (group, is reference)) for the comparisons of groups."""
     frame = pd.DataFrame(rows)
     frame.to_csv(table, sep="\t", index=False)
+    analyses = systems[1] if systems is not None else {}
+    groups = compared[2] if compared is not None else {}
     if systems is not None:
-        system_statistics(systems[1]).to_csv(systems[0], sep="\t", index=False)
+        system_statistics(analyses, groups).to_csv(systems[0], sep="\t", index=False)
     if convergence is not None:
-        plot_convergence(systems[1] if systems is not None else {}, convergence)
+        plot_convergence(analyses, convergence)
+    if compared is not None:
+        differences = comparisons(analyses, groups)
+        differences.to_csv(compared[0], sep="\t", index=False)
+        plot_comparisons(differences, compared[1])
     plot_campaign(frame, figure, campaign)
     log.info("summary of %d simulations written to %s", len(frame), table)
     return frame

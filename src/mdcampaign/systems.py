@@ -37,6 +37,8 @@ class System:
     own_inputs: dict = field(default_factory=dict)
     ligand: LigandSpec | None = None
     migrate: bool | None = None  # the systems table's `migrate` column (None: pulling.migrate)
+    group: str | None = None  # a series compared with its reference system (summary.comparisons)
+    reference: bool = False
 
     @property
     def input_files(self) -> list[Path]:
@@ -196,6 +198,8 @@ def parse_system(
             0,
             own_inputs,
             migrate=own.get("migrate"),
+            group=own.get("group"),
+            reference=bool(own.get("reference")),
         )
     structure, heavy_atoms = _structure_path(own["structure"], where, base_dir)
     ligand = _ligand(own, protocol, where, base_dir)
@@ -210,7 +214,33 @@ def parse_system(
         own_inputs,
         ligand,
         own.get("migrate"),
+        own.get("group"),
+        bool(own.get("reference")),
     )
+
+
+def check_groups(systems: dict[str, System], systems_file: str) -> None:
+    """Every group has exactly one reference system, and a reference has a group."""
+    references: dict[str, System] = {}
+    for system in systems.values():
+        if system.reference and system.group is None:
+            raise CampaignError(
+                f"{systems_file}, line {system.line} (id '{system.id}'), column reference: a reference needs a "
+                "group (the column group names the series it is the reference of)"
+            )
+        if system.reference:
+            first = references.setdefault(system.group, system)
+            if first is not system:
+                raise CampaignError(
+                    f"{systems_file}, line {system.line} (id '{system.id}'), column reference: group "
+                    f"'{system.group}' already has its reference '{first.id}' (line {first.line}); one per group"
+                )
+    for group in sorted({s.group for s in systems.values() if s.group} - set(references)):
+        members = [s for s in systems.values() if s.group == group]
+        raise CampaignError(
+            f"{systems_file}, line {members[0].line} (id '{members[0].id}'), column group: group '{group}' has no "
+            f"reference system: put true in the column reference of one of {', '.join(s.id for s in members)}"
+        )
 
 
 def _ligand(own: dict, protocol: Protocol, where: str, base_dir: Path) -> LigandSpec | None:

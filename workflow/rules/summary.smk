@@ -15,6 +15,16 @@ rule summary:
         systems=report(
             layout.SYSTEMS_TABLE, caption="../report/systems.rst", category="Campaign"
         ),
+        comparisons=report(
+            layout.COMPARISONS_TABLE,
+            caption="../report/comparisons.rst",
+            category="Comparisons",
+        ),
+        comparisons_figure=report(
+            layout.COMPARISONS_FIGURE,
+            caption="../report/comparisons.rst",
+            category="Comparisons",
+        ),
         convergence=report(
             directory(layout.CONVERGENCE),
             patterns=["{system}.png"],
@@ -40,6 +50,10 @@ rule summary:
         simulations=[simulation_identity(sim) for sim in PLAN.summarized],
         analyses=PLAN.summarized_analyses,
         campaign=CAMPAIGN.name,
+        # system -> (group, is its reference): the comparisons of a series
+        groups={
+            s.id: (s.group, s.reference) for s in CAMPAIGN.systems.values() if s.group
+        },
         mode=PLAN.segment_mode,
         timelines=[sim.name for sim in PLAN.summarized[: layout.TIMELINE_SIMULATIONS]],
         # pulling: every site's analyses, from the store

@@ -59,16 +59,11 @@ def analyze(
     import mdtraj
 
     traj = load_segments(trajectories, topology, frame_interval_ps)
-    reference = mdtraj.load(str(topology))
+    traj, per_frame, dssp = frame_observables(traj, mdtraj.load(str(topology)))
     top = traj.topology
-    if traj.unitcell_vectors is not None and np.any(traj.unitcell_lengths):
-        traj = _make_whole(traj)
-    fit_atoms = _selection(top, "backbone", "not element H")
     heavy = _selection(top, "not element H and not water", "all")
-    traj.superpose(reference, atom_indices=fit_atoms)
     time_ps = traj.time
-    rmsd = mdtraj.rmsd(traj, reference, atom_indices=fit_atoms)
-    rg = mdtraj.compute_rg(traj.atom_slice(heavy))
+    rmsd, rg = per_frame["rmsd_nm"], per_frame["rg_nm"]
     ca = top.select("name CA")
     rmsf_atoms = ca if len(ca) else heavy
     rmsf = mdtraj.rmsf(traj, None, atom_indices=rmsf_atoms, precentered=False)
@@ -83,7 +78,6 @@ def analyze(
     pd.DataFrame({"time_ps": time_ps, "rmsd_nm": rmsd}).to_csv(out["rmsd"], index=False)
     pd.DataFrame({"time_ps": time_ps, "rg_nm": rg}).to_csv(out["rg"], index=False)
     rmsf_table.to_csv(out["rmsf"], index=False)
-    dssp = secondary_structure(traj)
     dssp.to_csv(out["dssp"], index=False)
     thermo = pd.concat([pd.read_csv(p) for p in energies], ignore_index=True)
     half = len(time_ps) // 2
@@ -112,9 +106,6 @@ def analyze(
             "residue": rmsf_table["residue"].tolist(),
             "rmsf_nm": [round(float(v), 5) for v in rmsf],
         }
-    per_frame = {"rmsd_nm": rmsd, "rg_nm": rg}
-    if len(dssp):
-        per_frame.update({f"{column}_fraction": dssp[column].to_numpy() for column in ("helix", "strand")})
     series = {name: (time_ps, values) for name, values in per_frame.items()}
     series["temperature_K"] = (thermo["time_ps"], thermo["temperature_K"])
     summary["statistics"] = equilibrated_estimates(series)
@@ -124,6 +115,43 @@ def analyze(
     plot(time_ps, rmsd, rg, rmsf_table, dssp, thermo, title, out["png"])
     log.info("analyzed %s: %d frames, RMSD %.3f nm, Rg %.3f nm", title, traj.n_frames, rmsd.mean(), rg.mean())
     return summary
+
+
+def frame_observables(traj, reference) -> tuple:
+    """The observables of every frame, the same for a whole simulation (analyze) and
+    for one segment (segment_observables): molecules made whole, frames fitted on the
+    reference's backbone; RMSD to the reference, radius of gyration of the heavy
+    atoms (no water), helix and strand fractions (proteins). Returns the fitted
+    trajectory, {name: per-frame values} and the DSSP table."""
+    import mdtraj
+
+    top = traj.topology
+    if traj.unitcell_vectors is not None and np.any(traj.unitcell_lengths):
+        traj = _make_whole(traj)
+    fit_atoms = _selection(top, "backbone", "not element H")
+    heavy = _selection(top, "not element H and not water", "all")
+    traj.superpose(reference, atom_indices=fit_atoms)
+    per_frame = {
+        "rmsd_nm": mdtraj.rmsd(traj, reference, atom_indices=fit_atoms),
+        "rg_nm": mdtraj.compute_rg(traj.atom_slice(heavy)),
+    }
+    dssp = secondary_structure(traj)
+    if len(dssp):
+        per_frame.update({f"{column}_fraction": dssp[column].to_numpy() for column in ("helix", "strand")})
+    return traj, per_frame, dssp
+
+
+def segment_observables(trajectory: Path, topology: Path, path: Path) -> None:
+    """One segment's observables per frame (frame_observables), as the CSV stored
+    beside it for the decision to stop (convergence.py): time_ps and one column each."""
+    import mdtraj
+
+    traj = mdtraj.load(str(trajectory), top=str(topology))
+    traj, per_frame, _ = frame_observables(traj, mdtraj.load(str(topology)))
+    table = pd.DataFrame({"time_ps": traj.time, **per_frame})
+    partial = Path(path).with_name(f".{Path(path).name}.partial")
+    table.to_csv(partial, index=False, float_format="%.6g")
+    os.replace(partial, path)
 
 
 def write_features(path: Path, traj, observables: dict) -> None:

@@ -10,7 +10,7 @@ from . import layout
 from .configuration import expand_path
 from .engines import unknown_engine
 from .errors import CampaignError
-from .protocol import Protocol
+from .protocol import Protocol, flatten_until
 from .sites import ASSIGNMENT_FILE, Site, check_sites, pinned_sites, read_assignment, site_assignment
 from .slots import Packing
 from .systems import (
@@ -93,6 +93,8 @@ def load_campaign(
     Raises CampaignError with a one-line message on the first problem found.
     """
     base_dir = Path(base_dir)
+    if isinstance(config.get("protocol"), dict):
+        flatten_until(config["protocol"], config_file)
     validate(config, load_schema("config.schema.yaml", schema_dir), config_file)
     protocol_schema = load_schema("config.schema.yaml", schema_dir)["properties"]["protocol"]
     if problem := unknown_engine(config["protocol"]["engine"]):
@@ -148,6 +150,7 @@ def load_campaign(
         sites[site].scratch if scratch_key != "scratch" else config["scratch"], f"{config_file}: {scratch_key}"
     )
     pulling = Pulling(**config["pulling"])
+    check_goals(systems, systems_file, pulls=bool(sites) and pulling.enabled)
     if sites:
         plan = read_assignment(base_dir / ASSIGNMENT_FILE, sites)
         placed = (
@@ -178,6 +181,26 @@ def load_campaign(
         site=site,
         simulations=simulations,
     )
+
+
+def check_goals(systems: dict[str, System], systems_file: str, pulls: bool) -> None:
+    """Continue until converged needs an error across replicas, so two of them; and
+    (for now) sites with fixed shares: pulling sites do not read the decisions yet."""
+    for system in systems.values():
+        observable = system.protocol.until_observable
+        if not observable:
+            continue
+        where = f"{systems_file}, line {system.line} (id '{system.id}')"
+        if system.replicas < 2:
+            raise CampaignError(
+                f"{where}: until_observable ({observable}) needs at least 2 replicas (the error it stops at is "
+                f"the spread across replicas; this system has {system.replicas})"
+            )
+        if pulls:
+            raise CampaignError(
+                f"{where}: until_observable ({observable}) does not work with pulling sites yet; run this campaign "
+                "with sites that have fixed shares (pulling: {enabled: false}), or without until_observable"
+            )
 
 
 def _store_location(text: str, config_file: str, base_dir: Path) -> str:

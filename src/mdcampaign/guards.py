@@ -10,7 +10,7 @@ from pathlib import Path
 from . import __version__, layout
 from .campaign import Campaign
 from .errors import CampaignError, DataError
-from .protocol import ADDED_KEYS
+from .protocol import ADDED_KEYS, UNTIL_PREFIX
 from .records import read_manifest
 from .sites import ASSIGNMENT_FILE
 
@@ -85,7 +85,7 @@ def check_started(campaign: Campaign, base_dir: Path | str = ".") -> None:
             )
         current = simulation.protocol.__dict__
         for key, value in recorded.items():
-            if key in MUTABLE_KEYS or key not in current or current[key] == value:
+            if key in MUTABLE_KEYS or key.startswith(UNTIL_PREFIX) or key not in current or current[key] == value:
                 continue
             system = campaign.systems[simulation.system]
             raise CampaignError(

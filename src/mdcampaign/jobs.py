@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import layout, slurm
+from .convergence import Goal, learn_decision, segments_wanted
 from .engines import engine_for, files_of
 from .errors import EXIT_FAILED, EXIT_PAUSED, CampaignError, DataError, SegmentError, TransferError
 from .jobspec import JobSpec
@@ -307,9 +308,13 @@ def fetch(job: JobContext) -> None:
         else:
             pinned = {}
             info["pinned"] = read_manifest(layout.segment_record(w["system"], w["replica"], segment - 1)).pinned
+        goal = Goal.from_record(job.params.get("until"))
+        store = store_of(job.config)
+        if goal is not None:  # what the decision to stop reads, stored with the segment
+            segment_files[layout.SEGMENT_OBSERVABLES] = _segment_observables(job, output, pinned, info, store)
         board, lease = _claim(job)
         manifest = fetch_segment(
-            store_of(job.config),
+            store,
             segment_files,
             pinned,
             info,
@@ -317,10 +322,36 @@ def fetch(job: JobContext) -> None:
             layout.fill(layout.STORE_SEGMENT, **w),
             Path(layout.segment_record(w["system"], w["replica"], segment)),
             guard=board.guard_script(lease) if board else None,
+            # judged before the local record lets the plan ask for the next segment
+            stored=(lambda: learn_decision(store, w["system"], goal, job.config.get("site"), job.path(".")))
+            if goal
+            else None,
         )
         write_fetched_marker(job.path(layout.SEGMENT_MARKER), manifest)
         if board:
             _record_progress(board, lease, segment + 1, job.config["site"], manifest.info.ns_per_day)
+
+
+def _segment_observables(job: JobContext, output: Path, pinned: dict, info: dict, store) -> Path:
+    """The segment's observables per frame (analysis.segment_observables), against the
+    simulation's own starting structure: pinned with segment 0, else the setup's if it
+    is the same file, else a copy from the store."""
+    from .analysis import segment_observables
+    from .files import sha256_file
+
+    path = output / layout.SEGMENT_OBSERVABLES
+    if path.exists():  # a fetch run again after a failure
+        return path
+    name = "trajectory_topology.pdb"
+    topology = pinned.get(name)
+    if topology is None:
+        expected = info["pinned"][name]
+        topology = job.path(f"{layout.fill(layout.SETUP_DIR, system=job.wildcards['system'])}/{name}")
+        if not topology.exists() or sha256_file(topology) != expected:
+            topology = output.parent / f"pinned-{name}"
+            store.get([(f"{layout.fill(layout.STORE_SIM, **job.wildcards)}/{name}", topology, expected)])
+    segment_observables(output / "trajectory.xtc", topology, path)
+    return path
 
 
 def pack(job: JobContext) -> None:
@@ -330,7 +361,7 @@ def pack(job: JobContext) -> None:
 
     with job_logging(job.log, job.label):
         members = [
-            Member(m["system"], int(m["replica"]), m["n_segments"], m["protocol"], m["seed"])
+            Member(m["system"], int(m["replica"]), m["n_segments"], m["protocol"], m["seed"], until=m.get("until"))
             for m in job.params["members"]
         ]
         packing = Packing(**job.params["packing"])
@@ -427,7 +458,10 @@ def analyze(job: JobContext) -> None:
 
     with job_logging(job.log, job.label):
         w = job.wildcards
-        segments = int(w["segments"])
+        # the planned count (the cap), or fewer once the system stopped (convergence)
+        segments = segments_wanted(
+            w["system"], int(w["segments"]), Goal.from_record(job.params.get("until")), job.path(".")
+        )
         manifests = [read_manifest(layout.segment_record(w["system"], w["replica"], k)) for k in range(segments)]
         sim_dir = layout.fill(layout.STORE_SIM, **w)
         expected = {"trajectory_topology.pdb": manifests[0].pinned["trajectory_topology.pdb"]}
@@ -465,6 +499,8 @@ def analyze(job: JobContext) -> None:
                 "site": manifests[-1].site,
             }
         )
+        if len(manifests) < int(w["segments"]):
+            summary["stopped"] = f"converged after {len(manifests)} of {int(w['segments'])} segments"
         atomic_write_json(out["json"], summary)
         # The store keeps every site's analyses, for the campaign-wide summary.
         analysis_dir = layout.fill(layout.STORE_ANALYSIS_DIR, **w)
@@ -476,7 +512,8 @@ def analyze(job: JobContext) -> None:
                 shutil.rmtree(older, ignore_errors=True)
             elif older.name.startswith("complete-") and older.name != f"complete-{w['segments']}.json":
                 older.unlink(missing_ok=True)
-        atomic_write_json(layout.completion_record(w["system"], w["replica"], len(manifests)), summary)
+        # named after the planned count, as the plan asks for it (convergence: maybe fewer)
+        atomic_write_json(layout.completion_record(w["system"], w["replica"], int(w["segments"])), summary)
         board, lease = _claim(job)
         if board:
             _record_progress(board, lease, len(manifests), job.config["site"], analyzed=True)

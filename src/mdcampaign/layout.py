@@ -53,6 +53,12 @@ SYSTEMS_TABLE = f"{RESULTS}/systems.tsv"
 CONVERGENCE = f"{RESULTS}/convergence"  # <system>.png
 COMPARISONS_TABLE = f"{RESULTS}/comparisons.tsv"
 COMPARISONS_FIGURE = f"{RESULTS}/comparisons.png"
+# Continue until converged (convergence.py): a system's decision to stop, per goal
+# ({goal}: Goal.key), as the store holds it, and how far its evaluation has got.
+DECISION = f"{RESULTS}/decisions/{{system}}/{{goal}}.json"
+DECISION_PROGRESS = f"{RESULTS}/decisions/{{system}}/{{goal}}.progress.json"
+# A segment's observables per frame, stored beside it when its system has a goal.
+SEGMENT_OBSERVABLES = "observables.csv"
 # One job of a packed batch of simulations (see slots.py), and what it did.
 PACKS = f"{RESULTS}/packs"
 PACK_ROUND = f"{PACKS}/{{batch}}/round-{{round}}.json"
@@ -96,6 +102,8 @@ STORE_CLAIMS = "claims"
 STORE_SITES = "sites"
 # The campaign's definition every site must run (deploy writes it; sites check it).
 STORE_DEFINITION = "campaign.json"
+# Each system's decision to stop (convergence.py): <system>/<goal>.json, made once.
+STORE_DECISIONS = "decisions"
 
 
 # written last by `stage` into a segment's scratch input: the staging is complete

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from . import layout
 from .claims import RENEWALS_PER_LEASE, ClaimBoard, Lease
+from .convergence import Goal, segments_wanted
 from .engines import files_of
 from .errors import EXIT_PAUSED
 from .jobspec import JobSpec
@@ -58,10 +59,19 @@ class Member:
     lease: Lease | None = None  # its claim in the store, when pulled
     asked_by: str | None = None  # a faster site asked to take it over after this segment
     frame_interval_ps: float = 0.0  # for its analysis, when pulled
+    until: dict | None = None  # its system's goal (convergence.Goal), if it stops when converged
 
     @property
     def name(self) -> str:
         return layout.sim_name(self.system, self.replica)
+
+    def wanted(self) -> int:
+        """Its segments: the cap, or fewer once its system stopped (read each time)."""
+        return segments_wanted(self.system, self.n_segments, Goal.from_record(self.until))
+
+    def segment_params(self) -> dict:
+        """What its stage, simulate and fetch jobs are given."""
+        return {"protocol": self.protocol, "seed": self.seed, **({"until": self.until} if self.until else {})}
 
     def fetched(self) -> int:
         return layout.segments_fetched(self.system, self.replica, self.n_segments)
@@ -272,7 +282,7 @@ def _slot_loop(batch: Batch, slot: Slot, threads: int) -> None:
             continue
         while member.state == "running":
             segment = member.fetched()
-            if segment >= member.n_segments:
+            if segment >= member.wanted():
                 if member.lease is not None and not _analyze(batch, member, slot):
                     break
                 member.state = "done"
@@ -305,7 +315,8 @@ def _analyze(batch: Batch, member: Member, slot: Slot) -> bool:
     if Path(layout.completion_record(member.system, member.replica, member.n_segments)).exists():
         return True
     wildcards = {"system": member.system, "replica": member.replica, "segments": segments}
-    code = _job(batch, "analyze", wildcards, member, slot, 1, {"frame_interval_ps": member.frame_interval_ps})
+    params = {"frame_interval_ps": member.frame_interval_ps, **({"until": member.until} if member.until else {})}
+    code = _job(batch, "analyze", wildcards, member, slot, 1, params)
     if code != 0 and member.state != "lost":
         log_file = layout.fill(layout.log_path("analyze"), **wildcards)
         member.state, member.failure = "failed", f"analyze failed ({_reason(log_file, code)}; log: {log_file})"
@@ -359,7 +370,7 @@ def _job(
     config = batch.job_config
     if member.lease is not None:  # fetch and analyze check and record the claim
         config = {**config, "lease": member.lease.to_json(), "lease_seconds": batch.claimer.board.lease_seconds}
-    spec = JobSpec(wildcards, params or {"protocol": member.protocol, "seed": member.seed}, config)
+    spec = JobSpec(wildcards, params or member.segment_params(), config)
     runtime = max(1.0, (batch.deadline - time.time()) / 60.0) if batch.deadline else 0
     command = [*batch.command, rule, spec.to_json(), str(threads if rule == "simulate" else 1), str(runtime)]
     with batch.lock:

@@ -17,6 +17,7 @@ import time
 
 from . import layout
 from .campaign import Campaign
+from .convergence import Goal, segments_wanted
 from .jobspec import JobSpec
 from .pulling import campaign_digest, workers
 from .resources import expected_speed, runtime_minutes, segment_runtime_minutes
@@ -89,6 +90,7 @@ class Plan:
         # Pulling jobs decide what to run when they run, from the whole campaign.
         self.pull_job_config = {**self.job_config, "campaign": config, "config_file": config_file}
         self._view: dict = {}
+        self._goals: dict = {}
 
     # -- rules and their jobs ------------------------------------------------------------
 
@@ -107,9 +109,10 @@ class Plan:
         planning.)"""
 
         def spec(wildcards, input):
+            given = {key: value(wildcards, input) for key, value in values.items()}
             return JobSpec(
                 dict(wildcards),
-                {key: value(wildcards, input) for key, value in values.items()},
+                {key: value for key, value in given.items() if value is not None},  # None: not given
                 config or self.job_config,
             ).to_json()
 
@@ -133,6 +136,17 @@ class Plan:
 
     def protocol_of(self, wildcards, input=None) -> dict:
         return self.campaign.systems[wildcards.system].protocol.record()
+
+    def goal_of(self, system: str) -> Goal | None:
+        """When a system stops (continue until converged), or None: at its cap."""
+        if system not in self._goals:
+            spec = self.campaign.systems[system]
+            self._goals[system] = Goal.of(spec.protocol, spec.replicas)
+        return self._goals[system]
+
+    def until_of(self, wildcards, input=None) -> dict | None:
+        goal = self.goal_of(wildcards.system)
+        return goal.record() if goal else None
 
     def packing_of(self, wildcards, input=None) -> dict:
         return self.packing.__dict__
@@ -191,10 +205,47 @@ class Plan:
         simulation = self.simulation_of(wildcards)
         if int(wildcards.segments) != simulation.n_segments:
             raise ValueError(f"{simulation.name} has {simulation.n_segments} segments, not {wildcards.segments}")
-        done = layout.segments_fetched(simulation.system, simulation.replica, simulation.n_segments)
-        if done < simulation.n_segments:
+        goal = self.goal_of(simulation.system)
+        # fewer once its system stopped: read again after each fetch (convergence)
+        wanted = segments_wanted(simulation.system, simulation.n_segments, goal)
+        done = layout.segments_fetched(simulation.system, simulation.replica, wanted)
+        if goal is not None:
+            self.keep_in_step(simulation, self.judged(simulation.system, simulation.replica, done), wanted)
+        elif done < wanted:
             self.request_segment(simulation, done)
-        return [self.segment_record(simulation.system, simulation.replica, k) for k in range(simulation.n_segments)]
+        return [self.segment_record(simulation.system, simulation.replica, k) for k in range(wanted)]
+
+    def keep_in_step(self, simulation, done: int, wanted: int) -> None:
+        """A system that stops when converged is judged at boundaries every replica has
+        reached: a replica runs at most one segment ahead of its slowest sibling, and its
+        analysis waits until they all end (at the cap, or at the decision), so that no
+        replica runs or is analyzed past a decision the others were about to bring."""
+        slowest, least = simulation, done
+        for replica in range(1, self.campaign.systems[simulation.system].replicas + 1):
+            if replica != simulation.replica and least > 0:
+                count = self.judged(
+                    simulation.system, replica, layout.segments_fetched(simulation.system, replica, least)
+                )
+                if count < least:
+                    slowest, least = self.campaign.simulation(simulation.system, replica), count
+        if least >= wanted:
+            return
+        if slowest.name not in self.named:  # another site's (fixed shares): it does not wait here
+            slowest, least = simulation, done
+        if done < wanted and done <= least:
+            self.request_segment(simulation, done)
+        elif least < wanted:
+            self.request_segment(slowest, least)
+
+    @staticmethod
+    def judged(system: str, replica, fetched: int) -> int:
+        """Of a simulation's ``fetched`` segments (records in results/), those whose
+        `fetch` has ended: its marker, written last, comes after the judgement of the
+        boundary it completes (a record is there as soon as the segment is stored, and
+        with the store in results/ it is the stored one)."""
+        if fetched and not os.path.exists(layout.segment_marker(system, replica, fetched - 1)):
+            return fetched - 1
+        return fetched
 
     def request_segment(self, simulation, segment: int) -> None:
         """Ask for the job that makes the next segment of a simulation: its own `fetch`
@@ -271,7 +322,13 @@ class Plan:
     def pack_members(self, wildcards, input=None) -> list[dict]:
         """The simulations of a batch, with what their segment jobs need."""
         return [
-            {**sim.wildcards, "n_segments": sim.n_segments, "protocol": sim.protocol.record(), "seed": sim.seed}
+            {
+                **sim.wildcards,
+                "n_segments": sim.n_segments,
+                "protocol": sim.protocol.record(),
+                "seed": sim.seed,
+                **({"until": goal.record()} if (goal := self.goal_of(sim.system)) else {}),
+            }
             for sim in self.batch_simulations(wildcards.batch)
         ]
 

@@ -59,6 +59,9 @@ class Protocol:
     remove_residues: str
     keep_crystal_water: bool
     mutations: str
+    until_observable: str
+    until_standard_error: float
+    until_min_ns: float
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:
@@ -73,9 +76,13 @@ class Protocol:
         """The protocol as rule params and records carry it (``from_record`` restores
         it): keys added later are left out at their as-before value, so that
         upgrading does not change existing jobs' params (Snakemake reruns a job whose
-        params changed) and records read the same as before."""
+        params changed) and records read the same as before. The `until_` keys are
+        left out too: when to stop is not how to simulate (segments get them as their
+        own param, convergence.Goal), so they may change at any time."""
         return {
-            key: value for key, value in self.__dict__.items() if not (key in ADDED_KEYS and value == ADDED_KEYS[key])
+            key: value
+            for key, value in self.__dict__.items()
+            if not (key in ADDED_KEYS and value == ADDED_KEYS[key]) and not key.startswith(UNTIL_PREFIX)
         }
 
     @property
@@ -145,9 +152,30 @@ class Protocol:
                 f"of frame intervals (frame_interval_ps {self.frame_interval_ps})"
             )
         yield from _mutation_problems(self.mutations)
+        if self.until_observable and not self.until_standard_error > 0:
+            yield f"until_observable ({self.until_observable}) needs its goal: until_standard_error above 0"
+        if self.until_observable and self.until_min_ns > self.target_ns:
+            yield (
+                f"until_min_ns ({self.until_min_ns}) is longer than target_ns ({self.target_ns}), the cap: "
+                "no system could stop early"
+            )
 
 
-ADDED = ("engine", "chains", "model", "altloc", "remove_residues", "keep_crystal_water", "mutations")
+ADDED = (
+    "engine",
+    "chains",
+    "model",
+    "altloc",
+    "remove_residues",
+    "keep_crystal_water",
+    "mutations",
+    "until_observable",
+    "until_standard_error",
+    "until_min_ns",
+)
+# Written in the config as one mapping, `until: {observable, standard_error, min_ns}`.
+UNTIL_KEYS = ("observable", "standard_error", "min_ns")
+UNTIL_PREFIX = "until_"
 ADDED_KEYS = {key: value for key, value in schema_defaults("protocol").items() if key in ADDED}
 
 
@@ -172,6 +200,18 @@ def _mutation_problems(mutations: str) -> Iterator[str]:
 def _is_multiple(value: float, unit: float) -> bool:
     ratio = value / unit
     return abs(ratio - round(ratio)) < 1e-6 and round(ratio) > 0
+
+
+def flatten_until(protocol: dict, where: str) -> None:
+    """``until: {observable, standard_error, min_ns}`` of a config's protocol, as its
+    keys ``until_observable``, ... (in place): one way to write it, one to read it."""
+    until = protocol.pop("until", None)
+    if until is None:
+        return
+    if not isinstance(until, dict) or set(until) - set(UNTIL_KEYS):
+        raise CampaignError(f"{where}: protocol.until: expected a mapping with {', '.join(UNTIL_KEYS)} (got {until!r})")
+    for key, value in until.items():
+        protocol[UNTIL_PREFIX + key] = value
 
 
 def protocol_from(values: dict, where: str) -> Protocol:

@@ -19,6 +19,7 @@ from pathlib import Path
 from . import layout, slurm
 from .campaign import Campaign
 from .claims import MAX_FAILURES, Listing, SimulationClaims
+from .convergence import Goal, progress, segments_wanted
 from .engines import engine_for
 from .errors import DataError
 from .files import file_system_now
@@ -73,6 +74,8 @@ class CampaignStatus:
     clock_offset_s: float | None = None
     # each site's driver, by its heartbeat in the store (heartbeat.SiteState)
     sites: list = field(default_factory=list)
+    # systems with a goal (continue until converged): where they stand against it
+    goals: list = field(default_factory=list)
 
     @property
     def totals(self) -> dict:
@@ -205,7 +208,38 @@ def collect(
         status.simulations.append(
             _one(simulation, campaign, directory, scratch, setups[simulation.system], queue, claims)
         )
+    status.goals = [goal_state(system, campaign, directory) for system in campaign.systems.values()]
+    status.goals = [state for state in status.goals if state is not None]
     return status
+
+
+def goal_state(system, campaign: Campaign, directory: Path) -> dict | None:
+    """A system with a goal: converged (at how many ns), or its latest standard error
+    against the goal, as this site last judged or learned it (convergence)."""
+    goal = Goal.of(system.protocol, system.replicas)
+    if goal is None:
+        return None
+    judged = progress(system.id, goal, directory) or {}
+    return {
+        "system": system.id,
+        "observable": goal.observable,
+        "goal": goal.standard_error,
+        "min_ns": goal.min_ns,
+        "converged": bool(judged.get("converged")),
+        "judged_at_ns": judged.get("simulated_ns"),
+        "mean": judged.get("mean"),
+        "error": judged.get("error"),
+        "reason": judged.get("reason") or "not judged yet: every replica needs a segment in the store",
+    }
+
+
+def render_goals(goals: list[dict]) -> list[str]:
+    lines = ["convergence (until_observable):"]
+    for g in goals:
+        where = f" at {g['judged_at_ns']:g} ns" if g["judged_at_ns"] is not None else ""
+        verdict = "converged, stopped" if g["converged"] else "going on"
+        lines.append(f"  {g['system']}: {g['observable']} {verdict}{where}: {g['reason']}")
+    return lines
 
 
 def _segment_speed(record: str) -> float | None:
@@ -236,11 +270,15 @@ def _one(
 ) -> SimulationStatus:
     wildcards = simulation.wildcards
     protocol = simulation.protocol
-    segments_total = simulation.n_segments
-    target_ns = segments_total * protocol.segment_ns
     root = str(directory)
+    system = campaign.systems[simulation.system]
+    # the cap, or fewer once its system stopped (convergence)
+    segments_total = segments_wanted(simulation.system, simulation.n_segments, Goal.of(protocol, system.replicas), root)
+    target_ns = segments_total * protocol.segment_ns
     # A finished, analyzed simulation is one file; others count their manifests.
-    complete = os.path.join(root, layout.completion_record(simulation.system, simulation.replica, segments_total))
+    complete = os.path.join(
+        root, layout.completion_record(simulation.system, simulation.replica, simulation.n_segments)
+    )
     analyzed = os.path.exists(complete)
     if analyzed:
         n_done = segments_total
@@ -483,6 +521,9 @@ def render(status: CampaignStatus, colour: bool) -> str:
             lines.append(f"  {s.failure['message']}")
             lines.append(f"  log: {s.failure['log']}")
             lines.extend(f"  | {text}" for text in s.failure["last_lines"])
+    if status.goals:
+        lines.append("")
+        lines.extend(render_goals(status.goals))
     if status.sites:
         lines.append("")
         lines.extend(render_sites(status.sites, paint))

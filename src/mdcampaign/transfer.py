@@ -53,6 +53,7 @@ def fetch_segment(
     relative_dir: str,
     record_path: Path,
     guard: str | None = None,
+    stored=None,
 ) -> Manifest:
     """Send a finished segment to the store, verified, then write its local record.
 
@@ -62,6 +63,8 @@ def fetch_segment(
     the segment's (layout.STORE_SIM, layout.STORE_SEGMENT). ``info``: the
     simulation's name, protocol, seed and site, and (after segment 0) its pinned files'
     checksums. ``guard``: see Store.put_directory (a pulled simulation's claim check).
+    ``stored``: called once the segment is in the store and before its local record
+    exists (which is what makes the plan go on: convergence decides in between).
     """
     files = {name: file_record(Path(path)) for name, path in segment_files.items()}
     pinned = {name: sha256_file(path) for name, path in pinned_files.items()}
@@ -88,6 +91,8 @@ def fetch_segment(
         manifest_file = Path(tmp) / layout.MANIFEST
         manifest_file.write_text(manifest_text(manifest))
         store.put_directory({**segment_files, layout.MANIFEST: manifest_file}, relative_dir, guard=guard)
+    if stored is not None:
+        stored()
     write_manifest(record_path, manifest)
     log.info(
         "fetched %s segment %s to %s (%d files, %.1f MB)",

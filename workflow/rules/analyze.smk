@@ -29,6 +29,6 @@ rule analyze:
     conda:
         "../envs/mdcampaign.yaml"
     params:
-        job=job_spec(frame_interval_ps=frame_interval_of),
+        job=job_spec(frame_interval_ps=frame_interval_of, until=until_of),
     shell:
         job_command("analyze")

@@ -141,6 +141,7 @@ simulate_runtime = PLAN.simulate_runtime
 protocol_of = PLAN.protocol_of
 seed_of = PLAN.seed_of
 frame_interval_of = PLAN.frame_interval_of
+until_of = PLAN.until_of
 segment_records = PLAN.segment_records
 summary_inputs = PLAN.summary_inputs
 pack_inputs = PLAN.pack_inputs

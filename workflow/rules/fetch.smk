@@ -18,6 +18,6 @@ checkpoint fetch:
     conda:
         "../envs/mdcampaign.yaml"
     params:
-        job=job_spec(protocol=protocol_of, seed=seed_of),
+        job=job_spec(protocol=protocol_of, seed=seed_of, until=until_of),
     shell:
         job_command("fetch")

@@ -246,7 +246,10 @@ def assert_statistics(campaign: Path, summary) -> None:
     systems = pd.read_csv(campaign / "results" / "systems.tsv", sep="\t", dtype=str, keep_default_na=False)
     assert sorted(systems["system"]) == sorted(set(summary["system"]))
     for system in systems["system"]:
-        assert (campaign / "results" / "convergence" / f"{system}.png").exists(), f"no convergence figure of {system}"
+        page = campaign / "results" / "per-system"
+        assert (page / f"{system}.convergence.png").exists(), f"no convergence figure of {system}"
+        table = pd.read_csv(page / f"{system}.statistics.tsv", sep="\t")
+        assert set(STATISTICS) <= set(table["observable"]), f"the statistics table of {system} lacks observables"
     tables = (
         (
             pd.read_csv(campaign / "results" / "summary.tsv", sep="\t", dtype=str, keep_default_na=False),

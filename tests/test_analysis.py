@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -88,3 +89,26 @@ def test_a_missing_segment_is_detected_as_a_time_gap(two_segments, tmp_path):
             outputs(tmp_path),
             "ala/r1",
         )
+
+
+def test_ligand_and_metal_site_metrics_on_real_structures():
+    """The T4 lysozyme L99A cavity with p-xylene, and a zinc finger (cryo-EM, one Cys
+    SG missing): each structure against itself, so every number is its start value."""
+    import mdtraj
+
+    from mdcampaign.analysis import ligand_metrics, ligand_residues, metal_sites
+
+    data = Path(__file__).parent / "data" / "structures"
+    complex_ = mdtraj.load(str(data / "T4L-L99A-p-xylene-complex.pdb.gz"))
+    assert [str(r) for r in ligand_residues(complex_.topology)] == ["TMP163"]
+    per_frame: dict = {}
+    xylene = ligand_metrics(complex_, complex_, per_frame)["TMP163"]
+    assert xylene["in_pocket_fraction"] == 1.0 and xylene["rmsd_max_nm"] == 0.0
+    contacts = {c["residue"] for c in xylene["contacts"]}
+    assert {"LEU84", "VAL87", "TYR88", "ALA99", "LEU118", "PHE153"} <= contacts, "the L99A cavity's walls"
+    assert set(per_frame) == {"TMP163_rmsd_nm", "TMP163_centre_shift_nm"}
+    zinc = mdtraj.load(str(data / "5A7U-zinc-finger.pdb"))
+    (site,) = metal_sites(zinc, zinc, {})
+    assert site["metal"] == "ZN162" and site["kept_fraction"] == 1.0
+    assert [d["atom"] for d in site["ligands"]] == ["CYS8-SG", "HIS21-NE2", "HIS26-NE2"], "donor atoms only"
+    assert ligand_residues(zinc.topology) == [], "an ion is not a ligand"

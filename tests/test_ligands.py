@@ -116,3 +116,13 @@ def test_a_protein_ligand_complex_runs_and_the_ligand_stays_in_its_pocket(tmp_pa
     traj.superpose(start, atom_indices=protein)
     rmsd = np.sqrt(((traj.xyz[:, ligand] - start.xyz[0, ligand]) ** 2).sum(axis=2).mean(axis=1))
     assert rmsd.max() < 0.2, f"ligand RMSD {rmsd.max():.3f} nm: it left its pocket"
+    # the analysis says the same, with its contacts, in analysis.json and the campaign table
+    analysis = json.loads((campaign / "results/sims/t4l-xylene/r1/analysis/0001/analysis.json").read_text())
+    (name, ligand), *_ = analysis["ligands"].items()
+    assert name.startswith("TMP") and ligand["in_pocket_fraction"] == 1.0 and ligand["rmsd_max_nm"] < 0.2
+    assert ligand["rmsd_max_nm"] == pytest.approx(rmsd.max(), abs=0.02), "the same RMSD as computed here"
+    assert {"LEU84", "ALA99", "LEU118"} & {c["residue"] for c in ligand["contacts"] if c["occupancy"] > 0.5}
+    import pandas as pd
+
+    row = pd.read_csv(campaign / "results/summary.tsv", sep="\t").iloc[0]
+    assert row["ligand_in_pocket_fraction"] == 1.0 and "LEU" in row["ligand_contacts"]

@@ -186,3 +186,8 @@ def test_a_campaign_of_real_structures_runs_without_editing_them(tmp_path):
     assert "GOL x4" in table.loc["protease/r1", "setup_removed"]
     assert "CYM" in table.loc["zinc-finger/r1", "setup_metal_sites"]
     assert table.loc["villin-L42A/r1", "setup_mutations"] == "A:L42A"
+    # the zinc site is followed through the simulation, and holds
+    zinc = json.loads((campaign / "results/sims/zinc-finger/r1/analysis/0001/analysis.json").read_text())
+    (site,) = zinc["metal_sites"]
+    assert site["metal"].startswith("ZN") and len(site["ligands"]) >= 3 and site["kept_fraction"] == 1.0
+    assert table.loc["zinc-finger/r1", "metal_sites_kept"].startswith(f"{site['metal']} 1.00")

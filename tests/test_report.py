@@ -51,10 +51,12 @@ def test_the_report_of_a_finished_campaign_renders_with_the_whole_workflow(tmp_p
     text = rendered_text(campaign / "report.html")
     assert "Statistics" in text and "Results" in text, f"the report's script did not run: {text[:300]}"
     results = text.split("Results", 1)[-1]
-    assert {"Campaign", "Comparisons", "Convergence", "Simulations", "Workflow"} <= set(results.split()), text[:500]
+    assert {"Campaign", "Comparisons", "Systems", "Workflow"} <= set(results.split()), text[:500]
+    assert "Start under Results" in text, "the landing page says where the answers are"
     raw = (campaign / "report.html").read_text()
-    for figure in ("workflow.png", "timelines.png", "summary.png", "systems.tsv", "convergence"):
+    for figure in ("workflow.png", "timelines.png", "summary.png", "systems.tsv", "ala.convergence.png"):
         assert figure in raw
+    assert "ala.statistics.tsv" in raw, "the system's page has its statistics table"
     assert raw.count("analysis.png") >= 2, "every simulation's analysis, although none is planned any more"
     # also the zipped form, for reports with many figures
     snakemake(campaign, "--report=report.zip")

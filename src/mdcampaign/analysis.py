@@ -106,6 +106,14 @@ def analyze(
             "residue": rmsf_table["residue"].tolist(),
             "rmsf_nm": [round(float(v), 5) for v in rmsf],
         }
+    reference = mdtraj.load(str(topology))
+    binding = {"time_ps": time_ps}
+    if ligands := ligand_metrics(traj, reference, binding):
+        summary["ligands"] = ligands
+    if sites := metal_sites(traj, reference, binding):
+        summary["metal_sites"] = sites
+    if len(binding) > 1 and "binding" in out:
+        pd.DataFrame(binding).to_csv(out["binding"], index=False, float_format="%.5g")
     series = {name: (time_ps, values) for name, values in per_frame.items()}
     series["temperature_K"] = (thermo["time_ps"], thermo["temperature_K"])
     summary["statistics"] = equilibrated_estimates(series)
@@ -115,6 +123,109 @@ def analyze(
     plot(time_ps, rmsd, rg, rmsf_table, dssp, thermo, title, out["png"])
     log.info("analyzed %s: %d frames, RMSD %.3f nm, Rg %.3f nm", title, traj.n_frames, rmsd.mean(), rg.mean())
     return summary
+
+
+# A ligand is in its pocket while its centre is within this of where it started.
+POCKET_NM = 0.5
+# A protein residue is in contact with a ligand with a heavy atom within this of one of its.
+CONTACT_NM = 0.4
+# A metal's first shell: heavy atoms within this of it (in the starting structure); the
+# site is kept in a frame where each of them still is.
+COORDINATION_NM = 0.3
+METALS = frozenset({"Zn", "Mg", "Ca", "Fe", "Cu", "Mn", "Co", "Ni", "Cd", "Hg"})
+DONORS = frozenset({"N", "O", "S", "Se"})  # the atoms that coordinate them
+
+
+def ligand_residues(topology) -> list:
+    """Molecules other than polymer, water and ions: the ligands and cofactors setup
+    kept (by their residues of at least two heavy atoms)."""
+    return [
+        residue
+        for residue in topology.residues
+        if not (residue.is_protein or residue.is_nucleic or residue.is_water)
+        and sum(1 for atom in residue.atoms if atom.element.symbol != "H") >= 2
+    ]
+
+
+def ligand_metrics(traj, reference, per_frame: dict) -> dict:
+    """Per ligand, with the frames already fitted on the protein (frame_observables):
+    its heavy-atom RMSD to its starting pose, the fraction of frames its centre stays
+    within POCKET_NM of where it started, and the protein residues within CONTACT_NM
+    with their occupancy (fraction of frames). Adds each ligand's RMSD and centre shift
+    per frame to ``per_frame``."""
+    import mdtraj
+
+    found = {}
+    protein = traj.topology.select("protein and not element H")
+    for residue in ligand_residues(traj.topology):
+        heavy = np.array([a.index for a in residue.atoms if a.element.symbol != "H"])
+        start = reference.xyz[0, heavy]
+        rmsd = np.sqrt(((traj.xyz[:, heavy] - start) ** 2).sum(axis=2).mean(axis=1))
+        shift = np.linalg.norm(traj.xyz[:, heavy].mean(axis=1) - start.mean(axis=0), axis=1)
+        occupancy: dict[int, int] = {}
+        if len(protein):
+            for atoms in mdtraj.compute_neighbors(traj, CONTACT_NM, heavy, haystack_indices=protein, periodic=False):
+                for index in {traj.topology.atom(int(a)).residue.index for a in atoms}:
+                    occupancy[index] = occupancy.get(index, 0) + 1
+        name = f"{residue.name}{residue.resSeq}"
+        per_frame[f"{name}_rmsd_nm"], per_frame[f"{name}_centre_shift_nm"] = rmsd, shift
+        contacts = sorted(occupancy.items(), key=lambda item: (-item[1], item[0]))
+        found[name] = {
+            "residue": residue.name,
+            "rmsd_mean_nm": _round(rmsd.mean()),
+            "rmsd_max_nm": _round(rmsd.max()),
+            "in_pocket_fraction": _round(float(np.mean(shift <= POCKET_NM))),
+            "centre_shift_max_nm": _round(shift.max()),
+            "contacts": [
+                {"residue": str(traj.topology.residue(index)), "occupancy": _round(count / traj.n_frames, 3)}
+                for index, count in contacts
+            ],
+        }
+    return found
+
+
+def metal_sites(traj, reference, per_frame: dict) -> list[dict]:
+    """Per metal ion: the donor atoms (N, O, S) of its first shell in the starting structure
+    (within COORDINATION_NM, water excluded: waters exchange), their distances over
+    time, and the fraction of frames in which every one of them is still within
+    COORDINATION_NM: a site that falls apart is visible. Adds each distance per frame
+    to ``per_frame``."""
+    import mdtraj
+
+    top = traj.topology
+    sites = []
+    candidates = np.array([a.index for a in top.atoms if a.element.symbol in DONORS and not a.residue.is_water])
+    for metal in (a for a in top.atoms if a.element.symbol in METALS):
+        others = candidates[candidates != metal.index]
+        if not len(others):
+            continue
+        near = mdtraj.compute_neighbors(reference, COORDINATION_NM, np.array([metal.index]), others, periodic=False)[0]
+        if not len(near):
+            sites.append({"metal": f"{metal.residue}", "ligands": [], "kept_fraction": None})
+            continue
+        pairs = np.array([[metal.index, int(a)] for a in near])
+        distances = mdtraj.compute_distances(traj, pairs, periodic=False)
+        names = [f"{top.atom(int(a)).residue}-{top.atom(int(a)).name}" for a in near]
+        for name, column in zip(names, distances.T, strict=True):
+            per_frame[f"{metal.residue}_{name}_nm"] = column
+        sites.append(
+            {
+                "metal": f"{metal.residue}",
+                "ligands": [
+                    {
+                        "atom": name,
+                        "start_nm": _round(float(d0), 4),
+                        "mean_nm": _round(col.mean(), 4),
+                        "max_nm": _round(col.max(), 4),
+                    }
+                    for name, d0, col in zip(
+                        names, mdtraj.compute_distances(reference, pairs, periodic=False)[0], distances.T, strict=True
+                    )
+                ],
+                "kept_fraction": _round(float(np.mean((distances <= COORDINATION_NM).all(axis=1))), 4),
+            }
+        )
+    return sites
 
 
 def frame_observables(traj, reference) -> tuple:

@@ -231,6 +231,23 @@ def progress(system: str, goal: Goal, root: str | os.PathLike = ".") -> dict | N
     return None
 
 
+def standing(system: str, goal: Goal, root: str | os.PathLike = ".") -> dict:
+    """Where a system stands against its goal, as this site last judged or learned it:
+    converged (at how many ns), or its latest standard error (for status and the report)."""
+    judged = progress(system, goal, root) or {}
+    return {
+        "system": system,
+        "observable": goal.observable,
+        "goal": goal.standard_error,
+        "min_ns": goal.min_ns,
+        "converged": bool(judged.get("converged")),
+        "judged_at_ns": judged.get("simulated_ns"),
+        "mean": judged.get("mean"),
+        "error": judged.get("error"),
+        "reason": judged.get("reason") or "not judged yet: every replica needs a segment in the store",
+    }
+
+
 def after_segment(
     store: Store, system: str, goal: Goal, site: str | None, root: str | os.PathLike = "."
 ) -> dict | None:

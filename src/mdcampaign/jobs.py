@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import layout, slurm
-from .convergence import Goal, learn_decision, segments_wanted
+from .convergence import Goal, learn_decision, segments_wanted, standing
 from .engines import engine_for, files_of
 from .errors import EXIT_FAILED, EXIT_PAUSED, CampaignError, DataError, SegmentError, TransferError
 from .jobspec import JobSpec
@@ -479,6 +479,7 @@ def analyze(job: JobContext) -> None:
             "png": folder / "analysis.png",
             **{key: folder / f"{key}.csv" for key in ("rmsd", "rg", "rmsf", "dssp")},
             "features": folder / "features.npz",
+            "binding": folder / "binding.csv",  # ligands and metal sites, where there are any
         }
         segments = [local / "segments" / layout.segment_name(m.segment) for m in manifests]
         summary = run_analysis(
@@ -502,6 +503,7 @@ def analyze(job: JobContext) -> None:
         if len(manifests) < int(w["segments"]):
             summary["stopped"] = f"converged after {len(manifests)} of {int(w['segments'])} segments"
         atomic_write_json(out["json"], summary)
+        out = {key: path for key, path in out.items() if path.exists()}
         # The store keeps every site's analyses, for the campaign-wide summary.
         analysis_dir = layout.fill(layout.STORE_ANALYSIS_DIR, **w)
         if store.describe(analysis_dir) != str(folder):
@@ -555,8 +557,9 @@ def summary(smk) -> None:
             Path(smk.output.figure),
             smk.params.campaign,
             (Path(smk.output.systems), replicas),
-            Path(smk.output.convergence),
+            Path(smk.output.per_system),
             (Path(smk.output.comparisons), Path(smk.output.comparisons_figure), dict(smk.params.groups)),
+            {system: standing(system, Goal.from_record(record)) for system, record in dict(smk.params.goals).items()},
         )
         from .report_figures import plot_rule_graph, plot_timelines
 

@@ -50,7 +50,10 @@ ANALYSIS_DIR = f"{SIM_RECORDS}/analysis/{{segments}}"
 COMPLETION_RECORD = f"{SIM_RECORDS}/analysis/complete-{{segments}}.json"
 SUMMARY_TABLE = f"{RESULTS}/summary.tsv"
 SYSTEMS_TABLE = f"{RESULTS}/systems.tsv"
-CONVERGENCE = f"{RESULTS}/convergence"  # <system>.png
+# A page per system in the report: its convergence figure and its statistics table.
+PER_SYSTEM = f"{RESULTS}/per-system"
+PER_SYSTEM_FIGURE = "{system}.convergence.png"
+PER_SYSTEM_TABLE = "{system}.statistics.tsv"
 COMPARISONS_TABLE = f"{RESULTS}/comparisons.tsv"
 COMPARISONS_FIGURE = f"{RESULTS}/comparisons.png"
 # Continue until converged (convergence.py): a system's decision to stop, per goal

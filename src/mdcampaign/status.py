@@ -19,7 +19,7 @@ from pathlib import Path
 from . import layout, slurm
 from .campaign import Campaign
 from .claims import MAX_FAILURES, Listing, SimulationClaims
-from .convergence import Goal, progress, segments_wanted
+from .convergence import Goal, segments_wanted, standing
 from .engines import engine_for
 from .errors import DataError
 from .files import file_system_now
@@ -214,23 +214,9 @@ def collect(
 
 
 def goal_state(system, campaign: Campaign, directory: Path) -> dict | None:
-    """A system with a goal: converged (at how many ns), or its latest standard error
-    against the goal, as this site last judged or learned it (convergence)."""
+    """A system with a goal: where it stands (convergence.standing), or None."""
     goal = Goal.of(system.protocol, system.replicas)
-    if goal is None:
-        return None
-    judged = progress(system.id, goal, directory) or {}
-    return {
-        "system": system.id,
-        "observable": goal.observable,
-        "goal": goal.standard_error,
-        "min_ns": goal.min_ns,
-        "converged": bool(judged.get("converged")),
-        "judged_at_ns": judged.get("simulated_ns"),
-        "mean": judged.get("mean"),
-        "error": judged.get("error"),
-        "reason": judged.get("reason") or "not judged yet: every replica needs a segment in the store",
-    }
+    return standing(system.id, goal, directory) if goal else None
 
 
 def render_goals(goals: list[dict]) -> list[str]:

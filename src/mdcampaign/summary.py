@@ -9,6 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import layout
+from .analysis import COORDINATION_NM
+
 log = logging.getLogger(__name__)
 
 ANALYSIS_COLUMNS = (
@@ -208,8 +211,48 @@ def plot_comparisons(table: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+def system_tables(replicas: dict[str, list[dict]], folder: Path, goals: dict | None = None) -> None:
+    """Per system, its page's table (layout.PER_SYSTEM_TABLE): one row per observable,
+    the mean over replicas with its standard error and agreement, then each replica's
+    equilibrated mean ± error and where its equilibration was cut; and where the
+    system has a goal, where it stands (``goals``: system -> status.goal_state)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    estimates = system_estimates(replicas)
+    for system, records in replicas.items():
+        rows = []
+        for name, estimate in estimates[system].items():
+            row = {
+                "observable": name,
+                "mean": _or_na(_rounded(estimate.mean)),
+                "se": _or_na(_rounded(estimate.error)),
+                "replicas_agree": NOT_AVAILABLE
+                if estimate.replicas_agree is None
+                else ("yes" if estimate.replicas_agree else "no"),
+                "note": estimate.reason or "",
+            }
+            for number, record in enumerate(records, start=1):
+                stats = (record.get("statistics") or {}).get(name) or {}
+                if stats.get("mean") is None:
+                    row[f"r{number}"] = f"n/a: {stats.get('reason') or 'not analyzed'}"
+                    continue
+                error = f" ± {stats['error']:.3g}" if stats.get("error") is not None else ""
+                cut = stats.get("equilibrated_from_ps")
+                row[f"r{number}"] = f"{stats['mean']:.4g}{error}" + (f" (from {cut:g} ps)" if cut is not None else "")
+            rows.append(row)
+        goal = (goals or {}).get(system)
+        if goal:
+            state = "converged, stopped" if goal["converged"] else "going on"
+            rows.append(
+                {
+                    "observable": f"goal: {goal['observable']} se <= {goal['goal']:g}",
+                    "note": f"{state}: {goal['reason']}",
+                }
+            )
+        pd.DataFrame(rows).to_csv(folder / layout.fill(layout.PER_SYSTEM_TABLE, system=system), sep="\t", index=False)
+
+
 def plot_convergence(replicas: dict[str, list[dict]], folder: Path) -> list[Path]:
-    """Per system, ``<folder>/<system>.png``: each observable's running mean against
+    """Per system, its page's figure (layout.PER_SYSTEM_FIGURE): each observable's running mean against
     simulated time, one line per replica, and the replicas' mean ± its standard error
     where every replica has reached that time. The figures written."""
     import matplotlib
@@ -247,11 +290,18 @@ def plot_convergence(replicas: dict[str, list[dict]], folder: Path) -> list[Path
             axis.set_ylabel(f"running mean of {name}")
         axes[0][0].legend(fontsize=7)
         fig.suptitle(f"{system}: does more time change the answer?")
-        path = folder / f"{system}.png"
+        path = folder / layout.fill(layout.PER_SYSTEM_FIGURE, system=system)
         fig.savefig(path, dpi=90)
         plt.close(fig)
         written.append(path)
     return written
+
+
+def _goal_text(goal: dict | None) -> str:
+    if not goal:
+        return ""
+    at = f" at {goal['judged_at_ns']:g} ns" if goal.get("judged_at_ns") is not None else ""
+    return f"{'converged' if goal['converged'] else 'going on'}{at}: {goal['reason']}"
 
 
 def _rounded(value):
@@ -295,7 +345,42 @@ def summary_row(simulation: dict, analysis: dict) -> dict:
     )
     row.update({column: analysis.get(column) for column in ANALYSIS_COLUMNS})
     row.update(statistics_columns(analysis))
+    row.update(binding_columns(analysis))
     return row
+
+
+# Contacts listed per ligand in the table (analysis.json has them all).
+TABLE_CONTACTS = 6
+
+
+def binding_columns(analysis: dict) -> dict:
+    """Ligands and metal sites (analysis.ligand_metrics, metal_sites) as table columns:
+    empty where a system has none; a number for one ligand, `NAME value; ...` for several."""
+    ligands = analysis.get("ligands") or {}
+
+    def per_ligand(value):
+        values = {name: value(record) for name, record in ligands.items()}
+        if len(values) == 1:
+            return next(iter(values.values()))
+        return "; ".join(f"{name} {v}" for name, v in values.items())
+
+    sites = analysis.get("metal_sites") or []
+    return {
+        "ligand_rmsd_mean_nm": per_ligand(lambda r: r["rmsd_mean_nm"]) if ligands else "",
+        "ligand_in_pocket_fraction": per_ligand(lambda r: r["in_pocket_fraction"]) if ligands else "",
+        "ligand_contacts": per_ligand(
+            lambda r: ", ".join(f"{c['residue']} {c['occupancy']:.2f}" for c in r["contacts"][:TABLE_CONTACTS])
+        )
+        if ligands
+        else "",
+        "metal_sites_kept": "; ".join(
+            f"{site['metal']} {site['kept_fraction']:.2f} ({len(site['ligands'])} donors, max "
+            f"{max(d['max_nm'] for d in site['ligands']):.3f} nm)"
+            if site["ligands"]
+            else f"{site['metal']}: no donor atom within {COORDINATION_NM} nm at the start"
+            for site in sites
+        ),
+    }
 
 
 def simulation_identity(simulation) -> dict:
@@ -317,57 +402,88 @@ def write_summary(
     figure: Path,
     campaign: str,
     systems: tuple[Path, dict] | None = None,
-    convergence: Path | None = None,
+    per_system: Path | None = None,
     compared: tuple[Path, Path, dict] | None = None,
+    goals: dict | None = None,
 ) -> pd.DataFrame:
     """The campaign table and figure; ``systems``: (its path, system -> replicas'
     analysis records) for the table of each system's statistics over its replicas;
-    ``convergence``: the folder of each system's convergence figure; ``compared``:
-    (table, figure, system -> (group, is reference)) for the comparisons of groups."""
+    ``per_system``: the folder of each system's convergence figure and table;
+    ``compared``: (table, figure, system -> (group, is reference)) for the comparisons
+    of groups; ``goals``: system -> where it stands against its goal (continue until
+    converged: status.goal_state)."""
     frame = pd.DataFrame(rows)
     frame.to_csv(table, sep="\t", index=False)
     analyses = systems[1] if systems is not None else {}
     groups = compared[2] if compared is not None else {}
     if systems is not None:
-        system_statistics(analyses, groups).to_csv(systems[0], sep="\t", index=False)
-    if convergence is not None:
-        plot_convergence(analyses, convergence)
+        table_of_systems = system_statistics(analyses, groups)
+        if goals:
+            table_of_systems["until"] = [_goal_text(goals.get(system)) for system in table_of_systems["system"]]
+        table_of_systems.to_csv(systems[0], sep="\t", index=False)
+    if per_system is not None:
+        plot_convergence(analyses, per_system)
+        system_tables(analyses, per_system, goals)
     if compared is not None:
         differences = comparisons(analyses, groups)
         differences.to_csv(compared[0], sep="\t", index=False)
         plot_comparisons(differences, compared[1])
-    plot_campaign(frame, figure, campaign)
+    plot_campaign(frame, figure, campaign, analyses)
     log.info("summary of %d simulations written to %s", len(frame), table)
     return frame
 
 
-def plot_campaign(frame: pd.DataFrame, path: Path, campaign: str) -> None:
+# The overview's panels: equilibrated observables (over replicas), then the speed.
+OVERVIEW = (
+    ("rmsd_nm", "RMSD to start (nm)"),
+    ("rg_nm", "radius of gyration (nm)"),
+    ("helix_fraction", "helix fraction"),
+    ("temperature_K", "temperature (K)"),
+)
+
+
+def plot_campaign(frame: pd.DataFrame, path: Path, campaign: str, analyses: dict | None = None) -> None:
+    """The campaign overview: per system and observable, each replica's equilibrated
+    mean (dots) and the mean over replicas with its standard error (bar), side by side;
+    and each simulation's speed. ``analyses``: system -> its replicas' analysis records."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [
-        ("rmsd_mean_nm", "mean RMSD to start (nm)"),
-        ("rg_mean_nm", "mean radius of gyration (nm)"),
-        ("temperature_mean_K", "mean temperature (K)"),
-        ("ns_per_day_mean", "speed (ns/day)"),
-    ]
     systems = list(dict.fromkeys(frame["system"]))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6), constrained_layout=True)
-    for axis, (column, label) in zip(axes, panels, strict=True):
+    estimates = system_estimates(analyses or {system: [] for system in systems})
+    fig, axes = plt.subplots(1, len(OVERVIEW) + 1, figsize=(3.6 * (len(OVERVIEW) + 1), 3.8), constrained_layout=True)
+    for axis, (name, label) in zip(axes, OVERVIEW, strict=False):
         for x, system in enumerate(systems):
-            values = pd.to_numeric(frame.loc[frame["system"] == system, column], errors="coerce").dropna()
-            axis.scatter(np.full(len(values), x), values, s=30, alpha=0.8)
-            if len(values):
-                axis.hlines(values.mean(), x - 0.25, x + 0.25, color="black", lw=1)
-        if column == "temperature_mean_K":
+            means = [
+                ((r.get("statistics") or {}).get(name) or {}).get("mean") for r in (analyses or {}).get(system, [])
+            ]
+            means = [m for m in means if m is not None]
+            axis.scatter(np.full(len(means), x), means, s=14, alpha=0.6, color="tab:blue")
+            estimate = estimates.get(system, {}).get(name)
+            if estimate is not None and estimate.mean is not None:
+                axis.errorbar(
+                    x + 0.15, estimate.mean, yerr=estimate.error or 0, fmt="o", color="black", capsize=3, ms=4
+                )
+        if name == "temperature_K":
             for target in frame["temperature_target_K"].unique():
                 axis.axhline(target, ls="--", color="gray", lw=0.8)
         axis.set_xticks(range(len(systems)))
         axis.set_xticklabels(systems, rotation=30, ha="right", fontsize=8)
         axis.set_ylabel(label)
-    fig.suptitle(f"Campaign {campaign}: {len(frame)} simulations")
+    speed = axes[-1]
+    for x, system in enumerate(systems):
+        values = pd.to_numeric(frame.loc[frame["system"] == system, "ns_per_day_mean"], errors="coerce").dropna()
+        speed.scatter(np.full(len(values), x), values, s=14, alpha=0.6, color="tab:green")
+    speed.set_xticks(range(len(systems)))
+    speed.set_xticklabels(systems, rotation=30, ha="right", fontsize=8)
+    speed.set_ylabel("speed (ns/day)")
+    fig.suptitle(
+        f"Campaign {campaign}: {len(systems)} systems, {len(frame)} simulations. Dots: replicas' equilibrated "
+        "means; black: mean over replicas +- standard error",
+        fontsize=9,
+    )
     fig.savefig(path, dpi=100)
     plt.close(fig)
 

@@ -17,7 +17,7 @@ rule analyze:
         png=report(
             f"{layout.ANALYSIS_DIR}/analysis.png",
             caption="../report/analysis.rst",
-            category="Simulations",
+            category="Systems",
             subcategory="{system}",
             labels={"simulation": "{system}/r{replica}", "figure": "analysis"},
         ),

@@ -25,11 +25,13 @@ rule summary:
             caption="../report/comparisons.rst",
             category="Comparisons",
         ),
-        convergence=report(
-            directory(layout.CONVERGENCE),
-            patterns=["{system}.png"],
-            caption="../report/convergence.rst",
-            category="Convergence",
+        per_system=report(
+            directory(layout.PER_SYSTEM),
+            patterns=["{system}.{figure}.png", "{system}.{figure}.tsv"],
+            caption="../report/per_system.rst",
+            category="Systems",
+            subcategory="{system}",
+            labels={"simulation": "{system}, all replicas", "figure": "{figure}"},
         ),
         workflow=report(
             layout.REPORT_WORKFLOW,
@@ -53,6 +55,12 @@ rule summary:
         # system -> (group, is its reference): the comparisons of a series
         groups={
             s.id: (s.group, s.reference) for s in CAMPAIGN.systems.values() if s.group
+        },
+        # system -> its goal (continue until converged), where it stands is read when it runs
+        goals={
+            s.id: goal.record()
+            for s in CAMPAIGN.systems.values()
+            if (goal := PLAN.goal_of(s.id))
         },
         mode=PLAN.segment_mode,
         timelines=[sim.name for sim in PLAN.summarized[: layout.TIMELINE_SIMULATIONS]],

@@ -168,5 +168,7 @@ def test_a_settled_system_stops_early_while_an_open_one_runs_to_its_cap(tmp_path
     summary = pd.read_csv(campaign / layout.SUMMARY_TABLE, sep="\t")
     assert sorted(summary.loc[summary.system == "settled", "segments"]) == [2, 2]
     assert segments_wanted("settled", 4, Goal.from_record(decision["goal_record"]), campaign) == 2
+    validated = subprocess.run(["mdcampaign", "validate"], cwd=campaign, capture_output=True, text=True, check=True)
+    assert "0.032 ns in total at most (2 systems stop when converged)" in validated.stdout
     again = snakemake(campaign)
     assert executed_jobs(again) == {}, "a re-run reads the same decision and has nothing to do"

@@ -191,3 +191,35 @@ def test_a_campaign_of_real_structures_runs_without_editing_them(tmp_path):
     (site,) = zinc["metal_sites"]
     assert site["metal"].startswith("ZN") and len(site["ligands"]) >= 3 and site["kept_fraction"] == 1.0
     assert table.loc["zinc-finger/r1", "metal_sites_kept"].startswith(f"{site['metal']} 1.00")
+
+
+def test_the_same_row_gives_the_same_system(tmp_path):
+    """A cryo-EM zinc finger with two missing heavy atoms, solvated with ions, set up
+    twice: the same atoms in the same places and the same water (placing missing atoms
+    and hydrogens, and choosing the waters that become ions, is seeded); another seed
+    is another, equally valid, system."""
+    from mdcampaign.engines.openmm.setup import prepare
+
+    explicit = protocol(
+        solvent="explicit", forcefield="amber14", padding_nm=0.8, minimization_max_iterations=1, equilibration_ps=0.0
+    )
+    made = []
+    for run, seed in enumerate((5, 5, 6)):
+        info = prepare(DATA / "5A7U-zinc-finger.pdb", explicit, tmp_path / str(run), platform="CPU", seed=seed)
+        made.append((info, (tmp_path / str(run) / "fixed.pdb").read_text()))
+    (first, fixed_first), (second, fixed_second), (_, fixed_other) = made
+    assert first["fix"]["added_heavy_atoms"] == 2 and first["seed"] == 5
+    assert fixed_first == fixed_second, "the repaired structure, atom for atom"
+    assert (first["atoms"], first["waters"]) == (second["atoms"], second["waters"])
+    ions = [_ions(tmp_path / str(run) / "topology.pdb") for run in range(3)]
+    assert ions[0] and len(ions[0]) == len(ions[1])
+    assert np.abs(np.array(ions[0]) - np.array(ions[1])).max() < 0.05, "the same waters became ions (A)"
+    assert fixed_other != fixed_first, "the seed is what decides"
+
+
+def _ions(topology: Path) -> list[tuple[float, float, float]]:
+    return [
+        (float(line[30:38]), float(line[38:46]), float(line[46:54]))
+        for line in topology.read_text().splitlines()
+        if line.startswith(("ATOM", "HETATM")) and line[17:20].strip() in ("NA", "CL")
+    ]

@@ -41,9 +41,11 @@ def cmd_validate(args) -> int:
     campaign, _ = _load(args)
     segments = sum(s.n_segments for s in campaign.simulations)
     total_ns = sum(s.n_segments * s.protocol.segment_ns for s in campaign.simulations)
+    goals = sum(1 for system in campaign.systems.values() if system.protocol.until_observable)
+    bound = f" at most ({goals} systems stop when converged)" if goals else ""
     print(
         f"{args.config}: campaign '{campaign.name}' is valid: {len(campaign.systems)} systems, "
-        f"{len(campaign.simulations)} simulations, {segments} segments, {total_ns:g} ns in total"
+        f"{len(campaign.simulations)} simulations, {segments} segments, {total_ns:g} ns in total{bound}"
     )
     # what the campaign needs that this machine lacks: named here, before anything runs
     # (a warning: the simulations may be meant for another machine; doctor checks a site)
@@ -54,6 +56,18 @@ def cmd_validate(args) -> int:
         if check.status == FAIL:
             print(f"warning: this machine cannot run them all: {check.what}; fix: {check.fix}", file=sys.stderr)
     return 0
+
+
+def stopped_systems(campaign, directory) -> dict[str, int]:
+    """The systems that stopped when converged, as this site knows: system -> segments."""
+    from .convergence import Goal, stop_after
+
+    found = {}
+    for system in campaign.systems.values():
+        stop = stop_after(system.id, Goal.of(system.protocol, system.replicas), directory)
+        if stop is not None:
+            found[system.id] = stop
+    return found
 
 
 def segment_manifests(root: Path) -> list[Manifest]:
@@ -97,7 +111,7 @@ def cmd_plan(args) -> int:
         except TransferError as error:
             print(f"note: could not read the store ({error}); using this site's records only", file=sys.stderr)
     started, done, speeds = progress(manifests)
-    works = planning_work(campaign.simulations, campaign.systems, done)
+    works = planning_work(campaign.simulations, campaign.systems, done, stopped_systems(campaign, args.directory))
     sites = list(campaign.sites.values())
     if campaign.pulls and not args.write:
         return _pulling_plan(campaign, config, manifests, works, args.verbose)

@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import re
 import tempfile
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
+import openmm
 from openmm import app, unit
 
 from . import layout
@@ -75,8 +78,17 @@ ONE_LETTER = {
 }
 
 
-def repair(structure: Path, protocol: Protocol, ligand: LigandSpec | None = None, ligand_cache: Path | None = None):
+def repair(
+    structure: Path,
+    protocol: Protocol,
+    ligand: LigandSpec | None = None,
+    ligand_cache: Path | None = None,
+    seed: int = 0,
+):
     """The structure made ready for an engine: (PDBFixer with the result, what was done).
+
+    ``seed``: of the dynamics that place missing heavy atoms, so that the same row set
+    up again gives the same system (atoms placed alike, so the same box and water).
 
     With a ``ligand``, its residue is taken out of the structure first and the
     parameterized ligand (ligands.py; parameters cached in ``ligand_cache``) is put back
@@ -103,10 +115,16 @@ def repair(structure: Path, protocol: Protocol, ligand: LigandSpec | None = None
     info["added_heavy_atoms"] = sum(len(v) for v in fixer.missingAtoms.values()) + sum(
         len(v) for v in fixer.missingTerminals.values()
     )
-    fixer.addMissingAtoms()
+    # Reference: its minimizations give the same result every time (the CPU platform's
+    # threads sum forces in varying order); they cost little: only new atoms move
+    reference = openmm.Platform.getPlatformByName("Reference")
+    fixer.platform = reference
+    fixer.addMissingAtoms(seed=seed)
+    info["seed"] = seed
     variants, info["metal_sites"] = _metal_site_variants(fixer.topology, fixer.positions)
     modeller = app.Modeller(fixer.topology, fixer.positions)
-    modeller.addHydrogens(pH=protocol.ph, variants=variants)
+    with seeded(seed):  # Modeller places some hydrogens at random before minimizing them
+        modeller.addHydrogens(pH=protocol.ph, variants=variants, platform=reference)
     if ligand:
         from .ligands import place_ligand
 
@@ -117,6 +135,19 @@ def repair(structure: Path, protocol: Protocol, ligand: LigandSpec | None = None
         info["ligand"] = {**placed.info, "forcefield_file": str(placed.forcefield_file)}
     fixer.topology, fixer.positions = modeller.topology, modeller.positions
     return fixer, info
+
+
+@contextmanager
+def seeded(seed: int):
+    """OpenMM's Modeller draws from Python's global random numbers (hydrogens it cannot
+    place by geometry, the waters it replaces with ions): drawn from ``seed`` here, so
+    that setting up the same row again gives the same system; the caller's state kept."""
+    state = random.getstate()
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(state)
 
 
 def _take_out(fixer, name: str) -> list | None:

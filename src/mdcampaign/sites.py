@@ -258,15 +258,23 @@ def check_sites(sites: dict, site: str | None, systems: dict, config_file: str, 
             )
 
 
-def planning_work(simulations: list[Simulation], systems: dict[str, System], done_ns: dict | None = None) -> list[Work]:
-    """Remaining work per simulation, with sizes relative to the campaign's median system."""
+def planning_work(
+    simulations: list[Simulation],
+    systems: dict[str, System],
+    done_ns: dict | None = None,
+    stopped: dict[str, int] | None = None,
+) -> list[Work]:
+    """Remaining work per simulation, with sizes relative to the campaign's median system.
+    ``stopped``: system -> the segments it stopped at (continue until converged); the
+    others count to their cap."""
     sizes = sorted(system.estimated_atoms for system in systems.values()) or [1.0]
     typical = sizes[len(sizes) // 2] or 1.0
     done_ns = done_ns or {}
     works = []
     for simulation in simulations:
         name = layout.sim_name(simulation.system, simulation.replica)
-        total = simulation.n_segments * simulation.protocol.segment_ns
+        segments = min(simulation.n_segments, (stopped or {}).get(simulation.system, simulation.n_segments))
+        total = segments * simulation.protocol.segment_ns
         works.append(
             Work(
                 name,

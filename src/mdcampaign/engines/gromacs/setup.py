@@ -157,7 +157,7 @@ def _topology(b: _Build) -> list[Path]:
     repartitioning. The topology's molecule files."""
     from ...repair import repair  # the same structure repair as the OpenMM setup
 
-    fixer, fix_info = repair(b.structure, b.protocol)
+    fixer, fix_info = repair(b.structure, b.protocol, seed=b.seed)
     if fix_info.get("metal_ions"):
         raise CampaignError(
             f"structure '{b.structure}': the GROMACS engine does not keep metal ions yet "

@@ -24,7 +24,7 @@ from ...errors import CampaignError, SegmentError
 from ...files import sha256_file
 from ...ligand_spec import LigandSpec
 from ...protocol import Protocol
-from ...repair import repair
+from ...repair import repair, seeded
 from ...structures import METAL_ION_RESIDUES, SALT_ION_RESIDUES, WATER_RESIDUES
 from . import plumbing
 from .forcefields import BAROSTAT_INTERVAL_STEPS, MODELLER_WATER
@@ -70,8 +70,9 @@ def prepare(
     out_dir.mkdir(parents=True, exist_ok=True)
     info: dict = {"structure": str(structure), "structure_sha256": sha256_file(structure)}
 
-    fixer, fix_info = repair(structure, protocol, ligand)
+    fixer, fix_info = repair(structure, protocol, ligand, seed=seed)
     info["fix"] = fix_info
+    info["seed"] = seed  # the same inputs, versions and seed give the same system
     with open(out_dir / "fixed.pdb", "w") as handle:
         app.PDBFile.writeFile(fixer.topology, fixer.positions, handle, keepIds=True)
 
@@ -80,14 +81,15 @@ def prepare(
     check_templates(forcefield, fixer.topology, structure, protocol)
     modeller = app.Modeller(fixer.topology, fixer.positions)
     if protocol.explicit:
-        modeller.addSolvent(
-            forcefield,
-            model=MODELLER_WATER[protocol.water_model],
-            padding=protocol.padding_nm * unit.nanometer,
-            boxShape=protocol.box_shape,
-            ionicStrength=protocol.ionic_strength_molar * unit.molar,
-            neutralize=True,
-        )
+        with seeded(seed):  # which waters become ions
+            modeller.addSolvent(
+                forcefield,
+                model=MODELLER_WATER[protocol.water_model],
+                padding=protocol.padding_nm * unit.nanometer,
+                boxShape=protocol.box_shape,
+                ionicStrength=protocol.ionic_strength_molar * unit.molar,
+                neutralize=True,
+            )
     topology, positions = modeller.topology, modeller.positions
     if protocol.explicit:
         check_box(topology, protocol, structure)

@@ -142,3 +142,38 @@ def test_the_readme_commands_work_from_the_plain_install(finished, tmp_path, pla
         command = ["snakemake", "-s", str(SNAKEFILE), "--profile", str(REPO / "profiles" / "local")]
         result = subprocess.run(command, cwd=gromacs, capture_output=True, text=True, env=env)
         assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_a_running_setup_is_setting_up_and_a_killed_one_says_it_was_interrupted(tmp_path):
+    """A solvated system's setup (20 ps of equilibration: some seconds) seen by status
+    while it runs, then after kill -9 of the whole run."""
+    campaign = write_campaign(
+        tmp_path / "campaign",
+        systems=[
+            {
+                "id": "ala-water",
+                "structure": STRUCTURES / "alanine-dipeptide.pdb",
+                "replicas": 1,
+                "solvent": "explicit",
+                "forcefield": "amber14",
+                "equilibration_ps": 40.0,
+            }
+        ],
+    )
+    process = start_snakemake(campaign)
+    try:
+        setting_up = lambda: status(campaign)["simulations"][0]["state"] == "setting up"  # noqa: E731
+        assert wait_for(setting_up, timeout=120, interval=0.5), "status never said the setup runs"
+        text = subprocess.run(["mdcampaign", "status", "--no-slurm"], cwd=campaign, capture_output=True, text=True)
+        assert "ala-water/r1" in text.stdout and "setting up" in text.stdout
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    time.sleep(0.5)
+    if (campaign / "results/systems/ala-water/setup.json").exists():
+        pytest.skip("the setup finished before it was killed")
+    (simulation,) = status(campaign)["simulations"]
+    assert simulation["state"] == "waiting" and simulation["failure"]["rule"] == "setup"
+    assert simulation["failure"]["reason"] == "interrupted (run again to set it up)"
+    assert "stopped without finishing or failing" in simulation["failure"]["message"]
+    assert simulation["eta_days"] > 0

@@ -76,6 +76,15 @@ def place_ligand(spec: LigandSpec, residue_atoms: list | None, cache: Path, subj
     folder = Path(cache) / key
     cached = (folder / "ligand.xml").exists()
     if not cached:
+        heavy = molecule.GetNumHeavyAtoms()
+        log.info(
+            "ligand %s: computing AM1-BCC charges (antechamber/sqm) for %d heavy atoms; this may take %s, once per "
+            "ligand (cached in %s)",
+            spec.residue,
+            heavy,
+            "a few seconds" if heavy <= 12 else "minutes (tens of minutes for a large cofactor on 2 cores)",
+            folder,
+        )
         _parameterize(molecule, charge, spec.residue, folder, subject, formal if spec.charge is not None else None)
     topology, positions = _topology(molecule, spec.residue)
     info = {

@@ -25,10 +25,12 @@ from .errors import DataError
 from .files import file_system_now
 from .records import read_manifest
 from .resources import expected_speed
+from .runlock import alive_here
 from .runs import RUNNER_RECORD
 from .systems import Simulation
 
 # Simulation states, in the order a simulation goes through them.
+SETTING_UP = "setting up"
 WAITING, SET_UP, STAGED, RUNNING, PAUSED, FAILED, FETCHED, ANALYZED, DONE, OTHER_SITE = (
     "waiting",
     "set up",
@@ -144,6 +146,33 @@ def failure_of(log: Path) -> dict | None:
         "message": last.split("FAILED:", 1)[-1].strip(),
         "last_lines": tail[-LOG_TAIL_LINES:],
     }
+
+
+def _setup_progress(log: Path) -> tuple[str, str | None]:
+    """A system not set up yet: (SETTING_UP, None) while its setup runs, (WAITING,
+    why) when a setup started and its process is gone without a word (killed, a
+    reboot), else (WAITING, None). A setup that failed says so in its log (failure_of)."""
+    try:
+        tail = log.read_bytes()[-8192:].decode(errors="replace").splitlines()
+    except FileNotFoundError:
+        return WAITING, None
+    started = [line for line in tail if " started (pid " in line]
+    if not started or failure_of(log):
+        return WAITING, None
+    pid_host = started[-1].rsplit("(pid ", 1)[1].rstrip(")")
+    pid, _, host = pid_host.partition(", host ")
+    if host != platform.node():  # on a cluster node: its log moves while it runs
+        return (SETTING_UP if _recently_written_file(log) else WAITING), None
+    if pid.isdigit() and alive_here({"pid": int(pid)}):
+        return SETTING_UP, None
+    return WAITING, f"the setup (pid {pid} on {host}) stopped without finishing or failing: killed, or a reboot"
+
+
+def _recently_written_file(path: Path) -> bool:
+    try:
+        return file_system_now(path.parent) - path.stat().st_mtime < ACTIVE_SECONDS
+    except OSError:
+        return False
 
 
 def _runner(work: Path) -> dict | None:
@@ -332,6 +361,17 @@ def _one(
     current = layout.segment_name(n_done)
     result.segment = n_done
     result.state = SET_UP if set_up else WAITING
+    if not set_up:
+        setup_log = directory / layout.fill(layout.log_path("setup"), system=simulation.system)
+        result.state, interrupted = _setup_progress(setup_log)
+        if interrupted:
+            result.failure = {
+                "rule": "setup",
+                "reason": "interrupted (run again to set it up)",
+                "log": str(setup_log),
+                "message": interrupted,
+                "last_lines": [],
+            }
     segment_dir = scratch / layout.fill(layout.SCRATCH_SEGMENT, **wildcards, segment=current)
     if (segment_dir / "input" / layout.STAGE_RECORD).exists():
         result.state = STAGED
@@ -407,6 +447,7 @@ COLOURS = {
     FAILED: "31;1",
     STAGED: "36",
     SET_UP: "37",
+    SETTING_UP: "36",
     WAITING: "37",
     OTHER_SITE: "90",
 }

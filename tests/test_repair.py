@@ -160,6 +160,18 @@ def test_a_campaign_of_real_structures_runs_without_editing_them(tmp_path):
             "padding_nm": 0.8,
         },
         {"id": "mse", "structure": DATA / "1A8O-selenomethionine.pdb", "replicas": 1, **implicit},
+        *(  # one structure at two pH values, states by PROPKA
+            {
+                "id": f"protease-ph{ph}",
+                "structure": DATA / "4E43-additives.pdb.gz",
+                "replicas": 1,
+                "chains": "A,B",
+                "protonation": "propka",
+                "ph": ph,
+                **implicit,
+            }
+            for ph in (5, 7)
+        ),
         {"id": "nmr-model-3", "structure": DATA / "1A1P-nmr-ensemble.pdb.gz", "replicas": 1, "model": 3, **implicit},
         {
             "id": "villin-L42A",
@@ -194,6 +206,10 @@ def test_a_campaign_of_real_structures_runs_without_editing_them(tmp_path):
     assert "GOL x4" in table.loc["protease/r1", "setup_removed"]
     assert "CYM" in table.loc["zinc-finger/r1", "setup_metal_sites"]
     assert table.loc["villin-L42A/r1", "setup_mutations"] == "A:L42A"
+    # without the inhibitor, one Asp25 at pKa ~9 (protonated at both pH), the other at ~5.2 (only at pH 5)
+    at7, at5 = table.loc["protease-ph7/r1", "setup_protonation"], table.loc["protease-ph5/r1", "setup_protonation"]
+    assert at7.startswith("ASP 25 (chain A): ASH (PROPKA pKa ") and "chain B" not in at7
+    assert "ASP 25 (chain A): ASH" in at5 and "ASP 25 (chain B): ASH" in at5
     # the zinc site is followed through the simulation, and holds
     zinc = json.loads((campaign / "results/sims/zinc-finger/r1/analysis/0001/analysis.json").read_text())
     (site,) = zinc["metal_sites"]
@@ -231,3 +247,42 @@ def _ions(topology: Path) -> list[tuple[float, float, float]]:
         for line in topology.read_text().splitlines()
         if line.startswith(("ATOM", "HETATM")) and line[17:20].strip() in ("NA", "CL")
     ]
+
+
+def test_propka_sets_the_active_site_aspartates_of_hiv_protease_by_their_pka():
+    """HIV protease (4E43, with its inhibitor peptide): PROPKA puts one catalytic Asp25's
+    pKa near 10 (protonated at pH 7) and the other's near 5.7 (protonated at pH 5 only);
+    explicit states come last and win; what is not there is refused in one line."""
+    structure = DATA / "4E43-additives.pdb.gz"
+    states = {}
+    for ph in (7.0, 5.0):
+        fixer, info = repair(structure, protocol(protonation="propka", ph=ph))
+        states[ph] = {c["residue"]: c["state"] for c in info["protonation"]}
+        b25 = next(r for r in fixer.topology.residues() if r.chain.id == "B" and r.id == "25")
+        assert "HD2" in {a.name for a in b25.atoms()}, "ASH: the proton is there"
+    assert states[7.0] == {"ASP 25 (chain B)": "ASH"}
+    assert states[5.0] == {"ASP 25 (chain A)": "ASH", "ASP 25 (chain B)": "ASH"}
+    _, info = repair(structure, protocol(protonation="propka;B:D25=ASP;A:H69=HIP"))
+    chosen = {c["residue"]: (c["state"], c["why"]) for c in info["protonation"]}
+    assert chosen == {
+        "ASP 25 (chain B)": ("ASP", "given in protonation"),
+        "HIS 69 (chain A)": ("HIP", "given in protonation"),
+    }
+    for given, expect in (
+        ("A:D150=ASH", "protonation A:150=ASH: chain A has no residue 150"),
+        ("A:D69=ASH", "protonation A:69=ASH: residue 69 of chain A is HIS, not ASP"),
+    ):
+        with pytest.raises(CampaignError) as caught:
+            repair(structure, protocol(protonation=given))
+        assert expect in str(caught.value) and "\n" not in str(caught.value)
+    assert list(Protocol(**{**_schema_defaults(), "protonation": "A:D25=GLH"}).problems()) == [
+        "protonation: A:D25=GLH: ASP takes ASP, ASH, not GLH"
+    ]
+    gromacs = Protocol(
+        **{**_schema_defaults(), "protonation": "propka", "engine": "gromacs", "forcefield": "amber99sbildn"}
+    )
+    from mdcampaign.engines.gromacs.forcefields import problems
+
+    assert any(
+        "protonation 'propka': the GROMACS engine takes pdb2gmx's standard states" in p for p in problems(gromacs)
+    )

@@ -10,6 +10,7 @@ from dataclasses import dataclass, fields
 
 from . import layout
 from .errors import CampaignError
+from .protonation import problems as protonation_problems
 from .validation import schema_defaults
 
 # Segment names have layout.SEGMENT_DIGITS digits; more segments also mean more jobs
@@ -59,6 +60,7 @@ class Protocol:
     remove_residues: str
     keep_crystal_water: bool
     mutations: str
+    protonation: str
     until_observable: str
     until_standard_error: float
     until_min_ns: float
@@ -152,6 +154,7 @@ class Protocol:
                 f"of frame intervals (frame_interval_ps {self.frame_interval_ps})"
             )
         yield from _mutation_problems(self.mutations)
+        yield from protonation_problems(self.protonation)
         if self.until_observable and not self.until_standard_error > 0:
             yield f"until_observable ({self.until_observable}) needs its goal: until_standard_error above 0"
         if self.until_observable and self.until_min_ns > self.target_ns:
@@ -169,6 +172,7 @@ ADDED = (
     "remove_residues",
     "keep_crystal_water",
     "mutations",
+    "protonation",
     "until_observable",
     "until_standard_error",
     "until_min_ns",

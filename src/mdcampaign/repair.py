@@ -34,6 +34,7 @@ from . import layout
 from .errors import CampaignError
 from .ligand_spec import LigandSpec
 from .protocol import Protocol
+from .protonation import choose as choose_protonation
 from .structures import (
     ADDITIVE_RESIDUES,
     METAL_ION_RESIDUES,
@@ -126,9 +127,14 @@ def repair(
     variants, info["metal_sites"], near = _metal_site_variants(fixer.topology, fixer.positions)
     if near:
         info["metal_site_near_misses"] = near
+    ph = protocol.ph
+    if protocol.protonation:
+        variants, info["protonation"], ph = choose_protonation(
+            fixer.topology, fixer.positions, protocol.protonation, protocol.ph, variants, structure
+        )
     modeller = app.Modeller(fixer.topology, fixer.positions)
     with seeded(seed):  # Modeller places some hydrogens at random before minimizing them
-        modeller.addHydrogens(pH=protocol.ph, variants=variants, platform=reference)
+        modeller.addHydrogens(pH=ph, variants=variants, platform=reference)
     if ligand:
         from .ligands import place_ligand
 

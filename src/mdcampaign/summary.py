@@ -325,6 +325,9 @@ def setup_columns(setup: dict) -> dict:
             f"{site['residue']} {site['atom']}: {site['protonation']}" for site in fix.get("metal_sites", [])
         ),
         "setup_mutations": ";".join(fix.get("mutations", [])),
+        "setup_protonation": "; ".join(
+            f"{c['residue']}: {c['state']} ({c['why']})" for c in fix.get("protonation", [])
+        ),
         "setup_chains": ",".join(fix.get("chains", [])),
         "setup_model": fix.get("model", ""),
         "ligand": f"{ligand['residue']} {ligand['smiles']} (charge {ligand['net_charge']:+d})" if ligand else "",

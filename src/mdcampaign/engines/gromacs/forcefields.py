@@ -38,6 +38,11 @@ def problems(protocol) -> Iterator[str]:
             f"ph {protocol.ph}: pdb2gmx assigns the standard protonation states (pH about 7), so the GROMACS "
             f"engine accepts ph {PH_RANGE[0]}-{PH_RANGE[1]} only"
         )
+    if protocol.protonation:
+        yield (
+            f"protonation '{protocol.protonation}': the GROMACS engine takes pdb2gmx's standard states only "
+            "(pH about 7); use the OpenMM engine for PROPKA or explicit states"
+        )
     if protocol.equilibration_steps < 1:
         yield (
             "equilibration_ps 0: the GROMACS engine needs at least one step of equilibration (segment 0 "

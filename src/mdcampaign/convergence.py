@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from . import layout
-from .errors import DataError, TransferError
+from .errors import DataError
 from .files import atomic_write_json
 from .store import Store
 
@@ -273,8 +273,9 @@ def after_segment(
 
 def learn_decision(store: Store, system: str, goal: Goal, site: str | None, root: str | os.PathLike = ".") -> None:
     """after_segment, for a job whose segment is already safe in the store: a failure
-    to judge (the store out of reach) only postpones the judgement to the next segment."""
+    to judge (the store out of reach, an unreadable record) only postpones the judgement
+    to the next segment."""
     try:
         after_segment(store, system, goal, site, root)
-    except (TransferError, DataError, OSError) as error:
+    except Exception as error:  # noqa: BLE001 - never keeps a stored segment from its record
         log.warning("%s: could not judge convergence now (%s); judged again after the next segment", system, error)

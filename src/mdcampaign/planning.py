@@ -223,9 +223,7 @@ class Plan:
         slowest, least = simulation, done
         for replica in range(1, self.campaign.systems[simulation.system].replicas + 1):
             if replica != simulation.replica and least > 0:
-                count = self.judged(
-                    simulation.system, replica, layout.segments_fetched(simulation.system, replica, least)
-                )
+                count = self.judged(simulation.system, replica, _fetched_up_to(simulation.system, replica, least))
                 if count < least:
                     slowest, least = self.campaign.simulation(simulation.system, replica), count
         if least >= wanted:
@@ -392,3 +390,13 @@ class Plan:
                 "at": time.time(),
             }
         return self._view["unstarted"]
+
+
+def _fetched_up_to(system: str, replica, limit: int) -> int:
+    """A simulation's segments in the store, counted up to ``limit`` from the top down
+    (records are made in order): one stat for a sibling that is level or ahead, a few
+    for one a little behind, so that keeping replicas in step costs planning little."""
+    count = limit
+    while count > 0 and not os.path.exists(layout.segment_record(system, replica, count - 1)):
+        count -= 1
+    return count

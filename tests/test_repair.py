@@ -160,24 +160,13 @@ def test_a_campaign_of_real_structures_runs_without_editing_them(tmp_path):
             "padding_nm": 0.8,
         },
         {"id": "mse", "structure": DATA / "1A8O-selenomethionine.pdb", "replicas": 1, **implicit},
-        *(  # one structure at two pH values, states by PROPKA
-            {
-                "id": f"protease-ph{ph}",
-                "structure": DATA / "4E43-additives.pdb.gz",
-                "replicas": 1,
-                "chains": "A,B",
-                "protonation": "propka",
-                "ph": ph,
-                **implicit,
-            }
-            for ph in (5, 7)
-        ),
         {"id": "nmr-model-3", "structure": DATA / "1A1P-nmr-ensemble.pdb.gz", "replicas": 1, "model": 3, **implicit},
         {
             "id": "villin-L42A",
             "structure": STRUCTURES / "villin-1VII.pdb",
             "replicas": 1,
             "mutations": "A:L42A",
+            "protonation": "propka;A:K65=LYN",  # PROPKA's choices (see below) and one explicit state
             **implicit,
         },
         {
@@ -206,10 +195,9 @@ def test_a_campaign_of_real_structures_runs_without_editing_them(tmp_path):
     assert "GOL x4" in table.loc["protease/r1", "setup_removed"]
     assert "CYM" in table.loc["zinc-finger/r1", "setup_metal_sites"]
     assert table.loc["villin-L42A/r1", "setup_mutations"] == "A:L42A"
-    # without the inhibitor, one Asp25 at pKa ~9 (protonated at both pH), the other at ~5.2 (only at pH 5)
-    at7, at5 = table.loc["protease-ph7/r1", "setup_protonation"], table.loc["protease-ph5/r1", "setup_protonation"]
-    assert at7.startswith("ASP 25 (chain A): ASH (PROPKA pKa ") and "chain B" not in at7
-    assert "ASP 25 (chain A): ASH" in at5 and "ASP 25 (chain B): ASH" in at5
+    assert "LYS 65 (chain A): LYN (given in protonation)" in table.loc["villin-L42A/r1", "setup_protonation"]
+    villin = json.loads((campaign / "results/systems/villin-L42A/setup.json").read_text())["fix"]["protonation"]
+    assert {"residue": "LYS 65 (chain A)", "state": "LYN", "why": "given in protonation"} in villin
     # the zinc site is followed through the simulation, and holds
     zinc = json.loads((campaign / "results/sims/zinc-finger/r1/analysis/0001/analysis.json").read_text())
     (site,) = zinc["metal_sites"]

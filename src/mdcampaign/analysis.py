@@ -143,6 +143,7 @@ def ligand_residues(topology) -> list:
         residue
         for residue in topology.residues
         if not (residue.is_protein or residue.is_nucleic or residue.is_water)
+        and not {"N", "CA", "C"} <= {atom.name for atom in residue.atoms}  # GROMACS's NALA, CLYS: amino acids
         and sum(1 for atom in residue.atoms if atom.element.symbol != "H") >= 2
     ]
 

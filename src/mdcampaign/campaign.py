@@ -159,6 +159,8 @@ def load_campaign(
             else site_assignment(simulations, systems, sites, plan)
         )
         simulations = [replace(s, site=placed.get(layout.sim_name(s.system, s.replica))) for s in simulations]
+        if not pulling.enabled:
+            check_goal_sites(systems, simulations, systems_file)
     return Campaign(
         name=config["campaign"],
         config_file=config_file,
@@ -200,6 +202,20 @@ def check_goals(systems: dict[str, System], systems_file: str, pulls: bool) -> N
             raise CampaignError(
                 f"{where}: until_observable ({observable}) does not work with pulling sites yet; run this campaign "
                 "with sites that have fixed shares (pulling: {enabled: false}), or without until_observable"
+            )
+
+
+def check_goal_sites(systems: dict[str, System], simulations: list[Simulation], systems_file: str) -> None:
+    """A system that stops when converged is judged from all its replicas at once: with
+    fixed shares they run on one site (each site keeps its own replicas in step)."""
+    for system in systems.values():
+        if not system.protocol.until_observable:
+            continue
+        places = sorted({s.site or "" for s in simulations if s.system == system.id})
+        if len(places) > 1:
+            raise CampaignError(
+                f"{systems_file}, line {system.line} (id '{system.id}'): until_observable needs all its replicas on "
+                f"one site, and the assignment spreads them over {', '.join(places)}: give the system a site column"
             )
 
 

@@ -261,10 +261,11 @@ def after_segment(
         if judged and judged.get("segments") == segments:
             return None
         verdict = judge(goal, board.series(segments), segments)
-        atomic_write_json(progress_path(system, goal, root), verdict.to_json())
         log.info("%s at %d segments: %s", system, segments, verdict.reason)
         if verdict.converged:
             decision = board.decide(verdict, site)
+        # after the decision is filed: a judgement recorded here is never judged again
+        atomic_write_json(progress_path(system, goal, root), verdict.to_json())
     if decision is not None:
         atomic_write_json(decision_path(system, goal, root), decision)
         log.info("%s stops at %d segments (%s)", system, decision["segments"], decision["reason"])

@@ -307,11 +307,21 @@ def fetch(job: JobContext) -> None:
             pinned = {name: output / name for name in files.pinned_files}
         else:
             pinned = {}
-            info["pinned"] = read_manifest(layout.segment_record(w["system"], w["replica"], segment - 1)).pinned
+            previous = read_manifest(layout.segment_record(w["system"], w["replica"], segment - 1))
+            info["pinned"] = previous.pinned
+            if job.params.get("until") and layout.SEGMENT_OBSERVABLES not in previous.files:
+                log.warning(
+                    "%s: segments stored before its goal (until_observable) was set carry no observables: it is not "
+                    "judged, and runs to target_ns",
+                    w["system"],
+                )
         goal = Goal.from_record(job.params.get("until"))
         store = store_of(job.config)
         if goal is not None:  # what the decision to stop reads, stored with the segment
-            segment_files[layout.SEGMENT_OBSERVABLES] = _segment_observables(job, output, pinned, info, store)
+            try:
+                segment_files[layout.SEGMENT_OBSERVABLES] = _segment_observables(job, output, pinned, info, store)
+            except Exception as error:  # noqa: BLE001 - the segment is stored anyway; its system runs to the cap
+                log.warning("%s: no observables for this segment (%s): its system cannot be judged", w["system"], error)
         board, lease = _claim(job)
         manifest = fetch_segment(
             store,
@@ -509,13 +519,14 @@ def analyze(job: JobContext) -> None:
         if store.describe(analysis_dir) != str(folder):
             store.put_directory(out, analysis_dir)
         shutil.rmtree(cache, ignore_errors=True)
+        # named after the segments it covers: a goal changed since (convergence) asks again
+        completion = Path(layout.completion_record(w["system"], w["replica"], len(manifests)))
         for older in folder.parent.iterdir():  # analyses of fewer segments are superseded
             if older != folder and older.is_dir() and older.name.isdigit():
                 shutil.rmtree(older, ignore_errors=True)
-            elif older.name.startswith("complete-") and older.name != f"complete-{w['segments']}.json":
+            elif older.name.startswith("complete-") and older.name != completion.name:
                 older.unlink(missing_ok=True)
-        # named after the planned count, as the plan asks for it (convergence: maybe fewer)
-        atomic_write_json(layout.completion_record(w["system"], w["replica"], int(w["segments"])), summary)
+        atomic_write_json(completion, summary)
         board, lease = _claim(job)
         if board:
             _record_progress(board, lease, len(manifests), job.config["site"], analyzed=True)

@@ -312,7 +312,7 @@ def _slot_loop(batch: Batch, slot: Slot, threads: int) -> None:
 def _analyze(batch: Batch, member: Member, slot: Slot) -> bool:
     """A pulled simulation's analysis, by the slot that ran its last segment."""
     segments = layout.segment_name(member.n_segments)
-    if Path(layout.completion_record(member.system, member.replica, member.n_segments)).exists():
+    if Path(layout.completion_record(member.system, member.replica, member.wanted())).exists():
         return True
     wildcards = {"system": member.system, "replica": member.replica, "segments": segments}
     params = {"frame_interval_ps": member.frame_interval_ps, **({"until": member.until} if member.until else {})}

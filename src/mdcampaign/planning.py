@@ -222,14 +222,16 @@ class Plan:
         replica runs or is analyzed past a decision the others were about to bring."""
         slowest, least = simulation, done
         for replica in range(1, self.campaign.systems[simulation.system].replicas + 1):
-            if replica != simulation.replica and least > 0:
+            if (
+                replica != simulation.replica
+                and least > 0
+                and layout.sim_name(simulation.system, replica) in self.named
+            ):
                 count = self.judged(simulation.system, replica, _fetched_up_to(simulation.system, replica, least))
                 if count < least:
                     slowest, least = self.campaign.simulation(simulation.system, replica), count
         if least >= wanted:
             return
-        if slowest.name not in self.named:  # another site's (fixed shares): it does not wait here
-            slowest, least = simulation, done
         if done < wanted and done <= least:
             self.request_segment(simulation, done)
         elif least < wanted:
@@ -267,7 +269,12 @@ class Plan:
         return [
             analysis
             for sim, analysis in zip(self.simulations, self.summarized_analyses, strict=True)
-            if self.full_plan or not os.path.exists(layout.completion_record(sim.system, sim.replica, sim.n_segments))
+            if self.full_plan
+            or not os.path.exists(
+                layout.completion_record(
+                    sim.system, sim.replica, segments_wanted(sim.system, sim.n_segments, self.goal_of(sim.system))
+                )
+            )
         ]
 
     # -- setup and segments ---------------------------------------------------------------

@@ -291,9 +291,7 @@ def _one(
     segments_total = segments_wanted(simulation.system, simulation.n_segments, Goal.of(protocol, system.replicas), root)
     target_ns = segments_total * protocol.segment_ns
     # A finished, analyzed simulation is one file; others count their manifests.
-    complete = os.path.join(
-        root, layout.completion_record(simulation.system, simulation.replica, simulation.n_segments)
-    )
+    complete = os.path.join(root, layout.completion_record(simulation.system, simulation.replica, segments_total))
     analyzed = os.path.exists(complete)
     if analyzed:
         n_done = segments_total

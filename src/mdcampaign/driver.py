@@ -12,6 +12,7 @@ without one is this machine.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import signal
@@ -190,7 +191,11 @@ def run_started(campaign, config: dict, config_file: str, say=print):
         check_definition(campaign, store, config_file)
     except TransferError as error:  # the store may come back; the jobs check their claims there anyway
         say(f"mdcampaign: warning: could not compare the campaign's definition with the store's ({error})")
-    return driver_started(campaign, store)
+    heartbeat = driver_started(campaign, store)
+    # Snakemake may exit without its onsuccess/onerror (interrupted while it updates a
+    # checkpoint's jobs): the last beat is said anyway (the first end said stands)
+    atexit.register(run_ended, heartbeat, "failed")
+    return heartbeat
 
 
 def run_ended(heartbeat, state: str) -> None:

@@ -138,6 +138,10 @@ def last_error_line(directory: Path) -> str | None:
     return found[-1][:300] if found else None
 
 
+# How long the final beat waits for a "running" beat under way (a slow store).
+FINAL_BEAT_WAIT_SECONDS = 60.0
+
+
 class Heartbeat(threading.Thread):
     """Beats for a running driver until stopped (a daemon thread of its Snakemake)."""
 
@@ -147,6 +151,7 @@ class Heartbeat(threading.Thread):
         self.directory = Path(directory)
         self.started = time.time()
         self._stop = threading.Event()
+        self._finished = threading.Event()
 
     def run(self) -> None:
         while not self._stop.is_set():
@@ -161,8 +166,15 @@ class Heartbeat(threading.Thread):
             log.warning("site %s: heartbeat not written (%s)", self.site, error)
 
     def finish(self, state: str) -> None:
-        """The driver ends: say so (``finished``, ``failed``), and beat no more."""
+        """The driver ends: say so (``finished``, ``failed``), and beat no more. Once:
+        the first end said stands. The last "running" beat is waited for, so that it can
+        never land after this one."""
+        if self._finished.is_set():
+            return
+        self._finished.set()
         self._stop.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout=FINAL_BEAT_WAIT_SECONDS)
         self._beat(state)
 
 

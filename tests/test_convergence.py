@@ -173,16 +173,3 @@ def test_a_settled_system_stops_early_while_an_open_one_runs_to_its_cap(tmp_path
     again = snakemake(campaign)
     assert executed_jobs(again) == {}, "a re-run reads the same decision and has nothing to do"
     assert (campaign / layout.completion_record("settled", 1, 2)).exists(), "complete: named after what it covers"
-    # without its goal, the stopped system goes on to its cap
-    from conftest import write_systems
-
-    write_systems(
-        campaign,
-        [
-            {"id": "settled", "structure": ALA, "replicas": 2, "until_observable": "", "until_standard_error": 0},
-            {"id": "open", "structure": ALA, "replicas": 2, "until_standard_error": 1e-9},
-        ],
-    )
-    snakemake(campaign)
-    for replica in (1, 2):
-        assert json.loads((campaign / layout.analysis_file("settled", replica, 4)).read_text())["segments"] == 4

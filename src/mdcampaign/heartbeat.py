@@ -150,13 +150,13 @@ class Heartbeat(threading.Thread):
         self.store, self.site, self.interval = store, site, interval
         self.directory = Path(directory)
         self.started = time.time()
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self._finished = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             self._beat("running")
-            self._stop.wait(self.interval)
+            self._halt.wait(self.interval)
 
     def _beat(self, state: str) -> None:
         try:
@@ -172,7 +172,7 @@ class Heartbeat(threading.Thread):
         if self._finished.is_set():
             return
         self._finished.set()
-        self._stop.set()
+        self._halt.set()
         if self.is_alive() and threading.current_thread() is not self:
             self.join(timeout=FINAL_BEAT_WAIT_SECONDS)
         self._beat(state)

@@ -52,6 +52,10 @@ def pytest_configure(config):
 
     if check_slurm_start_up_probe({}):
         os.environ["SLURM_CONF"] = "/dev/null"
+    # Snakemake, in every process the tests start (and the Slurm jobs they submit),
+    # polls Slurm at the profile's interval: see tests/support/sitecustomize.py
+    support = str(Path(__file__).parent / "support")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [support, os.environ.get("PYTHONPATH")]))
 
 
 def write_campaign(directory: Path, systems=None, protocol=None, **config) -> Path:

@@ -180,8 +180,62 @@ def test_check_protocol_says_what_gromacs_cannot_do():
     (problem,) = setup.check_protocol(protocol_with(water_model="opc"))
     assert "water_model 'opc'" in problem and "tip3p" in problem
     (problem,) = setup.check_protocol(protocol_with(ph=4.0))
-    assert "ph 4.0" in problem
+    assert "ph 4.0" in problem and "set protonation" in problem
     assert all("\n" not in p for p in problems)
+
+
+PROTEASE = Path(__file__).parent / "data" / "structures" / "4E43-additives.pdb.gz"
+
+
+def molecule_charges(build: Path) -> float:
+    """The total charge of pdb2gmx's molecules: the last `qtot` of each molecule's atoms."""
+    total = 0.0
+    for itp in sorted(build.glob("topol_*.itp")):
+        qtot = [line.split("qtot")[1] for line in itp.read_text().splitlines() if "; qtot" in line]
+        total += float(qtot[-1])
+    return total
+
+
+def openmm_charge(topology) -> float:
+    from openmm import app
+
+    system = app.ForceField("amber99sbildn.xml").createSystem(topology, nonbondedMethod=app.NoCutoff)
+    (nonbonded,) = [f for f in system.getForces() if type(f).__name__ == "NonbondedForce"]
+    return sum(nonbonded.getParticleParameters(i)[0]._value for i in range(system.getNumParticles()))
+
+
+@needs_gmx
+def test_protonation_chosen_by_pka_reaches_pdb2gmx_and_both_engines_carry_the_same_charge(tmp_path):
+    """HIV protease at pH 7 and 5 with protonation propka: the active-site Asp25 pair
+    changes state with the pH (recorded), pdb2gmx builds exactly those states (its
+    topology's charge is the OpenMM system's), and a state GROMACS's force field has no
+    chain-terminal form of is refused in one line."""
+    from mdcampaign.repair import repair
+
+    charges, recorded = {}, {}
+    for ph in (7.0, 5.0):
+        protocol = protocol_with(protonation="propka", ph=ph, chains="A,B")
+        assert setup.check_protocol(protocol) == [], "any pH, once protonation gives the states"
+        build = setup._Build(PROTEASE, protocol, tmp_path / f"ph{ph}", tmp_path / f"ph{ph}" / "build", 1, THREADS)
+        build.build.mkdir(parents=True)
+        setup._topology(build)
+        recorded[ph] = {c["residue"]: c["state"] for c in build.info["fix"]["protonation"]}
+        fixer, _ = repair(PROTEASE, protocol)
+        charges[ph] = (molecule_charges(build.build), openmm_charge(fixer.topology))
+        text = (build.out / "fixed.pdb").read_text()
+        assert text.count(" CA  ASH ") == list(recorded[ph].values()).count("ASH"), "ASH given to pdb2gmx by name"
+    assert recorded[7.0] != recorded[5.0] and "ASH" in recorded[5.0].values(), recorded
+    for ph, (gromacs, openmm) in charges.items():
+        assert gromacs == pytest.approx(openmm, abs=1e-3), f"pH {ph}: GROMACS {gromacs} e, OpenMM {openmm} e"
+    assert charges[5.0][0] > charges[7.0][0], "more protons at pH 5"
+
+    terminal = protocol_with(mutations="A:M41D", protonation="A:D41=ASH")
+    build = setup._Build(STRUCTURES / "villin-1VII.pdb", terminal, tmp_path / "t", tmp_path / "t" / "build", 1, 1)
+    build.build.mkdir(parents=True)
+    with pytest.raises(CampaignError) as caught:
+        setup._topology(build)
+    message = str(caught.value)
+    assert "ASP 41 (chain A) in state ASH ends its chain" in message and "\n" not in message, message
 
 
 def test_prepare_refuses_before_running_anything(tmp_path):

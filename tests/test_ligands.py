@@ -10,15 +10,16 @@ from pathlib import Path
 
 import mdtraj
 import numpy as np
+import pandas as pd
 import pytest
-from openmm import app
+from openmm import app, unit
 
 from conftest import _schema_defaults, assert_complete, snakemake, write_campaign
 from mdcampaign.errors import CampaignError
 from mdcampaign.ligand_spec import LigandSpec
 from mdcampaign.ligands import missing_tools
 from mdcampaign.protocol import Protocol
-from mdcampaign.repair import repair
+from mdcampaign.repair import read_structure, repair
 
 DATA = Path(__file__).parent / "data" / "structures"
 COMPLEX = DATA / "T4L-L99A-p-xylene-complex.pdb.gz"
@@ -40,11 +41,12 @@ def ligand_residues(fixer) -> list:
 
 def test_a_ligand_from_its_mol2_is_parameterized_once_and_matched(tmp_path):
     cache = tmp_path / "ligands"
-    fixer, info = repair(COMPLEX, protocol(), LigandSpec("TMP", chemistry_file=DATA / "p-xylene.mol2"), cache)
+    fixer, info = repair(COMPLEX, protocol(), (LigandSpec("TMP", chemistry_file=DATA / "p-xylene.mol2"),), cache)
     (ligand,) = ligand_residues(fixer)
-    assert len(list(ligand.atoms())) == 18 and info["ligand"]["from_cache"] is False
-    assert info["ligand"]["smiles"] == XYLENE and info["ligand"]["net_charge"] == 0
-    forcefield = app.ForceField("amber14-all.xml", "amber14/tip3p.xml", info["ligand"]["forcefield_file"])
+    (record,) = info["ligands"]
+    assert len(list(ligand.atoms())) == 18 and record["from_cache"] is False and record["copies"] == 1
+    assert record["smiles"] == XYLENE and record["net_charge"] == 0
+    forcefield = app.ForceField("amber14-all.xml", "amber14/tip3p.xml", info["ligand_forcefield_file"])
     system = forcefield.createSystem(fixer.topology, nonbondedMethod=app.NoCutoff)
     charges = next(
         system.getForce(k)
@@ -54,8 +56,8 @@ def test_a_ligand_from_its_mol2_is_parameterized_once_and_matched(tmp_path):
     ligand_charge = sum(charges.getParticleParameters(atom.index)[0]._value for atom in ligand.atoms())
     assert abs(ligand_charge) < 1e-3
     # The same chemistry again, its pose from the structure and its bond orders from SMILES: from the cache.
-    again, info2 = repair(COMPLEX, protocol(), LigandSpec("TMP", smiles=XYLENE), cache)
-    assert info2["ligand"]["from_cache"] is True and len(list(cache.iterdir())) == 1
+    again, info2 = repair(COMPLEX, protocol(), (LigandSpec("TMP", smiles=XYLENE),), cache)
+    assert info2["ligands"][0]["from_cache"] is True and len(list(cache.iterdir())) == 1
     before = np.array([p._value if hasattr(p, "_value") else p for p in fixer.positions])
     assert len(ligand_residues(again)) == 1 and before.shape[1] == 3
 
@@ -75,7 +77,7 @@ def test_a_ligand_from_its_mol2_is_parameterized_once_and_matched(tmp_path):
 )
 def test_a_ligand_that_cannot_be_parameterized_fails_in_one_line(tmp_path, spec, expect):
     with pytest.raises(CampaignError) as caught:
-        repair(COMPLEX, protocol(), spec, tmp_path / "ligands")
+        repair(COMPLEX, protocol(), (spec,), tmp_path / "ligands")
     message = str(caught.value)
     assert expect in message and "\n" not in message, message
     assert not any((tmp_path / "ligands").glob("[!.]*")), "no cache entry from a failure"
@@ -106,7 +108,7 @@ def test_a_protein_ligand_complex_runs_and_the_ligand_stays_in_its_pocket(tmp_pa
     snakemake(campaign, timeout=1800)
     assert_complete(campaign, {"t4l-xylene/r1": 0.002})
     setup = json.loads((campaign / "results/systems/t4l-xylene/setup.json").read_text())
-    assert setup["fix"]["ligand"]["smiles"] == XYLENE and (campaign / "results/ligands").is_dir()
+    assert setup["fix"]["ligands"][0]["smiles"] == XYLENE and (campaign / "results/ligands").is_dir()
     sim = campaign / "results/sims/t4l-xylene/r1"
     topology = str(sim / "trajectory_topology.pdb")
     start = mdtraj.load(topology)
@@ -126,3 +128,101 @@ def test_a_protein_ligand_complex_runs_and_the_ligand_stays_in_its_pocket(tmp_pa
 
     row = pd.read_csv(campaign / "results/summary.tsv", sep="\t").iloc[0]
     assert row["ligand_in_pocket_fraction"] == 1.0 and "LEU" in row["ligand_contacts"]
+
+
+ADDITIVES = DATA / "4E43-additives.pdb.gz"  # HIV-1 protease dimer: DMSO x4 (two per chain), acetate
+DMSO, ACETATE = "CS(C)=O", "CC(=O)[O-]"
+
+
+def heavy_positions(fixer, name: str) -> list[np.ndarray]:
+    positions = np.array(fixer.positions.value_in_unit(unit.nanometer))
+    return [
+        positions[[a.index for a in residue.atoms() if a.element.symbol != "H"]]
+        for residue in fixer.topology.residues()
+        if residue.name == name
+    ]
+
+
+def residue_charges(fixer, system, name: str) -> list[float]:
+    (nonbonded,) = [force for force in system.getForces() if type(force).__name__ == "NonbondedForce"]
+    return [
+        sum(nonbonded.getParticleParameters(atom.index)[0]._value for atom in residue.atoms())
+        for residue in fixer.topology.residues()
+        if residue.name == name
+    ]
+
+
+def test_copies_of_a_ligand_share_its_parameters_and_two_ligands_share_one_forcefield_file(tmp_path):
+    cache = tmp_path / "ligands"
+    original, _ = read_structure(ADDITIVES, protocol().model, protocol().altloc)
+    dimer, info = repair(ADDITIVES, protocol(), (LigandSpec("DMS", smiles=DMSO),), cache)
+    (record,) = info["ligands"]
+    assert record["copies"] == 4 and record["net_charge"] == 0, "every copy in both chains, one parameter set"
+    # each copy where the structure has it (its chosen alternate location), hydrogens added
+    expected = heavy_positions(original, "DMS")
+    placed = heavy_positions(dimer, "DMS")
+    assert len(placed) == 4 and all(
+        np.allclose(sorted(map(tuple, got)), sorted(map(tuple, want)), atol=1e-3)
+        for got, want in zip(placed, expected, strict=True)
+    )
+    forcefield = app.ForceField("amber14-all.xml", "amber14/tip3p.xml", info["ligand_forcefield_file"])
+    system = forcefield.createSystem(dimer.topology, nonbondedMethod=app.NoCutoff)
+    assert residue_charges(dimer, system, "DMS") == pytest.approx([0.0] * 4, abs=1e-6), "exactly neutral copies"
+
+    both, info = repair(
+        ADDITIVES, protocol(), (LigandSpec("DMS", smiles=DMSO), LigandSpec("ACT", smiles=ACETATE)), cache
+    )
+    dms, act = info["ligands"]
+    assert (dms["from_cache"], dms["copies"], act["from_cache"], act["copies"]) == (True, 4, False, 1)
+    assert act["net_charge"] == -1 and Path(info["ligand_forcefield_file"]).name == "ligands.xml"
+    forcefield = app.ForceField("amber14-all.xml", "amber14/tip3p.xml", info["ligand_forcefield_file"])
+    system = forcefield.createSystem(both.topology, nonbondedMethod=app.NoCutoff)
+    assert residue_charges(both, system, "ACT") == pytest.approx([-1.0], abs=1e-6)
+    assert sorted(p.name for p in cache.iterdir() if not p.name.startswith("set-")) == sorted(
+        Path(r["parameter_folder"]).name for r in info["ligands"]
+    ), "one cache entry per distinct ligand"
+
+
+def test_a_ligand_file_with_fewer_poses_than_the_structure_has_copies_is_refused_in_one_line(tmp_path):
+    sdf = tmp_path / "dmso.sdf"
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    molecule = Chem.AddHs(Chem.MolFromSmiles(DMSO))
+    AllChem.EmbedMolecule(molecule, randomSeed=1)
+    Chem.MolToMolFile(molecule, str(sdf))
+    with pytest.raises(CampaignError) as caught:
+        repair(ADDITIVES, protocol(), (LigandSpec("DMS", chemistry_file=sdf),), tmp_path / "ligands")
+    assert "the structure has 4 copies of DMS but ligand_file dmso.sdf has 1 pose(s)" in str(caught.value)
+
+
+@pytest.mark.slow
+def test_a_complex_with_two_ligands_in_one_row_is_set_up_and_simulated(tmp_path):
+    """Chain A of the protease with its two DMSO and its acetate: one row, two ligands
+    (`DMS;ACT`), set up, solvated and simulated by the workflow."""
+    campaign = write_campaign(
+        tmp_path / "campaign",
+        systems=[
+            {
+                "id": "pr-two",
+                "structure": ADDITIVES,
+                "replicas": 1,
+                "chains": "A",
+                "ligand": "DMS;ACT",
+                "ligand_smiles": f"{DMSO};{ACETATE}",
+                "ligand_charge": ";-1",
+                "solvent": "explicit",
+                "forcefield": "amber14",
+                "padding_nm": 0.7,
+                "box_shape": "dodecahedron",
+            },
+        ],
+        protocol={"target_ns": 0.002, "equilibration_ps": 1.0, "minimization_max_iterations": 300},
+    )
+    snakemake(campaign, timeout=1800)
+    assert_complete(campaign, {"pr-two/r1": 0.002})
+    setup = json.loads((campaign / "results/systems/pr-two/setup.json").read_text())
+    ligands = {record["residue"]: record for record in setup["fix"]["ligands"]}
+    assert (ligands["DMS"]["copies"], ligands["ACT"]["copies"], ligands["ACT"]["net_charge"]) == (2, 1, -1)
+    row = pd.read_csv(campaign / "results/summary.tsv", sep="\t").iloc[0]
+    assert row["ligand"] == f"DMS {DMSO} (charge +0, 2 copies); ACT {ACETATE} (charge -1)", row["ligand"]

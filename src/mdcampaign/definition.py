@@ -16,6 +16,7 @@ import json
 from . import layout
 from .campaign import Campaign
 from .errors import CampaignError
+from .ligand_spec import ligands_record
 from .store import Store
 
 
@@ -29,7 +30,7 @@ def campaign_definition(campaign: Campaign) -> dict:
                 "replicas": system.replicas,
                 "protocol": system.protocol.record(),
                 "inputs": [str(path) for path in system.input_files],
-                "ligand": system.ligand.record() if system.ligand else None,
+                "ligand": ligands_record(system.ligands),
                 "site": system.site,
                 "migrate": system.migrate,
             }

@@ -136,7 +136,7 @@ def check_ligand_tools(campaign, simulations=None) -> list[Check]:
     from .extras import LIGANDS
 
     chosen = campaign.share if simulations is None else simulations
-    with_ligand = {s.system for s in chosen if campaign.systems[s.system].ligand}
+    with_ligand = {s.system for s in chosen if campaign.systems[s.system].ligands}
     if not with_ligand:
         return []
     missing = LIGANDS.missing()

@@ -31,7 +31,7 @@ from .convergence import Goal, learn_decision, segments_wanted, standing
 from .engines import engine_for, files_of
 from .errors import EXIT_FAILED, EXIT_PAUSED, CampaignError, DataError, SegmentError, TransferError
 from .jobspec import JobSpec
-from .ligand_spec import LigandSpec
+from .ligand_spec import ligands_from_record
 from .protocol import Protocol
 from .records import read_manifest, read_manifests, write_fetched_marker
 from .slots import current_slot, pin_to_slot
@@ -164,7 +164,7 @@ def setup(smk) -> None:
             smk.config["platform"],
             smk.threads,
             smk.params.seed,
-            LigandSpec.from_record(ligand) if ligand else None,
+            ligands_from_record(ligand),
         )
         info["system"] = smk.wildcards.system
         info["engine"] = protocol.engine

@@ -32,3 +32,17 @@ class LigandSpec:
             record.get("smiles"),
             record.get("charge"),
         )
+
+
+def ligands_record(ligands: tuple[LigandSpec, ...]) -> dict | list | None:
+    """A system's ligands as plain data: one ligand's record as it always was (so the
+    params of campaigns with one ligand stay as they were), several as a list."""
+    if not ligands:
+        return None
+    return ligands[0].record() if len(ligands) == 1 else [ligand.record() for ligand in ligands]
+
+
+def ligands_from_record(record: dict | list | None) -> tuple[LigandSpec, ...]:
+    if not record:
+        return ()
+    return tuple(LigandSpec.from_record(item) for item in ([record] if isinstance(record, dict) else record))

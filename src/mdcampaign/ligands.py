@@ -40,14 +40,14 @@ METHOD = "GAFF2 atom types and parameters, AM1-BCC charges (antechamber/sqm), mi
 
 
 @dataclass
-class Ligand:
-    """A parameterized ligand placed in a system: its topology and positions (hydrogens
-    included), the force-field file, and what setup.json records."""
+class PlacedLigands:
+    """A system's ligands, parameterized and posed: one (topology, positions) per copy
+    (hydrogens included), the one force-field file for them all, and what setup.json
+    records per distinct ligand."""
 
-    topology: app.Topology
-    positions: list
+    copies: list[tuple[app.Topology, list]]
     forcefield_file: Path
-    info: dict
+    info: list[dict]
 
 
 def missing_tools() -> list[str]:
@@ -55,17 +55,32 @@ def missing_tools() -> list[str]:
     return LIGANDS.missing()
 
 
-def place_ligand(spec: LigandSpec, residue_atoms: list | None, cache: Path, subject: str) -> Ligand:
-    """The ligand of a system, parameterized (or taken from the cache) and posed.
+def place_ligands(specs, structure_copies: dict[str, list], cache: Path, subject: str) -> PlacedLigands:
+    """A system's ligands, parameterized (or taken from the cache) and posed.
 
-    ``residue_atoms``: (name, element symbol, position in nm) of the ligand's residue in
-    the structure, or None if the structure does not contain it."""
+    ``structure_copies``: per residue name, each copy of that residue in the structure as
+    (name, element symbol, position in nm) of its atoms. Copies of one ligand share its
+    parameters; several distinct ligands get one force-field file together (OpenMM
+    refuses two files that both define GAFF2's atom types)."""
     missing = missing_tools()
     if missing:
+        names = ";".join(spec.residue for spec in specs)
         raise CampaignError(
-            f"{subject}: ligand {spec.residue} needs {', '.join(missing)}, not installed here: {LIGANDS.install_hint}"
+            f"{subject}: ligand {names} needs {', '.join(missing)}, not installed here: {LIGANDS.install_hint}"
         )
-    molecule = _molecule(spec, residue_atoms, subject)
+    copies, info, folders = [], [], []
+    for spec in specs:
+        poses = _poses(spec, structure_copies.get(spec.residue) or [], subject)
+        folder, record = _parameters(spec, poses[0], Path(cache), subject)
+        copies += [_topology(pose, spec.residue) for pose in poses]
+        info.append({**record, "copies": len(poses)})
+        folders.append((spec.residue, folder))
+    forcefield_file = folders[0][1] / "ligand.xml" if len(folders) == 1 else _combined(folders, Path(cache))
+    return PlacedLigands(copies, forcefield_file, info)
+
+
+def _parameters(spec: LigandSpec, molecule, cache: Path, subject: str) -> tuple[Path, dict]:
+    """The cache folder of a ligand's parameters (computed now if missing), and its record."""
     from rdkit import Chem
 
     formal = Chem.GetFormalCharge(molecule)
@@ -73,7 +88,7 @@ def place_ligand(spec: LigandSpec, residue_atoms: list | None, cache: Path, subj
     _check_charge(molecule, spec, formal, subject)
     smiles = Chem.MolToSmiles(Chem.RemoveHs(molecule))
     key = hashlib.sha256(f"{smiles}|{charge}|{METHOD}".encode()).hexdigest()[:16]
-    folder = Path(cache) / key
+    folder = cache / key
     cached = (folder / "ligand.xml").exists()
     if not cached:
         heavy = molecule.GetNumHeavyAtoms()
@@ -86,8 +101,14 @@ def place_ligand(spec: LigandSpec, residue_atoms: list | None, cache: Path, subj
             folder,
         )
         _parameterize(molecule, charge, spec.residue, folder, subject, formal if spec.charge is not None else None)
-    topology, positions = _topology(molecule, spec.residue)
-    info = {
+    log.info(
+        "ligand %s (%s, charge %+d): %s",
+        spec.residue,
+        smiles,
+        charge,
+        f"parameters from {folder}" if cached else f"parameterized into {folder}",
+    )
+    return folder, {
         "residue": spec.residue,
         "smiles": smiles,
         "net_charge": charge,
@@ -97,14 +118,30 @@ def place_ligand(spec: LigandSpec, residue_atoms: list | None, cache: Path, subj
         "from_cache": cached,
         "pose_from": "ligand_file" if spec.chemistry_file else "structure",
     }
-    log.info(
-        "ligand %s (%s, charge %+d): %s",
-        spec.residue,
-        smiles,
-        charge,
-        f"parameters from {folder}" if cached else f"parameterized into {folder}",
-    )
-    return Ligand(topology, positions, folder / "ligand.xml", info)
+
+
+def _combined(folders: list[tuple[str, Path]], cache: Path) -> Path:
+    """One OpenMM force-field file for several ligands (their residue templates named
+    after their residues), from their cached GAFF2 files; cached per set of ligands."""
+    key = hashlib.sha256("|".join(f"{name}:{folder.name}" for name, folder in folders).encode()).hexdigest()[:16]
+    target = cache / f"set-{key}"
+    if (target / "ligands.xml").exists():
+        return target / "ligands.xml"
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=cache))
+    try:
+        _forcefield_xml(
+            [(name, folder / "gaff2.mol2") for name, folder in folders],
+            [folder / "gaff2.frcmod" for _, folder in folders],
+            work / "ligands.xml",
+        )
+        try:
+            os.rename(work, target)
+        except OSError:  # another setup wrote the same set first: keep its file
+            if not (target / "ligands.xml").exists():
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target / "ligands.xml"
 
 
 def _check_charge(molecule, spec: LigandSpec, formal: int, subject: str) -> None:
@@ -133,33 +170,62 @@ def _check_charge(molecule, spec: LigandSpec, formal: int, subject: str) -> None
         )
 
 
-def _molecule(spec: LigandSpec, residue_atoms, subject: str):
-    """An RDKit molecule with hydrogens and 3D coordinates (Angstrom) in the structure's frame."""
+def _poses(spec: LigandSpec, structure_copies: list, subject: str) -> list:
+    """Each copy of a ligand as an RDKit molecule with hydrogens and 3D coordinates
+    (Angstrom) in the structure's frame: the records of its ``ligand_file`` (one per
+    copy), or, from ``ligand_smiles``, each copy of its residue in the structure."""
     from rdkit import Chem, RDLogger
-    from rdkit.Chem import AllChem
 
     RDLogger.DisableLog("rdApp.*")  # its warnings go to stderr; what matters is raised below
     label = f"{subject}: ligand {spec.residue}"
     if spec.chemistry_file is not None:
-        path = Path(spec.chemistry_file)
-        reader = Chem.MolFromMol2File if path.suffix.lower() == ".mol2" else Chem.MolFromMolFile
-        molecule = reader(str(path), removeHs=False)
-        if molecule is None:
+        poses = _file_poses(Path(spec.chemistry_file), label)
+        if len(structure_copies) > len(poses):
             raise CampaignError(
-                f"{label}: {path} could not be read as {path.suffix.lstrip('.').upper()} (RDKit "
-                "found no valid molecule; check its bond orders and charges)"
+                f"{label}: the structure has {len(structure_copies)} copies of {spec.residue} but ligand_file "
+                f"{Path(spec.chemistry_file).name} has {len(poses)} pose(s): give one pose per copy (an SDF with "
+                "one record each), or ligand_smiles to take the poses from the structure"
             )
-        if molecule.GetNumConformers() == 0 or not molecule.GetConformer().Is3D():
-            raise CampaignError(f"{label}: {path} has no 3D coordinates; give the docked pose")
-        return Chem.AddHs(molecule, addCoords=True)
+        return poses
     template = Chem.MolFromSmiles(spec.smiles or "")
     if template is None:
         raise CampaignError(f"{label}: ligand_smiles '{spec.smiles}' is not valid SMILES")
-    if not residue_atoms:
+    if not structure_copies:
         raise CampaignError(
             f"{label}: the structure has no residue {spec.residue} to take the pose from; give "
             "ligand_file (SDF/MOL2 with the pose) instead of ligand_smiles, or check the name"
         )
+    return [_posed_from_smiles(spec, template, atoms, label) for atoms in structure_copies]
+
+
+def _file_poses(path: Path, label: str) -> list:
+    from rdkit import Chem
+
+    if path.suffix.lower() == ".mol2":
+        molecules = [Chem.MolFromMol2File(str(path), removeHs=False)]
+    else:
+        molecules = list(Chem.SDMolSupplier(str(path), removeHs=False)) or [None]
+    if any(molecule is None for molecule in molecules):
+        raise CampaignError(
+            f"{label}: {path} could not be read as {path.suffix.lstrip('.').upper()} (RDKit "
+            "found no valid molecule; check its bond orders and charges)"
+        )
+    if any(molecule.GetNumConformers() == 0 or not molecule.GetConformer().Is3D() for molecule in molecules):
+        raise CampaignError(f"{label}: {path} has no 3D coordinates; give the docked pose")
+    first = Chem.MolToSmiles(Chem.RemoveHs(molecules[0]))
+    for number, molecule in enumerate(molecules[1:], 2):
+        if Chem.MolToSmiles(Chem.RemoveHs(molecule)) != first:
+            raise CampaignError(
+                f"{label}: {path} record {number} is not the same molecule as record 1 (each record is a copy "
+                "of this ligand; give a different ligand its own name in the column ligand)"
+            )
+    return [Chem.AddHs(molecule, addCoords=True) for molecule in molecules]
+
+
+def _posed_from_smiles(spec: LigandSpec, template, residue_atoms: list, label: str):
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
     heavy = [(name, element, xyz) for name, element, xyz in residue_atoms if element not in ("H", "D")]
     block = (
         "".join(
@@ -235,7 +301,7 @@ def _parameterize(molecule, charge: int, residue: str, folder: Path, subject: st
             residue,
             "parmchk2 failed",
         )
-        _forcefield_xml(work / "gaff2.mol2", work / "gaff2.frcmod", work / "ligand.xml")
+        _forcefield_xml([(None, work / "gaff2.mol2")], [work / "gaff2.frcmod"], work / "ligand.xml")
         atomic_write_json(
             work / "ligand.json",
             {"smiles": Chem.MolToSmiles(Chem.RemoveHs(molecule)), "net_charge": charge, "method": METHOD},
@@ -268,15 +334,25 @@ def _reason(cwd: Path, output: str) -> str:
     return text[:400]
 
 
-def _forcefield_xml(mol2: Path, frcmod: Path, out: Path) -> None:
+def _forcefield_xml(templates: list[tuple[str | None, Path]], frcmods: list[Path], out: Path) -> None:
+    """An OpenMM force-field file: GAFF2 with the ``frcmods``, and a residue template
+    per (name, mol2) (name None: antechamber's own)."""
     import parmed
     from parmed.amber import AmberParameterSet
     from parmed.openmm import OpenMMParameterSet
 
     gaff2 = _amber_data("parm", "gaff2.dat")
-    template = parmed.load_file(str(mol2))
-    parameters = OpenMMParameterSet.from_parameterset(AmberParameterSet(str(gaff2), str(frcmod)))
-    parameters.residues[template.name] = template
+    parameters = OpenMMParameterSet.from_parameterset(AmberParameterSet(str(gaff2), *map(str, frcmods)))
+    for name, mol2 in templates:
+        template = parmed.load_file(str(mol2))
+        template.name = name or template.name
+        # antechamber rounds AM1-BCC charges to 4 decimals on some atoms: its net charge
+        # can be off by 1e-3 per copy; spread the residual so each copy is exactly integral
+        total = sum(atom.charge for atom in template.atoms)
+        residual = (total - round(total)) / len(template.atoms)
+        for atom in template.atoms:
+            atom.charge -= residual
+        parameters.residues[template.name] = template
     parameters.write(str(out))
 
 

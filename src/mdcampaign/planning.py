@@ -19,6 +19,7 @@ from . import layout
 from .campaign import Campaign
 from .convergence import Goal, segments_wanted
 from .jobspec import JobSpec
+from .ligand_spec import ligands_record
 from .pulling import campaign_digest, workers
 from .resources import expected_speed, runtime_minutes, segment_runtime_minutes
 from .slots import batches
@@ -286,16 +287,17 @@ class Plan:
         if system.own_inputs:
             return {key: str(path) for key, path in system.own_inputs.items()}
         inputs = {"structure": str(system.structure)}
-        if system.ligand and system.ligand.chemistry_file:
-            inputs["ligand_file"] = str(system.ligand.chemistry_file)
+        files = [ligand.chemistry_file for ligand in system.ligands if ligand.chemistry_file]
+        for number, path in enumerate(files, 1):  # the first as it always was named
+            inputs["ligand_file" if number == 1 else f"ligand_file_{number}"] = str(path)
         return inputs
 
     def setup_protocol(self, wildcards) -> dict:
-        """setup's protocol param: the protocol record, and the system's ligand if it has
-        one (only then, so that the params of systems without one stay as they were)."""
+        """setup's protocol param: the protocol record, and the system's ligands if it has
+        any (only then, so that the params of systems without one stay as they were)."""
         system = self.campaign.systems[wildcards.system]
         record = system.protocol.record()
-        return {**record, "ligand": system.ligand.record()} if system.ligand else record
+        return {**record, "ligand": ligands_record(system.ligands)} if system.ligands else record
 
     def setup_seed(self, wildcards) -> int:
         """The seed of a system's setup (its equilibration's velocities)."""

@@ -84,7 +84,7 @@ ONE_LETTER = {
 def repair(
     structure: Path,
     protocol: Protocol,
-    ligand: LigandSpec | None = None,
+    ligands: tuple[LigandSpec, ...] = (),
     ligand_cache: Path | None = None,
     seed: int = 0,
 ):
@@ -93,13 +93,14 @@ def repair(
     ``seed``: of the dynamics that place missing heavy atoms, so that the same row set
     up again gives the same system (atoms placed alike, so the same box and water).
 
-    With a ``ligand``, its residue is taken out of the structure first and the
-    parameterized ligand (ligands.py; parameters cached in ``ligand_cache``) is put back
-    last; ``info["ligand"]["forcefield_file"]`` is then its force-field file."""
+    With ``ligands``, every copy of their residues is taken out of the structure first
+    and the parameterized ligands (ligands.py; parameters cached in ``ligand_cache``) are
+    put back last; ``info["ligands"]`` records each, ``info["ligand_forcefield_file"]``
+    is their force-field file."""
     structure = Path(structure)
     fixer, info = read_structure(structure, protocol.model, protocol.altloc)
     _keep_chains(fixer, protocol.chains, structure, info)
-    ligand_atoms = _take_out(fixer, ligand.residue) if ligand else None
+    ligand_copies = {spec.residue: _take_out(fixer, spec.residue) for spec in ligands}
     _remove_residues(fixer, protocol, structure, info)
     check_overlapping_atoms(fixer.topology, fixer.positions, structure)
     _mutate(fixer, protocol.mutations, structure, info)
@@ -135,14 +136,16 @@ def repair(
     modeller = app.Modeller(fixer.topology, fixer.positions)
     with seeded(seed):  # Modeller places some hydrogens at random before minimizing them
         modeller.addHydrogens(pH=ph, variants=variants, platform=reference)
-    if ligand:
-        from .ligands import place_ligand
+    if ligands:
+        from .ligands import place_ligands
 
-        placed = place_ligand(
-            ligand, ligand_atoms, Path(ligand_cache or layout.LIGAND_CACHE), f"structure '{structure}'"
+        placed = place_ligands(
+            ligands, ligand_copies, Path(ligand_cache or layout.LIGAND_CACHE), f"structure '{structure}'"
         )
-        modeller.add(placed.topology, placed.positions)
-        info["ligand"] = {**placed.info, "forcefield_file": str(placed.forcefield_file)}
+        for topology, positions in placed.copies:
+            modeller.add(topology, positions)
+        info["ligands"] = placed.info
+        info["ligand_forcefield_file"] = str(placed.forcefield_file)
     fixer.topology, fixer.positions = modeller.topology, modeller.positions
     return fixer, info
 
@@ -160,21 +163,24 @@ def seeded(seed: int):
         random.setstate(state)
 
 
-def _take_out(fixer, name: str) -> list | None:
-    """Remove a residue (every copy) from the structure; the atoms of its first copy as
-    (name, element symbol, (x, y, z) in nm), or None if the structure has none."""
+def _take_out(fixer, name: str) -> list[list]:
+    """Remove a residue (every copy) from the structure; each copy's atoms as (name,
+    element symbol, (x, y, z) in nm), in the structure's order (none: an empty list)."""
     residues = [residue for residue in fixer.topology.residues() if residue.name == name]
     if not residues:
-        return None
+        return []
     positions = fixer.positions.value_in_unit(unit.nanometer)
-    atoms = [
-        (atom.name, atom.element.symbol if atom.element else atom.name[:1], tuple(positions[atom.index]))
-        for atom in residues[0].atoms()
+    copies = [
+        [
+            (atom.name, atom.element.symbol if atom.element else atom.name[:1], tuple(positions[atom.index]))
+            for atom in residue.atoms()
+        ]
+        for residue in residues
     ]
     modeller = app.Modeller(fixer.topology, fixer.positions)
     modeller.delete(residues)
     fixer.topology, fixer.positions = modeller.topology, modeller.positions
-    return atoms
+    return copies
 
 
 def _drop_hydrogens_of_incomplete_residues(fixer) -> None:

@@ -317,7 +317,8 @@ def setup_columns(setup: dict) -> dict:
     empty where nothing was decided, so that plain systems keep plain rows."""
     fix = setup.get("fix", {})
     removed = {name: count for counts in fix.get("removed", {}).values() for name, count in counts.items()}
-    ligand = fix.get("ligand")
+    # setups before several ligands per system recorded one, under "ligand"
+    ligands = fix.get("ligands") or ([fix["ligand"]] if fix.get("ligand") else [])
     return {
         "setup_removed": ", ".join(f"{name} x{count}" for name, count in sorted(removed.items())),
         "setup_replaced": ", ".join(fix.get("replaced_nonstandard", [])),
@@ -330,7 +331,11 @@ def setup_columns(setup: dict) -> dict:
         ),
         "setup_chains": ",".join(fix.get("chains", [])),
         "setup_model": fix.get("model", ""),
-        "ligand": f"{ligand['residue']} {ligand['smiles']} (charge {ligand['net_charge']:+d})" if ligand else "",
+        "ligand": "; ".join(
+            f"{ligand['residue']} {ligand['smiles']} (charge {ligand['net_charge']:+d}"
+            + (f", {ligand['copies']} copies)" if ligand.get("copies", 1) > 1 else ")")
+            for ligand in ligands
+        ),
     }
 
 

@@ -1,5 +1,5 @@
 """The systems table: one row per system, read, checked and turned into systems
-(structure, replicas, protocol overrides, a ligand or a lab's own engine inputs) and
+(structure, replicas, protocol overrides, ligands or a lab's own engine inputs) and
 their simulations (one per replica, with a seed of its own)."""
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class System:
     # A lab's own engine inputs, run as given instead of set up from the structure:
     # {"tpr": path} or {"gro", "top", "mdp"[, "ndx"]} (paths as in the systems table).
     own_inputs: dict = field(default_factory=dict)
-    ligand: LigandSpec | None = None
+    ligands: tuple[LigandSpec, ...] = ()  # each distinct ligand; copies are its residues
     migrate: bool | None = None  # the systems table's `migrate` column (None: pulling.migrate)
     group: str | None = None  # a series compared with its reference system (summary.comparisons)
     reference: bool = False
@@ -44,7 +44,7 @@ class System:
     def input_files(self) -> list[Path]:
         """Every file setup reads for this system."""
         files = list(self.own_inputs.values()) if self.own_inputs else [self.structure]
-        return files + ([self.ligand.chemistry_file] if self.ligand and self.ligand.chemistry_file else [])
+        return files + [ligand.chemistry_file for ligand in self.ligands if ligand.chemistry_file]
 
     @property
     def estimated_atoms(self) -> float:
@@ -202,7 +202,7 @@ def parse_system(
             reference=bool(own.get("reference")),
         )
     structure, heavy_atoms = _structure_path(own["structure"], where, base_dir)
-    ligand = _ligand(own, protocol, where, base_dir)
+    ligands = _ligands(own, protocol, where, base_dir)
     return System(
         own["id"],
         structure,
@@ -212,7 +212,7 @@ def parse_system(
         own.get("site"),
         heavy_atoms,
         own_inputs,
-        ligand,
+        ligands,
         own.get("migrate"),
         own.get("group"),
         bool(own.get("reference")),
@@ -243,21 +243,27 @@ def check_groups(systems: dict[str, System], systems_file: str) -> None:
         )
 
 
-def _ligand(own: dict, protocol: Protocol, where: str, base_dir: Path) -> LigandSpec | None:
-    """The row's ligand columns, checked (None without a ligand)."""
-    given = [column for column in ("ligand_file", "ligand_smiles", "ligand_charge") if own.get(column) is not None]
+LIGAND_COLUMNS = ("ligand_file", "ligand_smiles", "ligand_charge")  # one entry per name in ligand
+
+
+def _ligands(own: dict, protocol: Protocol, where: str, base_dir: Path) -> tuple[LigandSpec, ...]:
+    """The row's ligand columns, checked: one LigandSpec per name in ``ligand``
+    (``XK2;HEM``), its chemistry and charge at the same place in the other columns."""
+    given = [column for column in LIGAND_COLUMNS if own.get(column) is not None]
     if not own.get("ligand"):
         if given:
             raise CampaignError(
                 f"{where}, column {given[0]}: also give the column ligand (the ligand's residue name in the structure)"
             )
-        return None
-    if ("ligand_file" in given) == ("ligand_smiles" in given):
+        return ()
+    names = str(own["ligand"]).split(";")
+    if len(set(names)) < len(names):
+        twice = next(name for name in names if names.count(name) > 1)
         raise CampaignError(
-            f"{where}, column ligand: give the ligand's chemistry in exactly one of ligand_file "
-            "(SDF/MOL2 with bond orders and its pose) or ligand_smiles (the pose is then the "
-            "structure's residue)"
+            f"{where}, column ligand: {twice} is named twice; name each ligand once (every residue of that name "
+            "in the structure is a copy of it, sharing its parameters)"
         )
+    entries = {column: _per_ligand(own, column, names, where) for column in given}
     if not engine_for(protocol.engine).supports_ligands:
         able = ", ".join(name for name, engine in ENGINES.items() if engine.supports_ligands)
         raise CampaignError(
@@ -269,17 +275,53 @@ def _ligand(own: dict, protocol: Protocol, where: str, base_dir: Path) -> Ligand
             f"{where}, column ligand: ligands need solvent explicit (the implicit-solvent models "
             "have no parameters for GAFF2 atom types)"
         )
-    chemistry = None
-    if own.get("ligand_file"):
-        chemistry = Path(own["ligand_file"])
-        if chemistry.suffix.lower() not in LIGAND_CHEMISTRY_SUFFIXES:
+    ligands = []
+    for number, name in enumerate(names):
+        file, smiles, charge = (entries.get(column, [""] * len(names))[number] for column in LIGAND_COLUMNS)
+        if bool(file) == bool(smiles):
+            several = f" for {name} (entry {number + 1} of each, ';'-separated)" if len(names) > 1 else ""
             raise CampaignError(
-                f"{where}, column ligand_file: expected {', '.join(LIGAND_CHEMISTRY_SUFFIXES)} (got '{chemistry.name}')"
+                f"{where}, column ligand: give the ligand's chemistry in exactly one of ligand_file "
+                "(SDF/MOL2 with bond orders and its pose) or ligand_smiles (the pose is then the "
+                f"structure's residue){several}"
             )
-        resolved = chemistry if chemistry.is_absolute() else base_dir / chemistry
-        if not resolved.is_file():
-            raise CampaignError(f"{where}, column ligand_file: file '{chemistry}' does not exist")
-    return LigandSpec(own["ligand"], chemistry, own.get("ligand_smiles"), own.get("ligand_charge"))
+        ligands.append(
+            LigandSpec(
+                name,
+                _chemistry_file(file, where, base_dir) if file else None,
+                smiles or None,
+                int(charge) if charge else None,
+            )
+        )
+    return tuple(ligands)
+
+
+def _per_ligand(own: dict, column: str, names: list[str], where: str) -> list[str]:
+    """A ligand column's entries, one per name of the column ligand (empty where
+    another column gives that ligand's chemistry, or a charge is left to its formula)."""
+    entries = [entry.strip() for entry in str(own[column]).split(";")]
+    if len(entries) != len(names):
+        raise CampaignError(
+            f"{where}, column {column}: {len(entries)} entries for {len(names)} ligands ({';'.join(names)}); give one "
+            "per ligand, in the same order, separated by ';' (empty where another column gives it)"
+        )
+    if column == "ligand_charge":
+        for entry in entries:
+            if entry and not (entry.lstrip("+-").isdigit() and -10 <= int(entry) <= 10):
+                raise CampaignError(f"{where}, column ligand_charge: '{entry}' is not a net charge from -10 to 10")
+    return entries
+
+
+def _chemistry_file(file: str, where: str, base_dir: Path) -> Path:
+    chemistry = Path(file)
+    if chemistry.suffix.lower() not in LIGAND_CHEMISTRY_SUFFIXES:
+        raise CampaignError(
+            f"{where}, column ligand_file: expected {', '.join(LIGAND_CHEMISTRY_SUFFIXES)} (got '{chemistry.name}')"
+        )
+    resolved = chemistry if chemistry.is_absolute() else base_dir / chemistry
+    if not resolved.is_file():
+        raise CampaignError(f"{where}, column ligand_file: file '{chemistry}' does not exist")
+    return chemistry
 
 
 def _own_inputs(own: dict, engine: str, where: str, base_dir: Path) -> dict:

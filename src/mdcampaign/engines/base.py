@@ -77,12 +77,12 @@ class Engine:
         platform: str,
         threads: int,
         seed: int,
-        ligand: LigandSpec | None = None,
+        ligands: tuple[LigandSpec, ...] = (),
     ) -> dict:
         """Set a system up in ``out_dir`` (files: layout.SETUP_OUTPUTS and this engine's
         system and, unless the system's own inputs carry it, setup state) from
         ``inputs`` (``structure``, or the lab's own inputs: System.own_inputs) and its
-        ``ligand``, if any; returns what setup.json records."""
+        ``ligands``, if any; returns what setup.json records."""
         raise NotImplementedError
 
     def simulation_system(self, setup_dir: Path, seed: int, work_dir: Path) -> Path:

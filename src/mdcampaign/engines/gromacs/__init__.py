@@ -109,7 +109,7 @@ class GromacsEngine(Engine):
                         raise CampaignError(f"{where}, column structure: '{path}' is not a GROMACS run input (.tpr)")
         return inputs
 
-    def prepare(self, inputs, protocol, out_dir, platform, threads, seed, ligand=None) -> dict:
+    def prepare(self, inputs, protocol, out_dir, platform, threads, seed, ligands=()) -> dict:
         if "structure" in inputs:
             from .setup import prepare
 

@@ -33,15 +33,11 @@ def problems(protocol) -> Iterator[str]:
             f"timestep_fs {protocol.timestep_fs}: the GROMACS engine allows at most {MAX_TIMESTEP_FS} fs "
             "(with hmr; its leap-frog Langevin integrator is not tested beyond)"
         )
-    if not PH_RANGE[0] <= protocol.ph <= PH_RANGE[1]:
+    if not protocol.protonation and not PH_RANGE[0] <= protocol.ph <= PH_RANGE[1]:
         yield (
-            f"ph {protocol.ph}: pdb2gmx assigns the standard protonation states (pH about 7), so the GROMACS "
-            f"engine accepts ph {PH_RANGE[0]}-{PH_RANGE[1]} only"
-        )
-    if protocol.protonation:
-        yield (
-            f"protonation '{protocol.protonation}': the GROMACS engine takes pdb2gmx's standard states only "
-            "(pH about 7); use the OpenMM engine for PROPKA or explicit states"
+            f"ph {protocol.ph}: without protonation, pdb2gmx assigns the standard protonation states (pH "
+            f"about 7), so the GROMACS engine accepts ph {PH_RANGE[0]}-{PH_RANGE[1]} only; set protonation "
+            "(e.g. propka) to give pdb2gmx the states at this pH"
         )
     if protocol.equilibration_steps < 1:
         yield (

@@ -12,6 +12,7 @@ import platform as host_platform
 import re
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -165,8 +166,14 @@ def _topology(b: _Build) -> list[Path]:
             f"solvent) or drop them with remove_residues: {next(iter(fix_info['metal_ions']))}"
         )
     b.info["fix"] = fix_info
-    _write_gromacs_pdb(fixer.topology, fixer.positions, b.out / "fixed.pdb")
+    states = pdb2gmx_states(fixer.topology, b.structure) if b.protocol.protonation else {}
+    _write_gromacs_pdb(fixer.topology, fixer.positions, b.out / "fixed.pdb", states)
     b.done("pdbfixer: water and ions removed, missing heavy atoms added, caps renamed for GROMACS")
+    if states:
+        b.done(
+            "protonation states as chosen (protonation: " + b.protocol.protonation + "), given to pdb2gmx as "
+            "residue names: " + ", ".join(f"{n} x{c}" for n, c in sorted(Counter(states.values()).items())),
+        )
 
     b.gmx(
         "pdb2gmx",
@@ -387,17 +394,66 @@ def _finish(b: _Build, atoms: list, solute: list[int], subset: bool, started: fl
     return b.info
 
 
-def _write_gromacs_pdb(topology, positions, path: Path) -> None:
+TITRATABLE = ("ASP", "GLU", "HIS", "LYS", "CYS")
+# amber99sb-ildn.ff has chain-terminal building blocks of these states for His only
+NO_TERMINAL_FORM = {"ASH", "GLH", "LYN", "CYM"}
+
+
+def pdb2gmx_states(topology, structure: Path) -> dict:
+    """Every titratable residue's state, as the residue name pdb2gmx is to read (ASH,
+    GLH, HID, HIE, HIP, LYN, CYM or the standard name), from the hydrogens setup gave
+    it: the states setup chose (pdbfixer at the pH, PROPKA, the protonation column), so
+    that both engines simulate the same states. A state amber99sb-ildn.ff has no
+    chain-terminal form of is refused in one line."""
+    disulfide = {
+        atom.residue
+        for bond in topology.bonds()
+        if bond[0].name == bond[1].name == "SG" and bond[0].residue is not bond[1].residue
+        for atom in bond
+    }
+    states = {}
+    for chain in topology.chains():
+        amino = [residue for residue in chain.residues() if any(atom.name == "CA" for atom in residue.atoms())]
+        ends = {amino[0], amino[-1]} if amino else set()
+        for residue in (r for r in chain.residues() if r.name in TITRATABLE):
+            hydrogens = {a.name for a in residue.atoms() if a.element is not None and a.element.symbol == "H"}
+            state = _state(residue, hydrogens, residue in disulfide)
+            if state in NO_TERMINAL_FORM and residue in ends:
+                raise CampaignError(
+                    f"structure '{structure}': protonation: {residue.name} {residue.id} (chain {chain.id}) in "
+                    f"state {state} ends its chain, and GROMACS's amber99sb-ildn.ff has no chain-terminal form of "
+                    "that state; use engine openmm for this system, or give it its standard state in protonation"
+                )
+            states[residue] = state
+    return states
+
+
+def _state(residue, hydrogens: set[str], in_disulfide: bool) -> str:
+    if residue.name == "ASP":
+        return "ASH" if "HD2" in hydrogens else "ASP"
+    if residue.name == "GLU":
+        return "GLH" if "HE2" in hydrogens else "GLU"
+    if residue.name == "HIS":
+        return {(True, True): "HIP", (True, False): "HID"}.get(("HD1" in hydrogens, "HE2" in hydrogens), "HIE")
+    if residue.name == "LYS":
+        return "LYN" if len({"HZ1", "HZ2", "HZ3"} & hydrogens) == 2 else "LYS"
+    return "CYM" if "HG" not in hydrogens and not in_disulfide else "CYS"
+
+
+def _write_gromacs_pdb(topology, positions, path: Path, states: dict | None = None) -> None:
     """The structure as pdb2gmx reads it: heavy atoms only (pdb2gmx adds hydrogens),
     with the amber99sb-ildn.ff names of caps (NME's methyl carbon is CH3, the C-terminal
-    amide cap is NHE)."""
+    amide cap is NHE) and, where given, of protonation states (``states``: residue ->
+    name, see pdb2gmx_states)."""
     from openmm import app
 
+    renamed = {(r.chain.id, r.id, r.name): name for r, name in (states or {}).items()}
     modeller = app.Modeller(topology, positions)
     modeller.delete(
         [atom for atom in modeller.topology.atoms() if atom.element is not None and atom.element.symbol in ("H", "D")]
     )
     for residue in modeller.topology.residues():
+        residue.name = renamed.get((residue.chain.id, residue.id, residue.name), residue.name)
         if residue.name == "NME":
             for atom in residue.atoms():
                 if atom.name == "C":

@@ -64,10 +64,10 @@ class OpenMMEngine(Engine):
             )
         return checks
 
-    def prepare(self, inputs, protocol, out_dir, platform, threads, seed, ligand=None) -> dict:
+    def prepare(self, inputs, protocol, out_dir, platform, threads, seed, ligands=()) -> dict:
         from .setup import prepare
 
-        return prepare(inputs["structure"], protocol, out_dir, platform, threads, seed, ligand)
+        return prepare(inputs["structure"], protocol, out_dir, platform, threads, seed, ligands)
 
     def run_segment(self, task):
         from .runner import run_segment

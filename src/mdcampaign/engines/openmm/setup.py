@@ -62,7 +62,7 @@ def prepare(
     platform: str = "auto",
     threads: int | None = None,
     seed: int = 1,
-    ligand: LigandSpec | None = None,
+    ligands: tuple[LigandSpec, ...] = (),
 ) -> dict:
     """Run the whole setup; returns the content written to setup.json."""
     started = time.time()
@@ -70,13 +70,13 @@ def prepare(
     out_dir.mkdir(parents=True, exist_ok=True)
     info: dict = {"structure": str(structure), "structure_sha256": sha256_file(structure)}
 
-    fixer, fix_info = repair(structure, protocol, ligand, seed=seed)
+    fixer, fix_info = repair(structure, protocol, ligands, seed=seed)
     info["fix"] = fix_info
     info["seed"] = seed  # the same inputs, versions and seed give the same system
     with open(out_dir / "fixed.pdb", "w") as handle:
         app.PDBFile.writeFile(fixer.topology, fixer.positions, handle, keepIds=True)
 
-    forcefield_files = _forcefield_files(protocol) + ([fix_info["ligand"]["forcefield_file"]] if ligand else [])
+    forcefield_files = _forcefield_files(protocol) + ([fix_info["ligand_forcefield_file"]] if ligands else [])
     forcefield = app.ForceField(*forcefield_files)
     check_templates(forcefield, fixer.topology, structure, protocol)
     modeller = app.Modeller(fixer.topology, fixer.positions)

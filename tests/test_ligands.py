@@ -10,7 +10,6 @@ from pathlib import Path
 
 import mdtraj
 import numpy as np
-import pandas as pd
 import pytest
 from openmm import app, unit
 
@@ -194,35 +193,3 @@ def test_a_ligand_file_with_fewer_poses_than_the_structure_has_copies_is_refused
     with pytest.raises(CampaignError) as caught:
         repair(ADDITIVES, protocol(), (LigandSpec("DMS", chemistry_file=sdf),), tmp_path / "ligands")
     assert "the structure has 4 copies of DMS but ligand_file dmso.sdf has 1 pose(s)" in str(caught.value)
-
-
-@pytest.mark.slow
-def test_a_complex_with_two_ligands_in_one_row_is_set_up_and_simulated(tmp_path):
-    """Chain A of the protease with its two DMSO and its acetate: one row, two ligands
-    (`DMS;ACT`), set up, solvated and simulated by the workflow."""
-    campaign = write_campaign(
-        tmp_path / "campaign",
-        systems=[
-            {
-                "id": "pr-two",
-                "structure": ADDITIVES,
-                "replicas": 1,
-                "chains": "A",
-                "ligand": "DMS;ACT",
-                "ligand_smiles": f"{DMSO};{ACETATE}",
-                "ligand_charge": ";-1",
-                "solvent": "explicit",
-                "forcefield": "amber14",
-                "padding_nm": 0.7,
-                "box_shape": "dodecahedron",
-            },
-        ],
-        protocol={"target_ns": 0.002, "equilibration_ps": 1.0, "minimization_max_iterations": 300},
-    )
-    snakemake(campaign, timeout=1800)
-    assert_complete(campaign, {"pr-two/r1": 0.002})
-    setup = json.loads((campaign / "results/systems/pr-two/setup.json").read_text())
-    ligands = {record["residue"]: record for record in setup["fix"]["ligands"]}
-    assert (ligands["DMS"]["copies"], ligands["ACT"]["copies"], ligands["ACT"]["net_charge"]) == (2, 1, -1)
-    row = pd.read_csv(campaign / "results/summary.tsv", sep="\t").iloc[0]
-    assert row["ligand"] == f"DMS {DMSO} (charge +0, 2 copies); ACT {ACETATE} (charge -1)", row["ligand"]

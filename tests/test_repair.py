@@ -146,11 +146,29 @@ def test_mutations_are_applied_and_wrong_ones_refused_in_one_line():
 
 @pytest.mark.slow
 def test_a_campaign_of_real_structures_runs_without_editing_them(tmp_path):
-    """Additives and altlocs, a zinc site, selenomethionine, an NMR model, a mutant
-    series and another tool's PDB, through setup and a segment each."""
+    """Additives and altlocs with two ligands in one row (chain A's two DMSO and its
+    acetate: `DMS;ACT`), a zinc site, selenomethionine, an NMR model, a mutant series
+    and another tool's PDB, through setup and a segment each."""
+    from mdcampaign.ligands import missing_tools
+
+    if missing_tools():
+        pytest.skip(f"ligand tools not installed ({', '.join(missing_tools())}): pip install -e '.[ligands]'")
     implicit = {"solvent": "implicit", "forcefield": "amber99sbildn"}  # native OBC2: fast on CPUs
     systems = [
-        {"id": "protease", "structure": DATA / "4E43-additives.pdb.gz", "replicas": 1, "chains": "A", **implicit},
+        {
+            "id": "protease",
+            "structure": DATA / "4E43-additives.pdb.gz",
+            "replicas": 1,
+            "chains": "A",
+            "ligand": "DMS;ACT",
+            "ligand_smiles": "CS(C)=O;CC(=O)[O-]",
+            "ligand_charge": ";-1",
+            "solvent": "explicit",
+            "forcefield": "amber14",
+            "padding_nm": 0.7,
+            "box_shape": "dodecahedron",
+            "minimization_max_iterations": 300,  # solvated: a real minimization before 4 fs steps
+        },
         {
             "id": "zinc-finger",
             "structure": DATA / "5A7U-zinc-finger.pdb",
@@ -193,6 +211,9 @@ def test_a_campaign_of_real_structures_runs_without_editing_them(tmp_path):
 
     table = pd.read_csv(campaign / "results/summary.tsv", sep="\t").set_index("simulation")
     assert "GOL x4" in table.loc["protease/r1", "setup_removed"]
+    ligands = {record["residue"]: record for record in setup["protease"]["ligands"]}
+    assert (ligands["DMS"]["copies"], ligands["ACT"]["copies"], ligands["ACT"]["net_charge"]) == (2, 1, -1)
+    assert table.loc["protease/r1", "ligand"] == "DMS CS(C)=O (charge +0, 2 copies); ACT CC(=O)[O-] (charge -1)"
     assert "CYM" in table.loc["zinc-finger/r1", "setup_metal_sites"]
     assert table.loc["villin-L42A/r1", "setup_mutations"] == "A:L42A"
     assert "LYS 65 (chain A): LYN (given in protonation)" in table.loc["villin-L42A/r1", "setup_protonation"]
@@ -201,8 +222,10 @@ def test_a_campaign_of_real_structures_runs_without_editing_them(tmp_path):
     # the zinc site is followed through the simulation, and holds
     zinc = json.loads((campaign / "results/sims/zinc-finger/r1/analysis/0001/analysis.json").read_text())
     (site,) = zinc["metal_sites"]
-    assert site["metal"].startswith("ZN") and len(site["ligands"]) >= 3 and site["kept_fraction"] == 1.0
-    assert table.loc["zinc-finger/r1", "metal_sites_kept"].startswith(f"{site['metal']} 1.00")
+    # (zinc is non-bonded in amber14: a donor may touch the 0.3 nm cutoff for a frame)
+    assert site["metal"].startswith("ZN") and len(site["ligands"]) >= 3 and site["kept_fraction"] >= 0.8, site
+    assert all(donor["mean_nm"] < 0.26 for donor in site["ligands"]), site
+    assert table.loc["zinc-finger/r1", "metal_sites_kept"].startswith(f"{site['metal']} {site['kept_fraction']:.2f}")
 
 
 def test_the_same_row_gives_the_same_system(tmp_path):

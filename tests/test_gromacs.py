@@ -501,3 +501,137 @@ def test_a_failing_mdrun_names_the_command_and_the_error(gmx_setup, tmp_path):
         )
     with pytest.raises(SegmentError, match=r"is at step 0, but the segment starts at step 1000"):
         run_segment(out / "system.tpr", out / "start.cpt", tmp_path / "w1", 1, protocol, threads=THREADS)
+
+
+COMPLEX = Path(__file__).parent / "data" / "structures" / "T4L-L99A-p-xylene-complex.pdb.gz"
+XYLENE_MOL2 = COMPLEX.parent / "p-xylene.mol2"
+
+
+def gromacs_ligand_terms(out: Path, name: str, work: Path) -> dict:
+    """The ligand alone (its atoms from the setup's start.gro), one step of gmx: its
+    bonded and 1-4 energies (kJ/mol)."""
+    from mdcampaign.engines.gromacs.energies import read_edr
+
+    work.mkdir()
+    lines = (out / "start.gro").read_text().splitlines()
+    atoms = [line for line in lines[2:-1] if line[5:10].strip() == name]
+    (work / "lig.gro").write_text(f"{name}\n{len(atoms):5d}\n" + "\n".join(atoms) + "\n   9.0   9.0   9.0\n")
+    (work / "lig.top").write_text(
+        '#include "amber99sb-ildn.ff/forcefield.itp"\n'
+        f'#include "{out}/ligand_atomtypes.itp"\n#include "{out}/ligand_{name}.itp"\n'
+        f"[ system ]\n{name}\n[ molecules ]\n{name} 1\n"
+    )
+    (work / "lig.mdp").write_text(
+        "integrator = md\nnsteps = 0\ncutoff-scheme = Verlet\ncoulombtype = Cut-off\nrcoulomb = 4\nrvdw = 4\n"
+        "constraints = none\nnstcalcenergy = 1\nnstenergy = 1\n"
+    )
+    for command in (
+        ["grompp", "-f", "lig.mdp", "-c", "lig.gro", "-p", "lig.top", "-o", "lig.tpr", "-maxwarn", "2"],
+        ["mdrun", "-s", "lig.tpr", "-deffnm", "lig", "-nt", "1"],
+    ):
+        gmx.run_gmx(command[0], [(command[i], command[i + 1]) for i in range(1, len(command), 2)], cwd=work)
+    energies = {key: float(values[0]) for key, values in read_edr(work / "lig.edr").items()}
+    terms = {
+        "bonds": energies["Bond"],
+        "angles": energies["Angle"],
+        "torsions": energies.get("Proper Dih.", 0.0) + energies.get("Per. Imp. Dih.", 0.0),
+        "pairs": energies["LJ-14"] + energies["Coulomb-14"],
+    }
+    return terms, [[float(line[c : c + 8]) for c in (20, 28, 36)] for line in atoms]
+
+
+def openmm_ligand_terms(forcefield_file: str, residue, positions_nm) -> dict:
+    """The same terms from the OpenMM system of the ligand (its 1-4 exceptions summed
+    by hand: in OpenMM they live in the NonbondedForce)."""
+    import math
+
+    import openmm
+    from openmm import app, unit
+
+    single = app.Topology()
+    copy = single.addResidue(residue.name, single.addChain("L"))
+    mapped = {atom: single.addAtom(atom.name, atom.element, copy) for atom in residue.atoms()}
+    for first, second in residue.internal_bonds():
+        single.addBond(mapped[first], mapped[second])
+    system = app.ForceField(forcefield_file).createSystem(single, nonbondedMethod=app.NoCutoff, constraints=None)
+    kinds = {"HarmonicBondForce": "bonds", "HarmonicAngleForce": "angles", "PeriodicTorsionForce": "torsions"}
+    terms = dict.fromkeys((*kinds.values(), "pairs"), 0.0)
+    for index, force in enumerate(system.getForces()):
+        force.setForceGroup(index)
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(positions_nm * unit.nanometer)
+    for index, force in enumerate(system.getForces()):
+        kind = kinds.get(type(force).__name__)
+        if kind:
+            state = context.getState(getEnergy=True, groups={index})
+            terms[kind] += state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+        if type(force).__name__ == "NonbondedForce":
+            for k in range(force.getNumExceptions()):
+                i, j, qq, sigma, epsilon = force.getExceptionParameters(k)
+                r = math.dist(positions_nm[i], positions_nm[j])
+                qq, sigma, epsilon = qq._value, sigma._value, epsilon._value
+                terms["pairs"] += 138.935458 * qq / r + 4 * epsilon * ((sigma / r) ** 12 - (sigma / r) ** 6)
+    return terms
+
+
+@needs_gmx
+@pytest.mark.slow
+def test_a_protein_ligand_complex_on_gromacs_has_openmms_ligand_terms_and_resumes_exactly_after_kill_9(
+    tmp_path, monkeypatch
+):
+    """T4 lysozyme L99A with p-xylene, set up by the GROMACS engine: the ligand carries
+    the OpenMM engine's GAFF2 + AM1-BCC parameters (its bonded and 1-4 energies equal
+    OpenMM's for the same coordinates), and two segments, the second killed with
+    SIGKILL mid-way, join into one trajectory with the ligand in its pocket."""
+    import mdtraj
+    import numpy as np
+
+    from mdcampaign.ligand_spec import LigandSpec
+    from mdcampaign.ligands import missing_tools
+    from mdcampaign.repair import repair
+
+    if missing_tools():
+        pytest.skip(f"ligand tools not installed ({', '.join(missing_tools())})")
+    monkeypatch.chdir(tmp_path)  # the ligand cache, results/ligands/, goes here
+    protocol = protocol_with(padding_nm=0.8, minimization_max_iterations=300, checkpoint_interval_ps=0.4)
+    ligands = (LigandSpec("TMP", chemistry_file=XYLENE_MOL2),)
+    out = tmp_path / "setup"
+    info = setup.prepare(COMPLEX, protocol, out, threads=THREADS, ligands=ligands)
+    (record,) = info["fix"]["ligands"]
+    assert record["copies"] == 1 and any(step.startswith("ligands TMP x1") for step in info["steps"])
+    assert "TMP                 1" in (out / "system.top").read_text()
+
+    gromacs, positions = gromacs_ligand_terms(out, "TMP", tmp_path / "terms")
+    fixer, _ = repair(COMPLEX, protocol, ligands)
+    (residue,) = [r for r in fixer.topology.residues() if r.name == "TMP"]
+    openmm = openmm_ligand_terms(info["fix"]["ligand_forcefield_file"], residue, positions)
+    for term, value in openmm.items():
+        assert gromacs[term] == pytest.approx(value, rel=2e-3, abs=0.05), (term, gromacs, openmm)
+
+    works, start = [], out / "start.cpt"
+    for segment in (0, 1):
+        work = tmp_path / f"{segment:04d}"
+        if segment == 1:
+            process = subprocess.Popen(
+                _segment_command(out, protocol, work, segment, start),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            assert _wait(lambda work=work: (work / "segment.cpt").exists(), 120), "no checkpoint before the kill"
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+            assert gmx.checkpoint_header(work / "segment.cpt")["step"] < (segment + 1) * protocol.segment_steps
+        complete, _ = run_segment(out / "system.tpr", start, work, segment, protocol, threads=THREADS)
+        assert complete
+        stops = [run["stop_reason"] or "" for run in assert_segment(work, protocol, segment)["runs"]]
+        assert any("kill" in stop.lower() for stop in stops) == (segment == 1), stops
+        works.append(work)
+        start = work / "final_state.cpt"
+    joined = mdtraj.load([str(w / "trajectory.xtc") for w in works], top=str(out / "trajectory_topology.pdb"))
+    assert np.allclose(np.diff(joined.time), protocol.frame_interval_ps, atol=1e-3)
+    ligand = joined.topology.select("resname TMP and not element H")
+    protein = joined.topology.select("protein and name CA")
+    joined.superpose(joined, 0, atom_indices=protein)
+    drift = np.sqrt(((joined.xyz[:, ligand] - joined.xyz[0, ligand]) ** 2).sum(axis=2).mean(axis=1))
+    assert len(ligand) == 8 and drift.max() < 0.2, f"ligand RMSD {drift.max():.3f} nm: it left its pocket"

@@ -26,6 +26,7 @@ TPR_MAGIC = b"VERSION"  # near the start of every .tpr
 
 class GromacsEngine(Engine):
     name = "gromacs"
+    supports_ligands = True
     files = layout.EngineFiles(system="system.tpr", setup_state="start.cpt", final_state="final_state.cpt")
     install_hint = (
         "install GROMACS: `apt install gromacs` (Debian/Ubuntu), `module load gromacs` (TACC and most "
@@ -33,8 +34,8 @@ class GromacsEngine(Engine):
     )
     summary = (
         "`gmx` 2022 or newer, for CPU clusters: `forcefield: amber99sbildn` with `water_model` tip3p, spce or "
-        "tip4pew, explicit solvent, `ph` 6.1-8.1 (other combinations are refused in one line each); or a lab's "
-        "own GROMACS inputs (`structure` a `.tpr`, or the `gromacs_*` columns), run as given."
+        "tip4pew, explicit solvent, `ph` 6.1-8.1 or any with `protonation`, ligands (GAFF2 + AM1-BCC, as "
+        "OpenMM's); other combinations are refused in one line each; or a lab's own GROMACS inputs (`structure` a `.tpr`, or the `gromacs_*` columns), run as given."
     )
 
     def problems(self, protocol) -> Iterator[str]:
@@ -113,7 +114,7 @@ class GromacsEngine(Engine):
         if "structure" in inputs:
             from .setup import prepare
 
-            return prepare(inputs["structure"], protocol, out_dir, threads, seed)
+            return prepare(inputs["structure"], protocol, out_dir, threads, seed, ligands)
         from .inputs import import_inputs
 
         return import_inputs(**inputs, out_dir=out_dir, protocol=protocol)

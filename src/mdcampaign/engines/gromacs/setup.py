@@ -65,6 +65,7 @@ class _Build:
     build: Path  # every intermediate file, and gromacs.log
     seed: int
     threads: int | None
+    ligands: tuple = ()  # LigandSpec of each distinct ligand
     info: dict = field(default_factory=dict)
 
     @property
@@ -115,7 +116,12 @@ class _Build:
 
 
 def prepare(
-    structure: Path, protocol: Protocol, out_dir: Path, threads: int | None = None, seed: int | None = None
+    structure: Path,
+    protocol: Protocol,
+    out_dir: Path,
+    threads: int | None = None,
+    seed: int | None = None,
+    ligands: tuple = (),
 ) -> dict:
     """Set up a system with GROMACS; returns what setup.json records.
 
@@ -129,7 +135,13 @@ def prepare(
     started = time.time()
     out = Path(out_dir).absolute()
     b = _Build(
-        Path(structure).absolute(), protocol, out, out / "build", protocol.seed if seed is None else seed, threads
+        Path(structure).absolute(),
+        protocol,
+        out,
+        out / "build",
+        protocol.seed if seed is None else seed,
+        threads,
+        tuple(ligands),
     )
     b.build.mkdir(parents=True, exist_ok=True)
     b.gmx_log.write_text("")
@@ -158,7 +170,7 @@ def _topology(b: _Build) -> list[Path]:
     repartitioning. The topology's molecule files."""
     from ...repair import repair  # the same structure repair as the OpenMM setup
 
-    fixer, fix_info = repair(b.structure, b.protocol, seed=b.seed)
+    fixer, fix_info = repair(b.structure, b.protocol, b.ligands, seed=b.seed)
     if fix_info.get("metal_ions"):
         raise CampaignError(
             f"structure '{b.structure}': the GROMACS engine does not keep metal ions yet "
@@ -167,7 +179,8 @@ def _topology(b: _Build) -> list[Path]:
         )
     b.info["fix"] = fix_info
     states = pdb2gmx_states(fixer.topology, b.structure) if b.protocol.protonation else {}
-    _write_gromacs_pdb(fixer.topology, fixer.positions, b.out / "fixed.pdb", states)
+    ligand_names = [spec.residue for spec in b.ligands]
+    _write_gromacs_pdb(fixer.topology, fixer.positions, b.out / "fixed.pdb", states, leave_out=ligand_names)
     b.done("pdbfixer: water and ions removed, missing heavy atoms added, caps renamed for GROMACS")
     if states:
         b.done(
@@ -191,6 +204,17 @@ def _topology(b: _Build) -> list[Path]:
     )
     b.done(f"pdb2gmx -ff {FORCEFIELDS[b.protocol.forcefield]} -water {b.protocol.water_model} -ignh")
     molecule_files = [b.build / "topol.top"] + sorted(b.build.glob("topol_*.itp"))
+    if b.ligands:
+        from .ligands import add_ligands
+
+        molecule_files += add_ligands(
+            b.build, fixer.topology, fixer.positions, ligand_names, fix_info["ligand_forcefield_file"], b.structure
+        )
+        b.done(
+            "ligands "
+            + ", ".join(f"{r['residue']} x{r['copies']}" for r in fix_info["ligands"])
+            + ": GAFF2 + AM1-BCC, the OpenMM engine's parameters converted by ParmEd (ligand_*.itp)"
+        )
     if b.protocol.hmr:
         moved = sum(_repartition_hydrogen_masses(path, HYDROGEN_MASS) for path in molecule_files)
         b.info["hmr"] = {"hydrogen_mass_amu": HYDROGEN_MASS, "hydrogens": moved}
@@ -440,15 +464,17 @@ def _state(residue, hydrogens: set[str], in_disulfide: bool) -> str:
     return "CYM" if "HG" not in hydrogens and not in_disulfide else "CYS"
 
 
-def _write_gromacs_pdb(topology, positions, path: Path, states: dict | None = None) -> None:
+def _write_gromacs_pdb(topology, positions, path: Path, states: dict | None = None, leave_out=()) -> None:
     """The structure as pdb2gmx reads it: heavy atoms only (pdb2gmx adds hydrogens),
     with the amber99sb-ildn.ff names of caps (NME's methyl carbon is CH3, the C-terminal
     amide cap is NHE) and, where given, of protonation states (``states``: residue ->
-    name, see pdb2gmx_states)."""
+    name, see pdb2gmx_states); without the residues named in ``leave_out`` (ligands:
+    not pdb2gmx's to build)."""
     from openmm import app
 
     renamed = {(r.chain.id, r.id, r.name): name for r, name in (states or {}).items()}
     modeller = app.Modeller(topology, positions)
+    modeller.delete([residue for residue in modeller.topology.residues() if residue.name in leave_out])
     modeller.delete(
         [atom for atom in modeller.topology.atoms() if atom.element is not None and atom.element.symbol in ("H", "D")]
     )

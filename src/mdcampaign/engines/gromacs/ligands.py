@@ -1,0 +1,140 @@
+"""A system's ligands in a GROMACS topology: the same GAFF2 + AM1-BCC parameters the
+OpenMM engine uses (mdcampaign.ligands' force-field file), converted by ParmEd from the
+OpenMM system of each ligand, so that both engines simulate one force field.
+
+pdb2gmx builds the protein; each distinct ligand becomes a molecule type of its own
+(``ligand_<NAME>.itp``, position restraints on its heavy atoms for the restrained
+equilibration), its atom types in ``ligand_atomtypes.itp`` (renamed ``<NAME>_<type>``:
+ParmEd names them after atoms, which would collide with amber99sb-ildn's ``H1`` or
+``C``), and its copies' coordinates, hydrogens included, are appended to pdb2gmx's
+structure in the order of ``[ molecules ]``."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+
+from ...errors import CampaignError
+
+ATOMTYPES_FILE = "ligand_atomtypes.itp"
+RESTRAINT_K = 1000.0  # kJ/mol/nm^2, as pdb2gmx's posre.itp for the protein
+
+
+def add_ligands(build: Path, topology, positions, names: list[str], forcefield_file: str, structure: Path) -> list:
+    """Add the ligand residues ``names`` of the set-up ``topology`` (OpenMM, positions in
+    nm) to pdb2gmx's ``topol.top`` and ``protein.gro`` in ``build``. The files written
+    (molecule types and atom types), for the topology's list of molecule files."""
+    from openmm import unit
+
+    xyz = positions.value_in_unit(unit.nanometer)
+    copies = {name: [r for r in topology.residues() if r.name == name] for name in names}
+    written, atomtypes, molecules, residues = [], [], [], []
+    for name in names:
+        if not copies[name]:
+            continue
+        text = _molecule_text(copies[name][0], xyz, forcefield_file, name, structure)
+        types, molecule = _split(text, name)
+        atomtypes += types
+        itp = build / f"ligand_{name}.itp"
+        itp.write_text(molecule + _restraints_include(name, build, copies[name][0]))
+        written.append(itp)
+        molecules.append((name, len(copies[name])))
+        residues += [(name, [(atom.name, xyz[atom.index]) for atom in residue.atoms()]) for residue in copies[name]]
+    (build / ATOMTYPES_FILE).write_text("[ atomtypes ]\n" + "".join(atomtypes) + "\n")
+    _include(build / "topol.top", written, molecules)
+    _append_coordinates(build / "protein.gro", residues)
+    return [build / ATOMTYPES_FILE, *written]
+
+
+def _molecule_text(residue, xyz, forcefield_file: str, name: str, structure: Path) -> str:
+    """One copy of a ligand as a standalone GROMACS topology (ParmEd), from its OpenMM
+    system: the parameters OpenMM simulates, term by term."""
+    import parmed
+    from openmm import app, unit
+
+    single = app.Topology()
+    chain = single.addChain("L")
+    copy = single.addResidue(name, chain)
+    mapped = {atom: single.addAtom(atom.name, atom.element, copy) for atom in residue.atoms()}
+    for first, second in residue.internal_bonds():
+        single.addBond(mapped[first], mapped[second])
+    try:
+        system = app.ForceField(forcefield_file).createSystem(
+            single, nonbondedMethod=app.NoCutoff, constraints=None, rigidWater=False, removeCMMotion=False
+        )
+    except ValueError as error:
+        raise CampaignError(
+            f"structure '{structure}': ligand {name}: its parameters do not match its atoms for GROMACS "
+            f"({str(error).splitlines()[0]})"
+        ) from None
+    positions = [xyz[atom.index] for atom in residue.atoms()] * unit.nanometer
+    molecule = parmed.openmm.load_topology(single, system, xyz=positions)
+    for atom_type in {id(a.atom_type): a.atom_type for a in molecule.atoms}.values():
+        atom_type.name = f"{name}_{atom_type.name}"
+    for atom in molecule.atoms:
+        atom.type = atom.atom_type.name
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / f"{name}.top"
+        parmed.gromacs.GromacsTopologyFile.from_structure(molecule).write(str(out))
+        return out.read_text()
+
+
+def _split(text: str, name: str) -> tuple[list[str], str]:
+    """A standalone topology's atom types (lines) and its molecule type (text up to
+    ``[ system ]``); its ``[ defaults ]`` are amber99sb-ildn's own (comb-rule 2, LJ 1-4
+    pairs given explicitly by ParmEd, fudgeQQ 0.8333)."""
+    sections = re.split(r"^(?=\[ )", text, flags=re.MULTILINE)
+    types = [
+        line + "\n"
+        for section in sections
+        if section.startswith("[ atomtypes ]")
+        for line in section.splitlines()[1:]
+        if line.strip() and not line.startswith(";")
+    ]
+    start = next(i for i, section in enumerate(sections) if section.startswith("[ moleculetype ]"))
+    end = next(i for i, section in enumerate(sections) if section.startswith("[ system ]"))
+    return types, "".join(sections[start:end])
+
+
+def _restraints_include(name: str, build: Path, residue) -> str:
+    """Position restraints on the ligand's heavy atoms, for ``define = -DPOSRES``."""
+    heavy = [i for i, atom in enumerate(residue.atoms(), 1) if atom.element is not None and atom.element.symbol != "H"]
+    posre = build / f"posre_{name}.itp"
+    posre.write_text(
+        "[ position_restraints ]\n"
+        + "".join(f"{i:6d}     1 {RESTRAINT_K:g} {RESTRAINT_K:g} {RESTRAINT_K:g}\n" for i in heavy)
+    )
+    return f'\n#ifdef POSRES\n#include "{posre.name}"\n#endif\n\n'
+
+
+def _include(top: Path, itps: list[Path], molecules: list[tuple[str, int]]) -> None:
+    """The atom types after the force field's own, each molecule type before the water's,
+    and the copies at the end of ``[ molecules ]`` (after the protein's chains)."""
+    lines = top.read_text().splitlines(keepends=True)
+    force_field = next(i for i, line in enumerate(lines) if line.startswith("#include") and "forcefield.itp" in line)
+    lines.insert(force_field + 1, f'\n#include "{ATOMTYPES_FILE}"\n')
+    water = next(
+        (i for i, line in enumerate(lines) if line.startswith("; Include water topology")),
+        next(i for i, line in enumerate(lines) if line.strip().startswith("[ system ]")),
+    )
+    lines[water:water] = [f'#include "{itp.name}"\n' for itp in itps] + ["\n"]
+    text = "".join(lines).rstrip("\n") + "\n" + "".join(f"{name:<20}{count}\n" for name, count in molecules)
+    top.write_text(text)
+
+
+def _append_coordinates(gro: Path, residues: list[tuple[str, list]]) -> None:
+    """Each ligand copy, (name, [(atom name, xyz in nm)]), after pdb2gmx's atoms as a
+    residue of its own (numbers wrap at 100000, as GROMACS writes them); the box line
+    stays last."""
+    lines = gro.read_text().splitlines()
+    count = int(lines[1])
+    body, box = lines[2 : 2 + count], lines[2 + count]
+    number = int(body[-1][:5]) if body else 0
+    for name, atoms in residues:
+        number += 1
+        for atom, (x, y, z) in atoms:
+            body.append(
+                f"{number % 100000:5d}{name:<5.5}{atom:>5.5}{(len(body) + 1) % 100000:5d}{x:8.3f}{y:8.3f}{z:8.3f}"
+            )
+    gro.write_text("\n".join([lines[0], f"{len(body):5d}", *body, box]) + "\n")

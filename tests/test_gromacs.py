@@ -505,6 +505,7 @@ def test_a_failing_mdrun_names_the_command_and_the_error(gmx_setup, tmp_path):
 
 COMPLEX = Path(__file__).parent / "data" / "structures" / "T4L-L99A-p-xylene-complex.pdb.gz"
 XYLENE_MOL2 = COMPLEX.parent / "p-xylene.mol2"
+ZINC_FINGER = COMPLEX.parent / "5A7U-zinc-finger.pdb"
 
 
 def gromacs_ligand_terms(out: Path, name: str, work: Path) -> dict:
@@ -574,6 +575,37 @@ def openmm_ligand_terms(forcefield_file: str, residue, positions_nm) -> dict:
     return terms
 
 
+def two_segments_the_second_killed(out: Path, protocol: Protocol, tmp_path: Path):
+    """Segments 0 and 1 from a setup, the second killed (SIGKILL, the whole runner) after
+    its first checkpoint and run again: each exact; their joined trajectory."""
+    import mdtraj
+    import numpy as np
+
+    works, start = [], out / "start.cpt"
+    for segment in (0, 1):
+        work = tmp_path / f"{segment:04d}"
+        if segment == 1:
+            process = subprocess.Popen(
+                _segment_command(out, protocol, work, segment, start),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            assert _wait(lambda work=work: (work / "segment.cpt").exists(), 120), "no checkpoint before the kill"
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+            assert gmx.checkpoint_header(work / "segment.cpt")["step"] < (segment + 1) * protocol.segment_steps
+        complete, _ = run_segment(out / "system.tpr", start, work, segment, protocol, threads=THREADS)
+        assert complete
+        stops = [run["stop_reason"] or "" for run in assert_segment(work, protocol, segment)["runs"]]
+        assert any("kill" in stop.lower() for stop in stops) == (segment == 1), stops
+        works.append(work)
+        start = work / "final_state.cpt"
+    joined = mdtraj.load([str(w / "trajectory.xtc") for w in works], top=str(out / "trajectory_topology.pdb"))
+    assert np.allclose(np.diff(joined.time), protocol.frame_interval_ps, atol=1e-3)
+    return joined
+
+
 @needs_gmx
 @pytest.mark.slow
 def test_a_protein_ligand_complex_on_gromacs_has_openmms_ligand_terms_and_resumes_exactly_after_kill_9(
@@ -583,7 +615,6 @@ def test_a_protein_ligand_complex_on_gromacs_has_openmms_ligand_terms_and_resume
     the OpenMM engine's GAFF2 + AM1-BCC parameters (its bonded and 1-4 energies equal
     OpenMM's for the same coordinates), and two segments, the second killed with
     SIGKILL mid-way, join into one trajectory with the ligand in its pocket."""
-    import mdtraj
     import numpy as np
 
     from mdcampaign.ligand_spec import LigandSpec
@@ -608,30 +639,45 @@ def test_a_protein_ligand_complex_on_gromacs_has_openmms_ligand_terms_and_resume
     for term, value in openmm.items():
         assert gromacs[term] == pytest.approx(value, rel=2e-3, abs=0.05), (term, gromacs, openmm)
 
-    works, start = [], out / "start.cpt"
-    for segment in (0, 1):
-        work = tmp_path / f"{segment:04d}"
-        if segment == 1:
-            process = subprocess.Popen(
-                _segment_command(out, protocol, work, segment, start),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-            assert _wait(lambda work=work: (work / "segment.cpt").exists(), 120), "no checkpoint before the kill"
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
-            assert gmx.checkpoint_header(work / "segment.cpt")["step"] < (segment + 1) * protocol.segment_steps
-        complete, _ = run_segment(out / "system.tpr", start, work, segment, protocol, threads=THREADS)
-        assert complete
-        stops = [run["stop_reason"] or "" for run in assert_segment(work, protocol, segment)["runs"]]
-        assert any("kill" in stop.lower() for stop in stops) == (segment == 1), stops
-        works.append(work)
-        start = work / "final_state.cpt"
-    joined = mdtraj.load([str(w / "trajectory.xtc") for w in works], top=str(out / "trajectory_topology.pdb"))
-    assert np.allclose(np.diff(joined.time), protocol.frame_interval_ps, atol=1e-3)
+    joined = two_segments_the_second_killed(out, protocol, tmp_path)
     ligand = joined.topology.select("resname TMP and not element H")
     protein = joined.topology.select("protein and name CA")
     joined.superpose(joined, 0, atom_indices=protein)
     drift = np.sqrt(((joined.xyz[:, ligand] - joined.xyz[0, ligand]) ** 2).sum(axis=2).mean(axis=1))
     assert len(ligand) == 8 and drift.max() < 0.2, f"ligand RMSD {drift.max():.3f} nm: it left its pocket"
+
+
+@needs_gmx
+@pytest.mark.slow
+def test_a_zinc_finger_on_gromacs_keeps_its_zinc_and_its_site_through_two_segments(tmp_path):
+    """The cryo-EM zinc finger (Cys2His2 site; two missing heavy atoms) on GROMACS: the
+    zinc kept (amber99sb-ildn's ions.itp), its cysteine deprotonated and its histidines'
+    tautomers as setup chose them, given to pdb2gmx; two segments with a kill -9, and the
+    site holds."""
+    import mdtraj
+
+    protocol = protocol_with(padding_nm=0.8, minimization_max_iterations=300, checkpoint_interval_ps=0.4)
+    out = tmp_path / "setup"
+    info = setup.prepare(ZINC_FINGER, protocol, out, threads=THREADS)
+    assert info["fix"]["metal_ions"] == {"ZN": 1} and "ZN                  1" in (out / "system.top").read_text()
+    donors = {(site["residue"], site["atom"]): site["protonation"] for site in info["fix"]["metal_sites"]}
+    assert donors[("CYS 8 (chain A)", "SG")].startswith("CYM"), donors
+    fixed = (out / "fixed.pdb").read_text()
+    assert " CYM A   8" in fixed and " HID A  21" in fixed, "the site's states reach pdb2gmx by name"
+    joined = two_segments_the_second_killed(out, protocol, tmp_path)
+    (zinc,) = joined.topology.select("resname ZN")
+    bound = [joined.topology.select(f"resSeq {n} and name {a}")[0] for n, a in ((8, "SG"), (21, "NE2"), (26, "NE2"))]
+    distances = mdtraj.compute_distances(joined, [[zinc, atom] for atom in bound])
+    assert distances.mean(axis=0).max() < 0.26, f"zinc site lost: mean distances {distances.mean(axis=0)} nm"
+    assert len(info["fix"].get("metal_site_near_misses", [])) == 1
+
+
+def test_a_metal_ion_gromacs_has_no_parameters_for_is_refused_in_one_line(tmp_path):
+    lines = ZINC_FINGER.read_text().splitlines(keepends=True)
+    text = "".join(line.replace("ZN", "CU") if line.startswith("HETATM") else line for line in lines)
+    structure = tmp_path / "copper.pdb"
+    structure.write_text(text)
+    with pytest.raises(CampaignError) as caught:
+        setup.prepare(structure, protocol_with(), tmp_path / "setup", threads=1)
+    message = str(caught.value)
+    assert "amber99sb-ildn.ff has no parameters for the metal ion(s) CU" in message and "\n" not in message, message

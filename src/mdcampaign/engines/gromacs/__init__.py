@@ -3,7 +3,8 @@ explicit water, and a lab's own GROMACS inputs run as given. Its modules:
 ``forcefields`` (what it cannot do with a protocol; imports nothing), ``gmx`` (calling
 gmx and reading what it says), ``mdp`` (run parameters), ``setup`` (structure to
 equilibrated system), ``inputs`` (a lab's own .tpr or .gro/.top/.mdp; one tpr per
-replica), ``energies`` (.edr files), ``runner`` (restartable segments with mdrun)."""
+replica), ``energies`` (.edr files), ``ligands`` (a system's ligands as molecule types, from the
+OpenMM engine's parameters), ``runner`` (restartable segments with mdrun)."""
 
 from __future__ import annotations
 

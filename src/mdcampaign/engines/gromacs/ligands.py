@@ -1,4 +1,4 @@
-"""A system's ligands in a GROMACS topology: the same GAFF2 + AM1-BCC parameters the
+"""A system's ligands (and metal ions) in a GROMACS topology: the same GAFF2 + AM1-BCC parameters the
 OpenMM engine uses (mdcampaign.ligands' force-field file), converted by ParmEd from the
 OpenMM system of each ligand, so that both engines simulate one force field.
 
@@ -7,7 +7,8 @@ pdb2gmx builds the protein; each distinct ligand becomes a molecule type of its 
 equilibration), its atom types in ``ligand_atomtypes.itp`` (renamed ``<NAME>_<type>``:
 ParmEd names them after atoms, which would collide with amber99sb-ildn's ``H1`` or
 ``C``), and its copies' coordinates, hydrogens included, are appended to pdb2gmx's
-structure in the order of ``[ molecules ]``."""
+structure in the order of ``[ molecules ]`` (as are metal ions, whose molecule types
+are the force field's ``ions.itp``: append_residues)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def add_ligands(build: Path, topology, positions, names: list[str], forcefield_f
 
     xyz = positions.value_in_unit(unit.nanometer)
     copies = {name: [r for r in topology.residues() if r.name == name] for name in names}
-    written, atomtypes, molecules, residues = [], [], [], []
+    written, atomtypes = [], []
     for name in names:
         if not copies[name]:
             continue
@@ -39,11 +40,9 @@ def add_ligands(build: Path, topology, positions, names: list[str], forcefield_f
         itp = build / f"ligand_{name}.itp"
         itp.write_text(molecule + _restraints_include(name, build, copies[name][0]))
         written.append(itp)
-        molecules.append((name, len(copies[name])))
-        residues += [(name, [(atom.name, xyz[atom.index]) for atom in residue.atoms()]) for residue in copies[name]]
     (build / ATOMTYPES_FILE).write_text("[ atomtypes ]\n" + "".join(atomtypes) + "\n")
-    _include(build / "topol.top", written, molecules)
-    _append_coordinates(build / "protein.gro", residues)
+    _include(build / "topol.top", written)
+    append_residues(build, [residue for name in names for residue in copies[name]], xyz)
     return [build / ATOMTYPES_FILE, *written]
 
 
@@ -108,9 +107,8 @@ def _restraints_include(name: str, build: Path, residue) -> str:
     return f'\n#ifdef POSRES\n#include "{posre.name}"\n#endif\n\n'
 
 
-def _include(top: Path, itps: list[Path], molecules: list[tuple[str, int]]) -> None:
-    """The atom types after the force field's own, each molecule type before the water's,
-    and the copies at the end of ``[ molecules ]`` (after the protein's chains)."""
+def _include(top: Path, itps: list[Path]) -> None:
+    """The atom types after the force field's own, each molecule type before the water's."""
     lines = top.read_text().splitlines(keepends=True)
     force_field = next(i for i, line in enumerate(lines) if line.startswith("#include") and "forcefield.itp" in line)
     lines.insert(force_field + 1, f'\n#include "{ATOMTYPES_FILE}"\n')
@@ -119,22 +117,34 @@ def _include(top: Path, itps: list[Path], molecules: list[tuple[str, int]]) -> N
         next(i for i, line in enumerate(lines) if line.strip().startswith("[ system ]")),
     )
     lines[water:water] = [f'#include "{itp.name}"\n' for itp in itps] + ["\n"]
-    text = "".join(lines).rstrip("\n") + "\n" + "".join(f"{name:<20}{count}\n" for name, count in molecules)
-    top.write_text(text)
+    top.write_text("".join(lines))
 
 
-def _append_coordinates(gro: Path, residues: list[tuple[str, list]]) -> None:
-    """Each ligand copy, (name, [(atom name, xyz in nm)]), after pdb2gmx's atoms as a
-    residue of its own (numbers wrap at 100000, as GROMACS writes them); the box line
-    stays last."""
+def append_residues(build: Path, residues: list, xyz) -> None:
+    """Molecules that are one residue each (ligand copies, metal ions: OpenMM residues,
+    positions ``xyz`` in nm) after pdb2gmx's chains: their coordinates in
+    ``protein.gro`` (numbers wrap at 100000, as GROMACS writes them; the box line stays
+    last) and their counts at the end of ``topol.top``'s ``[ molecules ]``, in order."""
+    gro = build / "protein.gro"
     lines = gro.read_text().splitlines()
     count = int(lines[1])
     body, box = lines[2 : 2 + count], lines[2 + count]
     number = int(body[-1][:5]) if body else 0
-    for name, atoms in residues:
+    for residue in residues:
         number += 1
-        for atom, (x, y, z) in atoms:
+        for atom in residue.atoms():
+            x, y, z = xyz[atom.index]
             body.append(
-                f"{number % 100000:5d}{name:<5.5}{atom:>5.5}{(len(body) + 1) % 100000:5d}{x:8.3f}{y:8.3f}{z:8.3f}"
+                f"{number % 100000:5d}{residue.name:<5.5}{atom.name:>5.5}{(len(body) + 1) % 100000:5d}"
+                f"{x:8.3f}{y:8.3f}{z:8.3f}"
             )
     gro.write_text("\n".join([lines[0], f"{len(body):5d}", *body, box]) + "\n")
+    molecules: list[list] = []
+    for residue in residues:
+        if molecules and molecules[-1][0] == residue.name:
+            molecules[-1][1] += 1
+        else:
+            molecules.append([residue.name, 1])
+    top = build / "topol.top"
+    text = top.read_text().rstrip("\n") + "\n" + "".join(f"{name:<20}{n}\n" for name, n in molecules)
+    top.write_text(text)

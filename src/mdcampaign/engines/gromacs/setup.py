@@ -171,21 +171,28 @@ def _topology(b: _Build) -> list[Path]:
     from ...repair import repair  # the same structure repair as the OpenMM setup
 
     fixer, fix_info = repair(b.structure, b.protocol, b.ligands, seed=b.seed)
-    if fix_info.get("metal_ions"):
+    metals = fix_info.get("metal_ions", {})
+    lacking = sorted(set(metals) - GROMACS_METAL_IONS)
+    if lacking:
         raise CampaignError(
-            f"structure '{b.structure}': the GROMACS engine does not keep metal ions yet "
-            f"({', '.join(fix_info['metal_ions'])}); use engine openmm (forcefield amber14, explicit "
-            f"solvent) or drop them with remove_residues: {next(iter(fix_info['metal_ions']))}"
+            f"structure '{b.structure}': GROMACS's amber99sb-ildn.ff has no parameters for the metal ion(s) "
+            f"{', '.join(lacking)} (it has {', '.join(sorted(GROMACS_METAL_IONS))}); use engine openmm "
+            f"(forcefield amber14, explicit solvent) or drop them with remove_residues: {lacking[0]}"
         )
     b.info["fix"] = fix_info
-    states = pdb2gmx_states(fixer.topology, b.structure) if b.protocol.protonation else {}
+    # the metal-binding Cys/His states setup chose must reach pdb2gmx too
+    states = pdb2gmx_states(fixer.topology, b.structure) if b.protocol.protonation or metals else {}
     ligand_names = [spec.residue for spec in b.ligands]
-    _write_gromacs_pdb(fixer.topology, fixer.positions, b.out / "fixed.pdb", states, leave_out=ligand_names)
+    leave_out = [*ligand_names, *(r.name for r in fixer.topology.residues() if r.name.upper() in metals)]
+    _write_gromacs_pdb(fixer.topology, fixer.positions, b.out / "fixed.pdb", states, leave_out=leave_out)
     b.done("pdbfixer: water and ions removed, missing heavy atoms added, caps renamed for GROMACS")
     if states:
         b.done(
-            "protonation states as chosen (protonation: " + b.protocol.protonation + "), given to pdb2gmx as "
-            "residue names: " + ", ".join(f"{n} x{c}" for n, c in sorted(Counter(states.values()).items())),
+            f"protonation states as setup chose them (pH {b.protocol.ph:g}"
+            + (f", protonation {b.protocol.protonation}" if b.protocol.protonation else "")
+            + (", metal sites" if metals else "")
+            + "), given to pdb2gmx as residue names: "
+            + ", ".join(f"{n} x{c}" for n, c in sorted(Counter(states.values()).items())),
         )
 
     b.gmx(
@@ -214,6 +221,18 @@ def _topology(b: _Build) -> list[Path]:
             "ligands "
             + ", ".join(f"{r['residue']} x{r['copies']}" for r in fix_info["ligands"])
             + ": GAFF2 + AM1-BCC, the OpenMM engine's parameters converted by ParmEd (ligand_*.itp)"
+        )
+    if metals:
+        from openmm import unit
+
+        from .ligands import append_residues
+
+        ions = [residue for residue in fixer.topology.residues() if residue.name.upper() in metals]
+        append_residues(b.build, ions, fixer.positions.value_in_unit(unit.nanometer))
+        b.done(
+            "metal ions "
+            + ", ".join(f"{name} x{count}" for name, count in sorted(metals.items()))
+            + " kept (amber99sb-ildn.ff/ions.itp, non-bonded), their Cys/His states given to pdb2gmx"
         )
     if b.protocol.hmr:
         moved = sum(_repartition_hydrogen_masses(path, HYDROGEN_MASS) for path in molecule_files)
@@ -418,6 +437,8 @@ def _finish(b: _Build, atoms: list, solute: list[int], subset: bool, started: fl
     return b.info
 
 
+# the metal ions amber99sb-ildn.ff/ions.itp has (molecule types named like the residues)
+GROMACS_METAL_IONS = frozenset({"ZN", "MG", "CA"})
 TITRATABLE = ("ASP", "GLU", "HIS", "LYS", "CYS")
 # amber99sb-ildn.ff has chain-terminal building blocks of these states for His only
 NO_TERMINAL_FORM = {"ASH", "GLH", "LYN", "CYM"}

@@ -55,6 +55,14 @@ def measure(campaign: Path) -> list[dict]:
                 "rmsd_max": float(pd.read_csv(folder / "rmsd.csv")["rmsd_nm"].max()),
                 "helix": analysis.get("helix_fraction", float("nan")),
                 "ns_per_day": sim["ns_per_day_mean"],
+                # bound systems (analysis.ligand_metrics, metal_sites): None where there is none
+                "ligand_in_pocket": min(
+                    (r["in_pocket_fraction"] for r in analysis.get("ligands", {}).values()), default=None
+                ),
+                "ligand_rmsd_max": max((r["rmsd_max_nm"] for r in analysis.get("ligands", {}).values()), default=None),
+                "metal_kept": min(
+                    (s["kept_fraction"] for s in analysis.get("metal_sites", []) if s["ligands"]), default=None
+                ),
             }
         )
     return results
@@ -87,6 +95,8 @@ def table_row(m: dict) -> dict:
         "density (g/mL)": f"{m['density']:.3f} ± {m['density_error']:.3f}" if m["density"] is not None else "",
         "backbone RMSD mean / max (nm)": f"{m['rmsd_mean']:.3f} / {m['rmsd_max']:.3f}",
         "helix fraction": f"{m['helix']:.2f}",
+        **({"ligand in pocket": f"{m['ligand_in_pocket']:.2f}"} if m.get("ligand_in_pocket") is not None else {}),
+        **({"metal site kept": f"{m['metal_kept']:.2f}"} if m.get("metal_kept") is not None else {}),
         "ns/day": m["ns_per_day"],
     }
 

@@ -37,7 +37,6 @@ call per operation and a local one a ``sh`` process, with the same code.
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import shlex
@@ -47,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import layout
-from .store import Store
+from .store import Store, shell_program
 
 CLAIMS = layout.STORE_CLAIMS
 GENERATION_DIGITS = 6
@@ -185,11 +184,6 @@ class ClaimResult:
 SCRIPTS = Path(__file__).resolve().parent / "store_scripts" / "claims.sh"
 
 
-@functools.cache
-def _library() -> str:
-    return SCRIPTS.read_text()
-
-
 class ClaimBoard:
     """The claims of one campaign's store, as seen by one site."""
 
@@ -209,8 +203,7 @@ class ClaimBoard:
             "max_failures": MAX_FAILURES,
             **values,
         }
-        assignments = "\n".join(f"{name}={shlex.quote(str(value))}" for name, value in settings.items())
-        return f"{assignments}\n{_library()}\n{call}\n"
+        return shell_program(SCRIPTS, call, settings)
 
     def _run(self, call: str, what: str, **values) -> str:
         return self.store.run_script(self._script(call, **values), what)

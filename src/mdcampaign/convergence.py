@@ -23,14 +23,12 @@ before any decision), and their content says how many segments they cover.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import io
 import json
 import logging
 import math
 import os
-import shlex
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,7 +38,7 @@ import numpy as np
 from . import layout
 from .errors import DataError
 from .files import atomic_write_json
-from .store import Store
+from .store import Store, shell_program
 
 log = logging.getLogger(__name__)
 
@@ -126,11 +124,6 @@ def judge(goal: Goal, series: list[np.ndarray], segments: int) -> Verdict:
     return Verdict(segments, simulated, system.mean, system.error, goal.standard_error, converged, reason)
 
 
-@functools.cache
-def _library() -> str:
-    return SCRIPT.read_text()
-
-
 class DecisionBoard:
     """One system's decisions and stored observables, as the store holds them (one
     shell call each, one SSH command for a remote store)."""
@@ -149,8 +142,7 @@ class DecisionBoard:
             "replicas": " ".join(f"r{r}" for r in range(1, self.goal.replicas + 1)),
             **values,
         }
-        assignments = "\n".join(f"{name}={shlex.quote(str(value))}" for name, value in settings.items())
-        return self.store.run_script(f"{assignments}\n{_library()}\n{call}\n", f"{what} of {self.system}", stdin)
+        return self.store.run_script(shell_program(SCRIPT, call, settings), f"{what} of {self.system}", stdin)
 
     def state(self) -> tuple[int, dict | None]:
         """The boundary every replica has reached (segments with observables, in

@@ -162,17 +162,10 @@ def _setup_progress(log: Path) -> tuple[str, str | None]:
     pid_host = started[-1].rsplit("(pid ", 1)[1].rstrip(")")
     pid, _, host = pid_host.partition(", host ")
     if host != platform.node():  # on a cluster node: its log moves while it runs
-        return (SETTING_UP if _recently_written_file(log) else WAITING), None
+        return (SETTING_UP if _recently_written(log) else WAITING), None
     if pid.isdigit() and alive_here({"pid": int(pid)}):
         return SETTING_UP, None
     return WAITING, f"the setup (pid {pid} on {host}) stopped without finishing or failing: killed, or a reboot"
-
-
-def _recently_written_file(path: Path) -> bool:
-    try:
-        return file_system_now(path.parent) - path.stat().st_mtime < ACTIVE_SECONDS
-    except OSError:
-        return False
 
 
 def _runner(work: Path) -> dict | None:
@@ -202,15 +195,20 @@ def _same_process(pid: int, work: Path) -> bool:
     return "python" in command or "snakemake" in command
 
 
-def _recently_written(work: Path) -> bool:
-    """Whether a runner wrote anything in the work folder lately (each engine writes
-    its own files: OpenMM the energies table, GROMACS its part files)."""
+def _recently_written(path: Path) -> bool:
+    """Whether anything wrote ``path`` lately: a file (a setup's log), or any file in a
+    folder (a segment's work folder: each engine writes its own files, OpenMM the
+    energies table, GROMACS its part files)."""
     try:
-        with os.scandir(work) as entries:
-            newest = max((entry.stat().st_mtime for entry in entries if entry.is_file()), default=0.0)
-        now = file_system_now(work)  # file times against the clock that made them
-    except FileNotFoundError:
+        if path.is_dir():
+            with os.scandir(path) as entries:
+                newest = max((entry.stat().st_mtime for entry in entries if entry.is_file()), default=0.0)
+        else:
+            newest = path.stat().st_mtime
+    except OSError:
         return False
+    try:
+        now = file_system_now(path if path.is_dir() else path.parent)  # file times against the clock that made them
     except OSError:  # a folder we cannot write in: this process's clock it is
         now = time.time()
     return now - newest < ACTIVE_SECONDS

@@ -16,6 +16,7 @@ clear line, after removing the partial directory so the remote disk is not left 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import posixpath
@@ -33,6 +34,19 @@ from .locations import check_location, split_remote
 from .remote import PARTIAL_DIR, Remote
 
 log = logging.getLogger(__name__)
+
+
+@functools.cache
+def _shell_library(path: Path) -> str:
+    return path.read_text()
+
+
+def shell_program(library: Path, call: str, values: dict) -> str:
+    """A program for Store.run_script: ``values`` as shell variables (each quoted,
+    whatever it is), then a packaged shell ``library`` of functions (store_scripts/),
+    then ``call``."""
+    assignments = "\n".join(f"{name}={shlex.quote(str(value))}" for name, value in values.items())
+    return f"{assignments}\n{_shell_library(library)}\n{call}\n"
 
 
 @dataclass

@@ -1,11 +1,16 @@
-"""Compare the same system simulated on two engines (benchmarks/physics/engines/run).
+"""Compare the same systems simulated on two engines (benchmarks/physics/engines/run,
+benchmarks/physics/bound/run): simulations pair by system id, `<name>-openmm` with
+`<name>-gromacs` (or, with one system per engine, the two).
 
 Each simulation must pass the physics criteria of ../check.py; then the engines must
 agree within the error bars: mean temperatures within three combined block standard
 errors (at least 1.5 K), mean densities within three combined standard errors (at
 least 0.01 g/mL: the two engines' setups add a different number of waters to the
 same padding, and the barostats differ, Monte Carlo in OpenMM and C-rescale in
-GROMACS), mean backbone RMSDs to each one's equilibrated start within 0.05 nm.
+GROMACS), mean backbone RMSDs to each one's equilibrated start within 0.05 nm. Bound systems:
+the ligand in its pocket (centre within 0.5 nm of its start after fitting the protein)
+in at least 90% of the frames, and the metal site's donors within 0.3 nm in at least
+80%, on both engines.
 """
 
 from __future__ import annotations
@@ -29,16 +34,36 @@ def disagreements(a: dict, b: dict) -> list[str]:
     return problems
 
 
+def bound_failures(m: dict) -> list[str]:
+    problems = []
+    if m.get("ligand_in_pocket") is not None and m["ligand_in_pocket"] < 0.9:
+        problems.append(f"{m['simulation']}: ligand in its pocket in {m['ligand_in_pocket']:.0%} of frames")
+    if m.get("metal_kept") is not None and m["metal_kept"] < 0.8:
+        problems.append(f"{m['simulation']}: metal site kept in {m['metal_kept']:.0%} of frames")
+    return problems
+
+
+def pairs(measures: list[dict]) -> dict[str, dict[str, dict]]:
+    """Per system name, its simulation on each engine."""
+    paired: dict[str, dict[str, dict]] = {}
+    for m in measures:
+        system = m["simulation"].split("/")[0]
+        name = system.removesuffix(f"-{m['engine']}") if len(measures) > 2 else "system"
+        paired.setdefault(name, {})[m["engine"]] = m
+    return paired
+
+
 def main(campaign: Path) -> int:
-    measures = {m["engine"]: m for m in measure(campaign)}
-    print_table([table_row(m) for m in measures.values()])
-    failures = [failure for m in measures.values() for failure in failures_of(m)]
-    openmm, gromacs = measures["openmm"], measures["gromacs"]
-    failures += [f"OpenMM vs GROMACS: {problem}" for problem in disagreements(openmm, gromacs)]
-    print(
-        f"\nGROMACS / OpenMM speed on this machine: {gromacs['ns_per_day'] / openmm['ns_per_day']:.1f}x "
-        f"({gromacs['ns_per_day']:.1f} vs {openmm['ns_per_day']:.1f} ns/day)"
-    )
+    measures = measure(campaign)
+    print_table([table_row(m) for m in measures])
+    failures = [failure for m in measures for failure in failures_of(m) + bound_failures(m)]
+    for name, engines in pairs(measures).items():
+        openmm, gromacs = engines["openmm"], engines["gromacs"]
+        failures += [f"{name}, OpenMM vs GROMACS: {problem}" for problem in disagreements(openmm, gromacs)]
+        print(
+            f"\n{name}: GROMACS / OpenMM speed on this machine: {gromacs['ns_per_day'] / openmm['ns_per_day']:.1f}x "
+            f"({gromacs['ns_per_day']:.1f} vs {openmm['ns_per_day']:.1f} ns/day)"
+        )
     return verdict(failures, "the engines agree and pass the physics checks")
 
 

@@ -651,15 +651,20 @@ def test_a_protein_ligand_complex_on_gromacs_has_openmms_ligand_terms_and_resume
 @pytest.mark.slow
 def test_a_zinc_finger_on_gromacs_keeps_its_zinc_and_its_site_through_two_segments(tmp_path):
     """The cryo-EM zinc finger (Cys2His2 site; two missing heavy atoms) on GROMACS: the
-    zinc kept (amber99sb-ildn's ions.itp), its cysteine deprotonated and its histidines'
-    tautomers as setup chose them, given to pdb2gmx; two segments with a kill -9, and the
-    site holds."""
+    zinc kept with the OpenMM engine's parameters, its cysteine deprotonated and its
+    histidines' tautomers as setup chose them, given to pdb2gmx; two segments with a
+    kill -9, and the site holds."""
     import mdtraj
 
     protocol = protocol_with(padding_nm=0.8, minimization_max_iterations=300, checkpoint_interval_ps=0.4)
     out = tmp_path / "setup"
     info = setup.prepare(ZINC_FINGER, protocol, out, threads=THREADS)
-    assert info["fix"]["metal_ions"] == {"ZN": 1} and "ZN                  1" in (out / "system.top").read_text()
+    assert info["fix"]["metal_ions"] == {"ZN": 1} and "ZN_ion              1" in (out / "system.top").read_text()
+    # the OpenMM engine's zinc (amber14's Li/Merz 12-6), not amber99sb-ildn.ff/ions.itp's
+    (zinc_type,) = [
+        line.split() for line in (out / "ligand_atomtypes.itp").read_text().splitlines() if "ZN_ion" in line
+    ]
+    assert [float(value) for value in zinc_type[-2:]] == pytest.approx([0.22646645, 0.01381917], rel=1e-6)
     donors = {(site["residue"], site["atom"]): site["protonation"] for site in info["fix"]["metal_sites"]}
     assert donors[("CYS 8 (chain A)", "SG")].startswith("CYM"), donors
     fixed = (out / "fixed.pdb").read_text()
@@ -672,12 +677,15 @@ def test_a_zinc_finger_on_gromacs_keeps_its_zinc_and_its_site_through_two_segmen
     assert len(info["fix"].get("metal_site_near_misses", [])) == 1
 
 
-def test_a_metal_ion_gromacs_has_no_parameters_for_is_refused_in_one_line(tmp_path):
+def test_a_metal_ion_without_parameters_is_refused_in_one_line(tmp_path):
     lines = ZINC_FINGER.read_text().splitlines(keepends=True)
-    text = "".join(line.replace("ZN", "CU") if line.startswith("HETATM") else line for line in lines)
+    text = "".join(  # the zinc made a copper(I), which amber14's ion set lacks
+        line[:12] + " CU " + line[16:17] + "CU1" + line[20:76] + "CU" + line[78:] if line.startswith("HETATM") else line
+        for line in lines
+    )
     structure = tmp_path / "copper.pdb"
     structure.write_text(text)
     with pytest.raises(CampaignError) as caught:
         setup.prepare(structure, protocol_with(), tmp_path / "setup", threads=1)
     message = str(caught.value)
-    assert "amber99sb-ildn.ff has no parameters for the metal ion(s) CU" in message and "\n" not in message, message
+    assert "amber14/tip3p.xml), which has none for CU1" in message and "\n" not in message, message

@@ -7,8 +7,8 @@ pdb2gmx builds the protein; each distinct ligand becomes a molecule type of its 
 equilibration), its atom types in ``ligand_atomtypes.itp`` (renamed ``<NAME>_<type>``:
 ParmEd names them after atoms, which would collide with amber99sb-ildn's ``H1`` or
 ``C``), and its copies' coordinates, hydrogens included, are appended to pdb2gmx's
-structure in the order of ``[ molecules ]`` (as are metal ions, whose molecule types
-are the force field's ``ions.itp``: append_residues)."""
+structure in the order of ``[ molecules ]``; metal ions likewise, with the OpenMM
+engine's parameters (``metal_ions.itp``)."""
 
 from __future__ import annotations
 
@@ -40,10 +40,76 @@ def add_ligands(build: Path, topology, positions, names: list[str], forcefield_f
         itp = build / f"ligand_{name}.itp"
         itp.write_text(molecule + _restraints_include(name, build, copies[name][0]))
         written.append(itp)
-    (build / ATOMTYPES_FILE).write_text("[ atomtypes ]\n" + "".join(atomtypes) + "\n")
+    _add_atomtypes(build, atomtypes)
     _include(build / "topol.top", written)
     append_residues(build, [residue for name in names for residue in copies[name]], xyz)
     return [build / ATOMTYPES_FILE, *written]
+
+
+# Metal ions get the OpenMM engine's parameters (amber14's Li/Merz 12-6 set for TIP3P),
+# not amber99sb-ildn.ff/ions.itp's older zinc: with that one the zinc finger's Cys2His2
+# site came apart within 40 ps (benchmarks/physics/bound), with these it holds, and both
+# engines simulate the same ion.
+METAL_ION_SOURCE = "amber14/tip3p.xml"
+METAL_IONS_FILE = "metal_ions.itp"
+
+
+def add_metal_ions(build: Path, ions: list, xyz) -> list:
+    """Add metal ion residues (OpenMM residues, positions ``xyz`` in nm) as molecule
+    types ``<NAME>_ion`` with the parameters OpenMM gives them. The files written."""
+    from openmm import app, unit
+
+    first = {}
+    for residue in ions:
+        first.setdefault(residue.name.upper(), residue)
+    names = sorted(first)
+    single = app.Topology()
+    chain = single.addChain("M")
+    for name in names:
+        (atom,) = first[name].atoms()
+        single.addAtom(atom.name, atom.element, single.addResidue(name, chain))
+    system = app.ForceField(METAL_ION_SOURCE).createSystem(single, nonbondedMethod=app.NoCutoff)
+    (nonbonded,) = [f for f in system.getForces() if type(f).__name__ == "NonbondedForce"]
+    types, molecules = [], []
+    for index, name in enumerate(names):
+        charge, sigma, epsilon = nonbonded.getParticleParameters(index)
+        mass = system.getParticleMass(index).value_in_unit(unit.dalton)
+        number = next(first[name].atoms()).element.atomic_number
+        types.append(
+            f"{name}_ion {number:6d} {mass:10.4f} 0.0000 A {sigma.value_in_unit(unit.nanometer):.8f} "
+            f"{epsilon.value_in_unit(unit.kilojoule_per_mole):.8f}\n"
+        )
+        molecules.append(
+            f"[ moleculetype ]\n{name}_ion 1\n\n[ atoms ]\n"
+            f"1 {name}_ion 1 {name} {name} 1 {charge.value_in_unit(unit.elementary_charge):.4f} {mass:.4f}\n\n"
+        )
+    _add_atomtypes(build, types)
+    itp = build / METAL_IONS_FILE
+    itp.write_text(f"; metal ions with the OpenMM engine's parameters ({METAL_ION_SOURCE})\n" + "".join(molecules))
+    _include(build / "topol.top", [itp])
+    append_residues(build, ions, xyz, {name: f"{name}_ion" for name in names})
+    return [build / ATOMTYPES_FILE, itp]
+
+
+def metal_ions_with_parameters() -> set[str]:
+    """The metal ion residues METAL_ION_SOURCE has parameters for."""
+    from openmm import app
+
+    return {name.upper() for name in app.ForceField(METAL_ION_SOURCE)._templates}
+
+
+def _add_atomtypes(build: Path, lines: list[str]) -> None:
+    """Atom types in ATOMTYPES_FILE, included right after the force field's own (once)."""
+    path = build / ATOMTYPES_FILE
+    if path.exists():
+        path.write_text(path.read_text() + "".join(lines))
+        return
+    path.write_text("[ atomtypes ]\n" + "".join(lines))
+    top = build / "topol.top"
+    lines_of_top = top.read_text().splitlines(keepends=True)
+    at = next(i for i, line in enumerate(lines_of_top) if line.startswith("#include") and "forcefield.itp" in line)
+    lines_of_top.insert(at + 1, f'\n#include "{ATOMTYPES_FILE}"\n')
+    top.write_text("".join(lines_of_top))
 
 
 def _molecule_text(residue, xyz, forcefield_file: str, name: str, structure: Path) -> str:
@@ -108,10 +174,8 @@ def _restraints_include(name: str, build: Path, residue) -> str:
 
 
 def _include(top: Path, itps: list[Path]) -> None:
-    """The atom types after the force field's own, each molecule type before the water's."""
+    """Each molecule type before the water's."""
     lines = top.read_text().splitlines(keepends=True)
-    force_field = next(i for i, line in enumerate(lines) if line.startswith("#include") and "forcefield.itp" in line)
-    lines.insert(force_field + 1, f'\n#include "{ATOMTYPES_FILE}"\n')
     water = next(
         (i for i, line in enumerate(lines) if line.startswith("; Include water topology")),
         next(i for i, line in enumerate(lines) if line.strip().startswith("[ system ]")),
@@ -120,7 +184,7 @@ def _include(top: Path, itps: list[Path]) -> None:
     top.write_text("".join(lines))
 
 
-def append_residues(build: Path, residues: list, xyz) -> None:
+def append_residues(build: Path, residues: list, xyz, molecule_names: dict | None = None) -> None:
     """Molecules that are one residue each (ligand copies, metal ions: OpenMM residues,
     positions ``xyz`` in nm) after pdb2gmx's chains: their coordinates in
     ``protein.gro`` (numbers wrap at 100000, as GROMACS writes them; the box line stays
@@ -141,10 +205,11 @@ def append_residues(build: Path, residues: list, xyz) -> None:
     gro.write_text("\n".join([lines[0], f"{len(body):5d}", *body, box]) + "\n")
     molecules: list[list] = []
     for residue in residues:
-        if molecules and molecules[-1][0] == residue.name:
+        molecule = (molecule_names or {}).get(residue.name.upper(), residue.name)
+        if molecules and molecules[-1][0] == molecule:
             molecules[-1][1] += 1
         else:
-            molecules.append([residue.name, 1])
+            molecules.append([molecule, 1])
     top = build / "topol.top"
     text = top.read_text().rstrip("\n") + "\n" + "".join(f"{name:<20}{n}\n" for name, n in molecules)
     top.write_text(text)

@@ -172,13 +172,16 @@ def _topology(b: _Build) -> list[Path]:
 
     fixer, fix_info = repair(b.structure, b.protocol, b.ligands, seed=b.seed)
     metals = fix_info.get("metal_ions", {})
-    lacking = sorted(set(metals) - GROMACS_METAL_IONS)
-    if lacking:
-        raise CampaignError(
-            f"structure '{b.structure}': GROMACS's amber99sb-ildn.ff has no parameters for the metal ion(s) "
-            f"{', '.join(lacking)} (it has {', '.join(sorted(GROMACS_METAL_IONS))}); use engine openmm "
-            f"(forcefield amber14, explicit solvent) or drop them with remove_residues: {lacking[0]}"
-        )
+    if metals:
+        from .ligands import METAL_ION_SOURCE, metal_ions_with_parameters
+
+        lacking = sorted(set(metals) - metal_ions_with_parameters())
+        if lacking:
+            raise CampaignError(
+                f"structure '{b.structure}': the GROMACS engine takes metal ions with the OpenMM engine's "
+                f"parameters ({METAL_ION_SOURCE}), which has none for {', '.join(lacking)}; drop them with "
+                f"remove_residues: {lacking[0]}"
+            )
     b.info["fix"] = fix_info
     # the metal-binding Cys/His states setup chose must reach pdb2gmx too
     states = pdb2gmx_states(fixer.topology, b.structure) if b.protocol.protonation or metals else {}
@@ -225,14 +228,15 @@ def _topology(b: _Build) -> list[Path]:
     if metals:
         from openmm import unit
 
-        from .ligands import append_residues
+        from .ligands import add_metal_ions
 
         ions = [residue for residue in fixer.topology.residues() if residue.name.upper() in metals]
-        append_residues(b.build, ions, fixer.positions.value_in_unit(unit.nanometer))
+        molecule_files += add_metal_ions(b.build, ions, fixer.positions.value_in_unit(unit.nanometer))
         b.done(
             "metal ions "
             + ", ".join(f"{name} x{count}" for name, count in sorted(metals.items()))
-            + " kept (amber99sb-ildn.ff/ions.itp, non-bonded), their Cys/His states given to pdb2gmx"
+            + f" kept, non-bonded, with the OpenMM engine's parameters ({METAL_ION_SOURCE}: Li/Merz 12-6), "
+            "their Cys/His states given to pdb2gmx"
         )
     if b.protocol.hmr:
         moved = sum(_repartition_hydrogen_masses(path, HYDROGEN_MASS) for path in molecule_files)
@@ -437,8 +441,6 @@ def _finish(b: _Build, atoms: list, solute: list[int], subset: bool, started: fl
     return b.info
 
 
-# the metal ions amber99sb-ildn.ff/ions.itp has (molecule types named like the residues)
-GROMACS_METAL_IONS = frozenset({"ZN", "MG", "CA"})
 TITRATABLE = ("ASP", "GLU", "HIS", "LYS", "CYS")
 # amber99sb-ildn.ff has chain-terminal building blocks of these states for His only
 NO_TERMINAL_FORM = {"ASH", "GLH", "LYN", "CYM"}

@@ -689,3 +689,5 @@ def test_a_metal_ion_without_parameters_is_refused_in_one_line(tmp_path):
         setup.prepare(structure, protocol_with(), tmp_path / "setup", threads=1)
     message = str(caught.value)
     assert "amber14/tip3p.xml), which has none for CU1" in message and "\n" not in message, message
+    with pytest.raises(CampaignError, match=r"amber14/spce.xml\), which has none for CU1"):
+        setup.prepare(structure, protocol_with(water_model="spce"), tmp_path / "setup-spce", threads=1)

@@ -1,6 +1,7 @@
-"""A system's ligands (and metal ions) in a GROMACS topology: the same GAFF2 + AM1-BCC parameters the
-OpenMM engine uses (mdcampaign.ligands' force-field file), converted by ParmEd from the
-OpenMM system of each ligand, so that both engines simulate one force field.
+"""A system's ligands (and metal ions) in a GROMACS topology: the same GAFF2 + AM1-BCC
+parameters the OpenMM engine uses (mdcampaign.ligands' force-field file), converted by
+ParmEd from the OpenMM system of each ligand, so that both engines simulate one force
+field.
 
 pdb2gmx builds the protein; each distinct ligand becomes a molecule type of its own
 (``ligand_<NAME>.itp``, position restraints on its heavy atoms for the restrained
@@ -46,17 +47,22 @@ def add_ligands(build: Path, topology, positions, names: list[str], forcefield_f
     return [build / ATOMTYPES_FILE, *written]
 
 
-# Metal ions get the OpenMM engine's parameters (amber14's Li/Merz 12-6 set for TIP3P),
-# not amber99sb-ildn.ff/ions.itp's older zinc: with that one the zinc finger's Cys2His2
-# site came apart within 40 ps (benchmarks/physics/bound), with these it holds, and both
-# engines simulate the same ion.
-METAL_ION_SOURCE = "amber14/tip3p.xml"
+# Metal ions get the OpenMM engine's parameters (amber14's Li/Merz 12-6 set for the
+# water model), not amber99sb-ildn.ff/ions.itp's older zinc: with that one the zinc
+# finger's Cys2His2 site came apart within 40 ps (benchmarks/physics/bound), with these
+# it holds, and both engines simulate the same ion.
 METAL_IONS_FILE = "metal_ions.itp"
 
 
-def add_metal_ions(build: Path, ions: list, xyz) -> list:
+def metal_ion_source(water_model: str) -> str:
+    """OpenMM's amber14 ion set fitted with ``water_model`` (tip3p, spce, tip4pew)."""
+    return f"amber14/{water_model}.xml"
+
+
+def add_metal_ions(build: Path, ions: list, xyz, water_model: str) -> list:
     """Add metal ion residues (OpenMM residues, positions ``xyz`` in nm) as molecule
-    types ``<NAME>_ion`` with the parameters OpenMM gives them. The files written."""
+    types ``<NAME>_ion`` with the parameters OpenMM gives them with ``water_model``.
+    The files written."""
     from openmm import app, unit
 
     first = {}
@@ -68,7 +74,7 @@ def add_metal_ions(build: Path, ions: list, xyz) -> list:
     for name in names:
         (atom,) = first[name].atoms()
         single.addAtom(atom.name, atom.element, single.addResidue(name, chain))
-    system = app.ForceField(METAL_ION_SOURCE).createSystem(single, nonbondedMethod=app.NoCutoff)
+    system = app.ForceField(metal_ion_source(water_model)).createSystem(single, nonbondedMethod=app.NoCutoff)
     (nonbonded,) = [f for f in system.getForces() if type(f).__name__ == "NonbondedForce"]
     types, molecules = [], []
     for index, name in enumerate(names):
@@ -85,17 +91,18 @@ def add_metal_ions(build: Path, ions: list, xyz) -> list:
         )
     _add_atomtypes(build, types)
     itp = build / METAL_IONS_FILE
-    itp.write_text(f"; metal ions with the OpenMM engine's parameters ({METAL_ION_SOURCE})\n" + "".join(molecules))
+    source = metal_ion_source(water_model)
+    itp.write_text(f"; metal ions with the OpenMM engine's parameters ({source})\n" + "".join(molecules))
     _include(build / "topol.top", [itp])
     append_residues(build, ions, xyz, {name: f"{name}_ion" for name in names})
     return [build / ATOMTYPES_FILE, itp]
 
 
-def metal_ions_with_parameters() -> set[str]:
-    """The metal ion residues METAL_ION_SOURCE has parameters for."""
+def metal_ions_with_parameters(water_model: str) -> set[str]:
+    """The metal ion residues the ion set of ``water_model`` has parameters for."""
     from openmm import app
 
-    return {name.upper() for name in app.ForceField(METAL_ION_SOURCE)._templates}
+    return {name.upper() for name in app.ForceField(metal_ion_source(water_model))._templates}
 
 
 def _add_atomtypes(build: Path, lines: list[str]) -> None:

@@ -173,14 +173,14 @@ def _topology(b: _Build) -> list[Path]:
     fixer, fix_info = repair(b.structure, b.protocol, b.ligands, seed=b.seed)
     metals = fix_info.get("metal_ions", {})
     if metals:
-        from .ligands import METAL_ION_SOURCE, metal_ions_with_parameters
+        from .ligands import metal_ion_source, metal_ions_with_parameters
 
-        lacking = sorted(set(metals) - metal_ions_with_parameters())
+        lacking = sorted(set(metals) - metal_ions_with_parameters(b.protocol.water_model))
         if lacking:
             raise CampaignError(
                 f"structure '{b.structure}': the GROMACS engine takes metal ions with the OpenMM engine's "
-                f"parameters ({METAL_ION_SOURCE}), which has none for {', '.join(lacking)}; drop them with "
-                f"remove_residues: {lacking[0]}"
+                f"parameters ({metal_ion_source(b.protocol.water_model)}), which has none for "
+                f"{', '.join(lacking)}; drop them with remove_residues: {lacking[0]}"
             )
     b.info["fix"] = fix_info
     # the metal-binding Cys/His states setup chose must reach pdb2gmx too
@@ -228,14 +228,15 @@ def _topology(b: _Build) -> list[Path]:
     if metals:
         from openmm import unit
 
-        from .ligands import add_metal_ions
+        from .ligands import add_metal_ions, metal_ion_source
 
         ions = [residue for residue in fixer.topology.residues() if residue.name.upper() in metals]
-        molecule_files += add_metal_ions(b.build, ions, fixer.positions.value_in_unit(unit.nanometer))
+        water = b.protocol.water_model
+        molecule_files += add_metal_ions(b.build, ions, fixer.positions.value_in_unit(unit.nanometer), water)
         b.done(
             "metal ions "
             + ", ".join(f"{name} x{count}" for name, count in sorted(metals.items()))
-            + f" kept, non-bonded, with the OpenMM engine's parameters ({METAL_ION_SOURCE}: Li/Merz 12-6), "
+            + f" kept, non-bonded, with the OpenMM engine's parameters ({metal_ion_source(water)}: Li/Merz 12-6), "
             "their Cys/His states given to pdb2gmx"
         )
     if b.protocol.hmr:
@@ -245,7 +246,7 @@ def _topology(b: _Build) -> list[Path]:
             f"hydrogen mass repartitioning: {moved} solute hydrogens set to {HYDROGEN_MASS} amu "
             "in the topology's [ atoms ] masses, taken from the bonded heavy atom (water untouched)",
         )
-    return molecule_files
+    return list(dict.fromkeys(molecule_files))  # ligands and ions share the atom types file
 
 
 def _solvate(b: _Build) -> None:

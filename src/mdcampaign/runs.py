@@ -119,6 +119,10 @@ def sole_runner(work: Path, name: str, segment: int):
     with open(work / RUNNER_LOCK, "a") as handle:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # a runner killed while it wrote a record leaves the temporary file of that
+            # atomic write (files.atomic_write_bytes): ours to clear, holding the lock
+            for stale in work.glob(".*.tmp"):
+                stale.unlink(missing_ok=True)
         except BlockingIOError:
             try:
                 holder = json.loads((work / RUNNER_RECORD).read_text())

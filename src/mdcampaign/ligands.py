@@ -134,11 +134,7 @@ def _combined(folders: list[tuple[str, Path]], cache: Path) -> Path:
             [folder / "gaff2.frcmod" for _, folder in folders],
             work / "ligands.xml",
         )
-        try:
-            os.rename(work, target)
-        except OSError:  # another setup wrote the same set first: keep its file
-            if not (target / "ligands.xml").exists():
-                raise
+        _publish(work, target, "ligands.xml")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return target / "ligands.xml"
@@ -306,13 +302,19 @@ def _parameterize(molecule, charge: int, residue: str, folder: Path, subject: st
             work / "ligand.json",
             {"smiles": Chem.MolToSmiles(Chem.RemoveHs(molecule)), "net_charge": charge, "method": METHOD},
         )
-        try:
-            os.rename(work, folder)
-        except OSError:  # another setup finished the same ligand first: keep its files
-            if not (folder / "ligand.xml").exists():
-                raise
+        _publish(work, folder, "ligand.xml")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _publish(work: Path, target: Path, made: str) -> None:
+    """Rename a finished temporary folder into the cache; when another setup finished
+    the same entry first (its ``made`` file exists), its files are kept."""
+    try:
+        os.rename(work, target)
+    except OSError:
+        if not (target / made).exists():
+            raise
 
 
 def _run(command: list[str], cwd: Path, subject: str, residue: str, what: str) -> None:

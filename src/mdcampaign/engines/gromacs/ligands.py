@@ -36,7 +36,7 @@ def add_ligands(build: Path, topology, positions, names: list[str], forcefield_f
         if not copies[name]:
             continue
         text = _molecule_text(copies[name][0], xyz, forcefield_file, name, structure)
-        types, molecule = _split(text, name)
+        types, molecule = _split(text)
         atomtypes += types
         itp = build / f"ligand_{name}.itp"
         itp.write_text(molecule + _restraints_include(name, build, copies[name][0]))
@@ -152,7 +152,7 @@ def _molecule_text(residue, xyz, forcefield_file: str, name: str, structure: Pat
         return out.read_text()
 
 
-def _split(text: str, name: str) -> tuple[list[str], str]:
+def _split(text: str) -> tuple[list[str], str]:
     """A standalone topology's atom types (lines) and its molecule type (text up to
     ``[ system ]``); its ``[ defaults ]`` are amber99sb-ildn's own (comb-rule 2, LJ 1-4
     pairs given explicitly by ParmEd, fudgeQQ 0.8333)."""

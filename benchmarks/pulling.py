@@ -2,7 +2,7 @@
 spread over three sites, today's static assignment against pulling, both against a
 lower bound. No MD runs; the decisions are `mdcampaign.sites`' own.
 
-    python benchmarks/pulling.py [--seeds 5] [--simulations 500] [--portable-checkpoints]
+    python benchmarks/pulling.py [--seeds 5] [--simulations 500] [--no-parking]
 
 The model (times in days):
 
@@ -27,7 +27,9 @@ The model (times in days):
   claims held until the 30-minute lease expires.
 - A job's end (wall time or kill) leaves each simulation it ran at its last finished
   segment; the current segment's progress is a checkpoint in that site's scratch,
-  which the same site resumes and any other site redoes (counted as "redone").
+  which the same site resumes. A job that reaches its wall time parks that progress in
+  the store (parking.py), and any site continues it; a killed job cannot, and any other
+  site redoes its segment (counted as "redone").
 - STATIC: `assign(works, sites, largest_first=True)` binds every simulation to one
   site in advance; a site's slots take only its own simulations, largest first (more
   freedom than today's packed jobs have: each of those runs a batch fixed in advance).
@@ -41,7 +43,8 @@ The model (times in days):
   minutes, included) reaches `HANDOVER_GAIN`; it waits for the end of the holder's
   current segment (nothing redone) and continues it. A worker of a site with nothing
   to claim submits a job for such hand-overs when they pay after its median queue wait.
-- --portable-checkpoints: any site resumes another's checkpoint (nothing redone).
+- --no-parking: as before parking was built, every site but the one that ran it redoes
+  a segment's progress left at a job's end.
 - LOWER BOUND: the availability integrated is that of workers that never run out of
   work: the same queue-wait draws, every job running its full wall time (killed at day
   2 on frontera in that scenario), the workstation always. The bound is the day at
@@ -148,7 +151,8 @@ class Sim:
     work: Work
     site: str | None = None  # STATIC: where it runs
     done: int = 0  # segments finished
-    checkpoint: tuple[str, float] | None = None  # (site, part of the next segment done there)
+    # (site, part of the next segment done there, parked in the store for any site)
+    checkpoint: tuple[str, float, bool] | None = None
     slot: Slot | None = None
     lease: tuple[str, float] | None = None  # (site, expiry) of a killed job's claim
     finished: float | None = None
@@ -181,11 +185,11 @@ class Job:
 
 class Run:
     def __init__(
-        self, works: list[Work], pulling: bool, outage, queues: Queues, handover: bool = False, portable: bool = False
+        self, works: list[Work], pulling: bool, outage, queues: Queues, handover: bool = False, parking: bool = True
     ):
         self.sims = [Sim(work) for work in works]
         self.pulling, self.outage, self.queues, self.handover = pulling, outage, queues, handover
-        self.portable = portable  # a checkpoint any site resumes (not today's: OpenMM's are per platform)
+        self.parking = parking  # a job at its wall time parks its segment's progress for any site
         self.handovers = 0
         if not pulling:
             plan = assign(works, SITES, largest_first=True)
@@ -263,8 +267,8 @@ class Run:
 
     def start(self, slot: Slot, sim: Sim) -> None:
         site = slot.job.site
-        if self.portable and sim.checkpoint:
-            sim.checkpoint = (site.name, sim.checkpoint[1])
+        if sim.checkpoint and sim.checkpoint[2]:  # parked: continued wherever it is taken
+            sim.checkpoint = (site.name, sim.checkpoint[1], True)
         if sim.checkpoint and sim.checkpoint[0] != site.name:
             self.redone += sim.checkpoint[1] * sim.work.ns / SEGMENTS * sim.work.size
         part = sim.checkpoint[1] if sim.checkpoint and sim.checkpoint[0] == site.name else 0.0
@@ -328,7 +332,8 @@ class Run:
                 continue
             progress = slot.progress + (self.now - slot.since) / self.segment_days(sim, job.site)
             sim.done = int(progress + 1e-9)
-            sim.checkpoint = (job.site.name, progress - sim.done) if progress - sim.done > 1e-9 else None
+            part = progress - sim.done
+            sim.checkpoint = (job.site.name, part, self.parking and not killed) if part > 1e-9 else None
             sim.slot, slot.sim = None, None
             if killed:
                 sim.lease = (job.site.name, self.now + LEASE)
@@ -430,20 +435,20 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--simulations", type=int, default=500)
     parser.add_argument(
-        "--portable-checkpoints",
+        "--no-parking",
         action="store_true",
-        help="what if any site could resume another's checkpoint (nothing redone when a simulation moves)",
+        help="as before parking: a segment's progress left at a job's end is redone by any other site",
     )
     args = parser.parse_args()
-    portable = args.portable_checkpoints
+    parking = not args.no_parking
     for scenario, outage in SCENARIOS.items():
         rows = []
         for seed in range(1, args.seeds + 1):
             works, queues = campaign(seed, args.simulations), Queues(seed)
-            static = Run(works, False, outage, queues, portable=portable).finish()
-            pulling = Run(works, True, outage, queues, portable=portable)
+            static = Run(works, False, outage, queues, parking=parking).finish()
+            pulling = Run(works, True, outage, queues, parking=parking)
             pulled = pulling.finish()
-            tail = Run(works, True, outage, queues, handover=True, portable=portable)
+            tail = Run(works, True, outage, queues, handover=True, parking=parking)
             handed = tail.finish()
             total = sum(work.ns * work.size for work in works)
             rows.append(

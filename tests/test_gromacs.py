@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import STRUCTURES, _schema_defaults
-from mdcampaign.engines.gromacs import gmx, inputs, runner, setup
+from mdcampaign.engines.gromacs import GromacsEngine, gmx, inputs, runner, setup
 from mdcampaign.errors import CampaignError, SegmentError
 from mdcampaign.protocol import Protocol
 from mdcampaign.runs import ENERGY_COLUMNS, RUNNER_LOCK, SegmentTask
@@ -429,6 +429,41 @@ def test_time_budget_and_sigterm_stop_with_a_checkpoint_and_the_next_call_contin
     assert_segment(work, protocol, 0)
     stops = [run["stop_reason"] or "" for run in info["runs"]]
     assert any("time budget" in s for s in stops) and "signal SIGTERM" in stops, stops
+
+
+@needs_gmx
+@pytest.mark.slow
+def test_a_paused_segment_continues_on_another_machine_from_the_files_it_parks(gmx_setup, tmp_path):
+    """What parking carries (Engine.parked: the run record, tpr, parts and checkpoints)
+    is all another machine needs: copied into a work folder elsewhere, with the inputs
+    staged elsewhere too, the segment continues from the parked step, exactly."""
+    out, _, _ = gmx_setup
+    protocol = protocol_with(segment_ns=0.03, target_ns=0.03)
+    here = tmp_path / "here" / "work"
+    complete, paused = run_segment(
+        out / "system.tpr", out / "start.cpt", here, 0, protocol, threads=THREADS, deadline=time.time() + 10
+    )
+    assert not complete and 0 < paused["step"] < protocol.segment_steps, paused
+    step, files = GromacsEngine().parked(here)
+    assert step == paused["step"]
+    assert {"run.json", "segment.tpr", "segment.cpt"} <= {f.name for f in files}
+    assert not any(f.suffix == ".log" for f in files)
+    there, inputs = tmp_path / "there" / "work", tmp_path / "there" / "input"
+    there.mkdir(parents=True)
+    inputs.mkdir()
+    for f in files:
+        shutil.copy2(f, there / f.name)
+    for name in ("system.tpr", "start.cpt"):
+        shutil.copy2(out / name, inputs / name)
+    complete, info = run_segment(inputs / "system.tpr", inputs / "start.cpt", there, 0, protocol, threads=THREADS)
+    assert complete, info
+    frames = protocol.segment_steps // protocol.frame_steps
+    expected = [round((i + 1) * protocol.frame_steps * protocol.timestep_ps, 3) for i in range(frames)]
+    assert [round(t, 3) for t in frame_times(there / "trajectory.xtc")] == expected
+    assert list(read_energies(there / "energies.csv")["step"]) == [
+        (i + 1) * protocol.frame_steps for i in range(frames)
+    ]
+    assert [run["from_step"] for run in info["runs"]][-1] == paused["step"], info["runs"]
 
 
 @needs_gmx

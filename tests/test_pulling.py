@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import STRUCTURES, write_campaign
+from conftest import STRUCTURES, TINY_PROTOCOL, write_campaign
 from mdcampaign.claims import MAX_FAILURES, ClaimBoard
 from mdcampaign.errors import TransferError
 from mdcampaign.pulling import SiteView, dead_holders
@@ -394,6 +394,23 @@ def test_a_hand_over_request_reaches_the_holder_and_reserves_the_released_claim_
 
 
 @pytest.mark.slow
+def two_sites(tmp_path: Path, store: Path, spec: dict, platforms: dict, system: dict, protocol: dict) -> dict:
+    """A campaign folder per site of ``spec``, sharing ``store``, each on its own platform."""
+    return {
+        name: write_campaign(
+            tmp_path / f"at-{name}",
+            systems=[system],
+            protocol=protocol,
+            store=str(store),
+            sites=spec,
+            site=name,
+            platform=platforms[name],
+            pulling={"lease_minutes": 0.5, "poll_seconds": 1},
+        )
+        for name in spec
+    }
+
+
 def test_the_tail_a_much_faster_site_with_nothing_to_claim_takes_over_at_a_segment_end(tmp_path):
     """Site `slow` (OpenMM's Reference platform: about 9x slower than CPU on this
     solvated peptide) runs the campaign's only simulation; site `fast` (CPU) starts once
@@ -409,19 +426,14 @@ def test_the_tail_a_much_faster_site_with_nothing_to_claim_takes_over_at_a_segme
         "slow": {"scratch": str(tmp_path / "scratch-slow"), "ns_per_day": 10, "capacity": 1},
         "fast": {"scratch": str(tmp_path / "scratch-fast"), "ns_per_day": 10000, "capacity": 1},
     }
-    folders = {
-        name: write_campaign(
-            tmp_path / f"at-{name}",
-            systems=[{"id": "ala", "structure": ALA, "replicas": 1, "solvent": "explicit", "forcefield": "amber14"}],
-            protocol={"segment_ns": 0.006, "target_ns": 0.03, "frame_interval_ps": 1.0, "checkpoint_interval_ps": 2.0},
-            store=str(store),
-            sites=spec,
-            site=name,
-            platform={"slow": "Reference", "fast": "CPU"}[name],
-            pulling={"lease_minutes": 0.5, "poll_seconds": 1},
-        )
-        for name in spec
-    }
+    folders = two_sites(
+        tmp_path,
+        store,
+        spec,
+        {"slow": "Reference", "fast": "CPU"},
+        {"id": "ala", "structure": ALA, "replicas": 1, "solvent": "explicit", "forcefield": "amber14"},
+        {"segment_ns": 0.006, "target_ns": 0.03, "frame_interval_ps": 1.0, "checkpoint_interval_ps": 2.0},
+    )
     command = ["snakemake", "-s", str(SNAKEFILE), "--profile", str(REPO / "profiles" / "local")]
 
     def start(name: str) -> subprocess.Popen:
@@ -456,3 +468,67 @@ def test_the_tail_a_much_faster_site_with_nothing_to_claim_takes_over_at_a_segme
     # nothing redone: each segment was simulated at one site only
     simulated = [log.stem for folder in folders.values() for log in (folder / "logs" / "simulate").rglob("*.log")]
     assert sorted(simulated) == [f"{k:04d}" for k in range(5)], simulated
+
+
+def test_a_segment_paused_at_one_site_continues_at_another_from_its_progress_parked_in_the_store(tmp_path):
+    """Site `a` (OpenMM's Reference platform) is stopped with `sites stop --now` in the
+    middle of a segment: its job checkpoints, parks the segment's progress in the store
+    and releases the claim. Site `b` (CPU, where Reference's checkpoint cannot load)
+    takes the simulation and continues that segment from the parked step, not from its
+    start: exact, each segment stored once, and the parked copy gone once it is."""
+    from conftest import REPO, SNAKEFILE
+    from mdcampaign.engines.openmm.runner import latest_checkpoint_header
+    from test_pulling_ssh import ALA, assert_exact, claims_of, fetches
+
+    store = tmp_path / "store"
+    spec = {name: {"scratch": str(tmp_path / f"scratch-{name}"), "ns_per_day": 100, "capacity": 1} for name in "ab"}
+    spec["a"]["profile"] = "local"
+    folders = two_sites(
+        tmp_path,
+        store,
+        spec,
+        {"a": "Reference", "b": "CPU"},
+        {"id": "ala", "structure": ALA, "replicas": 1},
+        # a segment lasts about 10 s on Reference, checkpointed every 50 ps
+        {"segment_ns": 1.0, "target_ns": 2.0, "frame_interval_ps": 5.0, "checkpoint_interval_ps": 50.0},
+    )
+    work = Path(spec["a"]["scratch"]) / "ala" / "r1" / "0001" / "work"
+    started = subprocess.run(["mdcampaign", "sites", "start", "a"], cwd=folders["a"], capture_output=True, text=True)
+    assert "driver started" in started.stdout, started.stdout + started.stderr
+    pid = int((folders["a"] / ".mdcampaign" / "driver.pid").read_text())
+    deadline = time.time() + 300
+    first = int(1.0e6 / TINY_PROTOCOL["timestep_fs"])  # segment 1's first step
+    while time.time() < deadline and ((latest_checkpoint_header(work) or {}).get("step") or 0) <= first:
+        time.sleep(0.05)
+    logs = lambda name: "\n".join(p.read_text() for p in (folders[name] / "logs").rglob("*.log"))  # noqa: E731
+    assert ((latest_checkpoint_header(work) or {}).get("step") or 0) > first, logs("a")[-3000:]
+    stopped = subprocess.run(
+        ["mdcampaign", "sites", "stop", "a", "--now"], cwd=folders["a"], capture_output=True, text=True
+    )
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    deadline = time.time() + 120
+    while time.time() < deadline and Path(f"/proc/{pid}").exists():
+        time.sleep(0.5)
+    parked = json.loads((store / "sims" / "ala" / "r1" / "parked" / "parked.json").read_text())
+    assert parked["segment"] == 1 and parked["step"] > first and parked["site"] == "a", parked
+    assert claims_of(str(store), "ala/r1")["ended"] == "released"
+    assert (store / "claims" / "ala" / "r1" / f"parked-0001+{parked['step']}").exists()
+    assert not (store / "sims" / "ala" / "r1" / "segments" / "0001").exists(), "stopped mid-segment"
+    status = subprocess.run(["mdcampaign", "status", "--no-slurm"], cwd=folders["b"], capture_output=True, text=True)
+    row = next((line for line in status.stdout.splitlines() if line.startswith("ala/r1")), status.stdout)
+    assert "paused" in row, status.stdout  # from any site: its progress is in the store
+
+    command = ["snakemake", "-s", str(SNAKEFILE), "--profile", str(REPO / "profiles" / "local")]
+    finished = subprocess.run(command, cwd=folders["b"], capture_output=True, text=True, timeout=900)
+    assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-5000:]
+    assert_exact(str(store), ["ala/r1"], 2, 5.0)
+    counts = {name: fetches(folder) for name, folder in folders.items()}
+    assert counts["a"] == {("ala/r1", "0000"): 1} and counts["b"] == {("ala/r1", "0001"): 1}, counts
+    assert f"segment 1 parked in the store at step {parked['step']}" in logs("a"), logs("a")[-3000:]
+    assert f"ala/r1 segment 1: continues from step {parked['step']}, parked in the store by site a" in logs("b")
+    assert f"resumed from the portable checkpoint at step {parked['step']}" in logs("b"), logs("b")[-3000:]
+    record = json.loads((store / "sims" / "ala" / "r1" / "segments" / "0001" / "segment.json").read_text())
+    assert [(run["platform"], run["from_step"]) for run in record["runs"]][-1] == ("CPU", parked["step"])
+    assert record["runs"][0]["platform"] == "Reference", record["runs"]
+    assert not (store / "sims" / "ala" / "r1" / "parked").exists(), "what was parked goes once its segment is stored"
+    assert not list((store / "claims" / "ala" / "r1").glob("parked-*"))

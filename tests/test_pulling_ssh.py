@@ -269,3 +269,45 @@ def test_over_ssh_a_holder_that_lost_its_claim_stores_nothing(tmp_path, remote_r
     assert board.renew([new]) == set()
     store.put_directory({"system.xml": made}, "sims/sys/r1/segments/0000", guard=board.guard_script(new))
     assert (store_path(remote_root) / "sims/sys/r1/segments/0000/system.xml").exists()
+
+
+def test_over_ssh_a_paused_segment_is_parked_by_its_holder_only_and_taken_where_it_goes_on(
+    tmp_path, remote_root, prepared_ala
+):
+    """parking.py over a real SSH store: the holder parks a paused OpenMM segment (its
+    frames, rows and portable checkpoint) and marks it in the claims; a holder that lost
+    its claim parks nothing; a taker gets the same files, checksum-verified, unless its
+    own checkpoint is as far."""
+    from mdcampaign.claims import ClaimBoard
+    from mdcampaign.engines.openmm import OpenMMEngine
+    from mdcampaign.errors import TransferError
+    from mdcampaign.parking import park, unpark
+    from mdcampaign.store import SshStore, TransferSettings
+    from test_segment import protocol_with, segment_command
+
+    setup_dir, base = prepared_ala
+    protocol = protocol_with(base, segment_ns=0.1, target_ns=0.1, frame_interval_ps=0.5, checkpoint_interval_ps=10.0)
+    work = tmp_path / "a" / "work"
+    command = segment_command(setup_dir, protocol, work, extra=("--budget-seconds", "0.8"))
+    paused = subprocess.run(command, capture_output=True, text=True)
+    assert paused.returncode == 75, paused.stderr
+    engine = OpenMMEngine()
+    step, files = engine.parked(work)
+
+    store = SshStore(HOST, remote_root, TransferSettings.of(timeout_seconds=5, retries=0))
+    board = ClaimBoard(store, 8)
+    old = board.claim("ala/r1", 2, "a+host-1.s0").lease
+    time.sleep(9.5)
+    new = board.claim("ala/r1", 2, "b+host-2.s0").lease
+    with pytest.raises(TransferError, match="lease lost"):
+        park(store, board, old, engine, work, 0, "a")
+    assert not (store_path(remote_root) / "sims/ala/r1/parked").exists()
+    assert park(store, board, new, engine, work, 0, "b") == step
+    assert board.listing().of("ala/r1").parked == [0, step]
+
+    there = tmp_path / "c" / "work"
+    assert unpark(store, "ala/r1", 0, step, engine, there, tmp_path / "cache")
+    assert sorted(p.name for p in there.iterdir()) == sorted(f.name for f in files)
+    for f in files:
+        assert (there / f.name).read_bytes() == f.read_bytes(), f.name
+    assert not unpark(store, "ala/r1", 0, step, engine, work, tmp_path / "cache"), "its own checkpoint is as far"

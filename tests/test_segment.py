@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from mdcampaign import xtc
-from mdcampaign.engines.openmm.runner import read_checkpoint, run_segment
+from mdcampaign.engines.openmm.runner import PORTABLE_MAGIC, continuation_seed, read_checkpoint, run_segment
 from mdcampaign.errors import SegmentError
 from mdcampaign.protocol import Protocol
 from mdcampaign.runs import SegmentTask
@@ -223,6 +223,38 @@ def test_time_budget_pauses_then_a_second_run_completes(prepared_ala, tmp_path):
     done = subprocess.run(segment_command(setup_dir, protocol, work), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert_exact_segment(work, setup_dir / "trajectory_topology.pdb", protocol)
+
+
+def test_a_segment_paused_on_one_platform_continues_on_another_from_its_portable_checkpoint(prepared_ala, tmp_path):
+    """What lets another site continue a paused segment (parking.py): the binary
+    checkpoint of the Reference platform does not load on CPU; the portable one written
+    at the pause does, and the segment goes on from its step with nothing lost or
+    repeated, with random forces of a seed of its own."""
+    setup_dir, base = prepared_ala
+    # long enough that Reference (4000 ns/day here) pauses for its budget mid-segment
+    protocol = protocol_with(base, segment_ns=0.1, target_ns=0.1, frame_interval_ps=0.5, checkpoint_interval_ps=10.0)
+    work = tmp_path / "work"
+    on_reference = [
+        "Reference" if arg == "CPU" else arg
+        for arg in segment_command(setup_dir, protocol, work, extra=("--budget-seconds", "0.8"))
+    ]
+    paused = subprocess.run(on_reference, capture_output=True, text=True)
+    assert paused.returncode == 75, paused.stderr
+    header, _ = read_checkpoint(work / "checkpoint.portable", PORTABLE_MAGIC)
+    assert 0 < header["step"] < protocol.segment_steps and header["platform"] == "Reference"
+    assert header["frames"] == xtc.count_frames(work / "trajectory.xtc")
+    done = subprocess.run(segment_command(setup_dir, protocol, work), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "written on platform Reference and cannot be loaded on CPU" in done.stderr, done.stderr
+    assert f"resumed from the portable checkpoint at step {header['step']}" in done.stderr, done.stderr
+    info = assert_exact_segment(work, setup_dir / "trajectory_topology.pdb", protocol)
+    assert [(run["platform"], run["from_step"]) for run in info["runs"]] == [
+        ("Reference", 0),
+        ("CPU", header["step"]),
+    ]
+    assert continuation_seed(7, header["step"]) != 7
+    energies = pd.read_csv(work / "energies.csv")
+    assert energies["temperature_K"].between(150, 500).all(), "the state carried over, velocities included"
 
 
 def test_exploding_system_fails_with_a_message_naming_the_simulation(prepared_ala, tmp_path):

@@ -19,6 +19,8 @@ In the store, per simulation::
         analyzed-0007                 the analysis of that many segments is in the store
         origin+<site>                 where segment 0 ran (for migrate: false)
         speed+<site>+<ns/day>         the last measured speed there
+        parked-0007+<step>            segment 7's progress up to that step is parked in
+                                      the store, for any site to continue (parking.py)
         handover+<claim>+<site>/      a site asks to take that claim over at the end of
                                       its holder's segment; once released, it is
                                       that site's for a lease (the tail hand-over)
@@ -98,6 +100,7 @@ class SimulationClaims:
     failures: int = 0
     speeds: dict = field(default_factory=dict)  # site -> last measured ns/day
     requests: list = field(default_factory=list)  # [claim, site] of each hand-over request
+    parked: list | None = None  # [segment, step] of the progress parked in the store, if any
 
     @property
     def asked_by(self) -> str | None:
@@ -241,6 +244,10 @@ class ClaimBoard:
                     claims.speeds[site] = float(speed)
                 elif entry.startswith("handover+") and entry.count("+") == 2:
                     claims.requests.append(entry.split("+", 2)[1:])
+                elif entry.startswith("parked-") and entry.count("+") == 1:
+                    segment, _, step = entry[len("parked-") :].partition("+")
+                    if segment.isdigit() and step.isdigit():
+                        claims.parked = [int(segment), int(step)]
         for name, rest, _ in entries:
             if len(rest) != 2 or rest[0].startswith("handover+"):
                 continue
@@ -359,6 +366,19 @@ class ClaimBoard:
             done=int(done),
             origin_here=f"origin+{site}" if site else "",
             speed=f"speed+{site}+{ns_per_day:.3f}" if ns_per_day else "",
+            parked_dir=layout.store_parked(lease.simulation),
+        )
+        return out.strip() == "ok"
+
+    def parked(self, lease: Lease, segment: int, step: int) -> bool:
+        """After a paused segment's progress reached the store (parking.py): say so in
+        the claims (replacing an older one). False if the lease was lost meanwhile."""
+        out = self._run(
+            "clock || exit 3; parked",
+            f"recording the parked progress of {lease.simulation}",
+            **self._lease_values(lease),
+            segment=int(segment),
+            step=int(step),
         )
         return out.strip() == "ok"
 

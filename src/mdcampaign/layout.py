@@ -99,6 +99,10 @@ STORE_SIMS = "sims"
 STORE_SIM = f"{STORE_SIMS}/{SIM}"
 STORE_SEGMENT = f"{STORE_SIM}/segments/{{segment}}"
 STORE_ANALYSIS_DIR = f"{STORE_SIM}/analysis/{{segments}}"
+# A paused segment's progress, for any site to continue it (parking.py): the work files
+# its engine names and PARKED_RECORD, one per simulation (the newest pause).
+STORE_PARKED = f"{STORE_SIM}/parked"
+PARKED_RECORD = "parked.json"
 # Which site and job holds which simulation, when sites pull work (see claims.py).
 STORE_CLAIMS = "claims"
 # Each site's driver says it is alive here, every poll (heartbeat.py): <site>.json.
@@ -259,6 +263,11 @@ def store_sim(simulation: str) -> str:
     return f"{STORE_SIMS}/{simulation}"
 
 
+def store_parked(simulation: str) -> str:
+    """Where a simulation's paused segment is parked in the store."""
+    return f"{store_sim(simulation)}/parked"
+
+
 def store_segments(simulation: str) -> str:
     """The folder of a simulation's segments in the store."""
     return f"{store_sim(simulation)}/segments"
@@ -303,6 +312,11 @@ def scratch_area(scratch: str, area: str) -> str:
     """A folder of a segment's scratch area: 'input' (staged), 'work' (the runner's,
     unknown to Snakemake so that nothing deletes a partial segment), 'output'."""
     return f"{scratch}/{SCRATCH_SEGMENT}/{area}"
+
+
+def scratch_work(scratch: str, system: str, replica, segment: int) -> str:
+    """A segment's work folder in scratch (the runner's: see scratch_area)."""
+    return fill(scratch_area(scratch, "work"), system=system, replica=replica, segment=segment_name(segment))
 
 
 def analysis_cache(scratch: str) -> str:

@@ -172,6 +172,10 @@ class Claimer:
     def next(self, slot: Slot) -> Member | Asked | None:
         raise NotImplementedError
 
+    def park(self, member: Member, segment: int, work_dir: Path) -> None:
+        """``member``'s segment paused in ``work_dir``: leave its progress where the next
+        taker finds it (pulling: the store, see parking.py)."""
+
     def finish(self, member: Member) -> None:
         """The slot is done with ``member`` (done, paused, failed or lost): release it."""
         raise NotImplementedError
@@ -348,8 +352,14 @@ def _run_segment(batch: Batch, member: Member, segment: int, slot: Slot, threads
         if code == EXIT_PAUSED:
             run.outcome, run.ended = "paused", time.time()
             log.info(
-                "slot %d: %s segment %s paused (time is up); its checkpoint is kept", slot.index, member.name, name
+                "slot %d: %s segment %s paused (time is up, or asked to stop); its checkpoint is kept",
+                slot.index,
+                member.name,
+                name,
             )
+            if rule == "simulate" and batch.claimer is not None:
+                work = layout.scratch_work(batch.job_config["scratch"], member.system, member.replica, segment)
+                batch.claimer.park(member, segment, Path(work))
             return "paused"
         if code != 0:
             run.outcome, run.ended = "failed", time.time()

@@ -15,9 +15,12 @@ from pathlib import Path
 from . import layout
 from .campaign import Campaign
 from .claims import ClaimBoard, Listing, holder_name
+from .engines import engine_for
 from .errors import DataError, TransferError
 from .files import atomic_write_text
 from .packing import ASKED, Asked, Claimer, Member
+from .parking import park, unpark
+from .protocol import engine_of
 from .pulling import SiteView, dead_holders, workers
 from .records import read_manifest, write_fetched_marker, write_manifest
 from .runs import iso_time
@@ -98,6 +101,7 @@ class StoreClaimer(Claimer):
                 )
                 self.board.release(result.lease)
                 continue
+            self._continue_parked(simulation, listing.of(simulation.name).parked, result.done)
             log.info(
                 "slot %d: claimed %s (claim %s) at segment %d of %d",
                 slot.index,
@@ -148,6 +152,50 @@ class StoreClaimer(Claimer):
                 )
                 return ASKED
         return None
+
+    def _continue_parked(self, simulation, parked: list | None, done: int) -> None:
+        """Take what another job parked of the segment this claim continues, if any."""
+        if not parked or parked[0] != done:
+            return
+        work = self.root / layout.scratch_work(self.campaign.scratch_here, simulation.system, simulation.replica, done)
+        try:
+            unpark(
+                self.store,
+                simulation.name,
+                done,
+                parked[1],
+                engine_for(simulation.protocol.engine),
+                work,
+                self.root / ".snakemake" / "mdcampaign" / "parked" / simulation.name,
+            )
+        except (TransferError, DataError, OSError) as error:
+            log.warning(
+                "%s: cannot continue segment %d from what was parked in the store (%s); it starts afresh here",
+                simulation.name,
+                done,
+                error,
+            )
+
+    def park(self, member: Member, segment: int, work_dir: Path) -> None:
+        if member.lease is None or member.state == "lost":
+            return
+        try:
+            step = park(
+                self.store,
+                self.board,
+                member.lease,
+                engine_for(engine_of(member.protocol)),
+                work_dir,
+                segment,
+                self.campaign.site,
+            )
+        except (TransferError, DataError, OSError) as error:
+            log.warning("%s: its paused segment could not be parked in the store (%s)", member.name, error)
+            return
+        if step is not None:
+            log.info(
+                "%s: segment %d parked in the store at step %d, for any site to continue", member.name, segment, step
+            )
 
     def finish(self, member: Member) -> None:
         if member.state == "lost":

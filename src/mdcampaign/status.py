@@ -374,6 +374,8 @@ def _one(
     work = segment_dir / "work"
     progress_ns = 0.0
     step = engine_for(protocol.engine).checkpoint_step(work) if work.is_dir() else None
+    if claims is not None and claims.parked and claims.parked[0] == n_done:
+        step = max(step or 0, claims.parked[1])  # parked in the store: any site goes on from there
     if step is not None:
         progress_ns = (step - n_done * protocol.segment_steps) * protocol.timestep_ps / 1000.0
         result.state = PAUSED

@@ -101,6 +101,17 @@ class Engine:
         `mdcampaign status` asks it for every running segment)."""
         raise NotImplementedError
 
+    def parked(self, work_dir: Path) -> tuple[int, list[Path]] | None:
+        """What an interrupted segment continues from on another machine (parking.py):
+        the step it is at and the files of its work folder that carry it on there, or
+        None when it has nothing another machine could continue from."""
+        return None
+
+    def portable_format(self) -> str:
+        """What a machine must share with the one that parked a segment to continue it
+        (the format of :meth:`parked`'s files): compared before one is taken over."""
+        return f"{self.name} {self.version()}"
+
     def measure_speed(
         self, setup_dir: Path, platform: str, threads: int, seconds: float, device: int | None = None
     ) -> float:

@@ -176,16 +176,39 @@ guard() {
 
 # After a segment (or the analysis of $done segments, if $kind is "analyzed") reached
 # the store: record progress, origin ($origin_here, after segment 0) and speed ($speed:
-# "speed+<site>+<ns/day>", or empty), and renew. Says ok, or lost.
+# "speed+<site>+<ns/day>", or empty), and renew; progress parked in $parked_dir for a
+# segment now stored goes. Says ok, or lost.
 published() {
     if mine; then
         stamp
         marker "$kind" "$done"
+        for p in "$d"/parked-*; do
+            [ -e "$p" ] || continue
+            s=${p##*/parked-}
+            s=$(expr "${s%%+*}" + 0) # no leading zeros: not octal
+            if [ "$s" -lt "$done" ]; then
+                rm -f "$p"
+                rm -rf "${parked_dir:?}"
+            fi
+        done
         if [ "$done" -eq 1 ] && [ -n "$origin_here" ]; then : >"$d/$origin_here"; fi
         if [ -n "$speed" ]; then
             rm -f "$d/${speed%+*}"+*
             : >"$d/$speed"
         fi
+        echo ok
+    else
+        echo lost
+    fi
+}
+
+# After segment $segment's progress up to step $step was parked in the store: say so
+# (the only marker of its kind) and renew. Says ok, or lost.
+parked() {
+    if mine; then
+        stamp
+        rm -f "$d"/parked-*
+        : >"$d/parked-$(padded "$segment" "$seg_digits")+$step"
         echo ok
     else
         echo lost

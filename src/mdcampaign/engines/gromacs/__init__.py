@@ -149,3 +149,8 @@ class GromacsEngine(Engine):
         from .runner import own_checkpoint_step
 
         return own_checkpoint_step(work_dir)
+
+    def parked(self, work_dir: Path) -> tuple[int, list[Path]] | None:
+        from .runner import parked_files
+
+        return parked_files(work_dir)

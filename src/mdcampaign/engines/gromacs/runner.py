@@ -396,6 +396,20 @@ def own_checkpoint_step(work: Path) -> int | None:
     return header["step"] if header else None
 
 
+def parked_files(work: Path) -> tuple[int, list[Path]] | None:
+    """The step of a paused segment's newest checkpoint and the files that continue it
+    on another machine with the same GROMACS: its record, its tpr, its part files and
+    checkpoints (mdrun's are portable between machines)."""
+    step = own_checkpoint_step(work)
+    if step is None or not (work / "run.json").exists():
+        return None
+    carried = [p for p in work.iterdir() if _MDRUN_FILE.match(p.name) and p.suffix in _PARKED_SUFFIXES]
+    return step, [work / "run.json", *sorted(carried)]
+
+
+_PARKED_SUFFIXES = (".tpr", ".xtc", ".edr", ".cpt")
+
+
 def _choose_resume(work: Path, first: int, last: int):
     """The segment's own checkpoint to continue from, as (path, step), or None (then the
     segment starts from its start checkpoint). A checkpoint at the last step whose

@@ -80,6 +80,14 @@ class OpenMMEngine(Engine):
         header = latest_checkpoint_header(work_dir)
         return header["step"] if header else None
 
+    def parked(self, work_dir: Path) -> tuple[int, list[Path]] | None:
+        from .runner import parked_files
+
+        return parked_files(work_dir)
+
+    def portable_format(self) -> str:
+        return "openmm state xml"  # any OpenMM version, any platform, loads it
+
     def measure_speed(self, setup_dir, platform, threads, seconds, device=None) -> float:
         from .runner import measure_speed
 

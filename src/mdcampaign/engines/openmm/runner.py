@@ -11,10 +11,15 @@ neither a failed job nor ``--rerun-incomplete`` can delete a partial segment:
   that records the step, the frame and row counts it covers, the platform and a
   checksum, followed by OpenMM's binary checkpoint. It is written only after the
   frames and rows it covers are flushed to disk, atomically (temp file + rename);
+- ``checkpoint.portable`` when it pauses (time budget, signal): the same header over
+  the state as XML (positions, velocities, box, parameters), which any platform and
+  any machine loads, where the binary checkpoint loads only on the platform that wrote
+  it. A pulled segment paused at one site continues from it at another (parking.py);
 - ``final_state.xml`` and ``segment.json`` when the segment is complete.
 
-On restart the newest usable checkpoint is loaded, the trajectory and table are cut
-back to what it covers, and the segment continues: no gap, no duplicate frame. The
+On restart the newest usable checkpoint is loaded (the portable one only when no binary
+one loads here), the trajectory and table are cut back to what it covers, and the
+segment continues: no gap, no duplicate frame. The
 runner also stops cleanly, with a checkpoint, when its time budget runs out or when
 it receives SIGTERM, SIGINT or SIGUSR1.
 """
@@ -61,6 +66,7 @@ from .setup import thermo_values, trajectory_atom_indices
 log = logging.getLogger(__name__)
 
 CHECKPOINT_MAGIC = b"MDCAMPAIGN-CHECKPOINT 1\n"
+PORTABLE_MAGIC = b"MDCAMPAIGN-PORTABLE-CHECKPOINT 1\n"
 OUTPUT_FILES = ("trajectory.xtc", "energies.csv", "final_state.xml", "segment.json")
 # Keep each uninterrupted stretch of integration short enough that a stop request
 # (signal or time budget) is honoured within this many seconds.
@@ -103,6 +109,22 @@ def _run_segment(job: SegmentTask, work: Path) -> Outcome:
 
     paths = _WorkFiles(work)
     resumed = _resume(context, paths, job, start_sha, platform_name)
+    if resumed is None and (portable := _portable_checkpoint(paths, job, start_sha)) is not None:
+        # Another platform's (or machine's) state: it goes on here with random forces of
+        # a seed of its own, not the segment's from its start again.
+        context = plumbing.make_context(
+            system,
+            plumbing.langevin(
+                protocol.temperature_K,
+                protocol.friction_per_ps,
+                protocol.timestep_fs,
+                continuation_seed(job.segment_seed, portable[0]["step"]),
+            ),
+            platform_name,
+            job.threads,
+            job.device,
+        )
+        resumed = _resume_portable(context, paths, *portable)
     if resumed is None:
         step, frames, rows = _fresh_start(context, paths, job)
         history = []
@@ -125,7 +147,7 @@ def _run_segment(job: SegmentTask, work: Path) -> Outcome:
     finally:
         withdraw_runner(work)
     if step < job.last_step:
-        recorder.checkpoint(step, platform_name, start_sha, run.history(step, recorder.stop_reason))
+        recorder.checkpoint(step, platform_name, start_sha, run.history(step, recorder.stop_reason), portable=True)
         recorder.close()
         log.warning(
             "%s segment %d paused at step %d of %d (%s); progress is saved, run again to continue",
@@ -169,6 +191,7 @@ class _WorkFiles:
         self.energies = work / "energies.csv"
         self.checkpoint = work / "checkpoint.chk"
         self.previous = work / "checkpoint.prev.chk"
+        self.portable = work / "checkpoint.portable"
         self.final_state = work / "final_state.xml"
         self.info = work / "segment.json"
 
@@ -186,7 +209,15 @@ def _completed_info(work: Path, start_sha: str) -> dict | None:
 
 
 def _fresh_start(context: openmm.Context, paths: _WorkFiles, job: SegmentTask):
-    for path in (paths.trajectory, paths.energies, paths.checkpoint, paths.previous, paths.final_state, paths.info):
+    for path in (
+        paths.trajectory,
+        paths.energies,
+        paths.checkpoint,
+        paths.previous,
+        paths.portable,
+        paths.final_state,
+        paths.info,
+    ):
         path.unlink(missing_ok=True)
     state = plumbing.read_xml(job.start_state)
     if job.protocol.explicit:
@@ -216,17 +247,33 @@ def latest_checkpoint_header(work: Path) -> dict | None:
     return None
 
 
-def read_checkpoint(path: Path) -> tuple[dict, bytes] | None:
+def parked_files(work: Path) -> tuple[int, list[Path]] | None:
+    """The step of a paused segment's portable checkpoint and what continues from it
+    elsewhere: the frames and rows it covers, and the binary checkpoint of the same step
+    (the platform that wrote it continues exactly from that one)."""
+    paths = _WorkFiles(work)
+    checkpoint = read_checkpoint(paths.portable, PORTABLE_MAGIC)
+    if checkpoint is None:
+        return None
+    step = checkpoint[0]["step"]
+    files = [paths.portable, paths.energies] + ([paths.trajectory] if paths.trajectory.exists() else [])
+    binary = read_checkpoint(paths.checkpoint)
+    if binary is not None and binary[0]["step"] == step:
+        files.append(paths.checkpoint)
+    return step, files
+
+
+def read_checkpoint(path: Path, magic: bytes = CHECKPOINT_MAGIC) -> tuple[dict, bytes] | None:
     """Header and payload of a checkpoint file, or None if it is missing or damaged."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         return None
-    if not data.startswith(CHECKPOINT_MAGIC):
+    if not data.startswith(magic):
         return None
-    end = data.find(b"\n", len(CHECKPOINT_MAGIC))
+    end = data.find(b"\n", len(magic))
     try:
-        header = json.loads(data[len(CHECKPOINT_MAGIC) : end])
+        header = json.loads(data[len(magic) : end])
     except (ValueError, UnicodeDecodeError):
         return None
     payload = data[end + 1 :]
@@ -293,6 +340,53 @@ def _resume(context, paths: _WorkFiles, job: SegmentTask, start_sha: str, platfo
     return None
 
 
+def continuation_seed(segment_seed: int, step: int) -> int:
+    """The random-force seed of a segment continued from a portable checkpoint at
+    ``step``: its own, never the segment's start seed (whose forces it would repeat)."""
+    return 1 + (segment_seed * 1_000_003 + step) % (2**31 - 2)
+
+
+def _portable_checkpoint(paths: _WorkFiles, job: SegmentTask, start_sha: str) -> tuple[dict, bytes] | None:
+    """The portable checkpoint, if it belongs to this segment and its frames and rows are
+    on disk."""
+    checkpoint = read_checkpoint(paths.portable, PORTABLE_MAGIC)
+    if checkpoint is None:
+        if paths.portable.exists():
+            log.warning("%s is damaged (bad header or checksum)", paths.portable.name)
+        return None
+    header = checkpoint[0]
+    if header.get("start_state_sha256") != start_sha or header.get("segment") != job.segment:
+        log.warning("%s belongs to a different start state; starting the segment afresh", paths.portable.name)
+        return None
+    if xtc.count_frames(paths.trajectory) < header["frames"] or xtc.count_rows(paths.energies) < header["rows"]:
+        log.warning("%s covers frames or rows that are not on disk", paths.portable.name)
+        return None
+    return checkpoint
+
+
+def _resume_portable(context, paths: _WorkFiles, header: dict, payload: bytes):
+    state = openmm.XmlSerializer.deserialize(payload.decode())
+    context.setState(state)
+    context.setStepCount(header["step"])
+    context.setTime(state.getTime())
+    frames_on_disk = xtc.count_frames(paths.trajectory)
+    if paths.trajectory.exists():
+        xtc.truncate_frames(paths.trajectory, header["frames"])
+    xtc.truncate_rows(paths.energies, header["rows"])
+    log.info(
+        "resumed from the portable checkpoint at step %d (written on %s by %s; %d frames kept, %d discarded)",
+        header["step"],
+        header.get("platform"),
+        header.get("host"),
+        header["frames"],
+        frames_on_disk - header["frames"],
+    )
+    history = header.get("history", [])
+    if history:
+        history[-1] = {**history[-1], "discarded_frames_on_restart": frames_on_disk - header["frames"]}
+    return header["step"], header["frames"], header["rows"], history
+
+
 class _Recorder:
     """Writes frames, energy rows and checkpoints, in that order of durability."""
 
@@ -345,30 +439,43 @@ class _Recorder:
             f"protocol (timestep_fs {self.job.protocol.timestep_fs}, hmr {self.job.protocol.hmr})"
         )
 
-    def checkpoint(self, step: int, platform_name: str, start_sha: str, history: list) -> None:
+    def checkpoint(self, step: int, platform_name: str, start_sha: str, history: list, portable=False) -> None:
+        """A binary checkpoint at ``step`` (and, ``portable``, the portable one too)."""
         # Frames and rows first, so that a checkpoint never covers data that is not on disk.
         self._energies.flush()
         os.fsync(self._energies.fileno())
         if self.paths.trajectory.exists():
             fsync_file(self.paths.trajectory)
-        payload = self.context.createCheckpoint()
         header = {
             "segment": self.job.segment,
             "step": step,
             "frames": self.frames,
             "rows": self.rows,
             "platform": platform_name,
+            "host": os.uname().nodename,
             "start_state_sha256": start_sha,
-            "sha256": sha256_bytes(payload),
             "written_at": iso_time(time.time()),
             "history": history,
         }
+        payload = self.context.createCheckpoint()
         if self.paths.checkpoint.exists():
             os.replace(self.paths.checkpoint, self.paths.previous)
-        atomic_write_bytes(self.paths.checkpoint, CHECKPOINT_MAGIC + json.dumps(header).encode() + b"\n" + payload)
+        _write_checkpoint(self.paths.checkpoint, CHECKPOINT_MAGIC, header, payload)
+        if portable:
+            state = self.context.getState(
+                getPositions=True, getVelocities=True, getParameters=True, enforcePeriodicBox=False
+            )
+            _write_checkpoint(
+                self.paths.portable, PORTABLE_MAGIC, header, openmm.XmlSerializer.serialize(state).encode()
+            )
 
     def close(self):
         self._energies.close()
+
+
+def _write_checkpoint(path: Path, magic: bytes, header: dict, payload: bytes) -> None:
+    header = {**header, "sha256": sha256_bytes(payload)}
+    atomic_write_bytes(path, magic + json.dumps(header).encode() + b"\n" + payload)
 
 
 def _placeholder_topology(n_atoms: int, box_vectors) -> app.Topology:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -85,6 +86,60 @@ def test_campaign_end_to_end_then_extend_and_add(tiny_campaign):
     assert plan == {"simulate": 1, "fetch": 1, "analyze": 1, "summary": 1, "all": 1}, "segment 0 needs no stage"
     snakemake(tiny_campaign)
     assert_complete(tiny_campaign, {"ala/r1": 0.008, "ala/r2": 0.008, "ala-water/r1": 0.004, "ala-water/r2": 0.004})
+
+    # A simulation whose results were deleted (here the store is results/ itself) is
+    # simply run again by the same command.
+    shutil.rmtree(tiny_campaign / "results" / "sims" / "ala-water" / "r2")
+    plan = executed_jobs(snakemake(tiny_campaign, "-n").stdout)
+    assert plan == {"simulate": 1, "fetch": 1, "analyze": 1, "summary": 1, "all": 1}, plan
+    snakemake(tiny_campaign)
+    assert_complete(tiny_campaign, {"ala/r1": 0.008, "ala/r2": 0.008, "ala-water/r1": 0.004, "ala-water/r2": 0.004})
+
+
+def test_a_simulation_whose_records_were_moved_away_is_made_again_keeping_what_the_store_holds(tmp_path):
+    """Its records in results/ moved away, a simulation is planned again by the plain
+    command (the summary's own outputs being there does not hide it); its segments are
+    run again, on another platform here, so they differ, and each one the store already
+    holds is kept as it is: the records come back from the store's manifests, and the
+    next segment continues from the stored one."""
+    import hashlib
+
+    from conftest import write_campaign
+
+    store = tmp_path / "store"
+    campaign = write_campaign(
+        tmp_path / "campaign",
+        systems=[{"id": "ala", "structure": REPO / "config/structures/alanine-dipeptide.pdb", "replicas": 1}],
+        store=str(store),
+    )
+    snakemake(campaign)
+
+    def stored() -> dict:
+        return {
+            str(p.relative_to(store)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted((store / "sims").rglob("*"))
+            if p.is_file() and "analysis" not in p.parts
+        }
+
+    before = stored()
+    records = {
+        p.name: json.loads(p.read_text())["fetched_at"]
+        for p in (campaign / "results" / "sims" / "ala" / "r1" / "segments").glob("*/manifest.json")
+    }
+    shutil.move(campaign / "results" / "sims" / "ala" / "r1", tmp_path / "moved-away")
+    config = campaign / "config" / "config.yaml"
+    config.write_text(config.read_text().replace("platform: CPU", "platform: Reference"))
+    plan = executed_jobs(snakemake(campaign, "-n").stdout)
+    assert plan == {"simulate": 1, "fetch": 1, "analyze": 1, "summary": 1, "all": 1}, plan
+    snakemake(campaign)
+    assert stored() == before, "a segment in the store was replaced"
+    fetch_logs = "\n".join(p.read_text() for p in (campaign / "logs" / "fetch").rglob("*.log"))
+    assert "ala/r1 segment 0000: the store already holds a copy of it" in fetch_logs, fetch_logs[-2000:]
+    assert {
+        p.name: json.loads(p.read_text())["fetched_at"]
+        for p in (campaign / "results" / "sims" / "ala" / "r1" / "segments").glob("*/manifest.json")
+    } == records, "the records are the store's"
+    assert_complete(campaign, {"ala/r1": 0.004}, store=store)
 
 
 def wait_for(predicate, timeout=300.0):

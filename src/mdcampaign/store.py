@@ -98,11 +98,15 @@ class Store:
     def describe(self, relative: str = "") -> str:
         raise NotImplementedError
 
-    def put_directory(self, files: dict[str, Path], relative_dir: str, guard: str | None = None) -> None:
+    def put_directory(
+        self, files: dict[str, Path], relative_dir: str, guard: str | None = None, keep_existing: bool = False
+    ) -> bool:
         """Make ``relative_dir`` hold exactly ``files`` (name -> local path; or key ->
         path, stored under the path's own name), verified by checksum. ``guard``: a
         shell script run in the store's root just before the rename into place; if it
-        fails, nothing is put in place (a lease check, see claims.py)."""
+        fails, nothing is put in place (a lease check, see claims.py). ``keep_existing``:
+        a ``relative_dir`` already in place is left as it is. True if ``files`` were put
+        in place, False if an existing copy was kept."""
         raise NotImplementedError
 
     def run_script(self, script: str, what: str, stdin: str | None = None) -> str:
@@ -171,10 +175,14 @@ class LocalStore(Store):
             raise TransferError(f"{what} failed at {self.root}: {said}")
         return result.stdout
 
-    def put_directory(self, files: dict[str, Path], relative_dir: str, guard: str | None = None) -> None:
+    def put_directory(
+        self, files: dict[str, Path], relative_dir: str, guard: str | None = None, keep_existing: bool = False
+    ) -> bool:
         files = _by_name(files)
         sums = _checksums(files)
         target = self.root / relative_dir
+        if keep_existing and target.exists():  # in place only by the rename below: complete
+            return False
         partial = target.with_name(f".{target.name}.partial")
         shutil.rmtree(partial, ignore_errors=True)
         try:
@@ -196,6 +204,7 @@ class LocalStore(Store):
                 shutil.rmtree(partial, ignore_errors=True)
                 raise
         swap_into_place(partial, target)
+        return True
 
     def pin(self, source: Path, relative: str, sha256: str, guard: str | None = None) -> None:
         target = self.root / relative
@@ -348,7 +357,9 @@ class SshStore(Store):
         script = f"mkdir -p -- {root} && cd -- {root} && sh -c {shlex.quote(script)}"
         return self.remote.run_script(script, what, self.describe(""), stdin=stdin).stdout
 
-    def put_directory(self, files: dict[str, Path], relative_dir: str, guard: str | None = None) -> None:
+    def put_directory(
+        self, files: dict[str, Path], relative_dir: str, guard: str | None = None, keep_existing: bool = False
+    ) -> bool:
         files = _by_name(files)
         sums = _checksums(files)
         parent, name = posixpath.split(relative_dir)
@@ -367,13 +378,22 @@ class SshStore(Store):
                 cleanup=partial,
                 size=sum(Path(source).stat().st_size for source in files.values()),
             )
-        self._finish(parent, name, sums, stamp=int(time.time()), guard=guard)
+        return self._finish(parent, name, sums, stamp=int(time.time()), guard=guard, keep_existing=keep_existing)
 
-    def _finish(self, parent: str, name: str, sums: dict[str, str], stamp: int, guard: str | None = None) -> None:
+    def _finish(
+        self,
+        parent: str,
+        name: str,
+        sums: dict[str, str],
+        stamp: int,
+        guard: str | None = None,
+        keep_existing: bool = False,
+    ) -> bool:
         """Check the partial copy where it landed and rename it into place, replacing an
-        older copy. Retried like every other step, so it must be idempotent: when the
-        partial copy is gone and the target holds exactly these files (an attempt whose
-        answer was lost with the connection did the rename), that is success."""
+        older copy (``keep_existing``: leaving it, and the partial copy goes). Retried
+        like every other step, so it must be idempotent: when the partial copy is gone
+        and the target holds exactly these files (an attempt whose answer was lost with
+        the connection did the rename), that is success. False if a copy was kept."""
         checks = shlex.quote("\n".join(f"{sha}  {file_name}" for file_name, sha in sums.items()))
         expected = shlex.quote("\n".join(sorted(f"./{file_name}" for file_name in sums)))
         partial, target, aside = (
@@ -384,6 +404,7 @@ class SshStore(Store):
                 "set -e",
                 "home=$(pwd)",
                 f"cd {shlex.quote(self._path(parent))}",
+                *([f"if [ -d {target} ]; then rm -rf {partial}; echo kept; exit 0; fi"] if keep_existing else []),
                 f"if [ -d {partial} ]; then",
                 f"  ( cd {partial} && rm -rf ./{PARTIAL_DIR} && printf '%s\\n' {checks} | sha256sum --quiet -c - )",
                 *(
@@ -406,12 +427,13 @@ class SshStore(Store):
                 f"rm -rf {aside}",
             ]
         )
-        self._remote(
+        result = self._remote(
             script,
             f"verifying the copy of the segment at {self.describe(posixpath.join(parent, name))} and "
             "moving it into place",
             posixpath.join(parent, name),
         )
+        return result.stdout.strip() != "kept"
 
     def pin(self, source: Path, relative: str, sha256: str, guard: str | None = None) -> None:
         path = self._path(relative)

@@ -17,15 +17,25 @@ from pathlib import Path
 
 from . import __version__, layout
 from .files import atomic_write_json, sha256_file
-from .records import Manifest, manifest_text, read_segment_record, write_manifest
+from .records import Manifest, manifest_text, read_manifest, read_segment_record, write_manifest
 from .runs import clock, iso_time
-from .store import Store
+from .store import LocalStore, Store
 
 log = logging.getLogger(__name__)
 
 
 def file_record(path: Path) -> dict:
     return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+def _stored_manifest(store: Store, relative_dir: str, cache: Path) -> Manifest:
+    """The manifest of a segment already in the store."""
+    folder = (
+        store.root / relative_dir
+        if isinstance(store, LocalStore)
+        else store.collect(relative_dir, layout.MANIFEST, cache)
+    )
+    return read_manifest(folder / layout.MANIFEST)
 
 
 def stage_segment(store: Store, sources: dict[str, tuple[str, str]], staged: dict[str, Path], info: dict) -> dict:
@@ -90,7 +100,20 @@ def fetch_segment(
     with tempfile.TemporaryDirectory(prefix="mdcampaign-manifest-") as tmp:
         manifest_file = Path(tmp) / layout.MANIFEST
         manifest_file.write_text(manifest_text(manifest))
-        store.put_directory({**segment_files, layout.MANIFEST: manifest_file}, relative_dir, guard=guard)
+        # A segment already in the store stays (it is what later segments continue from):
+        # this copy was made again after its record here was lost or moved away.
+        if not store.put_directory(
+            {**segment_files, layout.MANIFEST: manifest_file}, relative_dir, guard=guard, keep_existing=True
+        ):
+            ours, manifest = manifest, _stored_manifest(store, relative_dir, Path(tmp) / "stored")
+            if {n: f["sha256"] for n, f in manifest.files.items()} != {n: f["sha256"] for n, f in ours.files.items()}:
+                log.warning(
+                    "%s segment %s: the store already holds a copy of it (stored %s); kept that copy, this "
+                    "run's is discarded",
+                    manifest.simulation,
+                    posixpath.basename(relative_dir),
+                    manifest.fetched_at,
+                )
     if stored is not None:
         stored()
     write_manifest(record_path, manifest)

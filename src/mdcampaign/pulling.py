@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import socket
 import statistics
 from dataclasses import dataclass, replace
@@ -18,6 +17,7 @@ from dataclasses import dataclass, replace
 from . import layout
 from .campaign import Campaign
 from .claims import MAX_FAILURES, Listing
+from .runlock import process_exists
 from .sites import HANDOVER_GAIN, HANDOVER_START_SECONDS, days, handover_gain, planning_work, preferred_order
 from .systems import Simulation
 
@@ -54,19 +54,9 @@ def dead_holders(listing: Listing, site: str, host: str | None = None) -> set[st
             continue
         who = job.split(".s", 1)[0]
         owner, _, pid = who.rpartition("-")
-        if owner.rsplit("_", 1)[-1] == host and pid.isdigit() and not _alive(int(pid)):
+        if owner.rsplit("_", 1)[-1] == host and pid.isdigit() and not process_exists(int(pid)):
             dead.add(claims.holder)
     return dead
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass(frozen=True)

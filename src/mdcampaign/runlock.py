@@ -112,6 +112,15 @@ def alive_here(record: dict) -> bool:
     boot_id = _boot_id()
     if record.get("boot_id") and boot_id and record["boot_id"] != boot_id:
         return False  # the host rebooted since
+    if not process_exists(pid):
+        return False
+    stat = _proc_stat(pid)
+    return stat is None or not record.get("proc_start") or record["proc_start"] == stat[1]
+
+
+def process_exists(pid: int) -> bool:
+    """Whether a live process with this pid exists on this host (anyone's; a zombie is
+    not live). Without /proc, the pid alone is trusted."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -119,12 +128,7 @@ def alive_here(record: dict) -> bool:
     except PermissionError:
         pass  # someone else's process, but it exists
     stat = _proc_stat(pid)
-    if stat is None:
-        return True  # no /proc: trust the pid
-    state, started = stat
-    if state in ("Z", "X"):
-        return False
-    return not record.get("proc_start") or record["proc_start"] == started
+    return stat is None or stat[0] not in ("Z", "X")
 
 
 def _when(started: float) -> str:

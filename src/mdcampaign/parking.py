@@ -34,7 +34,7 @@ from .engines.base import Engine
 from .errors import DataError
 from .files import sha256_file
 from .runs import iso_time
-from .store import LocalStore, Store, swap_into_place
+from .store import Store, swap_into_place
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +81,7 @@ def unpark(store: Store, simulation: str, segment: int, step: int, engine: Engin
     if own is not None and own >= step:
         return False
     relative = layout.store_parked(simulation)
-    if isinstance(store, LocalStore):
-        record_path = store.root / relative / layout.PARKED_RECORD
-    else:
-        record_path = store.collect(relative, layout.PARKED_RECORD, Path(cache)) / layout.PARKED_RECORD
+    record_path = store.collect(relative, layout.PARKED_RECORD, Path(cache)) / layout.PARKED_RECORD
     try:
         record = json.loads(record_path.read_text())
     except (OSError, ValueError) as error:

@@ -25,7 +25,7 @@ from .pulling import SiteView, dead_holders, workers
 from .records import read_manifest, write_fetched_marker, write_manifest
 from .runs import iso_time
 from .slots import Slot
-from .store import LocalStore, Store
+from .store import Store
 
 log = logging.getLogger(__name__)
 
@@ -261,8 +261,6 @@ def adopt_records(store: Store, simulation: str, done: int, scratch: str, root: 
 
 
 def _store_sim(store: Store, simulation: str, root: Path) -> Path:
-    if isinstance(store, LocalStore):
-        return store.root / layout.store_sim(simulation)
     cache = root / ".snakemake" / "mdcampaign" / "manifests" / simulation
     return store.collect(layout.store_sim(simulation), layout.MANIFEST, cache)
 

@@ -19,7 +19,7 @@ from . import __version__, layout
 from .files import atomic_write_json, sha256_file
 from .records import Manifest, manifest_text, read_manifest, read_segment_record, write_manifest
 from .runs import clock, iso_time
-from .store import LocalStore, Store
+from .store import Store
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +30,7 @@ def file_record(path: Path) -> dict:
 
 def _stored_manifest(store: Store, relative_dir: str, cache: Path) -> Manifest:
     """The manifest of a segment already in the store."""
-    folder = (
-        store.root / relative_dir
-        if isinstance(store, LocalStore)
-        else store.collect(relative_dir, layout.MANIFEST, cache)
-    )
-    return read_manifest(folder / layout.MANIFEST)
+    return read_manifest(store.collect(relative_dir, layout.MANIFEST, cache) / layout.MANIFEST)
 
 
 def stage_segment(store: Store, sources: dict[str, tuple[str, str]], staged: dict[str, Path], info: dict) -> dict:

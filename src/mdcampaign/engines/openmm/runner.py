@@ -322,10 +322,7 @@ def _resume(context, paths: _WorkFiles, job: SegmentTask, start_sha: str, platfo
         if context.getStepCount() != header["step"]:
             log.warning("%s step mismatch; trying an older one", candidate.name)
             continue
-        if paths.trajectory.exists():
-            xtc.truncate_frames(paths.trajectory, header["frames"])
-        xtc.truncate_rows(paths.energies, header["rows"])
-        discarded = frames_on_disk - header["frames"]
+        resumed, discarded = _cut_back(paths, header, frames_on_disk)
         log.info(
             "resumed from %s at step %d (%d frames kept, %d frames written after it discarded)",
             candidate.name,
@@ -333,11 +330,21 @@ def _resume(context, paths: _WorkFiles, job: SegmentTask, start_sha: str, platfo
             header["frames"],
             discarded,
         )
-        history = header.get("history", [])
-        if history:
-            history[-1] = {**history[-1], "discarded_frames_on_restart": discarded}
-        return header["step"], header["frames"], header["rows"], history
+        return resumed
     return None
+
+
+def _cut_back(paths: _WorkFiles, header: dict, frames_on_disk: int):
+    """Cut the trajectory and the table back to what a checkpoint covers; what the runner
+    resumes with (step, frames, rows, run history), and the frames discarded."""
+    if paths.trajectory.exists():
+        xtc.truncate_frames(paths.trajectory, header["frames"])
+    xtc.truncate_rows(paths.energies, header["rows"])
+    discarded = frames_on_disk - header["frames"]
+    history = header.get("history", [])
+    if history:
+        history[-1] = {**history[-1], "discarded_frames_on_restart": discarded}
+    return (header["step"], header["frames"], header["rows"], history), discarded
 
 
 def continuation_seed(segment_seed: int, step: int) -> int:
@@ -369,22 +376,16 @@ def _resume_portable(context, paths: _WorkFiles, header: dict, payload: bytes):
     context.setState(state)
     context.setStepCount(header["step"])
     context.setTime(state.getTime())
-    frames_on_disk = xtc.count_frames(paths.trajectory)
-    if paths.trajectory.exists():
-        xtc.truncate_frames(paths.trajectory, header["frames"])
-    xtc.truncate_rows(paths.energies, header["rows"])
+    resumed, discarded = _cut_back(paths, header, xtc.count_frames(paths.trajectory))
     log.info(
         "resumed from the portable checkpoint at step %d (written on %s by %s; %d frames kept, %d discarded)",
         header["step"],
         header.get("platform"),
         header.get("host"),
         header["frames"],
-        frames_on_disk - header["frames"],
+        discarded,
     )
-    history = header.get("history", [])
-    if history:
-        history[-1] = {**history[-1], "discarded_frames_on_restart": frames_on_disk - header["frames"]}
-    return header["step"], header["frames"], header["rows"], history
+    return resumed
 
 
 class _Recorder:

@@ -222,9 +222,13 @@ def test_a_campaign_of_real_structures_runs_without_editing_them(tmp_path):
     # the zinc site is followed through the simulation, and holds
     zinc = json.loads((campaign / "results/sims/zinc-finger/r1/analysis/0001/analysis.json").read_text())
     (site,) = zinc["metal_sites"]
-    # (zinc is non-bonded in amber14: a donor may touch the 0.3 nm cutoff for a frame)
-    assert site["metal"].startswith("ZN") and len(site["ligands"]) >= 3 and site["kept_fraction"] >= 0.8, site
-    assert all(donor["mean_nm"] < 0.26 for donor in site["ligands"]), site
+    # Zinc is non-bonded in amber14 and Cys5 (0.32 nm, a near miss) stays protonated, so
+    # His26 loosens from 0.20 nm: over 6 replicas of these 2 ps its mean was 0.245-0.288 nm,
+    # its largest 0.30-0.35 nm, the fraction of frames with every donor within 0.3 nm
+    # 0.60-0.95 (CPU MD is not bitwise reproducible across machines). Holding means no
+    # donor leaves the first shell (a lost one goes past 0.45 nm and stays there).
+    assert site["metal"].startswith("ZN") and len(site["ligands"]) >= 3 and site["kept_fraction"] >= 0.3, site
+    assert all(donor["mean_nm"] < 0.31 and donor["max_nm"] < 0.40 for donor in site["ligands"]), site
     assert table.loc["zinc-finger/r1", "metal_sites_kept"].startswith(f"{site['metal']} {site['kept_fraction']:.2f}")
 
 

@@ -94,12 +94,6 @@ def test_the_store_says_the_boundary_every_replica_reached_and_keeps_the_first_d
             "longer than target_ns",
         ),
         ({"until_observable": "rg_nm", "until_standard_error": 0.1}, 1, {}, "needs at least 2 replicas"),
-        (
-            {"until_observable": "rg_nm", "until_standard_error": 0.1},
-            2,
-            {"sites": {"a": {"ns_per_day": 10}}, "pulling": {"enabled": True}, "site": "a"},
-            "does not work with pulling sites yet",
-        ),
         ({"until": {"observable": "rg_nm", "error": 0.1}}, 2, {}, "protocol.until: expected a mapping with"),
         ({"until_observable": "energy"}, 2, {}, "until_observable"),
     ],
@@ -173,3 +167,133 @@ def test_a_settled_system_stops_early_while_an_open_one_runs_to_its_cap(tmp_path
     again = snakemake(campaign)
     assert executed_jobs(again) == {}, "a re-run reads the same decision and has nothing to do"
     assert (campaign / layout.completion_record("settled", 1, 2)).exists(), "complete: named after what it covers"
+
+
+# -- pulling sites ----------------------------------------------------------------------
+
+
+def test_pulling_sites_read_the_decision_from_the_listing_and_keep_replicas_in_step(tmp_path):
+    """The listing of the claims carries the decisions to stop (one store call): a site's
+    view ends a stopped system's simulations at the decision, and until a decision, a
+    replica ahead of the others waits for them."""
+    from mdcampaign.campaign import load_campaign
+    from mdcampaign.claims import ClaimBoard
+    from mdcampaign.pulling import SiteView
+
+    sites = {"a": {"ns_per_day": 100, "capacity": 1}, "b": {"ns_per_day": 100, "capacity": 1}}
+    directory = write_campaign(
+        tmp_path / "c",
+        systems=[{"id": "ala", "structure": ALA, "replicas": 2}, {"id": "free", "structure": ALA, "replicas": 2}],
+        protocol={"target_ns": 0.008, "until_standard_error": 1.0},
+        sites=sites,
+        site="a",
+        store=str(tmp_path / "s"),
+    )
+    config = yaml.safe_load((directory / "config/config.yaml").read_text())
+    config["protocol"]["until_observable"] = "rg_nm"
+    campaign = load_campaign(config, base_dir=directory)
+    store = LocalStore(tmp_path / "s")
+    for simulation, segments in (("ala/r1", 2), ("ala/r2", 1)):  # stored (claims count the store itself)
+        for segment in range(segments):
+            folder = store.root / layout.store_segments(simulation) / layout.segment_name(segment)
+            folder.mkdir(parents=True)
+            (folder / layout.MANIFEST).write_text("{}")
+    claims = ClaimBoard(store, campaign.pulling.lease_seconds)
+    first = claims.claim("ala/r1", 4, "b+elsewhere-1.s0").lease
+    claims.published(first, 2, "b", 250.0)
+    claims.release(first)
+    second = claims.claim("ala/r2", 4, "b+elsewhere-1.s1").lease
+    claims.published(second, 1, "b", 250.0)
+    claims.release(second)
+    view = SiteView(campaign, claims.listing())
+    assert view.stops == {} and view.segments(campaign.simulation("ala", 1)) == 4
+    claimable = [s.name for s in view.claimable()]
+    assert "ala/r2" in claimable and "ala/r1" not in claimable, "r1 is a segment ahead of r2: it waits"
+    goal = view.goals["ala"]
+    series = [np.full(40, 0.5), np.full(40, 0.51)]
+    DecisionBoard(store, "ala", goal).decide(judge(goal, series, 2), "b")
+    listing = claims.listing()
+    assert listing.stopped_at("ala", goal.key) == 2
+    view = SiteView(campaign, listing)
+    assert view.stops == {"ala": 2} and view.segments(campaign.simulation("ala", 1)) == 2
+    claimable = [s.name for s in view.claimable()]
+    assert "ala/r1" in claimable, "stopped at 2: r1 is due its analysis"
+    again = claims.claim("ala/r1", 2, "a+here-1.s0", planned=4)
+    assert (again.outcome, again.done) == ("claimed", 2)
+    claims.published(again.lease, 2, "a", analyzed=True)
+    claims.release(again.lease)
+    analysis = store.root / layout.store_analysis("ala/r1", 4)  # named after the cap
+    analysis.parent.mkdir(parents=True)
+    analysis.write_text("{}")
+    assert claims.claim("ala/r1", 2, "a+here-1.s0", planned=4).outcome == "complete"
+    view = SiteView(campaign, claims.listing())
+    assert view.complete(campaign.simulation("ala", 1)) and not view.complete(campaign.simulation("ala", 2))
+    assert json.loads(json.dumps(listing.to_json()))["stops"] == {f"ala/{goal.key}": 2}
+
+
+@pytest.mark.slow
+def test_two_pulling_sites_stop_a_settled_system_early_and_run_an_open_one_to_its_cap(tmp_path):
+    """Real MD on two sites pulling from one store at once: `settled` stops at its
+    decision (filed once, whichever site judged it), `open` runs to its cap; each site
+    ends by itself, and both report the same decision."""
+    from conftest import REPO, SNAKEFILE
+
+    store = tmp_path / "store"
+    sites = {name: {"scratch": str(tmp_path / f"scratch-{name}"), "ns_per_day": 100, "capacity": 1} for name in "ab"}
+    systems = [
+        {"id": "settled", "structure": ALA, "replicas": 2, "until_standard_error": 1.0, "until_min_ns": 0.004},
+        {"id": "open", "structure": ALA, "replicas": 2, "until_standard_error": 1e-9},
+    ]
+    folders = {
+        name: write_campaign(
+            tmp_path / f"at-{name}",
+            systems=systems,
+            protocol={"target_ns": 0.008, "until_observable": "rg_nm", "until_standard_error": 1.0},
+            store=str(store),
+            sites=sites,
+            site=name,
+            pulling={"lease_minutes": 0.5, "poll_seconds": 1},
+        )
+        for name in sites
+    }
+    command = ["snakemake", "-s", str(SNAKEFILE), "--profile", str(REPO / "profiles" / "local")]
+    runs = {
+        name: subprocess.Popen(command, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for name, folder in folders.items()
+    }
+    for name, run in runs.items():
+        out, _ = run.communicate(timeout=900)
+        assert run.returncode == 0, f"site {name}:\n{out[-5000:]}"
+    decisions = [p for p in (store / layout.STORE_DECISIONS / "settled").glob("*.json")]
+    assert len(decisions) == 1 and not (store / layout.STORE_DECISIONS / "open").exists()
+    decision = json.loads(decisions[0].read_text())
+    assert decision["segments"] == 2 and decision["converged"]
+    for replica in (1, 2):
+        sim = store / "sims" / "settled" / f"r{replica}"
+        settled = json.loads((sim / "analysis" / "0004" / "analysis.json").read_text())
+        assert settled["segments"] == 2 and "converged after 2 of 4 segments" in settled["stopped"]
+        # in step: no replica ran a segment past the decision
+        assert sorted(p.name for p in (sim / "segments").iterdir()) == ["0000", "0001"]
+        for manifest in (sim / "segments").glob("*/manifest.json"):
+            assert _started(manifest) < decision["decided_at"]
+        open_ = json.loads(
+            (store / "sims" / "open" / f"r{replica}" / "analysis" / "0004" / "analysis.json").read_text()
+        )
+        assert open_["segments"] == 4 and "stopped" not in open_
+    ran = {json.loads(p.read_text())["site"] for p in store.glob("sims/*/r*/segments/*/manifest.json")}
+    assert ran == {"a", "b"}, "both sites took work"
+    for name, folder in folders.items():
+        report = json.loads(
+            subprocess.run(
+                ["mdcampaign", "status", "--json", "--no-slurm"], cwd=folder, capture_output=True, text=True, check=True
+            ).stdout
+        )
+        goals = {g["system"]: g for g in report["goals"]}
+        assert goals["settled"]["converged"] and goals["settled"]["judged_at_ns"] == pytest.approx(0.004), name
+        assert not goals["open"]["converged"], name
+        states = {s["simulation"]: s for s in report["simulations"]}
+        for replica in (1, 2):
+            state = states[f"settled/r{replica}"]
+            assert (state["state"], state["target_ns"]) == ("done", pytest.approx(0.004)), state
+        summary = pd.read_csv(folder / layout.SUMMARY_TABLE, sep="\t")
+        assert sorted(summary.loc[summary.system == "settled", "segments"]) == [2, 2], name

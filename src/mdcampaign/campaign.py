@@ -150,7 +150,7 @@ def load_campaign(
         sites[site].scratch if scratch_key != "scratch" else config["scratch"], f"{config_file}: {scratch_key}"
     )
     pulling = Pulling(**config["pulling"])
-    check_goals(systems, systems_file, pulls=bool(sites) and pulling.enabled)
+    check_goals(systems, systems_file)
     if sites:
         plan = read_assignment(base_dir / ASSIGNMENT_FILE, sites)
         placed = (
@@ -185,9 +185,8 @@ def load_campaign(
     )
 
 
-def check_goals(systems: dict[str, System], systems_file: str, pulls: bool) -> None:
-    """Continue until converged needs an error across replicas, so two of them; and
-    (for now) sites with fixed shares: pulling sites do not read the decisions yet."""
+def check_goals(systems: dict[str, System], systems_file: str) -> None:
+    """Continue until converged needs an error across replicas, so two of them."""
     for system in systems.values():
         observable = system.protocol.until_observable
         if not observable:
@@ -197,11 +196,6 @@ def check_goals(systems: dict[str, System], systems_file: str, pulls: bool) -> N
             raise CampaignError(
                 f"{where}: until_observable ({observable}) needs at least 2 replicas (the error it stops at is "
                 f"the spread across replicas; this system has {system.replicas})"
-            )
-        if pulls:
-            raise CampaignError(
-                f"{where}: until_observable ({observable}) does not work with pulling sites yet; run this campaign "
-                "with sites that have fixed shares (pulling: {enabled: false}), or without until_observable"
             )
 
 

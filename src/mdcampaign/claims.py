@@ -140,12 +140,22 @@ class Listing:
     now: float  # the store's clock when listed
     simulations: dict[str, SimulationClaims]
     taken_at: float | None = None  # this process's clock then (None for a listing read back from a file)
+    # decisions to stop (convergence.py): "<system>/<goal key>" -> the segments it stopped at
+    stops: dict[str, int] = field(default_factory=dict)
 
     def of(self, name: str) -> SimulationClaims:
         return self.simulations.get(name) or SimulationClaims()
 
+    def stopped_at(self, system: str, goal_key: str) -> int | None:
+        """The segment count ``system`` stopped at under the goal ``goal_key``, if it did."""
+        return self.stops.get(f"{system}/{goal_key}")
+
     def to_json(self) -> dict:
-        return {"now": self.now, "simulations": {name: vars(claims) for name, claims in self.simulations.items()}}
+        return {
+            "now": self.now,
+            "simulations": {name: vars(claims) for name, claims in self.simulations.items()},
+            "stops": self.stops,
+        }
 
     @classmethod
     def from_json(cls, data: dict, seconds_since: float = 0.0) -> Listing:
@@ -157,7 +167,7 @@ class Listing:
             if claims.age is not None:
                 claims.age += seconds_since
             sims[name] = claims
-        return cls(data["now"] + seconds_since, sims)
+        return cls(data["now"] + seconds_since, sims, stops=dict(data.get("stops", {})))
 
 
 @dataclass(frozen=True)
@@ -204,6 +214,7 @@ class ClaimBoard:
             "seg_digits": layout.SEGMENT_DIGITS,
             "record": layout.MANIFEST,
             "max_failures": MAX_FAILURES,
+            "decisions": layout.STORE_DECISIONS,
             **values,
         }
         return shell_program(SCRIPTS, call, settings)
@@ -214,7 +225,8 @@ class ClaimBoard:
     def listing(self) -> Listing:
         """One listing of every claim in the store (one SSH call for a remote store)."""
         out = self._run("listing", "listing the claims")
-        lines = out.splitlines()
+        head, _, decisions = out.partition("\ndecisions\n")
+        lines = head.splitlines()
         now = float(lines[0])
         sims: dict[str, SimulationClaims] = {}
         newest: dict[str, float] = {}  # simulation -> mtime of its newest claim
@@ -263,7 +275,7 @@ class ClaimBoard:
                 claims.ended = entry
         for name, stamp in newest.items():
             sims[name].age = max(0.0, now - stamp)
-        return Listing(now, sims, taken_at=time.time())
+        return Listing(now, sims, taken_at=time.time(), stops=_stops(decisions))
 
     def claim(
         self,
@@ -274,19 +286,22 @@ class ClaimBoard:
         migrate: bool = True,
         site: str = "",
         dead: tuple[str, ...] = (),
+        planned: int | None = None,
     ) -> ClaimResult:
         """Take ``simulation`` (``<system>/r<replica>``, ``segments`` long) for ``holder``,
         if nobody live holds it. ``dead``: holders known to have stopped (a killed job
         on this host), whose claims are taken without waiting for the lease time.
-        Counts the segments in the store itself, so a stale listing cannot make a
-        holder redo one. Idempotent: claiming what ``holder`` already holds renews it."""
+        ``planned``: the segments its analysis is named after, when its system stopped
+        before them (convergence.py). Counts the segments in the store itself, so a
+        stale listing cannot make a holder redo one. Idempotent: claiming what
+        ``holder`` already holds renews it."""
         holder, site = _file_name_part(holder, "holder"), _file_name_part(site, "site")
         values = {
             "d": simulation_dir(simulation),
             "holder": holder,
             "segments": layout.store_segments(simulation),
             "total": int(segments),
-            "analysis": layout.store_analysis(simulation, segments),
+            "analysis": layout.store_analysis(simulation, planned or segments),
             "info": info,
             "migrate": "yes" if migrate else "no",
             "origin_here": f"origin+{site}",
@@ -391,3 +406,19 @@ class ClaimBoard:
             **self._lease_values(lease),
             end="failed" if failed else "released",
         )
+
+
+def _stops(lines: str) -> dict[str, int]:
+    """The listing's decisions to stop ("<folder>/<system>/<goal>.json:"segments": N"
+    lines): "<system>/<goal>" -> N. Another name in the folder (a site's own
+    <goal>.progress.json, where the store is its results/) is not a decision."""
+    stops = {}
+    for line in lines.splitlines():
+        path, _, count = line.rpartition(':"segments": ')
+        parts = path.split("/")
+        if len(parts) < 3 or not count.isdigit() or not parts[-1].endswith(".json"):
+            continue
+        goal = parts[-1][: -len(".json")]
+        if "." not in goal:
+            stops[f"{parts[-2]}/{goal}"] = int(count)
+    return stops

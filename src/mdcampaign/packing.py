@@ -54,7 +54,8 @@ class Member:
     n_segments: int
     protocol: dict
     seed: int
-    state: str = "waiting"  # waiting, running, done, paused, failed, lost (its claim), handed over
+    # waiting, running, done, paused, failed, lost (its claim), handed over, ahead (of its replicas)
+    state: str = "waiting"
     failure: str | None = None
     lease: Lease | None = None  # its claim in the store, when pulled
     asked_by: str | None = None  # a faster site asked to take it over after this segment
@@ -175,6 +176,11 @@ class Claimer:
     def park(self, member: Member, segment: int, work_dir: Path) -> None:
         """``member``'s segment paused in ``work_dir``: leave its progress where the next
         taker finds it (pulling: the store, see parking.py)."""
+
+    def may_go_on(self, member: Member) -> bool:
+        """Whether ``member``, a segment done, runs its next one in this slot now (False:
+        it is released until its system's other replicas caught up)."""
+        return True
 
     def finish(self, member: Member) -> None:
         """The slot is done with ``member`` (done, paused, failed or lost): release it."""
@@ -307,6 +313,15 @@ def _slot_loop(batch: Batch, slot: Slot, threads: int) -> None:
             outcome = _run_segment(batch, member, segment, slot, threads)
             if outcome != "done":
                 member.state = "lost" if member.state == "lost" else outcome
+                break
+            if batch.claimer is not None and not batch.claimer.may_go_on(member):
+                member.state = "ahead"
+                log.info(
+                    "slot %d: %s is ahead of its system's other replicas (it stops when converged, judged when "
+                    "all reach a segment's end): released until they catch up",
+                    slot.index,
+                    member.name,
+                )
                 break
         if batch.claimer is not None:
             batch.claimer.finish(member)

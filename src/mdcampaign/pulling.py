@@ -13,10 +13,12 @@ import math
 import socket
 import statistics
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 from . import layout
 from .campaign import Campaign
 from .claims import MAX_FAILURES, Listing
+from .convergence import Goal
 from .runlock import process_exists
 from .sites import HANDOVER_GAIN, HANDOVER_START_SECONDS, days, handover_gain, planning_work, preferred_order
 from .systems import Simulation
@@ -67,9 +69,54 @@ class SiteView:
     listing: Listing
     dead: frozenset = frozenset()
 
+    @cached_property
+    def goals(self) -> dict[str, Goal]:
+        """The systems that stop when converged (convergence.py), with their goals."""
+        found = {}
+        for system in self.campaign.systems.values():
+            goal = Goal.of(system.protocol, system.replicas)
+            if goal is not None:
+                found[system.id] = goal
+        return found
+
+    @cached_property
+    def stops(self) -> dict[str, int]:
+        """The systems that stopped when converged, as the store says: system -> segments."""
+        found = {}
+        for system, goal in self.goals.items():
+            stop = self.listing.stopped_at(system, goal.key)
+            if stop is not None:
+                found[system] = stop
+        return found
+
+    def segments(self, simulation: Simulation) -> int:
+        """Its segments: the cap, or fewer once its system stopped."""
+        return min(simulation.n_segments, self.stops.get(simulation.system, simulation.n_segments))
+
     def complete(self, simulation: Simulation) -> bool:
         claims = self.listing.of(simulation.name)
-        return claims.done >= simulation.n_segments and claims.analyzed >= simulation.n_segments
+        segments = self.segments(simulation)
+        return claims.done >= segments and claims.analyzed >= segments
+
+    @cached_property
+    def slowest_replicas(self) -> dict[str, int]:
+        """Per system judged at segment boundaries and not stopped yet: the segments its
+        least advanced replica has in the store (given-up replicas aside)."""
+        slowest: dict[str, int] = {}
+        for simulation in self.campaign.simulations:
+            system = simulation.system
+            if system in self.goals and system not in self.stops and not self.given_up(simulation):
+                done = self.listing.of(simulation.name).done
+                slowest[system] = min(slowest.get(system, done), done)
+        return slowest
+
+    def in_step(self, simulation: Simulation) -> bool:
+        """Whether its next segment keeps its system's replicas in step. A system that
+        stops when converged is judged at the boundary all its replicas reached, so a
+        replica ahead of the others waits for them: what it ran past a decision at
+        that boundary would be wasted, and its analysis would cover more than theirs."""
+        slowest = self.slowest_replicas.get(simulation.system)
+        return slowest is None or self.listing.of(simulation.name).done <= slowest
 
     def given_up(self, simulation: Simulation) -> bool:
         return self.listing.of(simulation.name).failures >= MAX_FAILURES
@@ -96,7 +143,7 @@ class SiteView:
         return reserved is not None and reserved != self.campaign.site
 
     def claimable(self) -> list[Simulation]:
-        return [s for s in self.unfinished() if not self.held(s) and not self.reserved_elsewhere(s)]
+        return [s for s in self.unfinished() if not self.held(s) and not self.reserved_elsewhere(s) and self.in_step(s)]
 
     def handover_candidates(self) -> list[tuple[Simulation, float]]:
         """What this site, with nothing left to claim, may ask for (the tail of a

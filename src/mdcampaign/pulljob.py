@@ -15,6 +15,7 @@ from pathlib import Path
 from . import layout
 from .campaign import Campaign
 from .claims import ClaimBoard, Listing, holder_name
+from .convergence import Goal, learn_decision, stop_after
 from .engines import engine_for
 from .errors import DataError, TransferError
 from .files import atomic_write_text
@@ -72,7 +73,7 @@ class StoreClaimer(Claimer):
                 continue  # its system is set up by a job of this site's next round
             result = self.board.claim(
                 simulation.name,
-                simulation.n_segments,
+                view.segments(simulation),
                 holder_name(self.campaign.site, slot.index),
                 json.dumps(
                     {
@@ -85,6 +86,7 @@ class StoreClaimer(Claimer):
                 self.campaign.may_migrate(simulation),
                 self.campaign.site,
                 tuple(sorted(view.dead)),
+                planned=simulation.n_segments,
             )
             if result.outcome != "claimed":
                 log.info("slot %d: %s not taken (%s %s)", slot.index, simulation.name, result.outcome, result.detail)
@@ -102,13 +104,15 @@ class StoreClaimer(Claimer):
                 self.board.release(result.lease)
                 continue
             self._continue_parked(simulation, listing.of(simulation.name).parked, result.done)
+            goal = view.goals.get(simulation.system)
+            self._learn_decision(view, simulation.system)
             log.info(
                 "slot %d: claimed %s (claim %s) at segment %d of %d",
                 slot.index,
                 simulation.name,
                 result.lease.generation,
                 result.done,
-                simulation.n_segments,
+                view.segments(simulation),
             )
             return Member(
                 simulation.system,
@@ -118,8 +122,34 @@ class StoreClaimer(Claimer):
                 simulation.seed,
                 lease=result.lease,
                 frame_interval_ps=simulation.protocol.frame_interval_ps,
+                until=goal.record() if goal else None,
             )
         return self._ask(slot, view)
+
+    def _learn_decision(self, view: SiteView, system: str) -> None:
+        """A decision to stop ``system`` that another site filed, copied here (where the
+        slot's segment count, the analysis and `status` read it)."""
+        goal = view.goals.get(system)
+        if system in view.stops and stop_after(system, goal, self.root) is None:
+            learn_decision(self.store, system, goal, self.campaign.site, self.root)
+
+    def may_go_on(self, member: Member) -> bool:
+        """A simulation whose system stops when converged goes on only in step with its
+        replicas (SiteView.in_step): one ahead of them is released, to be taken again
+        once they caught up. A decision filed meanwhile (by any site) is learned."""
+        goal = Goal.from_record(member.until)
+        if goal is None or stop_after(member.system, goal, self.root) is not None:
+            return True
+        try:
+            view = site_view(self.campaign, self.store)
+            self._learn_decision(view, member.system)
+        except (TransferError, DataError) as error:
+            log.warning("%s: cannot see its replicas' progress now (%s); it goes on", member.name, error)
+            return True
+        if view.in_step(self.campaign.simulation(member.system, member.replica)):
+            return True
+        self.tried.discard(member.name)  # taken again, by this job too, once they caught up
+        return False
 
     def _ask(self, slot: Slot, view: SiteView) -> Asked | None:
         """Nothing left to claim: wait for what this slot asked another site for (it was
@@ -218,11 +248,12 @@ class StoreClaimer(Claimer):
         segment of it meanwhile; the segment in progress then goes on."""
         result = self.board.claim(
             member.name,
-            member.n_segments,
+            member.wanted(),
             member.lease.holder,
             "{}",
             self.campaign.may_migrate(self.campaign.simulation(member.system, member.replica)),
             self.campaign.site,
+            planned=member.n_segments,
         )
         if result.outcome != "claimed":
             return False

@@ -227,23 +227,45 @@ def collect(
     status = CampaignStatus(campaign.name, campaign.site)
     if listing is not None and listing.taken_at is not None:
         status.clock_offset_s = round(listing.taken_at - listing.now, 1)
+    goals = {s.id: goal for s in campaign.systems.values() if (goal := Goal.of(s.protocol, s.replicas))}
+    # decisions to stop filed by any site (the store's), where this one has not learned them yet
+    stops = {
+        system: stop
+        for system, goal in goals.items()
+        if listing is not None and (stop := listing.stopped_at(system, goal.key)) is not None
+    }
     setups = {}
     for simulation in campaign.simulations:
         if simulation.system not in setups:
             setups[simulation.system] = (directory / layout.setup_info(simulation.system)).exists()
         claims = listing.of(simulation.name) if listing is not None else None
         status.simulations.append(
-            _one(simulation, campaign, directory, scratch, setups[simulation.system], queue, claims)
+            _one(
+                simulation,
+                campaign,
+                directory,
+                scratch,
+                setups[simulation.system],
+                queue,
+                claims,
+                stops.get(simulation.system),
+            )
         )
-    status.goals = [goal_state(system, campaign, directory) for system in campaign.systems.values()]
-    status.goals = [state for state in status.goals if state is not None]
+    status.goals = [goal_state(system, goal, directory, stops.get(system)) for system, goal in goals.items()]
     return status
 
 
-def goal_state(system, campaign: Campaign, directory: Path) -> dict | None:
-    """A system with a goal: where it stands (convergence.standing), or None."""
-    goal = Goal.of(system.protocol, system.replicas)
-    return standing(system.id, goal, directory) if goal else None
+def goal_state(system: str, goal: Goal, directory: Path, stop: int | None = None) -> dict:
+    """Where a system with a goal stands (convergence.standing); ``stop``: the segments
+    the store says it stopped at (a decision another site filed)."""
+    state = standing(system, goal, directory)
+    if stop is not None and not state["converged"]:
+        state.update(
+            converged=True,
+            judged_at_ns=round(stop * goal.segment_ns, 9),
+            reason=f"stopped at {stop} segments, decided at another site",
+        )
+    return state
 
 
 def render_goals(goals: list[dict]) -> list[str]:
@@ -280,13 +302,15 @@ def _one(
     set_up: bool,
     queue: dict,
     claims: SimulationClaims | None = None,
+    stop: int | None = None,
 ) -> SimulationStatus:
     wildcards = simulation.wildcards
     protocol = simulation.protocol
     root = str(directory)
     system = campaign.systems[simulation.system]
-    # the cap, or fewer once its system stopped (convergence)
+    # the cap, or fewer once its system stopped (convergence), as this site or the store knows
     segments_total = segments_wanted(simulation.system, simulation.n_segments, Goal.of(protocol, system.replicas), root)
+    segments_total = min(segments_total, stop or segments_total)
     target_ns = segments_total * protocol.segment_ns
     # A finished, analyzed simulation is one file; others count their manifests.
     complete = os.path.join(root, layout.completion_record(simulation.system, simulation.replica, segments_total))

@@ -10,6 +10,7 @@
 #   seg_digits    digits of a segment's number (layout.SEGMENT_DIGITS)
 #   record        a stored segment's record, in its folder (layout.MANIFEST)
 #   max_failures  failed claims after which a simulation is given up
+#   decisions     the decisions to stop (layout.STORE_DECISIONS, see convergence.py)
 # and, per operation, d (a simulation's claims folder), g (a claim's number), holder.
 #
 # Times are the store's clock only: files and folders are stamped by being created (or
@@ -51,13 +52,20 @@ marker() {
     : >"$d/$1-$(padded "$2" "$seg_digits")"
 }
 
-# Every claim, with its time: "<path below $claims>\t<mtime>", the store's clock first.
+# Every claim, with its time: "<path below $claims>\t<mtime>", the store's clock first;
+# then a line "decisions" and each decision to stop as grep says where it stopped:
+# "$decisions/<system>/<goal>.json:"segments": <count>".
 listing() {
     set -e
     clock
     echo "$now"
     # claims and markers come and go while we list: a vanished one is not an error
     find "$claims" -ignore_readdir_race -mindepth 3 -maxdepth 4 ! -name '.*' -printf '%P\t%T@\n' || true
+    echo decisions
+    if [ -d "$decisions" ]; then
+        find "$decisions" -mindepth 2 -maxdepth 2 -name '*.json' ! -name '.*' \
+            -exec grep -o -H '"segments": [0-9]*' {} + 2>/dev/null || true
+    fi
 }
 
 # Take simulation $d for $holder, unless a live holder has it. Given: segments (the

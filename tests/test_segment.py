@@ -254,7 +254,10 @@ def test_a_segment_paused_on_one_platform_continues_on_another_from_its_portable
     ]
     assert continuation_seed(7, header["step"]) != 7
     energies = pd.read_csv(work / "energies.csv")
-    assert energies["temperature_K"].between(150, 500).all(), "the state carried over, velocities included"
+    # 22 atoms: one frame's temperature fluctuates by about 65 K (a frame past 500 K now
+    # and then); the mean over the segment's 200 frames is the check
+    temperature = energies["temperature_K"]
+    assert abs(temperature.mean() - 300) < 25 and temperature.max() < 700, temperature.describe()
 
 
 def test_exploding_system_fails_with_a_message_naming_the_simulation(prepared_ala, tmp_path):

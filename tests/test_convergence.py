@@ -213,7 +213,7 @@ def test_pulling_sites_read_the_decision_from_the_listing_and_keep_replicas_in_s
     series = [np.full(40, 0.5), np.full(40, 0.51)]
     DecisionBoard(store, "ala", goal).decide(judge(goal, series, 2), "b")
     listing = claims.listing()
-    assert listing.stopped_at("ala", goal.key) == 2
+    assert listing.stopped_systems({"ala": goal}) == {"ala": 2}
     view = SiteView(campaign, listing)
     assert view.stops == {"ala": 2} and view.segments(campaign.simulation("ala", 1)) == 2
     claimable = [s.name for s in view.claimable()]

@@ -146,9 +146,15 @@ class Listing:
     def of(self, name: str) -> SimulationClaims:
         return self.simulations.get(name) or SimulationClaims()
 
-    def stopped_at(self, system: str, goal_key: str) -> int | None:
-        """The segment count ``system`` stopped at under the goal ``goal_key``, if it did."""
-        return self.stops.get(f"{system}/{goal_key}")
+    def stopped_systems(self, goals: dict) -> dict[str, int]:
+        """Of ``goals`` (system -> its convergence.Goal), the systems that stopped, with
+        the segment count each stopped at."""
+        found = {}
+        for system, goal in goals.items():
+            stop = self.stops.get(f"{system}/{goal.key}")
+            if stop is not None:
+                found[system] = stop
+        return found
 
     def to_json(self) -> dict:
         return {

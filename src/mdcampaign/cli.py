@@ -60,13 +60,13 @@ def cmd_validate(args) -> int:
 
 def stopped_systems(campaign, directory) -> dict[str, int]:
     """The systems that stopped when converged, as this site knows: system -> segments."""
-    from .convergence import Goal, stop_after
+    from .convergence import goals_of, stop_after
 
     found = {}
-    for system in campaign.systems.values():
-        stop = stop_after(system.id, Goal.of(system.protocol, system.replicas), directory)
+    for system, goal in goals_of(campaign.systems).items():
+        stop = stop_after(system, goal, directory)
         if stop is not None:
-            found[system.id] = stop
+            found[system] = stop
     return found
 
 

@@ -184,6 +184,16 @@ class DecisionBoard:
         return json.loads(out)
 
 
+def goals_of(systems: dict) -> dict[str, Goal]:
+    """The systems that stop when converged, with their goals (the others run to their cap)."""
+    found = {}
+    for system in systems.values():
+        goal = Goal.of(system.protocol, system.replicas)
+        if goal is not None:
+            found[system.id] = goal
+    return found
+
+
 def decision_path(system: str, goal: Goal, root: str | os.PathLike = ".") -> Path:
     return Path(root) / layout.fill(layout.DECISION, system=system, goal=goal.key)
 

@@ -18,7 +18,7 @@ from functools import cached_property
 from . import layout
 from .campaign import Campaign
 from .claims import MAX_FAILURES, Listing
-from .convergence import Goal
+from .convergence import Goal, goals_of
 from .runlock import process_exists
 from .sites import HANDOVER_GAIN, HANDOVER_START_SECONDS, days, handover_gain, planning_work, preferred_order
 from .systems import Simulation
@@ -72,22 +72,12 @@ class SiteView:
     @cached_property
     def goals(self) -> dict[str, Goal]:
         """The systems that stop when converged (convergence.py), with their goals."""
-        found = {}
-        for system in self.campaign.systems.values():
-            goal = Goal.of(system.protocol, system.replicas)
-            if goal is not None:
-                found[system.id] = goal
-        return found
+        return goals_of(self.campaign.systems)
 
     @cached_property
     def stops(self) -> dict[str, int]:
         """The systems that stopped when converged, as the store says: system -> segments."""
-        found = {}
-        for system, goal in self.goals.items():
-            stop = self.listing.stopped_at(system, goal.key)
-            if stop is not None:
-                found[system] = stop
-        return found
+        return self.listing.stopped_systems(self.goals)
 
     def segments(self, simulation: Simulation) -> int:
         """Its segments: the cap, or fewer once its system stopped."""

@@ -19,7 +19,7 @@ from pathlib import Path
 from . import layout, slurm
 from .campaign import Campaign
 from .claims import MAX_FAILURES, Listing, SimulationClaims
-from .convergence import Goal, segments_wanted, standing
+from .convergence import Goal, goals_of, segments_wanted, standing
 from .engines import engine_for
 from .errors import DataError
 from .files import file_system_now
@@ -227,13 +227,9 @@ def collect(
     status = CampaignStatus(campaign.name, campaign.site)
     if listing is not None and listing.taken_at is not None:
         status.clock_offset_s = round(listing.taken_at - listing.now, 1)
-    goals = {s.id: goal for s in campaign.systems.values() if (goal := Goal.of(s.protocol, s.replicas))}
+    goals = goals_of(campaign.systems)
     # decisions to stop filed by any site (the store's), where this one has not learned them yet
-    stops = {
-        system: stop
-        for system, goal in goals.items()
-        if listing is not None and (stop := listing.stopped_at(system, goal.key)) is not None
-    }
+    stops = listing.stopped_systems(goals) if listing is not None else {}
     setups = {}
     for simulation in campaign.simulations:
         if simulation.system not in setups:
@@ -248,6 +244,7 @@ def collect(
                 setups[simulation.system],
                 queue,
                 claims,
+                goals.get(simulation.system),
                 stops.get(simulation.system),
             )
         )
@@ -302,14 +299,14 @@ def _one(
     set_up: bool,
     queue: dict,
     claims: SimulationClaims | None = None,
+    goal: Goal | None = None,
     stop: int | None = None,
 ) -> SimulationStatus:
     wildcards = simulation.wildcards
     protocol = simulation.protocol
     root = str(directory)
-    system = campaign.systems[simulation.system]
     # the cap, or fewer once its system stopped (convergence), as this site or the store knows
-    segments_total = segments_wanted(simulation.system, simulation.n_segments, Goal.of(protocol, system.replicas), root)
+    segments_total = segments_wanted(simulation.system, simulation.n_segments, goal, root)
     segments_total = min(segments_total, stop or segments_total)
     target_ns = segments_total * protocol.segment_ns
     # A finished, analyzed simulation is one file; others count their manifests.
